@@ -1,0 +1,1 @@
+"""onecycle: super-convergence made practical."""

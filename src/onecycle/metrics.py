@@ -1,0 +1,65 @@
+"""Metrics: plain functions ``(preds, targets) -> Tensor`` averaged per sample.
+
+The Learner weights each batch's value by its number of targets (``targets.numel()``), so a
+smaller last batch counts for what it holds; a metric with ``average = "geometric"`` has its
+logarithm averaged instead. Objects following the torchmetrics protocol (``update``/``compute``/``reset``)
+are used as they are. Functions here return a 0-d tensor and never call ``.item()``: the loop
+decides when to read values from the device.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+__all__ = ["accuracy", "top_k_accuracy", "perplexity", "bits_per_char", "metric_name"]
+
+
+def _flat(preds: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sequence outputs (B, T, C) with targets (B, T) become (B*T, C) and (B*T,)."""
+    if preds.ndim == targets.ndim + 1 and preds.ndim > 2:
+        return preds.reshape(-1, preds.shape[-1]), targets.reshape(-1)
+    return preds, targets
+
+
+def accuracy(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Fraction of samples whose arg-max class equals the target."""
+    preds, targets = _flat(preds, targets)
+    return (preds.argmax(dim=-1) == targets).float().mean()
+
+
+def top_k_accuracy(preds: torch.Tensor, targets: torch.Tensor, k: int = 5) -> torch.Tensor:
+    """Fraction of samples whose target is among the ``k`` highest scores."""
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive int, got {k!r}")
+    preds, targets = _flat(preds, targets)
+    top = preds.topk(min(k, preds.shape[-1]), dim=-1).indices
+    return (top == targets.unsqueeze(-1)).any(dim=-1).float().mean()
+
+
+def perplexity(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """exp of the mean cross-entropy. Marked ``average = "geometric"``: the Learner averages its
+    logarithm over batches, so the set-level value is exp(mean cross-entropy over all targets),
+    not a mean of per-batch perplexities."""
+    preds, targets = _flat(preds, targets)
+    return torch.exp(F.cross_entropy(preds, targets))
+
+
+perplexity.average = "geometric"  # type: ignore[attr-defined]
+
+
+def bits_per_char(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy in bits (character-level language models)."""
+    preds, targets = _flat(preds, targets)
+    return F.cross_entropy(preds, targets) / math.log(2.0)
+
+
+def metric_name(metric: object) -> str:
+    """The name a metric is recorded under: a function's ``__name__``, a partial's function,
+    an object's class name."""
+    name = getattr(metric, "__name__", None)
+    if name is None and hasattr(metric, "func"):
+        name = getattr(metric.func, "__name__", None)
+    return name or type(metric).__name__
