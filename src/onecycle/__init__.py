@@ -1,1 +1,19 @@
-"""onecycle: super-convergence made practical."""
+"""onecycle: super-convergence made practical on plain PyTorch.
+
+Re-exports the public API; no logic lives here. Heavy optional modules (plots, data, the CLI) are
+imported only when used.
+"""
+
+from . import metrics, schedules
+from .callbacks import Callback, CancelFit, GradStats
+from .learner import OPTIMIZERS, Learner, default_device
+from .optim.groups import get_hyper, set_hyper
+from .optim.scheduler import Scheduler
+from .recorder import Recorder
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Learner", "OPTIMIZERS", "default_device", "Callback", "CancelFit", "GradStats", "Recorder",
+    "Scheduler", "get_hyper", "set_hyper", "metrics", "schedules", "__version__",
+]

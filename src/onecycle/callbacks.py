@@ -1,0 +1,102 @@
+"""Callbacks: a typed base with a few no-op hooks that receive the Learner explicitly.
+
+The loop dispatches a hook only to the callbacks that override it (see ``hooks_of``), so a callback
+that does nothing costs nothing. Stopping early is one exception, ``CancelFit``; ``after_fit``
+always runs.
+
+Hook order in ``fit``::
+
+    before_fit
+      before_epoch
+        before_batch -> (forward, loss, backward) -> after_backward (every optimizer step, grads
+        unscaled and not yet clipped) -> after_step -> after_batch
+      before_validate -> after_validate
+      after_epoch
+    after_fit        (always, also on CancelFit or an error)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # only for annotations: callbacks never import the loop
+    from .learner import Learner
+
+__all__ = ["Callback", "CancelFit", "HOOKS", "hooks_of", "GradStats"]
+
+HOOKS = ("before_fit", "before_epoch", "before_batch", "after_backward", "after_step", "after_batch",
+         "before_validate", "after_validate", "after_epoch", "after_fit")
+
+
+class CancelFit(Exception):
+    """Raise from any hook to end ``fit`` cleanly after the current point (``after_fit`` runs)."""
+
+
+class Callback:
+    """Override the hooks you need; each gets the Learner. ``order`` sorts callbacks (low first)."""
+
+    order: int = 0
+
+    def before_fit(self, learn: Learner) -> None: ...
+    def before_epoch(self, learn: Learner) -> None: ...
+    def before_batch(self, learn: Learner) -> None: ...
+    def after_backward(self, learn: Learner) -> None: ...
+    def after_step(self, learn: Learner) -> None: ...
+    def after_batch(self, learn: Learner) -> None: ...
+    def before_validate(self, learn: Learner) -> None: ...
+    def after_validate(self, learn: Learner) -> None: ...
+    def after_epoch(self, learn: Learner) -> None: ...
+    def after_fit(self, learn: Learner) -> None: ...
+
+
+def hooks_of(callbacks: list[Callback]) -> dict[str, list]:
+    """For each hook, the bound methods of the callbacks that override it, in ``order``."""
+    ordered = sorted(callbacks, key=lambda cb: getattr(cb, "order", 0))
+    out: dict[str, list] = {}
+    for name in HOOKS:
+        base = getattr(Callback, name)
+        out[name] = [getattr(cb, name) for cb in ordered if getattr(type(cb), name, base) is not base]
+    return out
+
+
+class GradStats(Callback):
+    """Per param group and per optimizer step: the mean absolute gradient and the gradient L2
+    norm, taken before clipping (the seed's evidence for why Adam diverges under 1cycle).
+
+    Values stay on the device during the epoch (no sync per step) and reach the recorder as floats
+    under ``grad_mean_abs/<group>`` and ``grad_norm/<group>``.
+    """
+
+    def before_fit(self, learn: Learner) -> None:
+        self._rows: list = []
+
+    def after_backward(self, learn: Learner) -> None:
+        import torch
+        row = []
+        for group in learn.opt.param_groups:
+            grads = [p.grad for p in group["params"] if p.grad is not None]
+            if not grads:
+                row.append(torch.full((2,), float("nan")))
+                continue
+            n = sum(g.numel() for g in grads)
+            mean_abs = torch.stack([g.abs().sum() for g in grads]).sum() / n
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            row.append(torch.stack([mean_abs, norm]).float())
+        self._rows.append(torch.stack(row))
+
+    def after_epoch(self, learn: Learner) -> None:
+        self._flush(learn)
+
+    def after_fit(self, learn: Learner) -> None:
+        self._flush(learn)
+
+    def _flush(self, learn: Learner) -> None:
+        import torch
+        if not self._rows:
+            return
+        values = torch.stack(self._rows).cpu().tolist()  # one sync per epoch
+        self._rows = []
+        for row in values:
+            for i, (mean_abs, norm) in enumerate(row):
+                learn.recorder.log(f"grad_mean_abs/{i}", mean_abs)
+                learn.recorder.log(f"grad_norm/{i}", norm)

@@ -1,0 +1,477 @@
+"""The Learner: owns the training loop.
+
+The hot path does the minimum per batch: move the batch (a no-op for device-resident data),
+forward, backward, copy the loss into a preallocated device buffer, and every ``accum`` batches
+clip and step. No ``.item()`` per batch: losses reach the host once per epoch, the progress bar
+reads one at most twice a second. Hyper-parameters are set by a ``Scheduler`` that advances on the
+optimizer's real steps, so AMP overflow skips and accumulation windows never shift the schedule.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from . import schedules as S
+from .callbacks import Callback, CancelFit, hooks_of
+from .metrics import metric_name
+from .optim.groups import DECOUPLED_WD, DecoupledWeightDecay, get_hyper, layer_groups, spread_lrs
+from .optim.scheduler import Scheduler
+from .progress import Progress
+from .recorder import Recorder
+
+__all__ = ["Learner", "OPTIMIZERS", "default_device"]
+
+
+def default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _sgd(params: list[dict], lr: float) -> torch.optim.Optimizer:
+    return torch.optim.SGD(params, lr=lr, momentum=0.9)
+
+
+def _adamw(params: list[dict], lr: float) -> torch.optim.Optimizer:
+    # beta2 0.99 and eps 1e-5 (fastai's choice): with 0.999/1e-8 the second moment lags the large
+    # early-cycle gradients and tiny denominators late in the cycle blow steps up (the seed's
+    # "diverges once out of two"). Weight decay is applied decoupled by the loop.
+    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.0)
+
+
+def _lars(params: list[dict], lr: float) -> torch.optim.Optimizer:
+    from .optim.lars import LARS
+    return LARS(params, lr=lr, momentum=0.9)
+
+
+def _lamb(params: list[dict], lr: float) -> torch.optim.Optimizer:
+    from .optim.lamb import LAMB
+    return LAMB(params, lr=lr, betas=(0.9, 0.99), eps=1e-6)
+
+
+OPTIMIZERS: dict[str, Callable[[list[dict], float], torch.optim.Optimizer]] = {
+    "sgd": _sgd, "adam": _adamw, "adamw": _adamw, "lars": _lars, "lamb": _lamb,
+}
+
+
+def _check_epochs(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value!r}")
+    return value
+
+
+def _check_clip(value: object) -> float | None:
+    if value is None:
+        return None
+    return S.check_number("clip", value, low=0, low_open=True)
+
+
+def _split_batch(batch: Any) -> tuple[tuple, Any]:
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return tuple(batch[:-1]), batch[-1]
+    raise TypeError(f"a batch must be a tuple (inputs..., target), got {type(batch).__name__}")
+
+
+class Learner:
+    """Train ``model`` on ``train_dl`` with ``loss_fn``, validating on ``valid_dl``.
+
+    ``opt``: a name in ``OPTIMIZERS`` or a factory ``(param_groups, lr) -> Optimizer``.
+    ``groups``: layer groups (default: ``model.param_groups()`` when present, else one group).
+    ``wd``: decoupled weight decay (on tensors of 2+ dims). ``clip``: global grad-norm clipping.
+    ``amp``: mixed precision (bf16 on CPU, fp16 with a GradScaler on CUDA; or "bf16"/"fp16").
+    ``accum``: optimizer step every ``accum`` batches.
+    """
+
+    def __init__(self, model: nn.Module, train_dl: Iterable, valid_dl: Iterable | None = None,
+                 loss_fn: Callable = F.cross_entropy, opt: str | Callable = "sgd",
+                 metrics: Sequence[Callable] = (), *, wd: float = 0.0, clip: float | None = None,
+                 groups: Any = None, device: str | torch.device | None = None,
+                 callbacks: Sequence[Callback] = (), amp: bool | str = False, accum: int = 1,
+                 quiet: bool = False) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
+        for m in metrics:
+            if not (callable(m) or hasattr(m, "update")):
+                raise TypeError(f"metrics must be callables or update/compute objects, got {m!r}")
+        self.opt_fn = opt
+        self.wd = S.check_number("wd", wd, low=0)
+        self.clip = clip
+        self.accum = _check_epochs("accum", accum)
+        self.amp = self._check_amp(amp)
+        self.device = torch.device(device) if device is not None else default_device()
+        self.model = model.to(self.device)
+        self.train_dl, self.valid_dl, self.loss_fn = train_dl, valid_dl, loss_fn
+        self.metrics = list(metrics)
+        self.groups = groups
+        self.callbacks = list(callbacks)
+        self.quiet = quiet
+        self.recorder = Recorder(metric_name(m) for m in self.metrics)
+        self.sched: Any = self.recorder
+        self.opt: torch.optim.Optimizer | None = None
+        self.epoch = self.iter = 0
+        self.n_epochs = 0
+
+    # ---- settings ---------------------------------------------------------------------------
+    @property
+    def clip(self) -> float | None:
+        return self._clip
+
+    @clip.setter
+    def clip(self, value: float | None) -> None:
+        self._clip = _check_clip(value)
+
+    @property
+    def opt_fn(self) -> str | Callable:
+        return self._opt_fn
+
+    @opt_fn.setter
+    def opt_fn(self, value: str | Callable) -> None:
+        if isinstance(value, str):
+            if value.lower() not in OPTIMIZERS:
+                raise ValueError(f"opt must be one of {sorted(OPTIMIZERS)} or a factory, got {value!r}")
+            value = value.lower()
+        elif not callable(value):
+            raise TypeError(f"opt must be a name or a factory (params, lr) -> Optimizer, got {value!r}")
+        self._opt_fn = value
+        self.opt = None  # the seed's `learn.opt_fn = LARS`: the next fit or lr_find builds it
+
+    @staticmethod
+    def _check_amp(amp: bool | str) -> bool | str:
+        if amp not in (False, True, "bf16", "fp16"):
+            raise ValueError(f"amp must be False, True, 'bf16' or 'fp16', got {amp!r}")
+        return amp
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        if not self.amp:
+            return None
+        if self.amp == "fp16" or (self.amp is True and self.device.type == "cuda"):
+            return torch.float16
+        return torch.bfloat16
+
+    # ---- optimizer --------------------------------------------------------------------------
+    def layer_groups(self) -> list[list[nn.Parameter]]:
+        return layer_groups(self.model, self.groups)
+
+    def create_opt(self) -> torch.optim.Optimizer:
+        """Build the optimizer over the layer groups (all parameters, frozen ones included, so
+        unfreezing needs no new optimizer)."""
+        factory = OPTIMIZERS[self.opt_fn] if isinstance(self.opt_fn, str) else self.opt_fn
+        groups = self.layer_groups()
+        opt = factory([{"params": g} for g in groups], 1e-3)
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TypeError(f"the optimizer factory returned {type(opt).__name__}, not an Optimizer")
+        if len(opt.param_groups) != len(groups):
+            raise ValueError(f"the optimizer factory made {len(opt.param_groups)} param groups "
+                             f"from {len(groups)} layer groups")
+        self._owns_wd = bool(getattr(opt, "applies_weight_decay", False))
+        self._wd_hook = None if self._owns_wd else DecoupledWeightDecay(opt, 0.0)
+        self.opt = opt
+        return opt
+
+    @property
+    def wd_key(self) -> str:
+        """The param-group key the weight decay goes to for this optimizer."""
+        return "weight_decay" if self._owns_wd else DECOUPLED_WD
+
+    def _prepare_opt(self, lrs: object, wd: object) -> tuple[torch.optim.Optimizer, list[float], list[float]]:
+        """Check ``lrs``/``wd`` against the groups; build the optimizer if needed. Nothing changes
+        when the input is bad."""
+        n = len(self.layer_groups()) if self.opt is None else len(self.opt.param_groups)
+        peaks = spread_lrs(lrs, n)
+        wd = self.wd if wd is None else wd
+        wds = [S.check_number("wd", w, low=0) for w in (wd if isinstance(wd, (list, tuple)) else [wd] * n)]
+        if len(wds) != n:
+            raise ValueError(f"wd has {len(wds)} values but there are {n} param groups")
+        opt = self.opt or self.create_opt()
+        return opt, peaks, wds
+
+    # ---- public training API ----------------------------------------------------------------
+    def fit(self, lr: float | Sequence[float] | slice, n_cycle: int = 1, cycle_len: int | None = None,
+            use_clr_beta: Sequence[float] | None = None, *, wd: float | None = None,
+            callbacks: Sequence[Callback] = ()) -> Recorder:
+        """The seed's ``fit``: ``fit(lr, epochs)`` trains at a constant LR;
+        ``fit(lr, n_cycle, cycle_len=E, use_clr_beta=(div, pct[, mom_max, mom_min]))`` runs
+        ``n_cycle`` 1cycles of ``E`` epochs each; ``cycle_len`` alone runs cosine annealing
+        restarting every cycle (SGDR, as fastai 0.7 did)."""
+        n_cycle = _check_epochs("n_cycle", n_cycle)
+        if use_clr_beta is not None and cycle_len is None:
+            raise ValueError("use_clr_beta needs cycle_len (epochs per cycle), got cycle_len=None")
+        sgdr = cycle_len is not None
+        cycle_len = 1 if cycle_len is None else _check_epochs("cycle_len", cycle_len)
+        steps = self._steps_per_epoch()
+        if use_clr_beta is not None:
+            if not isinstance(use_clr_beta, (tuple, list)) or len(use_clr_beta) not in (2, 4):
+                raise ValueError(f"use_clr_beta must be (div, pct) or (div, pct, mom_max, mom_min), "
+                                 f"got {use_clr_beta!r}")
+            policy = S.clr_beta(cycle_len * steps, *use_clr_beta)
+            lr_sched, mom_sched = S.repeat(policy.lr, n_cycle), policy.mom and S.repeat(policy.mom, n_cycle)
+        elif sgdr:
+            lr_sched, mom_sched = S.repeat(S.cos(1.0, 0.0), n_cycle), None
+        else:
+            lr_sched, mom_sched = S.const(1.0), None
+        return self.fit_sched(n_cycle * cycle_len, lr, lr_sched, mom_sched, wd=wd, callbacks=callbacks)
+
+    def fit_one_cycle(self, epochs: int, lr_max: float | Sequence[float] | slice | None = None, *,
+                      div: float = 25.0, div_final: float = 1e5, pct_start: float = 0.25,
+                      moms: Sequence[float] | None = (0.95, 0.85, 0.95), wd: float | None = None,
+                      callbacks: Sequence[Callback] = ()) -> Recorder:
+        """fastai v2's 1cycle: cosine warm-up from ``lr_max/div`` over ``pct_start`` of training,
+        cosine annealing to ``lr_max/div_final``, momentum mirrored. ``lr_max=None`` takes the
+        suggestion of the last ``lr_find``."""
+        _check_epochs("epochs", epochs)
+        if lr_max is None:
+            lr_max = getattr(self, "suggested_lr", None)
+            if lr_max is None:
+                raise ValueError("lr_max is None and no lr_find suggestion is available: pass lr_max")
+        policy = S.cos_one_cycle(div=div, div_final=div_final, pct_start=pct_start, moms=moms)
+        return self.fit_sched(epochs, lr_max, policy.lr, policy.mom, wd=wd, callbacks=callbacks)
+
+    def fit_sched(self, epochs: int, lr: float | Sequence[float] | slice, lr_sched: Callable[[float], float],
+                  mom_sched: Callable[[float], float] | None = None, *, wd: float | None = None,
+                  wd_sched: Callable[[float], float] | None = None, callbacks: Sequence[Callback] = (),
+                  extra_scheds: dict[str, Callable] | None = None) -> Recorder:
+        """Train ``epochs`` epochs with any schedules of progress: ``lr_sched`` multiplies each
+        group's peak LR, ``mom_sched`` sets momentum (or beta1), ``wd_sched`` multiplies ``wd``."""
+        epochs = _check_epochs("epochs", epochs)
+        total = epochs * self._steps_per_epoch()
+        opt, peaks, wds = self._prepare_opt(lr, wd)
+        for group, peak, w in zip(opt.param_groups, peaks, wds):
+            group["lr"], group[self.wd_key] = peak, w
+        scheds = {"lr": lr_sched, **(extra_scheds or {})}
+        if mom_sched is not None:
+            scheds["momentum"] = mom_sched
+        if wd_sched is not None:
+            scheds[self.wd_key] = wd_sched
+        scheduler = Scheduler(opt, total, scheds)
+        try:
+            self._fit(epochs, scheduler, list(callbacks))
+        finally:
+            scheduler.remove()
+        return self.recorder
+
+    # ---- LR range test (lr_finder.py does the work) ------------------------------------------
+    def lr_find(self, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100, **kw: Any) -> Any:
+        """LR range test with validation loss and metrics at every step; returns an
+        ``LRFindResult``. Model, optimizer, RNG and settings are restored exactly afterwards."""
+        from .lr_finder import learner_lr_find
+        return learner_lr_find(self, start_lr=start_lr, end_lr=end_lr, num_it=num_it, **kw)
+
+    def lr_find2(self, start_lr: Any = 1e-5, end_lr: Any = 10.0, num_it: int = 100, wds: Any = None,
+                 linear: bool = False, stop_dv: bool = True, **kw: Any) -> Any:
+        """The seed's spelling; afterwards ``learn.sched`` holds the finder's curves (per
+        iteration ``val_losses`` and ``rec_metrics``; ``sched.plot()``)."""
+        from .lr_finder import learner_lr_find2
+        return learner_lr_find2(self, start_lr=start_lr, end_lr=end_lr, num_it=num_it, wds=wds,
+                                linear=linear, stop_dv=stop_dv, **kw)
+
+    # ---- the loop ---------------------------------------------------------------------------
+    def _steps_per_epoch(self) -> int:
+        try:
+            n = len(self.train_dl)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError("train_dl must have a length (the schedule is defined on progress)") from None
+        if n < 1:
+            raise ValueError(f"train_dl is empty (len {n})")
+        return math.ceil(n / self.accum)
+
+    def _call(self, hook: str) -> None:
+        for fn in self._hooks[hook]:
+            fn(self)
+
+    def setup_loop(self, callbacks: Sequence[Callback] = ()) -> None:
+        """Prepare what one training step needs (hooks, trainable params, autocast, scaler); the
+        LR finder calls this too, then drives ``train_step``."""
+        self._hooks = hooks_of(self.callbacks + list(callbacks))
+        self._trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self._autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp
+                          else contextlib.nullcontext())
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
+        if self.opt is None:
+            self.create_opt()
+
+    def train_step(self, batch: Any, window: int = 1, step: bool = True) -> torch.Tensor:
+        """One batch: forward, backward (loss scaled by ``1/window``), and the optimizer step
+        when ``step``. Returns the unscaled loss (on the device)."""
+        xs, y = self._to_device(batch)
+        loss = self._forward_backward(xs, y, window)
+        if step:
+            self._step()
+        return loss
+
+    def _fit(self, epochs: int, scheduler: Scheduler, callbacks: list[Callback]) -> None:
+        self.n_epochs, self.scheduler = epochs, scheduler
+        self.setup_loop(callbacks)
+        self.recorder.reset()
+        self.sched = self.recorder
+        self.progress = Progress(self.recorder.metric_names, quiet=self.quiet)
+        try:
+            self._call("before_fit")
+            for epoch in range(epochs):
+                self.epoch = epoch
+                self._one_epoch()
+        except CancelFit:
+            pass
+        finally:
+            self.progress.close()
+            self._call("after_fit")
+
+    def _one_epoch(self) -> None:
+        start = time.perf_counter()
+        self._call("before_epoch")
+        train_loss = self._train_epoch()
+        val = None
+        if self.valid_dl is not None:
+            self._call("before_validate")
+            val = self.validate()
+            self.val_result = val
+            self._call("after_validate")
+        seconds = time.perf_counter() - start
+        self.recorder.add_epoch(train_loss, val, seconds)
+        self.progress.epoch_row(self.epoch, train_loss, val, seconds)
+        self._call("after_epoch")
+
+    def _train_epoch(self) -> float:
+        model, dl, opt = self.model, self.train_dl, self.opt
+        model.train()
+        if callable(getattr(model, "reset", None)):
+            model.reset()
+        if callable(getattr(dl, "set_epoch", None)):
+            dl.set_epoch(self.epoch)
+        n, k = len(dl), self.accum
+        losses = torch.empty(n, device=self.device)
+        lrs, moms = [], []
+        bar = self.progress.bar(n, self.epoch, self.n_epochs)
+        i = -1
+        for i, batch in enumerate(dl):
+            self.iter = i
+            self._call("before_batch")
+            lrs.append([g["lr"] for g in opt.param_groups])
+            moms.append(get_hyper(opt.param_groups[0], "momentum"))
+            window = k if i < n - n % k else n % k  # the last window may be shorter
+            loss = self.train_step(batch, window, step=(i + 1) % k == 0 or i == n - 1)
+            losses[i] = loss.detach()
+            self._call("after_batch")
+            bar.update(i, losses)
+        done = losses[: i + 1].tolist()  # the one host sync of the epoch
+        self.recorder.add_iterations(lrs, moms, done)
+        bar.close()
+        return sum(done) / len(done) if done else math.nan
+
+    def _to_device(self, batch: Any) -> tuple[tuple, Any]:
+        xs, y = _split_batch(batch)
+        dev = self.device
+        return tuple(x.to(dev, non_blocking=True) if torch.is_tensor(x) else x for x in xs), \
+            y.to(dev, non_blocking=True) if torch.is_tensor(y) else y
+
+    def _forward_backward(self, xs: tuple, y: Any, window: int) -> torch.Tensor:
+        with self._autocast:
+            self.pred = self.model(*xs)
+            loss = self.loss_fn(self.pred, y)
+        scaled = loss / window if window > 1 else loss
+        (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        self.loss = loss
+        return loss
+
+    def _step(self) -> None:
+        opt = self.opt
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)
+        self._call("after_backward")
+        if self._clip is not None:
+            torch.nn.utils.clip_grad_norm_(self._trainable, self._clip, foreach=True)
+        if self.scaler is not None:
+            self.scaler.step(opt)  # skips opt.step() on overflow: the Scheduler does not advance
+            self.scaler.update()
+        else:
+            opt.step()
+        self._call("after_step")
+        opt.zero_grad(set_to_none=True)
+
+    # ---- evaluation -------------------------------------------------------------------------
+    @torch.no_grad()
+    def validate(self, dl: Iterable | None = None) -> dict[str, float]:
+        """Loss and every metric over the whole loader, each batch weighted by its number of
+        targets. Returns ``{"val_loss": ..., <metric name>: ...}``; the model's mode is restored."""
+        dl = self.valid_dl if dl is None else dl
+        if dl is None:
+            raise ValueError("validate needs a loader: valid_dl is None")
+        was_training = self.model.training
+        self.model.eval()
+        if callable(getattr(self.model, "reset", None)):
+            self.model.reset()
+        acc = MetricAccumulator(self.loss_fn, self.metrics, self.device)
+        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else contextlib.nullcontext()
+        try:
+            for batch in dl:
+                xs, y = self._to_device(batch)
+                with autocast:
+                    pred = self.model(*xs)
+                acc.add(pred, y)
+        finally:
+            self.model.train(was_training)
+        return acc.result()
+
+    @torch.no_grad()
+    def predict(self, dl: Iterable | None = None, with_targets: bool = False) -> Any:
+        """Model outputs over ``dl`` (default the validation loader), concatenated on the CPU."""
+        dl = self.valid_dl if dl is None else dl
+        was_training = self.model.training
+        self.model.eval()
+        preds, targets = [], []
+        try:
+            for batch in dl:
+                xs, y = self._to_device(batch)
+                preds.append(self.model(*xs).float().cpu())
+                targets.append(y.cpu() if torch.is_tensor(y) else y)
+        finally:
+            self.model.train(was_training)
+        out = torch.cat(preds)
+        return (out, torch.cat(targets)) if with_targets else out
+
+
+class MetricAccumulator:
+    """Sums of loss and metrics weighted by each batch's number of targets, kept on the device;
+    objects with ``update``/``compute``/``reset`` (torchmetrics) accumulate themselves."""
+
+    def __init__(self, loss_fn: Callable, metrics: Sequence[Any], device: torch.device) -> None:
+        self.loss_fn, self.metrics = loss_fn, list(metrics)
+        self.names = ["val_loss"] + [metric_name(m) for m in self.metrics]
+        self.sums = torch.zeros(len(self.names), dtype=torch.float64, device=device)
+        self.count = 0
+        for m in self.metrics:
+            if hasattr(m, "update") and hasattr(m, "reset"):
+                m.reset()
+
+    def add(self, pred: torch.Tensor, y: torch.Tensor) -> None:
+        n = y.numel() if torch.is_tensor(y) else len(y)
+        values = [self.loss_fn(pred, y)]
+        for m in self.metrics:
+            if hasattr(m, "update") and hasattr(m, "compute"):
+                m.update(pred, y)
+                values.append(torch.zeros((), device=self.sums.device))
+            else:
+                v = torch.as_tensor(m(pred, y), device=self.sums.device)
+                values.append(v.log() if getattr(m, "average", "") == "geometric" else v)
+        self.sums += torch.stack([v.detach().double().reshape(()) for v in values]) * n
+        self.count += n
+
+    def result(self) -> dict[str, float]:
+        sums = (self.sums / max(self.count, 1)).tolist()
+        out = dict(zip(self.names, sums))
+        for name, m in zip(self.names[1:], self.metrics):
+            if hasattr(m, "update") and hasattr(m, "compute"):
+                out[name] = float(m.compute())
+            elif getattr(m, "average", "") == "geometric":
+                out[name] = math.exp(out[name])
+        return out

@@ -1,0 +1,167 @@
+"""Param groups and hyper-parameters, in torch's own param-group keys.
+
+- ``get_hyper``/``set_hyper``: ``"momentum"`` means SGD's ``momentum`` or ``betas[0]`` for
+  Adam-likes (any length of ``betas``); every other name is the param-group key itself.
+- ``layer_groups``: a model's layer groups for discriminative LRs.
+- ``spread_lrs``: ``slice(lo, hi)`` spread geometrically over the groups.
+- ``DecoupledWeightDecay``: AdamW-style decay ``w -= lr * wd * w`` for any torch optimizer, applied
+  by an optimizer pre-step hook, so a step skipped by a GradScaler decays nothing either.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = ["get_hyper", "set_hyper", "momentum_key", "layer_groups", "spread_lrs",
+           "DecoupledWeightDecay", "DECOUPLED_WD"]
+
+DECOUPLED_WD = "decoupled_wd"  # group key read by DecoupledWeightDecay
+
+
+def momentum_key(group: dict) -> str | None:
+    """The key holding a group's momentum: ``momentum``, ``betas``, or None when it has neither."""
+    if "betas" in group:
+        return "betas"
+    if "momentum" in group:
+        return "momentum"
+    return None
+
+
+def get_hyper(group: dict, name: str) -> float | None:
+    """Read a hyper-parameter; ``"momentum"`` is SGD's momentum or ``betas[0]``."""
+    if name == "momentum":
+        key = momentum_key(group)
+        if key is None:
+            return None
+        value = group[key][0] if key == "betas" else group[key]
+    else:
+        value = group.get(name)
+    return float(value) if isinstance(value, torch.Tensor) else value
+
+
+def set_hyper(group: dict, name: str, value: float) -> None:
+    """Write a hyper-parameter; tensors (capturable/fused optimizers) are filled in place."""
+    if name == "momentum":
+        key = momentum_key(group)
+        if key == "betas":
+            group["betas"] = (value, *tuple(group["betas"])[1:])
+            return
+        name = key or name
+    current = group.get(name)
+    if isinstance(current, torch.Tensor):
+        current.fill_(value)
+    else:
+        group[name] = value
+
+
+def _params(obj: object) -> list[nn.Parameter]:
+    if isinstance(obj, nn.Module):
+        return list(obj.parameters())
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    return list(obj)  # an iterable of parameters
+
+
+def layer_groups(model: nn.Module, groups: object = None) -> list[list[nn.Parameter]]:
+    """Layer groups, body first and head last.
+
+    ``groups``: None uses ``model.param_groups()`` when the model has it, else one group; a
+    callable is called with the model; a list of modules or of parameter lists is used as given.
+    Every parameter must belong to exactly one group.
+    """
+    if groups is None:
+        groups = model.param_groups() if callable(getattr(model, "param_groups", None)) else [model]
+    elif callable(groups) and not isinstance(groups, nn.Module):
+        groups = groups(model)
+    if isinstance(groups, nn.Module):
+        groups = [groups]
+    out = [[p for p in _params(g)] for g in groups]
+    seen: set[int] = set()
+    for i, g in enumerate(out):
+        if not g:
+            raise ValueError(f"param group {i} is empty")
+        for p in g:
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(f"param group {i} holds a {type(p).__name__}, not a tensor")
+            if id(p) in seen:
+                raise ValueError(f"a parameter of shape {tuple(p.shape)} appears in two param groups")
+            seen.add(id(p))
+    return out
+
+
+def _check_lr(name: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(f"{name} must be a positive number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v) or v <= 0:
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def spread_lrs(lr: object, n_groups: int, name: str = "lr") -> list[float]:
+    """One LR per group: a number for all, a sequence (or array) of one per group, or
+    ``slice(lo, hi)`` spread geometrically from the first group to the last (``slice(hi)``: the
+    head gets ``hi`` and every other group ``hi/10``, as fastai does)."""
+    if isinstance(lr, slice):
+        if lr.step is not None:
+            raise ValueError(f"{name} slice takes no step, got {lr!r}")
+        if n_groups < 2:
+            raise ValueError(f"{name}={lr!r}: a slice needs a model with several param groups, got {n_groups}")
+        hi = _check_lr(f"{name}.stop", lr.stop)
+        if lr.start is None:
+            return [hi / 10] * (n_groups - 1) + [hi]
+        lo = _check_lr(f"{name}.start", lr.start)
+        if lo > hi:
+            raise ValueError(f"{name} slice must go from low to high, got {lr!r}")
+        return [lo * (hi / lo) ** (i / (n_groups - 1)) for i in range(n_groups)]
+    if hasattr(lr, "__len__") and not isinstance(lr, str):
+        values = [_check_lr(f"{name}[{i}]", v) for i, v in enumerate(list(lr))]
+        if len(values) != n_groups:
+            raise ValueError(f"{name} has {len(values)} values but there are {n_groups} param groups")
+        return values
+    return [_check_lr(name, lr)] * n_groups
+
+
+class DecoupledWeightDecay:
+    """Decoupled weight decay (Loshchilov & Hutter) for any torch optimizer: before each real step,
+    every tensor with more than one dimension in a group is multiplied by ``1 - lr * wd`` where
+    ``wd = group["decoupled_wd"]``. Biases and normalization weights (1-D) are left alone.
+
+    With torch's AdamW this is exactly AdamW's own decay (it multiplies before its update too);
+    with SGD it is the decoupled SGDW of the paper.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, wd: float | Sequence[float] = 0.0) -> None:
+        wds = list(wd) if isinstance(wd, Sequence) else [wd] * len(optimizer.param_groups)
+        for group, w in zip(optimizer.param_groups, wds):
+            group[DECOUPLED_WD] = float(w)
+        self._decay = [[p for p in g["params"] if p.ndim > 1] for g in optimizer.param_groups]
+        self._handle = optimizer.register_step_pre_hook(self._hook)
+
+    @torch.no_grad()
+    def _hook(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        for group, params in zip(optimizer.param_groups, self._decay):
+            wd = group.get(DECOUPLED_WD, 0.0)
+            live = [p for p in params if p.grad is not None]
+            if wd and live:
+                torch._foreach_mul_(live, 1.0 - float(group["lr"]) * wd)
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+def trainable(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
+    return [p for p in params if p.requires_grad]
+
+
+def named_layout(model: nn.Module, groups: list[list[nn.Parameter]]) -> list[list[tuple[str, tuple]]]:
+    """Names and shapes per group: what a checkpoint stores to refuse a resume into another layout."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [[(names.get(id(p), "?"), tuple(p.shape)) for p in g] for g in groups]
+
+
+SplitFn = Callable[[nn.Module], list]

@@ -1,0 +1,104 @@
+"""``Scheduler``: drive any torch optimizer's hyper-parameters from schedules of progress.
+
+Progress is ``steps taken / total_steps``, where a step is counted by an optimizer post-step hook,
+so it counts only steps that really happened: a step a GradScaler skipped on overflow, or a batch
+inside an accumulation window, does not advance it. Past ``total_steps`` every value holds at the
+schedule's end; nothing ever raises "tried to step N times".
+
+``lr`` and ``weight_decay`` schedules multiply each group's own base value (captured when the
+scheduler is made), so discriminative LRs come free; every other key, ``momentum`` included, is
+absolute.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Mapping
+
+import torch
+
+from .groups import get_hyper, momentum_key, set_hyper
+
+__all__ = ["Scheduler", "RELATIVE_KEYS"]
+
+RELATIVE_KEYS = frozenset({"lr", "weight_decay", "decoupled_wd"})
+
+
+class Scheduler:
+    """Set ``optimizer``'s hyper-parameters from ``scheds`` (key -> schedule of progress).
+
+    >>> sched = Scheduler(opt, total_steps=len(dl) * epochs, lr=oc.schedules.cos_one_cycle().lr,
+    ...                   momentum=oc.schedules.cos_one_cycle().mom)
+    >>> for xb, yb in dl: loss = ...; loss.backward(); opt.step(); opt.zero_grad()   # nothing else
+
+    There is no ``step()`` to call: the optimizer's own step advances it.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int,
+                 scheds: Mapping[str, Callable[[float], float]] | None = None, **kw: Callable) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
+            raise ValueError(f"total_steps must be an int >= 1, got {total_steps!r}")
+        scheds = {**(scheds or {}), **kw}
+        for key, fn in scheds.items():
+            if not callable(fn):
+                raise TypeError(f"schedule for {key!r} must be callable, got {fn!r}")
+        if "momentum" in scheds and any(momentum_key(g) is None for g in optimizer.param_groups):
+            warnings.warn(f"{type(optimizer).__name__} has neither 'momentum' nor 'betas': "
+                          "momentum is not scheduled", stacklevel=2)
+            scheds.pop("momentum")
+        self.optimizer, self.total_steps, self.scheds = optimizer, total_steps, scheds
+        self.base = {k: [self._base(g, k) for g in optimizer.param_groups]
+                     for k in scheds if k in RELATIVE_KEYS}
+        self.step_count = 0
+        self.apply()
+        self._handle = optimizer.register_step_post_hook(self._after_step)
+
+    @staticmethod
+    def _base(group: dict, key: str) -> float:
+        value = get_hyper(group, key)
+        if value is None:
+            raise ValueError(f"param group has no {key!r} to schedule")
+        return value
+
+    @property
+    def pct(self) -> float:
+        """Progress in [0, 1]."""
+        return min(self.step_count / self.total_steps, 1.0)
+
+    def values(self, pct: float | None = None) -> dict[str, list[float]]:
+        """Every scheduled key's value per group at ``pct`` (default: now)."""
+        pct = self.pct if pct is None else pct
+        out = {}
+        for key, fn in self.scheds.items():
+            v = fn(pct)
+            base = self.base.get(key)
+            out[key] = [b * v for b in base] if base is not None else [v] * len(self.optimizer.param_groups)
+        return out
+
+    def apply(self) -> None:
+        """Write the values for the current progress into the optimizer."""
+        for key, vals in self.values().items():
+            for group, v in zip(self.optimizer.param_groups, vals):
+                set_hyper(group, key, v)
+
+    def _after_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
+        self.step_count += 1
+        self.apply()
+
+    def remove(self) -> None:
+        """Detach from the optimizer (its hyper-parameters keep their last values)."""
+        self._handle.remove()
+
+    def state_dict(self) -> dict:
+        return {"step_count": self.step_count, "total_steps": self.total_steps, "base": self.base,
+                "scheds": {k: repr(v) for k, v in self.scheds.items()}}
+
+    def load_state_dict(self, state: Mapping) -> None:
+        """Restore the position; the schedules themselves are the ones this object was made with."""
+        if state["total_steps"] != self.total_steps:
+            raise ValueError(f"total_steps differs: saved {state['total_steps']}, now {self.total_steps}")
+        self.step_count = int(state["step_count"])
+        self.base = {k: list(v) for k, v in state["base"].items()}
+        self.apply()

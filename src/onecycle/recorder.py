@@ -1,0 +1,207 @@
+"""Recorder: the training history as plain Python lists of floats.
+
+Per iteration: the LR of every param group, momentum, raw loss and its smoothed value (a
+bias-corrected EMA, beta 0.98); per epoch: train loss, validation loss, every metric, wall time.
+Extra per-step series (gradient statistics, trust ratios) live in ``series``. Never tensors, so
+nothing keeps a graph or device memory alive. It saves to JSON and CSV and loads back; plotting is
+``plots.py``'s job (the methods here only forward).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Recorder", "SmoothLoss", "atomic_write_text", "atomic_write_bytes"]
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write through a temporary file in the same folder and rename: a crash leaves the old file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+class SmoothLoss:
+    """Bias-corrected exponential moving average (beta 0.98), as fastai's finder and recorder use."""
+
+    def __init__(self, beta: float = 0.98) -> None:
+        self.beta, self.avg, self.count = beta, 0.0, 0
+
+    def add(self, value: float) -> float:
+        self.count += 1
+        self.avg = self.beta * self.avg + (1 - self.beta) * value
+        return self.avg / (1 - self.beta ** self.count)
+
+    def state_dict(self) -> dict:
+        return {"beta": self.beta, "avg": self.avg, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.beta, self.avg, self.count = state["beta"], state["avg"], state["count"]
+
+
+_ITER_FIELDS = ("group_lrs", "moms", "losses", "smooth_losses")
+_EPOCH_FIELDS = ("train_losses", "val_losses", "times", "epoch_iters")
+
+
+class Recorder:
+    """History of a Learner's training. ``lrs`` is the last (head) group's LR, as fastai 0.7 plotted."""
+
+    def __init__(self, metric_names: Iterable[str] = ()) -> None:
+        self.metric_names = list(metric_names)
+        self.reset()
+
+    def reset(self) -> None:
+        self.group_lrs: list[list[float]] = []  # [group][iteration]
+        self.moms: list[float] = []
+        self.losses: list[float] = []
+        self.smooth_losses: list[float] = []
+        self.train_losses: list[float] = []
+        self.val_losses: list[float] = []
+        self.metrics: dict[str, list[float]] = {n: [] for n in self.metric_names}
+        self.times: list[float] = []
+        self.epoch_iters: list[int] = []  # iterations done at each epoch's end
+        self.series: dict[str, list[float]] = {}
+        self.smoother = SmoothLoss()
+
+    # ---- writing (the loop calls these) -------------------------------------------------------
+    def add_iterations(self, lrs: list[list[float]], moms: list[float], losses: list[float]) -> None:
+        """Append a block of iterations: ``lrs[i]`` holds every group's LR at iteration ``i``."""
+        if lrs and not self.group_lrs:
+            self.group_lrs = [[] for _ in lrs[0]]
+        for row in lrs:
+            for g, v in zip(self.group_lrs, row):
+                g.append(v)
+        self.moms.extend(moms)
+        for loss in losses:
+            self.losses.append(loss)
+            self.smooth_losses.append(self.smoother.add(loss))
+
+    def add_epoch(self, train_loss: float, val: dict[str, float] | None, seconds: float) -> None:
+        self.train_losses.append(train_loss)
+        val = val or {}
+        self.val_losses.append(val.get("val_loss", math.nan))
+        for name in self.metric_names:
+            self.metrics[name].append(val.get(name, math.nan))
+        self.times.append(seconds)
+        self.epoch_iters.append(len(self.losses))
+
+    def log(self, name: str, value: float) -> None:
+        """Append to an extra per-step series."""
+        self.series.setdefault(name, []).append(float(value))
+
+    # ---- the seed's names -------------------------------------------------------------------
+    @property
+    def lrs(self) -> list[float]:
+        return self.group_lrs[-1] if self.group_lrs else []
+
+    @property
+    def rec_metrics(self) -> list[list[float]]:
+        """Per epoch, the list of metric values (fastai 0.7's layout)."""
+        return [list(v) for v in zip(*(self.metrics[n] for n in self.metric_names))]
+
+    @property
+    def n_epochs(self) -> int:
+        return len(self.train_losses)
+
+    # ---- persistence ------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: getattr(self, k) for k in _ITER_FIELDS + _EPOCH_FIELDS}
+        out.update(metric_names=self.metric_names, metrics=self.metrics, series=self.series,
+                   smoother=self.smoother.state_dict())
+        return out
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.metric_names = list(state["metric_names"])
+        for k in _ITER_FIELDS + _EPOCH_FIELDS:
+            setattr(self, k, [list(v) for v in state[k]] if k == "group_lrs" else list(state[k]))
+        self.metrics = {k: list(v) for k, v in state["metrics"].items()}
+        self.series = {k: list(v) for k, v in state.get("series", {}).items()}
+        self.smoother = SmoothLoss()
+        self.smoother.load_state_dict(state["smoother"])
+
+    def save_json(self, path: str | os.PathLike) -> Path:
+        atomic_write_text(path, json.dumps(self.state_dict(), allow_nan=True))
+        return Path(path)
+
+    @classmethod
+    def load_json(cls, path: str | os.PathLike) -> Recorder:
+        rec = cls()
+        rec.load_state_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        return rec
+
+    def iteration_rows(self) -> tuple[list[str], list[list]]:
+        n_groups = len(self.group_lrs)
+        header = ["iteration"] + [f"lr_{g}" for g in range(n_groups)] + ["mom", "loss", "smooth_loss"]
+        header += sorted(self.series)
+        rows = []
+        for i in range(len(self.losses)):
+            row = [i] + [self.group_lrs[g][i] for g in range(n_groups)]
+            row += [_at(self.moms, i), self.losses[i], self.smooth_losses[i]]
+            row += [_at(self.series[k], i) for k in sorted(self.series)]
+            rows.append(row)
+        return header, rows
+
+    def epoch_rows(self) -> tuple[list[str], list[list]]:
+        header = ["epoch", "train_loss", "val_loss", *self.metric_names, "time", "iterations"]
+        rows = [[e, self.train_losses[e], self.val_losses[e], *[self.metrics[n][e] for n in self.metric_names],
+                 self.times[e], self.epoch_iters[e]] for e in range(self.n_epochs)]
+        return header, rows
+
+    def save_csv(self, folder: str | os.PathLike) -> tuple[Path, Path]:
+        """Write ``iterations.csv`` and ``epochs.csv`` into ``folder``."""
+        folder = Path(folder)
+        paths = folder / "iterations.csv", folder / "epochs.csv"
+        for path, (header, rows) in zip(paths, (self.iteration_rows(), self.epoch_rows())):
+            buf = io.StringIO()
+            writer = csv.writer(buf)
+            writer.writerow(header)
+            writer.writerows(rows)
+            atomic_write_text(path, buf.getvalue())
+        return paths
+
+    # ---- plots (drawn by plots.py) ----------------------------------------------------------
+    def plot_lr(self, **kw: Any):
+        from . import plots
+        return plots.plot_lr(self, **kw)
+
+    def plot_losses(self, **kw: Any):
+        from . import plots
+        return plots.plot_losses(self, **kw)
+
+    def plot_metrics(self, **kw: Any):
+        from . import plots
+        return plots.plot_metrics(self, **kw)
+
+    def plot_grad_stats(self, **kw: Any):
+        from . import plots
+        return plots.plot_series(self, prefixes=("grad_mean_abs/", "grad_norm/"), **kw)
+
+    def plot(self, **kw: Any):
+        """The seed's ``sched.plot()`` after a fit: losses against iterations."""
+        return self.plot_losses(**kw)
+
+
+def _at(values: list, i: int) -> float:
+    return values[i] if i < len(values) else math.nan

@@ -1,0 +1,323 @@
+"""Schedules: pure functions of training progress ``pct`` in [0, 1].
+
+A schedule is a small frozen dataclass with ``__call__(pct) -> float``: it has no step counter,
+so it survives changed step counts (accumulation, drop_last, data-parallel, resume mid-epoch); the
+loop owns the clock and passes progress in. Being dataclasses, schedules compare equal, print
+their parameters, pickle for worker processes, and can be checked on resume.
+
+LR shapes return a *multiplier* of each param group's peak LR (so discriminative LRs come free);
+momentum shapes return absolute values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+__all__ = [
+    "lin", "cos", "exp", "const", "combine", "repeat", "Lin", "Cos", "Exp", "Const", "Combined",
+    "Repeat", "ClrBeta", "TorchOneCycle", "OneCycle", "cos_one_cycle", "clr_beta", "torch_one_cycle",
+    "check_number",
+]
+
+Schedule = Callable[[float], float]
+
+
+def check_number(name: str, value: object, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """Return ``value`` as a float after checking it is a finite real number inside the range;
+    raise ``TypeError``/``ValueError`` naming ``name`` and the value otherwise."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    v = float(value)
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and (v < low or (low_open and v == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and (v > high or (high_open and v == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+    return v
+
+
+@dataclass(frozen=True)
+class Lin:
+    """Linear from ``start`` to ``end``."""
+    start: float
+    end: float
+
+    def __call__(self, pct: float) -> float:
+        return self.start + pct * (self.end - self.start)
+
+
+@dataclass(frozen=True)
+class Cos:
+    """Half a cosine from ``start`` to ``end`` (flat at both ends)."""
+    start: float
+    end: float
+
+    def __call__(self, pct: float) -> float:
+        return self.end + (self.start - self.end) / 2 * (math.cos(math.pi * pct) + 1)
+
+
+@dataclass(frozen=True)
+class Exp:
+    """Geometric from ``start`` to ``end`` (both > 0)."""
+    start: float
+    end: float
+
+    def __call__(self, pct: float) -> float:
+        return self.start * (self.end / self.start) ** pct
+
+
+@dataclass(frozen=True)
+class Const:
+    """A constant."""
+    value: float
+
+    def __call__(self, pct: float) -> float:
+        return self.value
+
+
+def lin(start: float, end: float) -> Lin:
+    return Lin(float(start), float(end))
+
+
+def cos(start: float, end: float) -> Cos:
+    return Cos(float(start), float(end))
+
+
+def exp(start: float, end: float) -> Exp:
+    check_number("start", start, low=0, low_open=True)
+    check_number("end", end, low=0, low_open=True)
+    return Exp(float(start), float(end))
+
+
+def const(value: float) -> Const:
+    return Const(float(value))
+
+
+@dataclass(frozen=True)
+class Combined:
+    """Phases run one after another; ``pcts[i]`` is the fraction of progress phase ``i`` takes."""
+    pcts: tuple[float, ...]
+    scheds: tuple[Schedule, ...]
+    _edges: tuple[float, ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        edges, acc = [], 0.0
+        for p in self.pcts:
+            acc += p
+            edges.append(acc)
+        object.__setattr__(self, "_edges", tuple(edges))
+
+    def __call__(self, pct: float) -> float:
+        start = 0.0
+        for i, end in enumerate(self._edges):
+            if pct <= end or i == len(self._edges) - 1:
+                width = end - start
+                return self.scheds[i]((pct - start) / width if width > 0 else 1.0)
+            start = end
+        raise AssertionError("unreachable")
+
+
+def combine(pcts: Sequence[float], scheds: Sequence[Schedule]) -> Combined:
+    """Chain schedules: ``combine([0.25, 0.75], [cos(a, b), cos(b, c)])``."""
+    if len(pcts) != len(scheds) or not pcts:
+        raise ValueError(f"pcts and scheds must have the same non-zero length, got {len(pcts)} and {len(scheds)}")
+    for i, p in enumerate(pcts):
+        check_number(f"pcts[{i}]", p, low=0)
+    total = float(sum(pcts))
+    if not math.isclose(total, 1.0, abs_tol=1e-9):
+        raise ValueError(f"pcts must sum to 1, got {list(pcts)} (sum {total})")
+    return Combined(tuple(float(p) for p in pcts), tuple(scheds))
+
+
+@dataclass(frozen=True)
+class Repeat:
+    """``sched`` run ``n`` times over the progress range, restarting at each cycle's start
+    (the seed's ``n_cycle``)."""
+    sched: Schedule
+    n: int
+
+    def __call__(self, pct: float) -> float:
+        if self.n == 1:
+            return self.sched(pct)
+        x = pct * self.n
+        k = math.floor(x + 1e-9)
+        inner = 1.0 if k >= self.n else max(x - k, 0.0)
+        return self.sched(inner)
+
+
+def repeat(sched: Schedule, n: int) -> Schedule:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n_cycle must be an int >= 1, got {n!r}")
+    return sched if n == 1 else Repeat(sched, n)
+
+
+def _snap(x: float) -> float:
+    """Floating progress times a step count lands a hair off the integer it stands for."""
+    r = round(x)
+    return float(r) if abs(x - r) < 1e-7 else x
+
+
+@dataclass(frozen=True)
+class ClrBeta:
+    """The seed's ``use_clr_beta`` (fastai 0.7 ``CircularLR_beta``) over a cycle of ``nb``
+    iterations: linear up from ``1/div`` to 1 and back in ``2c`` iterations,
+    ``c = int(nb * (1 - pct/100) / 2)``, then linear down to ``(1 - 0.99)/div``. ``t = pct * nb``."""
+    nb: int
+    div: float
+    pct: float
+    mom_max: float | None = None
+    mom_min: float | None = None
+
+    @property
+    def c(self) -> int:
+        return int(self.nb * (1 - self.pct / 100) / 2)
+
+    def _ramp(self, t: float) -> float | None:
+        """``t/c`` on the way up, ``1-(t-c)/c`` on the way down; None in the last phase."""
+        c = self.c
+        if t <= c:
+            return t / c
+        if t <= 2 * c:
+            return 1 - (t - c) / c
+        return None
+
+    def __call__(self, pct: float) -> float:
+        t = _snap(pct * self.nb)
+        q = self._ramp(t)
+        if q is not None:
+            return (1 + q * (self.div - 1)) / self.div
+        p = (t - 2 * self.c) / (self.nb - 2 * self.c)
+        return (1 - 0.99 * p) / self.div
+
+    def mom(self, pct: float) -> float:
+        q = self._ramp(_snap(pct * self.nb))
+        return self.mom_max if q is None else self.mom_max + q * (self.mom_min - self.mom_max)
+
+
+@dataclass(frozen=True)
+class _ClrBetaMom:
+    shape: ClrBeta
+
+    def __call__(self, pct: float) -> float:
+        return self.shape.mom(pct)
+
+
+@dataclass(frozen=True)
+class TorchOneCycle:
+    """``torch.optim.lr_scheduler.OneCycleLR``'s shape as a function of progress ``step/total_steps``:
+    the same phase boundaries (in steps) and the same anneal arithmetic, so values match torch's to
+    rounding. ``value`` selects the LR multiplier (of ``max_lr``) or the absolute momentum."""
+    total_steps: int
+    pct_start: float = 0.3
+    anneal_strategy: str = "cos"
+    div_factor: float = 25.0
+    final_div_factor: float = 1e4
+    three_phase: bool = False
+    base_momentum: float = 0.85
+    max_momentum: float = 0.95
+    value: str = "lr"
+
+    def _phases(self) -> list[tuple[float, float, float]]:
+        """(end_step, start, end) per phase, as OneCycleLR lays them out."""
+        n, p = self.total_steps, self.pct_start
+        init, peak = 1 / self.div_factor, 1.0
+        low = init / self.final_div_factor
+        lo_m, hi_m = self.base_momentum, self.max_momentum
+        if self.value == "lr":
+            pts = [(init, peak), (peak, init), (init, low)] if self.three_phase else [(init, peak), (peak, low)]
+        else:
+            pts = [(hi_m, lo_m), (lo_m, hi_m), (hi_m, hi_m)] if self.three_phase else [(hi_m, lo_m), (lo_m, hi_m)]
+        ends = [p * n - 1, 2 * p * n - 2, n - 1] if self.three_phase else [p * n - 1, n - 1]
+        return [(float(e), a, b) for e, (a, b) in zip(ends, pts)]
+
+    def __call__(self, pct: float) -> float:
+        step = _snap(pct * self.total_steps)
+        start_step = 0.0
+        phases = self._phases()
+        for i, (end_step, a, b) in enumerate(phases):
+            if step <= end_step or i == len(phases) - 1:
+                frac = (step - start_step) / (end_step - start_step)
+                if self.anneal_strategy == "cos":
+                    return b + (a - b) / 2.0 * (math.cos(math.pi * frac) + 1)
+                return (b - a) * frac + a
+            start_step = end_step
+        raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class OneCycle:
+    """A 1cycle policy: an LR multiplier schedule and (optionally) a momentum schedule."""
+    lr: Schedule
+    mom: Schedule | None
+
+
+def _check_moms(moms: Sequence[float]) -> tuple[float, ...]:
+    if not isinstance(moms, (tuple, list)) or len(moms) not in (2, 3):
+        raise ValueError(f"moms must be a tuple of 2 or 3 momentums, got {moms!r}")
+    for i, m in enumerate(moms):
+        check_number(f"moms[{i}]", m, low=0, high=1, high_open=True)
+    return tuple(float(m) for m in moms)
+
+
+def cos_one_cycle(div: float = 25.0, div_final: float = 1e5, pct_start: float = 0.25,
+                  moms: Sequence[float] | None = (0.95, 0.85, 0.95)) -> OneCycle:
+    """fastai v2's two-phase cosine 1cycle: LR from ``1/div`` up to 1 over ``pct_start`` of
+    training, then down to ``1/div_final``; momentum mirrored (``moms`` = start, middle, end)."""
+    div = check_number("div", div, low=0, low_open=True)
+    div_final = check_number("div_final", div_final, low=0, low_open=True)
+    pct_start = check_number("pct_start", pct_start, low=0, high=1)
+    phases = [pct_start, 1 - pct_start]
+    lr = combine(phases, [cos(1 / div, 1.0), cos(1.0, 1 / div_final)])
+    mom = None
+    if moms is not None:
+        m = _check_moms(moms)
+        m = m if len(m) == 3 else (m[0], m[1], m[0])
+        mom = combine(phases, [cos(m[0], m[1]), cos(m[1], m[2])])
+    return OneCycle(lr, mom)
+
+
+def clr_beta(nb: int, div: float, pct: float, mom_max: float | None = None,
+             mom_min: float | None = None) -> OneCycle:
+    """The seed's ``use_clr_beta=(div, pct, mom_max, mom_min)`` over a cycle of ``nb`` iterations."""
+    if isinstance(nb, bool) or not isinstance(nb, int) or nb < 1:
+        raise ValueError(f"nb (iterations per cycle) must be an int >= 1, got {nb!r}")
+    div = check_number("div", div, low=0, low_open=True)
+    pct = check_number("pct", pct, low=0, high=100, high_open=True)
+    if (mom_max is None) != (mom_min is None):
+        raise ValueError(f"mom_max and mom_min go together, got {mom_max!r} and {mom_min!r}")
+    shape = ClrBeta(nb, div, pct)
+    if int(nb * (1 - pct / 100) / 2) < 1:
+        raise ValueError(f"a cycle of nb={nb} iterations is too short for pct={pct!r}: "
+                         "the rising phase would have no iteration")
+    if mom_max is None:
+        return OneCycle(shape, None)
+    mom_max = check_number("mom_max", mom_max, low=0, high=1, high_open=True)
+    mom_min = check_number("mom_min", mom_min, low=0, high=1, high_open=True)
+    shape = ClrBeta(nb, div, pct, mom_max, mom_min)
+    return OneCycle(shape, _ClrBetaMom(shape))
+
+
+def torch_one_cycle(total_steps: int, pct_start: float = 0.3, anneal_strategy: str = "cos",
+                    div_factor: float = 25.0, final_div_factor: float = 1e4, three_phase: bool = False,
+                    base_momentum: float | None = 0.85, max_momentum: float = 0.95) -> OneCycle:
+    """Configured like ``torch.optim.lr_scheduler.OneCycleLR`` (``base_momentum=None``: no
+    momentum cycling, like ``cycle_momentum=False``)."""
+    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 2:
+        raise ValueError(f"total_steps must be an int >= 2, got {total_steps!r}")
+    if anneal_strategy not in ("cos", "linear"):
+        raise ValueError(f"anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
+    check_number("pct_start", pct_start, low=0, high=1, low_open=True, high_open=True)
+    check_number("div_factor", div_factor, low=0, low_open=True)
+    check_number("final_div_factor", final_div_factor, low=0, low_open=True)
+    kw = dict(total_steps=total_steps, pct_start=float(pct_start), anneal_strategy=anneal_strategy,
+              div_factor=float(div_factor), final_div_factor=float(final_div_factor),
+              three_phase=bool(three_phase))
+    if base_momentum is None:
+        return OneCycle(TorchOneCycle(**kw), None)
+    _check_moms((base_momentum, max_momentum))
+    kw.update(base_momentum=float(base_momentum), max_momentum=float(max_momentum))
+    return OneCycle(TorchOneCycle(**kw, value="lr"), TorchOneCycle(**kw, value="mom"))

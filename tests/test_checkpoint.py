@@ -1,0 +1,492 @@
+"""Tests for onecycle.checkpoint: atomic writes, verified and unpickling-safe loads, RNG capture."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import pickle
+import random
+import sys
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from onecycle import checkpoint as ckpt
+from onecycle.checkpoint import (
+    CheckpointError,
+    atomic_save,
+    fsync_dir,
+    get_rng_state,
+    load_safetensors,
+    load_state_dict_file,
+    safe_load,
+    save_safetensors,
+    set_rng_state,
+)
+
+
+def assert_same(a, b, where="obj"):
+    """Exact structural equality; tensors must match in dtype, shape and every bit."""
+    assert type(a) is type(b), f"{where}: {type(a)} != {type(b)}"
+    if isinstance(a, torch.Tensor):
+        assert a.dtype == b.dtype and a.shape == b.shape, where
+        assert torch.equal(a, b), where
+    elif isinstance(a, dict):
+        assert list(a.keys()) == list(b.keys()), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+def trained_model_and_optimizer():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
+    for _ in range(2):
+        opt.zero_grad()
+        model(torch.randn(16, 4)).pow(2).mean().backward()
+        opt.step()
+    return model, opt
+
+
+def small_checkpoint(tmp_path, value=1.0):
+    path = tmp_path / "ckpt.pt"
+    atomic_save({"w": torch.full((3,), value), "step": int(value)}, path)
+    return path
+
+
+# --- round trip ------------------------------------------------------------------------------------
+
+
+def test_round_trip_realistic_payload(tmp_path):
+    model, opt = trained_model_and_optimizer()
+    payload = {
+        "model": model.state_dict(),
+        "optimizer": opt.state_dict(),
+        "meta": {"epoch": 3, "lr": 0.125, "name": "run-1", "history": [1, 2.5, "x"], "t": (1, None)},
+        "rng": get_rng_state(),
+        "nothing": None,
+    }
+    path = tmp_path / "ckpt.pt"
+    atomic_save(payload, path)
+    loaded = safe_load(path)
+    assert_same(payload, loaded)
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]
+
+    model2, opt2 = trained_model_and_optimizer()
+    model2.load_state_dict(loaded["model"])
+    opt2.load_state_dict(loaded["optimizer"])
+    assert_same(opt.state_dict(), opt2.state_dict())
+
+
+def test_header_carries_sha256_and_length_of_payload(tmp_path):
+    path = small_checkpoint(tmp_path)
+    data = path.read_bytes()
+    header, payload = data.split(b"\n", 1)
+    magic, version, digest, length = header.split(b" ")
+    assert (magic, version) == (b"ONECYCLE-CKPT", b"v1")
+    assert int(length) == len(payload)
+    assert digest.decode() == hashlib.sha256(payload).hexdigest()
+
+
+def test_overwrite_replaces_previous_checkpoint(tmp_path):
+    small_checkpoint(tmp_path, 1.0)
+    path = small_checkpoint(tmp_path, 2.0)
+    assert safe_load(path)["step"] == 2
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]
+
+
+@pytest.mark.skipif(os.name == "nt", reason="POSIX permissions")
+def test_overwrite_keeps_file_mode(tmp_path):
+    path = small_checkpoint(tmp_path)
+    os.chmod(path, 0o640)
+    small_checkpoint(tmp_path, 2.0)
+    assert os.stat(path).st_mode & 0o777 == 0o640
+
+
+# --- corruption ----------------------------------------------------------------------------------
+
+
+def test_truncated_file_is_detected(tmp_path):
+    path = small_checkpoint(tmp_path)
+    data = path.read_bytes()
+    path.write_bytes(data[:-10])
+    with pytest.raises(CheckpointError, match="truncated") as info:
+        safe_load(path)
+    assert str(path) in str(info.value)
+
+
+def test_truncated_inside_header_is_detected(tmp_path):
+    path = small_checkpoint(tmp_path)
+    path.write_bytes(path.read_bytes()[:30])
+    with pytest.raises(CheckpointError, match="header") as info:
+        safe_load(path)
+    assert str(path) in str(info.value)
+
+
+def test_flipped_payload_byte_is_detected(tmp_path):
+    path = small_checkpoint(tmp_path)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError, match="sha256") as info:
+        safe_load(path)
+    assert str(path) in str(info.value)
+
+
+def test_trailing_bytes_are_detected(tmp_path):
+    path = small_checkpoint(tmp_path)
+    path.write_bytes(path.read_bytes() + b"junk")
+    with pytest.raises(CheckpointError, match="extra bytes"):
+        safe_load(path)
+
+
+def test_garbage_file_is_not_a_checkpoint(tmp_path):
+    path = tmp_path / "garbage.pt"
+    path.write_bytes(os.urandom(300))
+    with pytest.raises(CheckpointError, match="not a onecycle checkpoint") as info:
+        safe_load(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(CheckpointError, match="not a torch.save file"):
+        load_state_dict_file(path)
+
+
+def test_empty_file_is_detected(tmp_path):
+    path = tmp_path / "empty.pt"
+    path.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty") as info:
+        safe_load(path)
+    assert str(path) in str(info.value)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(position=st.floats(0, 1, exclude_max=True), flip=st.integers(1, 255))
+def test_any_single_byte_corruption_is_refused(tmp_path, position, flip):
+    path = tmp_path / "prop.pt"
+    atomic_save({"w": torch.arange(4.0)}, path)
+    data = bytearray(path.read_bytes())
+    data[int(position * len(data))] ^= flip
+    path.write_bytes(bytes(data))
+    with pytest.raises(CheckpointError):
+        safe_load(path)
+
+
+# --- failures while writing ----------------------------------------------------------------------
+
+
+def _fail_on_write(exc):
+    """An os.write that writes part of the first chunk for real, then fails like a full disk."""
+    real_write = os.write
+    calls = {"n": 0}
+
+    def write(fd, data):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            return real_write(fd, bytes(data)[: max(1, len(data) // 2)])
+        raise exc
+
+    return write
+
+
+def _fail_first_fsync(exc):
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def fsync(fd):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise exc
+        return real_fsync(fd)
+
+    return fsync
+
+
+ENOSPC = OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.mark.parametrize(
+    ("target", "make_fault", "exc_type"),
+    [
+        ("write", lambda: _fail_on_write(ENOSPC), OSError),
+        ("fsync", lambda: _fail_first_fsync(ENOSPC), OSError),
+        ("write", lambda: _fail_on_write(KeyboardInterrupt()), KeyboardInterrupt),
+        ("fsync", lambda: _fail_first_fsync(KeyboardInterrupt()), KeyboardInterrupt),
+    ],
+    ids=["enospc-write", "enospc-fsync", "interrupt-write", "interrupt-fsync"],
+)
+def test_failed_write_keeps_previous_checkpoint(tmp_path, monkeypatch, target, make_fault, exc_type):
+    path = small_checkpoint(tmp_path, 1.0)
+    before = path.read_bytes()
+    with monkeypatch.context() as patch:
+        patch.setattr(ckpt.os, target, make_fault())
+        with pytest.raises(exc_type):
+            atomic_save({"w": torch.randn(1000), "step": 2}, path)
+    assert path.read_bytes() == before
+    assert safe_load(path)["step"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]
+
+
+def test_failed_first_write_leaves_nothing(tmp_path, monkeypatch):
+    path = tmp_path / "new.pt"
+    monkeypatch.setattr(ckpt.os, "write", _fail_on_write(ENOSPC))
+    with pytest.raises(OSError, match="No space"):
+        atomic_save({"w": torch.randn(100)}, path)
+    assert os.listdir(tmp_path) == []
+
+
+def test_failed_replace_keeps_previous_checkpoint(tmp_path, monkeypatch):
+    path = small_checkpoint(tmp_path, 1.0)
+
+    def replace(src, dst):
+        raise OSError(errno.EIO, "I/O error")
+
+    monkeypatch.setattr(ckpt.os, "replace", replace)
+    with pytest.raises(OSError):
+        atomic_save({"w": torch.zeros(1), "step": 2}, path)
+    assert safe_load(path)["step"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]
+
+
+# --- malicious pickles ---------------------------------------------------------------------------
+
+
+class OpensSentinel:
+    """Unpickling this would create a file: the stand-in for arbitrary code execution."""
+
+    sentinel = ""
+
+    def __reduce__(self):
+        return (open, (self.sentinel, "w"))
+
+
+class RunsShell:
+    sentinel = ""
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.sentinel}",))
+
+
+@pytest.fixture(params=[OpensSentinel, RunsShell])
+def evil(request, tmp_path):
+    cls = request.param
+    cls.sentinel = str(tmp_path / "pwned")
+    yield cls()
+    assert not os.path.exists(cls.sentinel), "malicious pickle ran"
+
+
+def _with_valid_header(payload: bytes) -> bytes:
+    digest = hashlib.sha256(payload).hexdigest()
+    return f"ONECYCLE-CKPT v1 {digest} {len(payload)}\n".encode() + payload
+
+
+def _torch_bytes(obj) -> bytes:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    return buffer.getvalue()
+
+
+def test_raw_malicious_torch_file_is_refused(tmp_path, evil):
+    path = tmp_path / "evil.pt"
+    path.write_bytes(_torch_bytes({"model": evil}))
+    with pytest.raises(CheckpointError, match="not a onecycle checkpoint"):
+        safe_load(path)
+    with pytest.raises(CheckpointError, match="refusing to load .*unsafe object"):
+        load_state_dict_file(path)
+
+
+def test_raw_malicious_plain_pickle_is_refused(tmp_path, evil):
+    path = tmp_path / "evil.pkl"
+    path.write_bytes(pickle.dumps({"model": evil}, protocol=2))
+    with pytest.raises(CheckpointError, match="not a onecycle checkpoint"):
+        safe_load(path)
+    with pytest.raises(CheckpointError, match="refusing to load .*unsafe object"):
+        load_state_dict_file(path)
+
+
+@pytest.mark.parametrize("pickler", ["torch", "pickle"])
+def test_malicious_payload_with_valid_header_is_refused(tmp_path, evil, pickler):
+    obj = {"model": evil}
+    payload = _torch_bytes(obj) if pickler == "torch" else pickle.dumps(obj, protocol=2)
+    path = tmp_path / "evil.pt"
+    path.write_bytes(_with_valid_header(payload))
+    with pytest.raises(CheckpointError, match="refusing to load .*unsafe object") as info:
+        safe_load(path)
+    assert str(path) in str(info.value)
+    with pytest.raises(CheckpointError, match="unsafe object"):
+        load_state_dict_file(path)
+
+
+def test_atomic_save_refuses_objects_that_could_not_be_loaded_back(tmp_path, evil):
+    path = tmp_path / "x.pt"
+    with pytest.raises(TypeError, match=r"obj\['model'\]"):
+        atomic_save({"model": evil}, path)
+    with pytest.raises(TypeError, match=r"obj\['lr'\].*numpy"):
+        atomic_save({"lr": np.float64(0.1)}, path)
+    assert not path.exists()
+
+
+# --- plain state_dict files ----------------------------------------------------------------------
+
+
+def test_load_state_dict_file_reads_plain_torch_save(tmp_path):
+    model, _ = trained_model_and_optimizer()
+    path = tmp_path / "weights.pth"
+    torch.save(model.state_dict(), path)
+    assert_same(dict(model.state_dict()), dict(load_state_dict_file(path)))
+
+
+def test_load_state_dict_file_reads_onecycle_checkpoints_and_rejects_non_dicts(tmp_path):
+    path = small_checkpoint(tmp_path)
+    assert load_state_dict_file(path)["step"] == 1
+    other = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(2), other)
+    with pytest.raises(CheckpointError, match="does not hold a state_dict"):
+        load_state_dict_file(other)
+
+
+# --- RNG -----------------------------------------------------------------------------------------
+
+
+def _draws():
+    return (
+        torch.rand(5).tolist(),
+        torch.randn(3).tolist(),
+        np.random.rand(5).tolist(),
+        np.random.standard_normal(3).tolist(),
+        [random.random() for _ in range(5)],
+        [random.gauss(0, 1) for _ in range(3)],
+    )
+
+
+def test_rng_round_trip_through_checkpoint_repeats_draws(tmp_path):
+    torch.manual_seed(1)
+    np.random.seed(2)
+    random.seed(3)
+    np.random.standard_normal()  # leave a cached gaussian in numpy's state
+    random.gauss(0, 1)  # and in random's
+    path = tmp_path / "rng.pt"
+    atomic_save({"rng": get_rng_state()}, path)
+    expected = _draws()
+    _draws()  # move every generator on
+    set_rng_state(safe_load(path)["rng"])
+    assert _draws() == expected
+
+
+def test_rng_state_without_file_round_trip():
+    state = get_rng_state()
+    expected = _draws()
+    set_rng_state(state)
+    assert _draws() == expected
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_rng_round_trip_through_checkpoint(tmp_path):
+    torch.cuda.manual_seed_all(5)
+    torch.rand(1, device="cuda")  # initialises CUDA so its RNG is captured
+    path = tmp_path / "rng.pt"
+    atomic_save({"rng": get_rng_state()}, path)
+    expected = torch.rand(8, device="cuda").tolist()
+    torch.rand(8, device="cuda")
+    set_rng_state(safe_load(path, map_location="cuda")["rng"])
+    assert torch.rand(8, device="cuda").tolist() == expected
+
+
+def test_rng_state_with_unavailable_cuda_devices_warns(monkeypatch):
+    state = get_rng_state()
+    state["cuda"] = [torch.get_rng_state()] * 64  # more devices than any test machine has
+    with pytest.warns(UserWarning, match="CUDA RNG not restored"):
+        set_rng_state(state)
+
+
+def test_set_rng_state_rejects_bad_input():
+    with pytest.raises(TypeError, match="state must be a dict"):
+        set_rng_state([1, 2])
+    with pytest.raises(ValueError, match="numpy"):
+        set_rng_state({"format": 1, "torch": torch.get_rng_state(), "random": {}})
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+def test_directory_paths_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="is a directory"):
+        atomic_save({"a": 1}, tmp_path)
+    with pytest.raises(ValueError, match="is a directory"):
+        safe_load(tmp_path)
+    with pytest.raises(ValueError, match="is a directory"):
+        load_state_dict_file(tmp_path)
+
+
+def test_wrong_types_are_rejected(tmp_path):
+    with pytest.raises(TypeError, match="path must be a str or os.PathLike.*int"):
+        atomic_save({"a": 1}, 123)
+    with pytest.raises(TypeError, match="path must be"):
+        safe_load(None)
+    with pytest.raises(ValueError, match="path must not be empty"):
+        safe_load("")
+    with pytest.raises(TypeError, match=r"obj\['f'\]"):
+        atomic_save({"f": lambda: 1}, tmp_path / "x.pt")
+
+
+def test_missing_parent_folder_and_missing_file(tmp_path):
+    with pytest.raises(ValueError, match="parent folder"):
+        atomic_save({"a": 1}, tmp_path / "nope" / "x.pt")
+    with pytest.raises(FileNotFoundError):
+        safe_load(tmp_path / "absent.pt")
+
+
+def test_fsync_dir(tmp_path):
+    fsync_dir(tmp_path)
+    fsync_dir(str(tmp_path))
+    with pytest.raises(ValueError, match="existing directory"):
+        fsync_dir(small_checkpoint(tmp_path))
+    with pytest.raises(TypeError, match="path must be"):
+        fsync_dir(3.5)
+
+
+# --- safetensors ---------------------------------------------------------------------------------
+
+
+def test_safetensors_round_trip_with_tied_weights(tmp_path):
+    pytest.importorskip("safetensors.torch")
+    model, _ = trained_model_and_optimizer()
+    state = dict(model.state_dict())
+    state["tied"] = state["0.weight"]  # shares storage, which safetensors refuses unless handled
+    path = tmp_path / "model.safetensors"
+    save_safetensors(state, path)
+    loaded = load_safetensors(path)
+    assert sorted(os.listdir(tmp_path)) == ["model.safetensors"]
+    assert loaded.keys() == state.keys()
+    for key, value in state.items():
+        assert torch.equal(loaded[key], value), key
+
+
+def test_safetensors_corruption_and_bad_input(tmp_path):
+    pytest.importorskip("safetensors.torch")
+    path = tmp_path / "bad.safetensors"
+    path.write_bytes(b"garbage garbage")
+    with pytest.raises(CheckpointError, match="bad.safetensors"):
+        load_safetensors(path)
+    with pytest.raises(TypeError, match="state_dict"):
+        save_safetensors({"a": 1}, tmp_path / "x.safetensors")
+    with pytest.raises(TypeError, match="state_dict must be a dict"):
+        save_safetensors([torch.zeros(1)], tmp_path / "x.safetensors")
+
+
+def test_safetensors_missing_extra_names_it(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "safetensors.torch", None)
+    monkeypatch.setitem(sys.modules, "safetensors", None)
+    with pytest.raises(ImportError, match=r"onecycle\[safetensors\]"):
+        save_safetensors({"a": torch.zeros(1)}, tmp_path / "x.safetensors")
+    with pytest.raises(ImportError, match=r"onecycle\[safetensors\]"):
+        load_safetensors(tmp_path / "x.safetensors")
