@@ -24,8 +24,9 @@ def _figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 
 def save_figure(fig: Any, path: str | os.PathLike | None, dpi: int = 100) -> Any:
     """Write ``fig`` as PNG atomically (temporary file then rename) when ``path`` is given."""
     if path is not None:
-        from .recorder import atomic_write_bytes
         import io
+
+        from .recorder import atomic_write_bytes
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi)
         atomic_write_bytes(path, buf.getvalue())

@@ -235,7 +235,9 @@ class TorchOneCycle:
         return [(float(e), a, b) for e, (a, b) in zip(ends, pts)]
 
     def __call__(self, pct: float) -> float:
-        step = _snap(pct * self.total_steps)
+        # torch's last step is total_steps - 1; beyond it its formula extrapolates (a linear anneal
+        # goes negative), so the end value is held from there.
+        step = min(_snap(pct * self.total_steps), self.total_steps - 1.0)
         start_step = 0.0
         phases = self._phases()
         for i, (end_step, a, b) in enumerate(phases):

@@ -1,0 +1,351 @@
+"""The Learner: schedules as trained, bad input, metric weighting, wd, clip, callbacks."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import onecycle as oc
+from onecycle.metrics import accuracy
+
+
+class TwoGroup(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(5, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.body(x)))
+
+    def param_groups(self):
+        return [list(self.body.parameters()), list(self.head.parameters())]
+
+
+def _data(n=70, bs=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 5, generator=g)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return DataLoader(TensorDataset(x, y), batch_size=bs)
+
+
+def _learner(model=None, **kw):
+    torch.manual_seed(0)
+    kw.setdefault("quiet", True)
+    return oc.Learner(model or TwoGroup(), _data(), _data(30, 7, 1), metrics=[accuracy], device="cpu", **kw)
+
+
+def _clr(t, nb, L, div=10, pct=10, mm=0.95, mn=0.85):
+    c = int(nb * (1 - pct / 100) / 2)
+    if t <= c:
+        q = t / c
+    elif t <= 2 * c:
+        q = 1 - (t - c) / c
+    else:
+        p = (t - 2 * c) / (nb - 2 * c)
+        return L / div * (1 - 0.99 * p), mm
+    return L * (1 + q * (div - 1)) / div, mm + q * (mn - mm)
+
+
+def test_clr_beta_every_iteration_two_groups():
+    learn = _learner()
+    peaks = [0.01, 0.1]
+    learn.fit(peaks, 2, cycle_len=3, use_clr_beta=(10, 10, 0.95, 0.85))
+    rec = learn.recorder
+    nb = 3 * 7  # cycle_len * len(train_dl)
+    assert len(rec.losses) == 2 * nb
+    for it in range(2 * nb):
+        t = it % nb  # restarts every cycle
+        for g, L in enumerate(peaks):
+            lr, mom = _clr(t, nb, L)
+            assert rec.group_lrs[g][it] == pytest.approx(lr, rel=1e-12)
+        assert rec.moms[it] == pytest.approx(_clr(t, nb, 1)[1], abs=1e-12)
+    # the optimizer's groups really used these values (SGD momentum key)
+    assert learn.opt.param_groups[0]["momentum"] == pytest.approx(0.95)
+    assert len(learn.sched.val_losses) == 6 and len(learn.sched.rec_metrics) == 6
+    assert all(len(row) == 1 for row in learn.sched.rec_metrics)
+
+
+def test_fit_constant_lr_seed_order():
+    learn = _learner()
+    learn.fit(0.05, 2)
+    assert learn.recorder.lrs == [0.05] * 14
+    assert learn.recorder.n_epochs == 2
+
+
+def test_fit_one_cycle_matches_closed_form_and_adamw_beta1():
+    learn = _learner(opt="adamw")
+    learn.fit_one_cycle(2, 0.01)
+    pol = oc.schedules.cos_one_cycle()
+    n = len(learn.recorder.lrs)
+    for i in range(n):
+        assert learn.recorder.lrs[i] == pytest.approx(0.01 * pol.lr(i / n), rel=1e-12)
+        assert learn.recorder.moms[i] == pytest.approx(pol.mom(i / n), abs=1e-12)
+    assert learn.opt.param_groups[0]["betas"][1] == 0.99
+
+
+def test_training_reduces_loss_and_predict_validate():
+    torch.manual_seed(0)
+    x = torch.randn(200, 5)
+    y = (x[:, 0] + x[:, 1] > 0).long()
+    dl = DataLoader(TensorDataset(x, y), batch_size=20, shuffle=True)
+    valid = DataLoader(TensorDataset(x, y), batch_size=32)
+    learn = oc.Learner(nn.Sequential(nn.Linear(5, 16), nn.ReLU(), nn.Linear(16, 2)), dl, valid,
+                       metrics=[accuracy], quiet=True, device="cpu")
+    learn.fit_one_cycle(5, 0.5)
+    assert learn.recorder.metrics["accuracy"][-1] > 0.9
+    assert learn.recorder.val_losses[-1] < learn.recorder.val_losses[0]
+    preds, targets = learn.predict(with_targets=True)
+    assert preds.shape == (200, 2) and torch.equal(targets, y)
+    with torch.no_grad():
+        torch.testing.assert_close(preds, learn.model.eval()(x))
+    learn.model.train()
+    assert learn.model.training  # predict/validate restore the mode
+
+
+def test_metric_weighting_uneven_last_batch():
+    """Validation over batches of 7 (last batch 2) equals the metric over the whole set."""
+    learn = _learner()
+    x, y = learn.valid_dl.dataset.tensors
+    res = learn.validate()
+    with torch.no_grad():
+        out = learn.model(x)
+    assert res["val_loss"] == pytest.approx(F.cross_entropy(out, y).item(), rel=1e-6)
+    assert res["accuracy"] == pytest.approx((out.argmax(1) == y).float().mean().item(), rel=1e-6)
+
+
+def test_perplexity_is_set_level():
+    learn = _learner()
+    learn.metrics = [oc.metrics.perplexity]
+    res = learn.validate()
+    assert res["perplexity"] == pytest.approx(math.exp(res["val_loss"]), rel=1e-6)
+
+
+def test_torchmetrics_protocol_object():
+    class Count:
+        def reset(self):
+            self.n = 0
+
+        def update(self, preds, targets):
+            self.n += len(targets)
+
+        def compute(self):
+            return torch.tensor(float(self.n))
+
+    learn = _learner()
+    learn.metrics = [Count()]
+    assert learn.validate()["Count"] == 30
+
+
+def test_decoupled_wd_sgd_closed_form():
+    """One SGD step with wd: w1 = w0 * (1 - lr*wd) - lr * g (first step: buffer = g)."""
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1, bias=False)
+    x, y = torch.randn(4, 3), torch.randn(4, 1)
+    dl = DataLoader(TensorDataset(x, y), batch_size=4)
+    learn = oc.Learner(model, dl, loss_fn=F.mse_loss, quiet=True, device="cpu")
+    w0 = model.weight.detach().clone()
+    w0.requires_grad_(True)
+    F.mse_loss(x @ w0.T, y).backward()
+    lr, wd = 0.1, 0.5
+    learn.fit(lr, 1, wd=wd)
+    expected = w0.detach() * (1 - lr * wd) - lr * w0.grad
+    torch.testing.assert_close(model.weight.detach(), expected)
+
+
+def test_adamw_learner_equals_torch_adamw():
+    torch.manual_seed(0)
+    x, y = torch.randn(40, 5), torch.randint(0, 3, (40,))
+    dl = DataLoader(TensorDataset(x, y), batch_size=10)
+    m1 = nn.Sequential(nn.Linear(5, 4, bias=False), nn.Tanh(), nn.Linear(4, 3, bias=False))
+    m2 = nn.Sequential(nn.Linear(5, 4, bias=False), nn.Tanh(), nn.Linear(4, 3, bias=False))
+    m2.load_state_dict(m1.state_dict())
+    learn = oc.Learner(m1, dl, opt="adamw", quiet=True, device="cpu")
+    learn.fit(0.01, 2, wd=0.1)
+    opt = torch.optim.AdamW(m2.parameters(), lr=0.01, betas=(0.9, 0.99), eps=1e-5, weight_decay=0.1)
+    for _ in range(2):
+        for xb, yb in dl:
+            F.cross_entropy(m2(xb), yb).backward()
+            opt.step()
+            opt.zero_grad()
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(a, b)
+
+
+def test_clip_limits_global_norm():
+    """The gradient norm the optimizer sees is at most ``clip``."""
+    seen = []
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    learn = oc.Learner(model, _data(), quiet=True, device="cpu")
+    learn.clip = 1e-3
+    orig = torch.optim.SGD.step
+
+    def spy_step(self, *a, **k):
+        seen.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])).item())
+        return orig(self, *a, **k)
+
+    torch.optim.SGD.step = spy_step
+    try:
+        learn.fit(0.1, 1)
+    finally:
+        torch.optim.SGD.step = orig
+    assert seen and max(seen) <= 1e-3 * (1 + 1e-5)
+
+
+def test_callbacks_order_cancel_and_after_fit_always():
+    calls = []
+
+    class Rec(oc.Callback):
+        def before_fit(self, learn):
+            calls.append("before_fit")
+
+        def after_batch(self, learn):
+            calls.append(("batch", learn.epoch, learn.iter))
+            if learn.epoch == 1 and learn.iter == 2:
+                raise oc.CancelFit
+
+        def after_fit(self, learn):
+            calls.append("after_fit")
+
+    learn = _learner()
+    learn.fit(0.1, 3, callbacks=[Rec()])
+    assert calls[0] == "before_fit" and calls[-1] == "after_fit"
+    assert ("batch", 1, 2) in calls and ("batch", 1, 3) not in calls
+
+    class Boom(oc.Callback):
+        def after_batch(self, learn):
+            raise RuntimeError("boom")
+
+        def after_fit(self, learn):
+            calls.append("after_fit_on_error")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        learn.fit(0.1, 1, callbacks=[Boom()])
+    assert calls[-1] == "after_fit_on_error"
+
+
+def test_hooks_dispatched_only_to_overriders():
+    class OnlyEpoch(oc.Callback):
+        def after_epoch(self, learn):
+            pass
+
+    hooks = oc.callbacks.hooks_of([OnlyEpoch()])
+    assert len(hooks["after_epoch"]) == 1 and hooks["after_batch"] == [] and hooks["before_batch"] == []
+
+
+def test_opt_fn_resets_optimizer_and_factory():
+    learn = _learner()
+    learn.fit(0.1, 1)
+    assert isinstance(learn.opt, torch.optim.SGD)
+    learn.opt_fn = lambda params, lr: torch.optim.RMSprop(params, lr=lr, momentum=0.5)
+    assert learn.opt is None
+    learn.fit(0.01, 1)
+    assert isinstance(learn.opt, torch.optim.RMSprop)
+
+
+def test_accumulation_steps_schedule_per_optimizer_step():
+    learn = _learner(accum=2)
+    learn.fit(0.1, 1, cycle_len=2, use_clr_beta=(10, 10))
+    # 7 batches per epoch -> 4 optimizer steps per epoch (last window of 1); LR constant inside a window
+    lrs = learn.recorder.lrs
+    assert lrs[0] == lrs[1] and lrs[2] == lrs[3] and lrs[0] != lrs[2]
+    assert learn.scheduler.step_count == 8
+
+
+def test_amp_bf16_on_cpu_runs():
+    learn = _learner(amp=True)
+    learn.fit_one_cycle(1, 0.05)
+    assert learn.amp_dtype == torch.bfloat16 and learn.scaler is None
+    assert all(math.isfinite(v) for v in learn.recorder.losses)
+
+
+def test_progress_table_and_quiet(capsys):
+    learn = _learner(quiet=False)
+    learn.fit(0.1, 2)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split() == ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
+    assert len(out) == 3 and out[2].split()[0] == "1"
+    learn.quiet = True
+    learn.fit(0.1, 1)
+    assert capsys.readouterr().out == ""
+
+
+def test_recorder_holds_python_floats():
+    learn = _learner()
+    learn.fit_one_cycle(1, 0.1)
+    rec = learn.recorder
+    for seq in (rec.losses, rec.smooth_losses, rec.moms, rec.train_losses, rec.val_losses, *rec.group_lrs):
+        assert all(type(v) is float for v in seq)
+
+
+# ---- bad input: every case raises before any state changes --------------------------------
+BAD_FIT = [
+    (lambda l: l.fit(0.1, 0), ValueError, "n_cycle"),
+    (lambda l: l.fit(0.1, 1.5), TypeError, "n_cycle"),
+    (lambda l: l.fit(float("nan"), 1), ValueError, "lr"),
+    (lambda l: l.fit(float("inf"), 1), ValueError, "lr"),
+    (lambda l: l.fit(0.0, 1), ValueError, "lr"),
+    (lambda l: l.fit(-0.1, 1), ValueError, "lr"),
+    (lambda l: l.fit([0.1, 0.2, 0.3], 1), ValueError, "lr"),
+    (lambda l: l.fit(0.1, 1, use_clr_beta=(10, 10)), ValueError, "cycle_len"),
+    (lambda l: l.fit(0.1, 1, cycle_len=0, use_clr_beta=(10, 10)), ValueError, "cycle_len"),
+    (lambda l: l.fit(0.1, 1, cycle_len=2, use_clr_beta=(10, 10, 0.95)), ValueError, "use_clr_beta"),
+    (lambda l: l.fit(0.1, 1, cycle_len=2, use_clr_beta=(0, 10)), ValueError, "div"),
+    (lambda l: l.fit(0.1, 1, cycle_len=2, use_clr_beta=(-2, 10)), ValueError, "div"),
+    (lambda l: l.fit(0.1, 1, cycle_len=2, use_clr_beta=(10, 120)), ValueError, "pct"),
+    (lambda l: l.fit(0.1, 1, cycle_len=2, use_clr_beta=(10, 10, 1.2, 0.85)), ValueError, "mom_max"),
+    (lambda l: l.fit(0.1, 1, cycle_len=2, use_clr_beta=(10, 10, 0.95, -0.1)), ValueError, "mom_min"),
+    (lambda l: l.fit_one_cycle(0, 0.1), ValueError, "epochs"),
+    (lambda l: l.fit_one_cycle(1, 0.1, moms=(0.95, 1.0, 0.95)), ValueError, "moms"),
+    (lambda l: l.fit_one_cycle(1, 0.1, div=0), ValueError, "div"),
+    (lambda l: l.fit_one_cycle(1, 0.1, pct_start=2), ValueError, "pct_start"),
+    (lambda l: l.fit_one_cycle(1), ValueError, "lr_max"),
+    (lambda l: l.fit_one_cycle(1, 0.1, wd=-1), ValueError, "wd"),
+    (lambda l: l.fit(slice(1e-3, 1e-1), 1, wd=[0.1]), ValueError, "wd"),
+]
+
+
+@pytest.mark.parametrize("call,exc,arg", BAD_FIT)
+def test_bad_fit_input_raises_before_state_changes(call, exc, arg):
+    learn = _learner()
+    before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+    with pytest.raises(exc, match=arg):
+        call(learn)
+    assert learn.opt is None and learn.recorder.n_epochs == 0
+    for k, v in learn.model.state_dict().items():
+        assert torch.equal(v, before[k])
+
+
+@pytest.mark.parametrize("make,exc,arg", [
+    (lambda: oc.Learner("model", _data()), TypeError, "model"),
+    (lambda: oc.Learner(nn.Linear(5, 3), _data(), loss_fn=3), TypeError, "loss_fn"),
+    (lambda: oc.Learner(nn.Linear(5, 3), _data(), opt="adagrad-x"), ValueError, "opt"),
+    (lambda: oc.Learner(nn.Linear(5, 3), _data(), clip=-1), ValueError, "clip"),
+    (lambda: oc.Learner(nn.Linear(5, 3), _data(), wd=float("nan")), ValueError, "wd"),
+    (lambda: oc.Learner(nn.Linear(5, 3), _data(), accum=0), ValueError, "accum"),
+    (lambda: oc.Learner(nn.Linear(5, 3), _data(), amp="fp8"), ValueError, "amp"),
+    (lambda: oc.Learner(nn.Linear(5, 3), _data(), metrics=[3]), TypeError, "metrics"),
+])
+def test_bad_learner_input(make, exc, arg):
+    with pytest.raises(exc, match=arg):
+        make()
+
+
+def test_empty_train_loader():
+    learn = oc.Learner(nn.Linear(5, 3), DataLoader(TensorDataset(torch.zeros(0, 5), torch.zeros(0))),
+                       quiet=True, device="cpu")
+    with pytest.raises(ValueError, match="train_dl"):
+        learn.fit(0.1, 1)
+
+
+def test_clip_setter_validates():
+    learn = _learner()
+    learn.clip = 0.25
+    assert learn.clip == 0.25
+    with pytest.raises(ValueError, match="clip"):
+        learn.clip = float("inf")
+    assert learn.clip == 0.25
