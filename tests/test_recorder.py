@@ -1,0 +1,74 @@
+"""Recorder: smoothing against hand values, JSON/CSV round trips, plots headless."""
+
+import csv
+import json
+import math
+
+import pytest
+
+from onecycle.recorder import Recorder, SmoothLoss
+
+
+def _filled():
+    rec = Recorder(["accuracy"])
+    rec.add_iterations([[0.01, 0.1], [0.02, 0.2], [0.03, 0.3]], [0.95, 0.9, 0.85], [2.0, 1.0, 0.5])
+    rec.add_epoch(1.1666, {"val_loss": 0.9, "accuracy": 0.5}, 1.5)
+    rec.add_iterations([[0.02, 0.2]], [0.9], [0.4])
+    rec.add_epoch(0.4, {"val_loss": 0.7, "accuracy": 0.75}, 1.2)
+    rec.log("grad_norm/0", 3.0)
+    return rec
+
+
+def test_smooth_loss_bias_corrected_ema_hand_values():
+    s = SmoothLoss(0.98)
+    assert s.add(2.0) == pytest.approx(2.0)  # bias correction makes the first value exact
+    avg = 0.98 * 0.02 * 2.0 + 0.02 * 1.0
+    assert s.add(1.0) == pytest.approx(avg / (1 - 0.98 ** 2))
+
+
+def test_seed_names_and_layout():
+    rec = _filled()
+    assert rec.lrs == [0.1, 0.2, 0.3, 0.2]  # head group
+    assert rec.val_losses == [0.9, 0.7]
+    assert rec.rec_metrics == [[0.5], [0.75]]
+    assert rec.epoch_iters == [3, 4]
+
+
+def test_json_round_trip(tmp_path):
+    rec = _filled()
+    path = rec.save_json(tmp_path / "h.json")
+    back = Recorder.load_json(path)
+    assert back.state_dict() == rec.state_dict()
+    json.loads(path.read_text())  # plain JSON
+    back.add_iterations([[0.1, 0.1]], [0.9], [0.3])  # smoothing continues where it left off
+    rec.add_iterations([[0.1, 0.1]], [0.9], [0.3])
+    assert back.smooth_losses[-1] == rec.smooth_losses[-1]
+
+
+def test_nan_survives_json(tmp_path):
+    rec = Recorder(["acc"])
+    rec.add_epoch(1.0, None, 0.1)
+    back = Recorder.load_json(rec.save_json(tmp_path / "h.json"))
+    assert math.isnan(back.val_losses[0])
+
+
+def test_csv(tmp_path):
+    it_path, ep_path = _filled().save_csv(tmp_path)
+    rows = list(csv.reader(it_path.open()))
+    assert rows[0] == ["iteration", "lr_0", "lr_1", "mom", "loss", "smooth_loss", "grad_norm/0"]
+    assert len(rows) == 5 and float(rows[2][2]) == 0.2
+    ep = list(csv.reader(ep_path.open()))
+    assert ep[0] == ["epoch", "train_loss", "val_loss", "accuracy", "time", "iterations"]
+    assert float(ep[2][3]) == 0.75
+
+
+def test_plots_return_figures_and_save_png(tmp_path):
+    from matplotlib.figure import Figure
+    rec = _filled()
+    for name, fig in [("lr", rec.plot_lr(save=tmp_path / "lr.png")),
+                      ("losses", rec.plot_losses(save=tmp_path / "losses.png")),
+                      ("metrics", rec.plot_metrics(save=tmp_path / "metrics.png")),
+                      ("grads", rec.plot_grad_stats(save=tmp_path / "grads.png"))]:
+        assert isinstance(fig, Figure)
+        assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(rec.plot_lr().axes) == 2  # LR and momentum side by side
