@@ -1,0 +1,362 @@
+"""Tests for onecycle.data: TensorLoader parity with DataLoader, sharding, LMLoader, built-in tasks, cache."""
+
+from __future__ import annotations
+
+import random
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.data import DataLoader, TensorDataset
+
+from onecycle import data
+from onecycle.data import LMLoader, Task, TensorLoader, cache_dir, cached_arrays, load_task
+
+
+def _xy(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.arange(n, dtype=torch.float32).unsqueeze(1).repeat(1, 3), torch.arange(n)
+
+
+def _epoch(loader) -> list[tuple[torch.Tensor, ...]]:
+    return [tuple(b) for b in loader]
+
+
+def _same(a: list, b: list) -> bool:
+    """Two lists of batches hold equal tensors in the same order."""
+    if len(a) != len(b) or any(len(p) != len(q) for p, q in zip(a, b, strict=True)):
+        return False
+    return all(torch.equal(s, t) for p, q in zip(a, b, strict=True) for s, t in zip(p, q, strict=True))
+
+
+def _join(per_rank: list[list[tuple]]) -> list[tuple]:
+    """Concatenate the ranks' pieces of each step into one global batch."""
+    steps = zip(*per_rank, strict=True)
+    return [tuple(torch.cat(parts) for parts in zip(*step, strict=True)) for step in steps]
+
+
+# ---------------------------------------------------------------------------------------------- TensorLoader
+
+def test_every_sample_once_per_epoch():
+    x, y = _xy(103)
+    loader = TensorLoader(x, y, batch_size=10, shuffle=True, seed=1)
+    for _ in range(3):
+        batches = _epoch(loader)
+        assert [len(b[1]) for b in batches] == [10] * 10 + [3]
+        seen = torch.cat([b[1] for b in batches])
+        assert torch.equal(seen.sort().values, y)
+        assert torch.equal(torch.cat([b[0] for b in batches])[:, 0].long(), seen)  # rows stay aligned
+
+
+def test_same_seed_same_order_and_new_order_each_epoch():
+    x, y = _xy(200)
+    a, b = (TensorLoader(x, y, batch_size=32, shuffle=True, seed=7) for _ in range(2))
+    epochs = [_epoch(a) for _ in range(3)]
+    assert all(_same(e, _epoch(b)) for e in epochs)
+    orders = [torch.cat([t[1] for t in e]) for e in epochs]
+    assert not torch.equal(orders[0], orders[1]) and not torch.equal(orders[1], orders[2])
+    other = torch.cat([t[1] for t in TensorLoader(x, y, batch_size=32, shuffle=True, seed=8)])
+    assert not torch.equal(other, orders[0])
+
+
+@pytest.mark.parametrize("n", [103, 100])
+@pytest.mark.parametrize("shuffle", [True, False])
+@pytest.mark.parametrize("drop_last", [True, False])
+def test_parity_with_dataloader(n, shuffle, drop_last):
+    x, y = _xy(n)
+    ref = DataLoader(TensorDataset(x, y), batch_size=10, shuffle=shuffle, drop_last=drop_last,
+                     generator=torch.Generator().manual_seed(5))
+    loader = TensorLoader(x, y, batch_size=10, shuffle=shuffle, drop_last=drop_last, seed=5)
+    assert len(loader) == len(ref)
+    for _ in range(3):
+        assert _same(_epoch(ref), _epoch(loader))
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 40), bs=st.integers(1, 12), drop_last=st.booleans(), seed=st.integers(0, 2**31))
+def test_parity_with_dataloader_any_size(n, bs, drop_last, seed):
+    if drop_last and n < bs:
+        return  # TensorLoader refuses a loader with no batches
+    x, y = _xy(n)
+    ref = DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=True, drop_last=drop_last,
+                     generator=torch.Generator().manual_seed(seed))
+    loader = TensorLoader(x, y, batch_size=bs, shuffle=True, drop_last=drop_last, seed=seed)
+    for _ in range(2):
+        assert _same(_epoch(ref), _epoch(loader))
+
+
+def test_set_epoch_reproduces_any_epoch():
+    x, y = _xy(57)
+    sequential = TensorLoader(x, y, batch_size=8, shuffle=True, seed=3)
+    expected = [_epoch(sequential) for _ in range(5)]
+    assert sequential.epoch == 5
+    jumping = TensorLoader(x, y, batch_size=8, shuffle=True, seed=3)
+    for e in (3, 1, 4, 0, 2, 2):
+        jumping.set_epoch(e)
+        assert _same(_epoch(jumping), expected[e]), e
+        assert jumping.epoch == e + 1
+    assert _same(_epoch(jumping), expected[3])  # without set_epoch it goes on to the next epoch
+
+
+def test_batches_are_views_of_one_gather():
+    x, y = _xy(50)
+    plain = TensorLoader(x, y, batch_size=16)
+    assert all(b[0].untyped_storage().data_ptr() == x.untyped_storage().data_ptr() for b in plain)
+    shuffled = _epoch(TensorLoader(x, y, batch_size=16, shuffle=True))
+    assert len({b[0].untyped_storage().data_ptr() for b in shuffled}) == 1
+
+
+def test_numpy_input():
+    xn, yn = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32), np.arange(30)
+    from_np = TensorLoader(xn, yn, batch_size=7, shuffle=True, seed=2)
+    from_torch = TensorLoader(torch.from_numpy(xn), torch.from_numpy(yn), batch_size=7, shuffle=True, seed=2)
+    got = _epoch(from_np)
+    assert got[0][0].dtype == torch.float32 and got[0][1].dtype == torch.int64
+    assert _same(got, _epoch(from_torch))
+
+
+def test_device_placement():
+    x, y = _xy(10)
+    batches = _epoch(TensorLoader(x, y, batch_size=4, shuffle=True, device="cpu"))
+    assert all(b[0].device.type == "cpu" for b in batches)
+    assert len(batches) == 3 and batches[-1][0].shape == (2, 3)
+
+
+@pytest.mark.parametrize("world", [2, 3])
+def test_shard_pieces_make_the_global_batches(world):
+    x, y = _xy(101)
+    single = TensorLoader(x, y, batch_size=4 * world, shuffle=True, drop_last=True, seed=9)
+    base = TensorLoader(x, y, batch_size=4, shuffle=True, seed=9)
+    shards = [base.shard(r, world) for r in range(world)]
+    assert all(s.drop_last and len(s) == len(single) == 101 // (4 * world) for s in shards)
+    for _ in range(2):
+        per_rank = [_epoch(s) for s in shards]
+        joined = _join(per_rank)
+        assert all(b[0].shape[0] == 4 for rank in per_rank for b in rank)
+        assert _same(joined, _epoch(single))
+
+
+def test_shard_without_drop_last_splits_the_last_batch_evenly():
+    x, y = _xy(23)
+    single = _epoch(TensorLoader(x, y, batch_size=8, shuffle=True))
+    shards = [TensorLoader(x, y, batch_size=4, shuffle=True).shard(r, 2, drop_last=False) for r in range(2)]
+    per_rank = [_epoch(s) for s in shards]
+    assert [len(r) for r in per_rank] == [3, 3]
+    assert [b[1].shape[0] for b in per_rank[0]] == [4, 4, 4] and per_rank[1][-1][1].shape[0] == 3
+    joined = _join(per_rank)
+    assert _same(joined, single)
+    uneven = [TensorLoader(x[:10], y[:10], batch_size=2).shard(r, 3, drop_last=False) for r in range(3)]
+    assert [[b[1].numel() for b in t] for t in uneven] == [[2, 2], [2, 1], [2, 1]]
+    tiny = [TensorLoader(x[:2], y[:2], batch_size=4).shard(r, 3, drop_last=False) for r in range(3)]
+    assert [[b[1].numel() for b in t] for t in tiny] == [[1], [1], [0]]  # an empty piece is still yielded
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"batch_size": 0}, "batch_size"), ({"batch_size": -1}, "batch_size"),
+    ({"batch_size": 2.0}, "batch_size"),
+    ({"batch_size": True}, "batch_size"), ({"shuffle": 1}, "shuffle"), ({"seed": "a"}, "seed"),
+    ({"batch_size": 20, "drop_last": True}, "drop_last"),
+])
+def test_bad_arguments(kwargs, match):
+    x, y = _xy(10)
+    with pytest.raises((ValueError, TypeError), match=match):
+        TensorLoader(x, y, **kwargs)
+
+
+def test_bad_data():
+    x, y = _xy(10)
+    with pytest.raises(ValueError, match=r"tensors\[1\]"):
+        TensorLoader(x, y[:9])
+    with pytest.raises(ValueError, match="0"):
+        TensorLoader(x[:0], y[:0])
+    with pytest.raises(ValueError, match="at least one tensor"):
+        TensorLoader()
+    with pytest.raises(TypeError, match=r"tensors\[0\]"):
+        TensorLoader([1, 2, 3])
+    with pytest.raises(ValueError, match="tensors"):
+        TensorLoader(torch.tensor(3.0))
+    loader = TensorLoader(x, y, batch_size=2)
+    with pytest.raises(ValueError, match="rank"):
+        loader.shard(2, 2)
+    with pytest.raises(ValueError, match="world_size"):
+        loader.shard(0, 0)
+    with pytest.raises(ValueError, match="epoch"):
+        loader.set_epoch(-1)
+
+
+# ---------------------------------------------------------------------------------------------- LMLoader
+
+def test_lm_loader_windows_shift_by_one():
+    stream = torch.arange(1000) % 97
+    loader = LMLoader(stream, batch_size=4, bptt=16)
+    batches = list(loader)
+    assert len(batches) == len(loader) == -(-(250 - 1) // 16)
+    assert batches[-1][0].shape == (4, (250 - 1) % 16)
+    xs, ys = torch.cat([b[0] for b in batches], 1), torch.cat([b[1] for b in batches], 1)
+    rows = stream.view(4, 250)
+    assert torch.equal(xs, rows[:, :-1]) and torch.equal(ys, rows[:, 1:])
+    loader.set_epoch(5)
+    assert all(torch.equal(a[0], b[0]) for a, b in zip(loader, batches, strict=True))
+    assert loader.epoch == 6
+
+
+def test_lm_loader_bad_input():
+    with pytest.raises(ValueError, match="ids"):
+        LMLoader(torch.rand(100))
+    with pytest.raises(ValueError, match="ids"):
+        LMLoader(torch.arange(10), batch_size=8)
+    with pytest.raises(ValueError, match="bptt"):
+        LMLoader(torch.arange(100), bptt=0)
+
+
+# ---------------------------------------------------------------------------------------------- cache
+
+def test_cache_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv("ONECYCLE_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert cache_dir() == tmp_path / "home" / ".cache" / "onecycle"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_dir() == tmp_path / "xdg" / "onecycle"
+    monkeypatch.setenv("ONECYCLE_CACHE", str(tmp_path / "own"))
+    assert cache_dir() == tmp_path / "own"
+
+
+def test_cache_roundtrip_and_corrupt_file(monkeypatch, tmp_path):
+    monkeypatch.setenv("ONECYCLE_CACHE", str(tmp_path))
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"a": np.arange(5, dtype=np.int16), "b": np.ones((2, 3), np.float32)}
+
+    first = cached_arrays("t", {"k": 1}, build)
+    second = cached_arrays("t", {"k": 1}, build)
+    assert len(calls) == 1 and all(first[k].tobytes() == second[k].tobytes() for k in first)
+    assert all(first[k].dtype == second[k].dtype for k in first)
+    cached_arrays("t", {"k": 2}, build)
+    assert len(calls) == 2
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert len(files) == 2 and all(f.endswith(".npz") and f.startswith("t-") for f in files)
+    data._cache_path("t", {"k": 1}).write_bytes(b"not a zip")
+    with pytest.warns(UserWarning, match="rebuilding"):
+        rebuilt = cached_arrays("t", {"k": 1}, build)
+    assert len(calls) == 3 and rebuilt["a"].tobytes() == first["a"].tobytes()
+    assert not [p for p in tmp_path.iterdir() if p.suffix != ".npz"]  # no temporary file left
+
+
+def test_missing_extra_names_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "mnist1d.data", None)
+    with pytest.raises(ImportError, match=r"onecycle\[data\]"):
+        data._mnist1d_arrays(100)
+
+
+# ---------------------------------------------------------------------------------------------- tasks
+
+@pytest.fixture(scope="module")
+def mnist1d_build(tmp_path_factory):
+    """One fresh generation and a task loaded from the cache it wrote (generation takes ~1.5 s)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("ONECYCLE_CACHE", str(tmp_path_factory.mktemp("cache")))
+        fresh = data._mnist1d_arrays(5000)
+        cached_arrays("mnist1d", {"num_samples": 5000}, lambda: fresh)
+        yield fresh, load_task("mnist1d", seed=0)
+
+
+def test_mnist1d_task(mnist1d_build):
+    fresh, task = mnist1d_build
+    assert isinstance(task, Task) and task.default_model == "cnn" and task.n_out == 10
+    assert task.in_shape == (1, 40) and task.train_dl.n == 4000 and task.valid_dl.n == 1000
+    xb, yb = next(iter(task.train_dl))
+    assert xb.shape == (128, 1, 40) and xb.dtype == torch.float32 and yb.dtype == torch.int64
+    assert task.train_dl.shuffle and not task.valid_dl.shuffle
+    hit = task.train_dl.tensors
+    assert hit[0].numpy().tobytes() == fresh["x"].tobytes()
+    assert hit[1].numpy().tobytes() == fresh["y"].tobytes()
+    assert task.valid_dl.tensors[1].numpy().tobytes() == fresh["y_valid"].tobytes()
+    assert set(fresh["y"].tolist()) == set(range(10))
+
+
+def test_mnist1d_generation_is_deterministic_and_leaves_global_rngs(mnist1d_build):
+    np_state, py_state = np.random.get_state(), random.getstate()
+    again = data._mnist1d_arrays(5000)
+    assert all(again[k].tobytes() == mnist1d_build[0][k].tobytes() for k in again)
+    assert random.getstate() == py_state and np.array_equal(np.random.get_state()[1], np_state[1])
+
+
+@pytest.mark.slow
+def test_mnist1d_large(monkeypatch, tmp_path):
+    monkeypatch.setenv("ONECYCLE_CACHE", str(tmp_path))
+    task = load_task("mnist1d_large")
+    assert task.train_dl.n == 40000 and task.valid_dl.n == 10000
+
+
+def test_digits_task(monkeypatch, tmp_path):
+    monkeypatch.setenv("ONECYCLE_CACHE", str(tmp_path / "a"))
+    task = load_task("digits", seed=4)
+    assert task.train_dl.n == 1437 and task.valid_dl.n == 360 and task.in_shape == (64,)
+    assert task.default_model == "mlp" and task.train_dl.batch_size == 64
+    x, yv = task.train_dl.tensors[0], task.valid_dl.tensors[1]
+    assert x.dtype == torch.float32 and 0.0 <= x.min() and x.max() <= 1.0
+    assert torch.bincount(yv).min() >= 35  # stratified: 36 or so per class
+    hit = load_task("digits", seed=4)  # cache hit
+    monkeypatch.setenv("ONECYCLE_CACHE", str(tmp_path / "b"))
+    fresh = load_task("digits", seed=4)
+    first_epoch = _epoch(task.train_dl)
+    for other in (hit, fresh):
+        assert _same(first_epoch, _epoch(other.train_dl))
+        for a, b in zip(task.valid_dl.tensors, other.valid_dl.tensors, strict=True):
+            assert a.numpy().tobytes() == b.numpy().tobytes()
+
+
+SMALL_LM = {"train_chars": 20_000, "valid_chars": 4_000, "bptt": 16}
+
+
+def test_charlm_split_by_file():
+    root = Path(data.sysconfig.get_paths()["stdlib"])
+    files = data._stdlib_files(root)
+    skipped = {"test", "tests", "site-packages"}
+    assert files and all(not skipped & set(p.relative_to(root).parts) for p in files)
+    train, valid = data._charlm_sources(root, 50_000, 10_000, 10)
+    train_paths, valid_paths = [p for p, _ in train], [p for p, _ in valid]
+    assert not set(train_paths) & set(valid_paths)
+    assert all(files.index(p) % 10 == 9 for p in valid_paths)
+    assert all(files.index(p) % 10 != 9 for p in train_paths)
+    assert sum(len(t) for _, t in train) >= 50_000 and sum(len(t) for _, t in valid) >= 10_000
+
+
+def test_charlm_task(monkeypatch, tmp_path):
+    monkeypatch.setenv("ONECYCLE_CACHE", str(tmp_path / "a"))
+    task = load_task("charlm", batch_size=4, **SMALL_LM)
+    vocab = task.info["vocab"]
+    assert task.n_out == len(vocab) and vocab[0] == data.UNKNOWN and list(vocab[1:]) == sorted(vocab[1:])
+    assert task.default_model == "lstm" and task.in_shape == (16,)
+    assert task.train_dl.n == 20_000 and task.valid_dl.n == 4_000
+    batches = list(task.train_dl)
+    assert len(batches) == len(task.train_dl) and batches[0][0].shape == (4, 16)
+    x, y = batches[0]
+    assert torch.equal(x[:, 1:], y[:, :-1]) and torch.equal(batches[1][0][:, 0], y[:, -1])
+    assert int(task.train_dl.data.max()) < task.n_out
+    logits = torch.randn(4, 16, task.n_out)
+    assert task.loss_fn(logits, y).ndim == 0 and all(m(logits, y).ndim == 0 for m in task.metrics)
+    hit = load_task("charlm", batch_size=4, **SMALL_LM)
+    monkeypatch.setenv("ONECYCLE_CACHE", str(tmp_path / "b"))
+    fresh = load_task("charlm", batch_size=4, **SMALL_LM)
+    for other in (hit, fresh):
+        assert torch.equal(task.train_dl.data, other.train_dl.data)
+        assert torch.equal(task.valid_dl.data, other.valid_dl.data) and other.info == task.info
+
+
+def test_load_task_errors(monkeypatch, tmp_path):
+    monkeypatch.setenv("ONECYCLE_CACHE", str(tmp_path))
+    with pytest.raises(ValueError, match="nope"):
+        load_task("nope")
+    with pytest.raises(ValueError, match="batch_size"):
+        load_task("digits", batch_size=0)
+    with pytest.raises(TypeError, match="colour"):
+        load_task("digits", colour="red")
+    with pytest.raises(ValueError, match="valid_every"):
+        load_task("charlm", valid_every=1)
