@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # only for annotations: callbacks never import the loop
     from .learner import Learner
 
-__all__ = ["Callback", "CancelFit", "HOOKS", "hooks_of", "GradStats"]
+__all__ = ["Callback", "CancelFit", "HOOKS", "hooks_of", "StepSeries", "GradStats", "TrustRatios"]
 
 HOOKS = ("before_fit", "before_epoch", "before_batch", "after_backward", "after_step", "after_batch",
          "before_validate", "after_validate", "after_epoch", "after_fit")
@@ -59,30 +59,18 @@ def hooks_of(callbacks: list[Callback]) -> dict[str, list]:
     return out
 
 
-class GradStats(Callback):
-    """Per param group and per optimizer step: the mean absolute gradient and the gradient L2
-    norm, taken before clipping (the seed's evidence for why Adam diverges under 1cycle).
+class StepSeries(Callback):
+    """Base for per-step statistics: each step adds a device tensor of shape (groups, k) without a
+    host sync; at each epoch end (and at the end of fit) one sync turns them into recorder series
+    named ``<names[j]>/<group>``."""
 
-    Values stay on the device during the epoch (no sync per step) and reach the recorder as floats
-    under ``grad_mean_abs/<group>`` and ``grad_norm/<group>``.
-    """
+    names: tuple[str, ...] = ()
 
     def before_fit(self, learn: Learner) -> None:
         self._rows: list = []
 
-    def after_backward(self, learn: Learner) -> None:
-        import torch
-        row = []
-        for group in learn.opt.param_groups:
-            grads = [p.grad for p in group["params"] if p.grad is not None]
-            if not grads:
-                row.append(torch.full((2,), float("nan")))
-                continue
-            n = sum(g.numel() for g in grads)
-            mean_abs = torch.stack([g.abs().sum() for g in grads]).sum() / n
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-            row.append(torch.stack([mean_abs, norm]).float())
-        self._rows.append(torch.stack(row))
+    def add(self, row) -> None:
+        self._rows.append(row)
 
     def after_epoch(self, learn: Learner) -> None:
         self._flush(learn)
@@ -92,11 +80,48 @@ class GradStats(Callback):
 
     def _flush(self, learn: Learner) -> None:
         import torch
-        if not self._rows:
+        if not getattr(self, "_rows", None):
             return
         values = torch.stack(self._rows).cpu().tolist()  # one sync per epoch
         self._rows = []
         for row in values:
-            for i, (mean_abs, norm) in enumerate(row):
-                learn.recorder.log(f"grad_mean_abs/{i}", mean_abs)
-                learn.recorder.log(f"grad_norm/{i}", norm)
+            for g, stats in enumerate(row):
+                for name, v in zip(self.names, stats):
+                    learn.recorder.log(f"{name}/{g}", v)
+
+
+class GradStats(StepSeries):
+    """Per param group and per optimizer step: the mean absolute gradient and the gradient L2
+    norm, taken before clipping (the seed's evidence for why Adam diverges under 1cycle)."""
+
+    names = ("grad_mean_abs", "grad_norm")
+
+    def after_backward(self, learn: Learner) -> None:
+        import torch
+        row = []
+        for group in learn.opt.param_groups:
+            grads = [p.grad for p in group["params"] if p.grad is not None]
+            if not grads:
+                row.append(torch.full((2,), float("nan"), device=learn.device))
+                continue
+            n = sum(g.numel() for g in grads)
+            mean_abs = torch.stack([g.abs().sum() for g in grads]).sum() / n
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            row.append(torch.stack([mean_abs, norm]).float())
+        self.add(torch.stack(row))
+
+
+class TrustRatios(StepSeries):
+    """Mean, min and max of the LARS/LAMB trust ratios per group and step (added automatically
+    when the optimizer exposes ``last_trust_stats``)."""
+
+    names = ("trust_mean", "trust_min", "trust_max")
+    order = 100
+
+    def after_step(self, learn: Learner) -> None:
+        import torch
+        stats = getattr(learn.opt, "last_trust_stats", None)
+        if stats is None:
+            return
+        nan = torch.full((3,), float("nan"), device=learn.device)
+        self.add(torch.stack([s.float() if s is not None else nan for s in stats]))

@@ -20,9 +20,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import schedules as S
-from .callbacks import Callback, CancelFit, hooks_of
-from .metrics import metric_name
-from .optim.groups import DECOUPLED_WD, DecoupledWeightDecay, get_hyper, layer_groups, spread_lrs
+from .callbacks import Callback, CancelFit, TrustRatios, hooks_of
+from .metrics import MetricAccumulator, metric_name
+from .optim.groups import (
+    DECOUPLED_WD,
+    DecoupledWeightDecay,
+    get_hyper,
+    layer_groups,
+    normalized_wd,
+    spread_lrs,
+)
 from .optim.scheduler import Scheduler
 from .progress import Progress
 from .recorder import Recorder
@@ -120,6 +127,7 @@ class Learner:
         self.opt: torch.optim.Optimizer | None = None
         self.epoch = self.iter = 0
         self.n_epochs = 0
+        self._frozen_bn: list[nn.Module] = []
 
     # ---- settings ---------------------------------------------------------------------------
     @property
@@ -225,17 +233,25 @@ class Learner:
     def fit_one_cycle(self, epochs: int, lr_max: float | Sequence[float] | slice | None = None, *,
                       div: float = 25.0, div_final: float = 1e5, pct_start: float = 0.25,
                       moms: Sequence[float] | None = (0.95, 0.85, 0.95), wd: float | None = None,
+                      wd_norm: float | None = None, wd_sched: Callable[[float], float] | None = None,
                       callbacks: Sequence[Callback] = ()) -> Recorder:
         """fastai v2's 1cycle: cosine warm-up from ``lr_max/div`` over ``pct_start`` of training,
         cosine annealing to ``lr_max/div_final``, momentum mirrored. ``lr_max=None`` takes the
-        suggestion of the last ``lr_find``."""
+        suggestion of the last ``lr_find``. ``wd_norm`` (instead of ``wd``): Loshchilov & Hutter's
+        normalized decay, ``wd = wd_norm * sqrt(batch_size / (n_train * epochs))``. ``wd_sched``
+        multiplies ``wd`` by a schedule of progress."""
         _check_epochs("epochs", epochs)
+        if wd_norm is not None:
+            if wd is not None:
+                raise ValueError(f"pass wd or wd_norm, not both (got wd={wd!r}, wd_norm={wd_norm!r})")
+            wd = normalized_wd(wd_norm, *self._batch_and_size(), epochs)
         if lr_max is None:
             lr_max = getattr(self, "suggested_lr", None)
             if lr_max is None:
                 raise ValueError("lr_max is None and no lr_find suggestion is available: pass lr_max")
         policy = S.cos_one_cycle(div=div, div_final=div_final, pct_start=pct_start, moms=moms)
-        return self.fit_sched(epochs, lr_max, policy.lr, policy.mom, wd=wd, callbacks=callbacks)
+        return self.fit_sched(epochs, lr_max, policy.lr, policy.mom, wd=wd, wd_sched=wd_sched,
+                              callbacks=callbacks)
 
     def fit_sched(self, epochs: int, lr: float | Sequence[float] | slice, lr_sched: Callable[[float], float],
                   mom_sched: Callable[[float], float] | None = None, *, wd: float | None = None,
@@ -259,6 +275,58 @@ class Learner:
         finally:
             scheduler.remove()
         return self.recorder
+
+    def _batch_and_size(self) -> tuple[int, int]:
+        dl = self.train_dl
+        bs = getattr(dl, "batch_size", None)
+        n = getattr(dl, "n", None) or (len(dl.dataset) if hasattr(dl, "dataset") else None)
+        if not bs or not n:
+            raise ValueError("wd_norm needs train_dl.batch_size and the number of training samples")
+        return int(bs), int(n)
+
+    # ---- fine-tuning --------------------------------------------------------------------------
+    def freeze_to(self, n: int, bn_freeze: bool = False) -> None:
+        """Freeze layer groups ``[:n]`` (no gradients) and unfreeze the rest; ``n`` may be
+        negative (``-1``: all but the head). ``bn_freeze=True`` (the seed era's ``bn_freeze``) also
+        keeps the BatchNorm layers of frozen groups in eval mode, their running statistics fixed;
+        by default they stay in train mode like the rest of the model."""
+        groups = self.layer_groups()
+        if isinstance(n, bool) or not isinstance(n, int) or not -len(groups) <= n <= len(groups):
+            raise ValueError(f"freeze_to n must be an int in [-{len(groups)}, {len(groups)}] "
+                             f"for {len(groups)} param groups, got {n!r}")
+        frozen = groups[:n]
+        ids = {id(p) for g in frozen for p in g}
+        for g in groups:
+            for p in g:
+                p.requires_grad_(id(p) not in ids)
+        self._frozen_bn = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+                           and any(id(p) in ids for p in m.parameters())] if bn_freeze else []
+
+    def freeze(self, bn_freeze: bool = False) -> None:
+        """Train only the last layer group (the head)."""
+        self.freeze_to(-1, bn_freeze)
+
+    def unfreeze(self) -> None:
+        self.freeze_to(0)
+
+    def fine_tune(self, epochs: int, base_lr: float = 2e-3, freeze_epochs: int = 1, lr_mult: float = 100.0,
+                  pct_start: float = 0.3, div: float = 5.0, bn_freeze: bool = False, **kw: Any) -> Recorder:
+        """The thread's recipe: a short 1cycle on the head with the body frozen, then one long
+        1cycle on the unfrozen network with discriminative LRs from ``base_lr/2/lr_mult`` to
+        ``base_lr/2``. The returned recorder holds the second phase; the first is kept in
+        ``learn.head_history``."""
+        _check_epochs("epochs", epochs)
+        _check_epochs("freeze_epochs", freeze_epochs)
+        S.check_number("base_lr", base_lr, low=0, low_open=True)
+        S.check_number("lr_mult", lr_mult, low=1)
+        if len(self.layer_groups()) < 2:
+            raise ValueError("fine_tune needs a model with several param groups (body and head), got 1")
+        self.freeze(bn_freeze)
+        self.fit_one_cycle(freeze_epochs, base_lr, pct_start=0.99, **kw)
+        self.head_history = Recorder.from_state(self.recorder.state_dict())
+        self.unfreeze()
+        lr = base_lr / 2
+        return self.fit_one_cycle(epochs, slice(lr / lr_mult, lr), pct_start=pct_start, div=div, **kw)
 
     # ---- LR range test (lr_finder.py does the work) ------------------------------------------
     def lr_find(self, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100, **kw: Any) -> Any:
@@ -292,13 +360,14 @@ class Learner:
     def setup_loop(self, callbacks: Sequence[Callback] = ()) -> None:
         """Prepare what one training step needs (hooks, trainable params, autocast, scaler); the
         LR finder calls this too, then drives ``train_step``."""
-        self._hooks = hooks_of(self.callbacks + list(callbacks))
+        if self.opt is None:
+            self.create_opt()
+        auto = [TrustRatios()] if hasattr(self.opt, "last_trust_stats") else []
+        self._hooks = hooks_of(self.callbacks + list(callbacks) + auto)
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
         self._autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp
                           else contextlib.nullcontext())
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
-        if self.opt is None:
-            self.create_opt()
 
     def train_step(self, batch: Any, window: int = 1, step: bool = True) -> torch.Tensor:
         """One batch: forward, backward (loss scaled by ``1/window``), and the optimizer step
@@ -344,6 +413,8 @@ class Learner:
     def _train_epoch(self) -> float:
         model, dl, opt = self.model, self.train_dl, self.opt
         model.train()
+        for m in self._frozen_bn:
+            m.eval()
         if callable(getattr(model, "reset", None)):
             model.reset()
         if callable(getattr(dl, "set_epoch", None)):
@@ -438,40 +509,3 @@ class Learner:
             self.model.train(was_training)
         out = torch.cat(preds)
         return (out, torch.cat(targets)) if with_targets else out
-
-
-class MetricAccumulator:
-    """Sums of loss and metrics weighted by each batch's number of targets, kept on the device;
-    objects with ``update``/``compute``/``reset`` (torchmetrics) accumulate themselves."""
-
-    def __init__(self, loss_fn: Callable, metrics: Sequence[Any], device: torch.device) -> None:
-        self.loss_fn, self.metrics = loss_fn, list(metrics)
-        self.names = ["val_loss"] + [metric_name(m) for m in self.metrics]
-        self.sums = torch.zeros(len(self.names), dtype=torch.float64, device=device)
-        self.count = 0
-        for m in self.metrics:
-            if hasattr(m, "update") and hasattr(m, "reset"):
-                m.reset()
-
-    def add(self, pred: torch.Tensor, y: torch.Tensor) -> None:
-        n = y.numel() if torch.is_tensor(y) else len(y)
-        values = [self.loss_fn(pred, y)]
-        for m in self.metrics:
-            if hasattr(m, "update") and hasattr(m, "compute"):
-                m.update(pred, y)
-                values.append(torch.zeros((), device=self.sums.device))
-            else:
-                v = torch.as_tensor(m(pred, y), device=self.sums.device)
-                values.append(v.log() if getattr(m, "average", "") == "geometric" else v)
-        self.sums += torch.stack([v.detach().double().reshape(()) for v in values]) * n
-        self.count += n
-
-    def result(self) -> dict[str, float]:
-        sums = (self.sums / max(self.count, 1)).tolist()
-        out = dict(zip(self.names, sums))
-        for name, m in zip(self.names[1:], self.metrics):
-            if hasattr(m, "update") and hasattr(m, "compute"):
-                out[name] = float(m.compute())
-            elif getattr(m, "average", "") == "geometric":
-                out[name] = math.exp(out[name])
-        return out

@@ -10,11 +10,13 @@ decides when to read values from the device.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-__all__ = ["accuracy", "top_k_accuracy", "perplexity", "bits_per_char", "metric_name"]
+__all__ = ["accuracy", "top_k_accuracy", "perplexity", "bits_per_char", "metric_name", "MetricAccumulator"]
 
 
 def _flat(preds: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -63,3 +65,40 @@ def metric_name(metric: object) -> str:
     if name is None and hasattr(metric, "func"):
         name = getattr(metric.func, "__name__", None)
     return name or type(metric).__name__
+
+
+class MetricAccumulator:
+    """Sums of loss and metrics weighted by each batch's number of targets, kept on the device;
+    objects with ``update``/``compute``/``reset`` (torchmetrics) accumulate themselves."""
+
+    def __init__(self, loss_fn: Callable, metrics: Sequence[Any], device: torch.device) -> None:
+        self.loss_fn, self.metrics = loss_fn, list(metrics)
+        self.names = ["val_loss"] + [metric_name(m) for m in self.metrics]
+        self.sums = torch.zeros(len(self.names), dtype=torch.float64, device=device)
+        self.count = 0
+        for m in self.metrics:
+            if hasattr(m, "update") and hasattr(m, "reset"):
+                m.reset()
+
+    def add(self, pred: torch.Tensor, y: torch.Tensor) -> None:
+        n = y.numel() if torch.is_tensor(y) else len(y)
+        values = [self.loss_fn(pred, y)]
+        for m in self.metrics:
+            if hasattr(m, "update") and hasattr(m, "compute"):
+                m.update(pred, y)
+                values.append(torch.zeros((), device=self.sums.device))
+            else:
+                v = torch.as_tensor(m(pred, y), device=self.sums.device)
+                values.append(v.log() if getattr(m, "average", "") == "geometric" else v)
+        self.sums += torch.stack([v.detach().double().reshape(()) for v in values]) * n
+        self.count += n
+
+    def result(self) -> dict[str, float]:
+        sums = (self.sums / max(self.count, 1)).tolist()
+        out = dict(zip(self.names, sums))
+        for name, m in zip(self.names[1:], self.metrics):
+            if hasattr(m, "update") and hasattr(m, "compute"):
+                out[name] = float(m.compute())
+            elif getattr(m, "average", "") == "geometric":
+                out[name] = math.exp(out[name])
+        return out

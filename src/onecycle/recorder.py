@@ -146,10 +146,14 @@ class Recorder:
         return Path(path)
 
     @classmethod
-    def load_json(cls, path: str | os.PathLike) -> Recorder:
+    def from_state(cls, state: dict[str, Any]) -> Recorder:
         rec = cls()
-        rec.load_state_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        rec.load_state_dict(json.loads(json.dumps(state)))  # a deep copy of plain data
         return rec
+
+    @classmethod
+    def load_json(cls, path: str | os.PathLike) -> Recorder:
+        return cls.from_state(json.loads(Path(path).read_text(encoding="utf-8")))
 
     def iteration_rows(self) -> tuple[list[str], list[list]]:
         n_groups = len(self.group_lrs)
@@ -197,6 +201,10 @@ class Recorder:
     def plot_grad_stats(self, **kw: Any):
         from . import plots
         return plots.plot_series(self, prefixes=("grad_mean_abs/", "grad_norm/"), **kw)
+
+    def plot_trust_ratios(self, **kw: Any):
+        from . import plots
+        return plots.plot_series(self, prefixes=("trust_mean/", "trust_min/", "trust_max/"), **kw)
 
     def plot(self, **kw: Any):
         """The seed's ``sched.plot()`` after a fit: losses against iterations."""

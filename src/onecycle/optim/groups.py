@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 __all__ = ["get_hyper", "set_hyper", "momentum_key", "layer_groups", "spread_lrs",
-           "DecoupledWeightDecay", "DECOUPLED_WD"]
+           "DecoupledWeightDecay", "DECOUPLED_WD", "normalized_wd"]
 
 DECOUPLED_WD = "decoupled_wd"  # group key read by DecoupledWeightDecay
 
@@ -152,6 +152,14 @@ class DecoupledWeightDecay:
 
     def remove(self) -> None:
         self._handle.remove()
+
+
+def normalized_wd(wd_norm: float, batch_size: int, n_train: int, epochs: int) -> float:
+    """Loshchilov & Hutter's normalized weight decay: ``wd_norm * sqrt(b / (B * T))`` for batch
+    size ``b``, ``B`` training samples and ``T`` epochs, so one value transfers across budgets."""
+    if isinstance(wd_norm, bool) or not isinstance(wd_norm, (int, float)) or not math.isfinite(wd_norm) or wd_norm < 0:
+        raise ValueError(f"wd_norm must be a finite number >= 0, got {wd_norm!r}")
+    return float(wd_norm) * math.sqrt(batch_size / (n_train * epochs))
 
 
 def trainable(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:

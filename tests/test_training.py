@@ -1,0 +1,158 @@
+"""Training techniques from the thread: fine-tuning, discriminative LRs, normalized wd, gradient
+statistics, accumulation, mixed precision."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import onecycle as oc
+from onecycle.optim.groups import normalized_wd
+
+
+class Net(nn.Module):
+    def __init__(self, bn=False):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8) if bn else nn.Identity(), nn.ReLU())
+        self.mid = nn.Linear(8, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.mid(self.body(x))))
+
+    def param_groups(self):
+        return [list(self.body.parameters()), list(self.mid.parameters()), list(self.head.parameters())]
+
+
+def _dl(n=64, bs=16, seed=0, shuffle=False):
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n, 6, generator=g), torch.randint(0, 3, (n,), generator=g)
+    return DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=shuffle)
+
+
+def _learn(model=None, **kw):
+    torch.manual_seed(0)
+    return oc.Learner(model or Net(), _dl(), _dl(32, 16, 1), quiet=True, device="cpu", **kw)
+
+
+def test_slice_spreads_lrs_geometrically():
+    learn = _learn()
+    learn.fit(slice(1e-3, 1e-1), 1)
+    assert [g["lr"] for g in learn.opt.param_groups] == pytest.approx([1e-3, 1e-2, 1e-1])
+    assert learn.recorder.group_lrs[0][0] == pytest.approx(1e-3)
+
+
+def test_freeze_unfreeze_requires_grad_exactly():
+    learn = _learn()
+    m = learn.model
+    learn.freeze()
+    assert [p.requires_grad for p in m.parameters()] == [False, False, False, False, True, True]
+    learn.freeze_to(1)
+    assert [p.requires_grad for p in m.parameters()] == [False, False, True, True, True, True]
+    learn.unfreeze()
+    assert all(p.requires_grad for p in m.parameters())
+    with pytest.raises(ValueError, match="freeze_to"):
+        learn.freeze_to(4)
+
+
+def test_frozen_groups_do_not_move_and_bn_freeze():
+    learn = _learn(Net(bn=True))
+    learn.freeze(bn_freeze=True)
+    body = {k: v.clone() for k, v in learn.model.body.state_dict().items()}
+    head = learn.model.head.weight.detach().clone()
+    learn.fit(0.1, 1)
+    for k, v in learn.model.body.state_dict().items():
+        assert torch.equal(v, body[k]), k  # weights and BatchNorm running stats unchanged
+    assert not torch.equal(learn.model.head.weight, head)
+    learn.freeze(bn_freeze=False)
+    learn.fit(0.1, 1)
+    assert not torch.equal(learn.model.body[1].running_mean, body["1.running_mean"])
+
+
+def test_fine_tune_runs_both_phases():
+    learn = _learn()
+    learn.fine_tune(2, base_lr=0.02, freeze_epochs=1)
+    assert learn.head_history.n_epochs == 1 and learn.recorder.n_epochs == 2
+    assert learn.scheduler.base["lr"] == pytest.approx([0.01 / 100, 0.001, 0.01], rel=1e-9)
+    assert [g[0] for g in learn.recorder.group_lrs] == pytest.approx([1e-4 / 5, 1e-3 / 5, 1e-2 / 5])
+    assert all(p.requires_grad for p in learn.model.parameters())
+    with pytest.raises(ValueError, match="param groups"):
+        oc.Learner(nn.Linear(6, 3), _dl(), quiet=True).fine_tune(1)
+
+
+def test_normalized_wd_formula():
+    assert normalized_wd(0.05, 128, 4000, 20) == pytest.approx(0.05 * math.sqrt(128 / (4000 * 20)))
+    learn = _learn()
+    learn.fit_one_cycle(2, 0.01, wd_norm=0.1)
+    expected = 0.1 * math.sqrt(16 / (64 * 2))
+    assert learn.opt.param_groups[0]["decoupled_wd"] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="wd_norm"):
+        learn.fit_one_cycle(1, 0.01, wd_norm=-1.0)
+    with pytest.raises(ValueError, match="wd_norm"):
+        learn.fit_one_cycle(1, 0.01, wd=0.1, wd_norm=0.1)
+
+
+def test_wd_schedule_multiplies_wd():
+    learn = _learn()
+    learn.fit_one_cycle(1, 0.01, wd=0.2, wd_sched=oc.schedules.lin(1.0, 0.0))
+    assert learn.opt.param_groups[0]["decoupled_wd"] == pytest.approx(0.0)
+
+
+def test_grad_stats_equal_direct_computation():
+    """Recorded per-group mean |g| and L2 norm equal a direct computation on the same batch."""
+    learn = _learn(callbacks=[oc.GradStats()])
+    learn.clip = 1e-4  # stats are taken before clipping
+    ref = Net()
+    ref.load_state_dict(learn.model.state_dict())
+    xb, yb = next(iter(learn.train_dl))
+    F.cross_entropy(ref(xb), yb).backward()
+    learn.fit(0.1, 1)
+    for g, params in enumerate(ref.param_groups()):
+        grads = [p.grad for p in params]
+        mean_abs = sum(gr.abs().sum() for gr in grads) / sum(gr.numel() for gr in grads)
+        norm = torch.sqrt(sum((gr ** 2).sum() for gr in grads))
+        assert learn.recorder.series[f"grad_mean_abs/{g}"][0] == pytest.approx(mean_abs.item(), rel=1e-5)
+        assert learn.recorder.series[f"grad_norm/{g}"][0] == pytest.approx(norm.item(), rel=1e-5)
+    assert len(learn.recorder.series["grad_norm/0"]) == 4  # one per optimizer step
+
+
+def test_accumulation_equals_big_batch():
+    torch.manual_seed(0)
+    x, y = torch.randn(64, 6), torch.randint(0, 3, (64,))
+    m1, m2 = Net(), Net()
+    m2.load_state_dict(m1.state_dict())
+    small = oc.Learner(m1, DataLoader(TensorDataset(x, y), batch_size=4), quiet=True, accum=4, device="cpu")
+    big = oc.Learner(m2, DataLoader(TensorDataset(x, y), batch_size=16), quiet=True, device="cpu")
+    small.fit_one_cycle(2, 0.05)
+    big.fit_one_cycle(2, 0.05)
+    assert small.scheduler.step_count == big.scheduler.step_count == 8
+    for a, b in zip(m1.parameters(), m2.parameters()):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
+def test_skipped_amp_step_does_not_advance_schedule():
+    """fp16 with a GradScaler: an overflowing step is skipped and the schedule does not move."""
+    calls = {"n": 0}
+
+    def loss_fn(pred, y):
+        calls["n"] += 1
+        loss = F.cross_entropy(pred.float(), y)
+        return loss * float("inf") if calls["n"] == 2 else loss
+
+    learn = oc.Learner(Net(), _dl(), loss_fn=loss_fn, amp="fp16", quiet=True, device="cpu")
+    learn.fit_one_cycle(1, 0.01)
+    assert learn.scaler is not None
+    assert learn.scheduler.step_count == 3  # 4 batches, one skipped
+    lrs = learn.recorder.lrs
+    assert lrs[1] == lrs[2]  # the LR after the skipped step is the one it had
+
+
+def test_lr_list_length_and_bad_slice():
+    learn = oc.Learner(nn.Linear(6, 3), _dl(), quiet=True)
+    with pytest.raises(ValueError, match="slice"):
+        learn.fit(slice(1e-3, 1e-1), 1)
+    with pytest.raises(ValueError, match="lr"):
+        learn.fit([0.1, 0.2], 1)
