@@ -4,7 +4,7 @@ Re-exports the public API; no logic lives here. Heavy optional modules (plots, d
 imported only when used.
 """
 
-from . import metrics, schedules
+from . import metrics, optim, schedules
 from .callbacks import Callback, CancelFit, GradStats
 from .learner import OPTIMIZERS, Learner, default_device
 from .optim.groups import get_hyper, set_hyper
@@ -15,5 +15,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Learner", "OPTIMIZERS", "default_device", "Callback", "CancelFit", "GradStats", "Recorder",
-    "Scheduler", "get_hyper", "set_hyper", "metrics", "schedules", "__version__",
+    "Scheduler", "get_hyper", "set_hyper", "metrics", "optim", "schedules", "__version__",
 ]
