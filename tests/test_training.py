@@ -156,3 +156,17 @@ def test_lr_list_length_and_bad_slice():
         learn.fit(slice(1e-3, 1e-1), 1)
     with pytest.raises(ValueError, match="lr"):
         learn.fit([0.1, 0.2], 1)
+
+
+def test_lars_trust_ratios_recorded_and_momentum_cycled():
+    learn = _learn(opt="lars")
+    learn.fit_one_cycle(2, 1.0)
+    rec, steps = learn.recorder, 8
+    for g in range(3):
+        mean, lo, hi = (rec.series[f"trust_{k}/{g}"] for k in ("mean", "min", "max"))
+        assert len(mean) == steps
+        assert all(a <= b + 1e-7 and b <= c + 1e-7 for a, b, c in zip(lo, mean, hi))
+    last = [s.tolist() for s in learn.opt.last_trust_stats]
+    assert [rec.series[f"trust_mean/{g}"][-1] for g in range(3)] == pytest.approx([s[0] for s in last])
+    assert min(rec.moms) == pytest.approx(0.85, abs=0.01) and rec.moms[0] == pytest.approx(0.95)
+    assert learn.opt.param_groups[0]["momentum"] == pytest.approx(rec.moms[-1], abs=0.01)
