@@ -11,16 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import resume as R
 from . import schedules as S
-from .callbacks import Callback, CancelFit, TrustRatios, hooks_of
+from .callbacks import Callback, CancelFit, StepSeries, TrustRatios, hooks_of
+from .checkpoint import MAGIC, atomic_save, get_rng_state, load_state_dict_file, safe_load, set_rng_state
 from .metrics import MetricAccumulator, metric_name
 from .optim.groups import (
     DECOUPLED_WD,
@@ -81,6 +87,11 @@ def _check_clip(value: object) -> float | None:
     return S.check_number("clip", value, low=0, low_open=True)
 
 
+def _is_onecycle_file(path: str | os.PathLike) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(MAGIC)) == MAGIC
+
+
 def _split_batch(batch: Any) -> tuple[tuple, Any]:
     if isinstance(batch, (tuple, list)) and len(batch) >= 2:
         return tuple(batch[:-1]), batch[-1]
@@ -128,6 +139,12 @@ class Learner:
         self.epoch = self.iter = 0
         self.n_epochs = 0
         self._frozen_bn: list[nn.Module] = []
+        self.rank, self.world_size = 0, 1
+        self.nan_skipped = 0
+        self.checkpoint_dir: str | os.PathLike | None = None
+        self.every: int | None = None
+        self.on_nan = "raise"
+        self._signal: int | None = None
 
     # ---- settings ---------------------------------------------------------------------------
     @property
@@ -207,7 +224,7 @@ class Learner:
     # ---- public training API ----------------------------------------------------------------
     def fit(self, lr: float | Sequence[float] | slice, n_cycle: int = 1, cycle_len: int | None = None,
             use_clr_beta: Sequence[float] | None = None, *, wd: float | None = None,
-            callbacks: Sequence[Callback] = ()) -> Recorder:
+            callbacks: Sequence[Callback] = (), **kw: Any) -> Recorder:
         """The seed's ``fit``: ``fit(lr, epochs)`` trains at a constant LR;
         ``fit(lr, n_cycle, cycle_len=E, use_clr_beta=(div, pct[, mom_max, mom_min]))`` runs
         ``n_cycle`` 1cycles of ``E`` epochs each; ``cycle_len`` alone runs cosine annealing
@@ -228,13 +245,13 @@ class Learner:
             lr_sched, mom_sched = S.repeat(S.cos(1.0, 0.0), n_cycle), None
         else:
             lr_sched, mom_sched = S.const(1.0), None
-        return self.fit_sched(n_cycle * cycle_len, lr, lr_sched, mom_sched, wd=wd, callbacks=callbacks)
+        return self.fit_sched(n_cycle * cycle_len, lr, lr_sched, mom_sched, wd=wd, callbacks=callbacks, **kw)
 
     def fit_one_cycle(self, epochs: int, lr_max: float | Sequence[float] | slice | None = None, *,
                       div: float = 25.0, div_final: float = 1e5, pct_start: float = 0.25,
                       moms: Sequence[float] | None = (0.95, 0.85, 0.95), wd: float | None = None,
                       wd_norm: float | None = None, wd_sched: Callable[[float], float] | None = None,
-                      callbacks: Sequence[Callback] = ()) -> Recorder:
+                      callbacks: Sequence[Callback] = (), **kw: Any) -> Recorder:
         """fastai v2's 1cycle: cosine warm-up from ``lr_max/div`` over ``pct_start`` of training,
         cosine annealing to ``lr_max/div_final``, momentum mirrored. ``lr_max=None`` takes the
         suggestion of the last ``lr_find``. ``wd_norm`` (instead of ``wd``): Loshchilov & Hutter's
@@ -251,15 +268,24 @@ class Learner:
                 raise ValueError("lr_max is None and no lr_find suggestion is available: pass lr_max")
         policy = S.cos_one_cycle(div=div, div_final=div_final, pct_start=pct_start, moms=moms)
         return self.fit_sched(epochs, lr_max, policy.lr, policy.mom, wd=wd, wd_sched=wd_sched,
-                              callbacks=callbacks)
+                              callbacks=callbacks, **kw)
 
     def fit_sched(self, epochs: int, lr: float | Sequence[float] | slice, lr_sched: Callable[[float], float],
                   mom_sched: Callable[[float], float] | None = None, *, wd: float | None = None,
                   wd_sched: Callable[[float], float] | None = None, callbacks: Sequence[Callback] = (),
-                  extra_scheds: dict[str, Callable] | None = None) -> Recorder:
+                  extra_scheds: dict[str, Callable] | None = None, checkpoint_dir: str | os.PathLike | None = None,
+                  every: int | None = None, resume: bool | str = False, reschedule: bool = False,
+                  on_nan: str = "raise") -> Recorder:
         """Train ``epochs`` epochs with any schedules of progress: ``lr_sched`` multiplies each
-        group's peak LR, ``mom_sched`` sets momentum (or beta1), ``wd_sched`` multiplies ``wd``."""
+        group's peak LR, ``mom_sched`` sets momentum (or beta1), ``wd_sched`` multiplies ``wd``.
+
+        ``checkpoint_dir``: keep the latest full training state there (every ``every`` optimizer
+        steps and at each epoch end); ``resume=True`` continues exactly from it (``"auto"``: also
+        start fresh when there is none); ``reschedule=True`` allows a resume into a fit of another
+        length or schedule. ``on_nan``: ``"raise"`` (``NonFiniteLossError``) or ``"skip"`` the batch.
+        """
         epochs = _check_epochs("epochs", epochs)
+        self._check_fit_options(checkpoint_dir, every, resume, on_nan)
         total = epochs * self._steps_per_epoch()
         opt, peaks, wds = self._prepare_opt(lr, wd)
         for group, peak, w in zip(opt.param_groups, peaks, wds):
@@ -270,11 +296,46 @@ class Learner:
         if wd_sched is not None:
             scheds[self.wd_key] = wd_sched
         scheduler = Scheduler(opt, total, scheds)
+        self.checkpoint_dir, self.every, self.on_nan = checkpoint_dir, every, on_nan
         try:
-            self._fit(epochs, scheduler, list(callbacks))
+            self._fit(epochs, scheduler, list(callbacks), resume, reschedule)
         finally:
             scheduler.remove()
         return self.recorder
+
+    @staticmethod
+    def _check_fit_options(checkpoint_dir: object, every: object, resume: object, on_nan: object) -> None:
+        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
+            raise ValueError(f"every must be an int >= 1 or None, got {every!r}")
+        if resume not in (False, True, "auto"):
+            raise ValueError(f"resume must be False, True or 'auto', got {resume!r}")
+        if (resume or every) and checkpoint_dir is None:
+            raise ValueError(f"resume={resume!r} / every={every!r} need checkpoint_dir, got None")
+        if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
+            raise TypeError(f"checkpoint_dir must be a path, got {checkpoint_dir!r}")
+        if on_nan not in ("raise", "skip"):
+            raise ValueError(f"on_nan must be 'raise' or 'skip', got {on_nan!r}")
+
+    # ---- weights ------------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike, with_opt: bool = False) -> Path:
+        """Model weights (and optimizer state with ``with_opt``), written atomically with a hash."""
+        state = {"model": self.model.state_dict()}
+        if with_opt:
+            if self.opt is None:
+                raise ValueError("with_opt=True but there is no optimizer yet (fit or create_opt first)")
+            state["opt"] = self.opt.state_dict()
+        atomic_save(state, path)
+        return Path(path)
+
+    def load(self, path: str | os.PathLike, with_opt: bool = False, strict: bool = True) -> None:
+        """Load what ``save`` wrote (verified, ``weights_only``); a plain state_dict file works too."""
+        state = safe_load(path, map_location=self.device) if _is_onecycle_file(path) else \
+            {"model": load_state_dict_file(path, map_location=self.device)}
+        if with_opt and "opt" not in state:
+            raise ValueError(f"with_opt=True but {path} holds no optimizer state")
+        self.model.load_state_dict(state["model"], strict=strict)
+        if with_opt:
+            (self.opt or self.create_opt()).load_state_dict(state["opt"])
 
     def _batch_and_size(self) -> tuple[int, int]:
         dl = self.train_dl
@@ -378,27 +439,86 @@ class Learner:
             self._step()
         return loss
 
-    def _fit(self, epochs: int, scheduler: Scheduler, callbacks: list[Callback]) -> None:
+    def _fit(self, epochs: int, scheduler: Scheduler, callbacks: list[Callback], resume: bool | str = False,
+             reschedule: bool = False) -> None:
         self.n_epochs, self.scheduler = epochs, scheduler
         self.setup_loop(callbacks)
+        self._signature = R.signature(self, epochs)
+        state = R.load_for_resume(self.checkpoint_dir, resume) if resume else None
+        if state is not None:  # checked before anything changes
+            R.check_consistent(state["signature"], self._signature, reschedule)
         self.recorder.reset()
         self.sched = self.recorder
+        self.nan_skipped = 0
         self.progress = Progress(self.recorder.metric_names, quiet=self.quiet)
+        start_epoch, pending = self._restore(state) if state is not None else (0, None)
         try:
-            self._call("before_fit")
-            for epoch in range(epochs):
-                self.epoch = epoch
-                self._one_epoch()
+            with self._signals():
+                self._call("before_fit")
+                for epoch in range(start_epoch, epochs):
+                    self.epoch = epoch
+                    self._one_epoch(pending)
+                    pending = None
         except CancelFit:
             pass
         finally:
             self.progress.close()
             self._call("after_fit")
 
-    def _one_epoch(self) -> None:
+    def _restore(self, state: dict) -> tuple[int, dict | None]:
+        """Load a training checkpoint; returns the epoch to start and the mid-epoch state."""
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        saved = state["scheduler"]
+        self.scheduler.step_count = int(saved["step_count"])  # total may differ under reschedule
+        self.scheduler.apply()
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.recorder.load_state_dict(state["recorder"])
+        self.nan_skipped = int(state["nan_skipped"])
+        pos = state["position"]
+        set_rng_state(state["rng"])
+        return pos["epoch"], (state if pos["batch"] > 0 else None)
+
+    @contextlib.contextmanager
+    def _signals(self):
+        """SIGINT/SIGTERM set a flag the loop reads at clean points; a second one stops at once."""
+        self._signal: int | None = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._signal is not None:
+                raise R.TrainingInterrupted(signum)
+            self._signal = signum
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _checkpoint(self, epoch: int, batch: int, partial: dict | None = None) -> None:
+        if self.checkpoint_dir is not None and self.rank == 0:
+            R.save(self, R.capture(self, epoch, batch, partial))
+
+    def _check_signal(self, epoch: int, batch: int, partial_fn: Callable[[], dict] | None = None) -> None:
+        if self._signal is not None:
+            self._checkpoint(epoch, batch, partial_fn() if partial_fn and batch > 0 else None)
+            raise R.TrainingInterrupted(self._signal)
+
+    def _flush_series(self) -> None:
+        for fn in self._hooks["after_epoch"]:
+            cb = getattr(fn, "__self__", None)
+            if isinstance(cb, StepSeries):
+                cb._flush(self)
+
+    def _one_epoch(self, pending: dict | None = None) -> None:
         start = time.perf_counter()
         self._call("before_epoch")
-        train_loss = self._train_epoch()
+        train_loss = self._train_epoch(pending)
         val = None
         if self.valid_dl is not None:
             self._call("before_validate")
@@ -409,35 +529,87 @@ class Learner:
         self.recorder.add_epoch(train_loss, val, seconds)
         self.progress.epoch_row(self.epoch, train_loss, val, seconds)
         self._call("after_epoch")
+        self._checkpoint(self.epoch + 1, 0)
+        self._check_signal(self.epoch + 1, 0)
 
-    def _train_epoch(self) -> float:
-        model, dl, opt = self.model, self.train_dl, self.opt
+    def _start_epoch(self, pending: dict | None) -> tuple[Iterator, int]:
+        """Modes, epoch of the loader, its iterator; on a mid-epoch resume, replay the epoch's
+        RNG, skip the batches already trained on, then restore the checkpoint's RNG."""
+        model, dl = self.model, self.train_dl
         model.train()
         for m in self._frozen_bn:
             m.eval()
         if callable(getattr(model, "reset", None)):
             model.reset()
+        if pending is not None:
+            set_rng_state(pending["epoch_rng"])
+        self._epoch_rng = get_rng_state() if self.checkpoint_dir is not None else None
         if callable(getattr(dl, "set_epoch", None)):
             dl.set_epoch(self.epoch)
+        it = iter(dl)
+        if pending is None:
+            return it, 0
+        start = pending["position"]["batch"]
+        for _ in range(start):
+            next(it)
+        set_rng_state(pending["rng"])
+        return it, start
+
+    def _train_epoch(self, pending: dict | None = None) -> float:
+        dl, opt = self.train_dl, self.opt
+        it, start = self._start_epoch(pending)
         n, k = len(dl), self.accum
         losses = torch.empty(n, device=self.device)
         lrs, moms = [], []
+        if pending is not None:
+            part = pending["partial"]
+            losses[:start] = torch.tensor(part["losses"], device=self.device)
+            lrs, moms = [list(r) for r in part["lrs"]], list(part["moms"])
+
+        def partial() -> dict:
+            return {"losses": losses[: i + 1].tolist(), "lrs": lrs, "moms": moms}
+
         bar = self.progress.bar(n, self.epoch, self.n_epochs)
-        i = -1
-        for i, batch in enumerate(dl):
+        i, bad_window = start - 1, False
+        for i, batch in enumerate(it, start):
             self.iter = i
             self._call("before_batch")
             lrs.append([g["lr"] for g in opt.param_groups])
             moms.append(get_hyper(opt.param_groups[0], "momentum"))
             window = k if i < n - n % k else n % k  # the last window may be shorter
-            loss = self.train_step(batch, window, step=(i + 1) % k == 0 or i == n - 1)
+            loss = self.train_step(batch, window, step=False)
             losses[i] = loss.detach()
+            bad_window |= not self._finite(loss)
+            if (i + 1) % k == 0 or i == n - 1:
+                if bad_window:
+                    self._non_finite(loss, i)
+                else:
+                    self._step()
+                bad_window = False
+                if self.every is not None and self.scheduler.step_count % self.every == 0 and i < n - 1:
+                    self._checkpoint(self.epoch, i + 1, partial())
+                self._check_signal(self.epoch, i + 1, partial)
             self._call("after_batch")
             bar.update(i, losses)
         done = losses[: i + 1].tolist()  # the one host sync of the epoch
         self.recorder.add_iterations(lrs, moms, done)
         bar.close()
         return sum(done) / len(done) if done else math.nan
+
+    @staticmethod
+    def _finite(loss: torch.Tensor) -> bool:
+        # One read of the loss before the step: free on the CPU, a sync on CUDA (the price of never
+        # applying a NaN update).
+        return bool(torch.isfinite(loss.detach()).all())
+
+    def _non_finite(self, loss: torch.Tensor, i: int) -> None:
+        """No update with a non-finite loss: drop the window's gradients, then raise or skip."""
+        self.opt.zero_grad(set_to_none=True)
+        if self.on_nan == "skip":
+            self.nan_skipped += 1
+            return
+        raise R.NonFiniteLossError(f"non-finite loss ({float(loss.detach())}) at epoch {self.epoch}, iteration {i}: "
+                                   "no update was applied with it (on_nan='skip' skips such batches)")
 
     def _to_device(self, batch: Any) -> tuple[tuple, Any]:
         xs, y = _split_batch(batch)

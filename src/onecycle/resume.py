@@ -1,0 +1,112 @@
+"""Exact resume: what a training checkpoint holds, and the checks made before continuing.
+
+A training checkpoint is taken only at an optimizer-step boundary (never inside an accumulation
+window) and holds everything the rest of the run depends on: model, optimizer, scheduler position,
+GradScaler, recorder history, the part of the current epoch already recorded, every RNG now *and*
+as it was when the epoch began (a DataLoader draws its shuffle from the global RNG when its
+iterator is made, so resuming mid-epoch replays that draw, skips the batches already trained on,
+then restores the RNG of the checkpoint moment), and the fit's signature. A resume into a
+different fit (epochs, batches, schedules, param layout...) is refused before step one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .checkpoint import atomic_save, get_rng_state, safe_load
+from .optim.groups import named_layout
+
+if TYPE_CHECKING:
+    from .learner import Learner
+
+__all__ = ["FORMAT", "CKPT_NAME", "signature", "check_consistent", "capture", "load_for_resume",
+           "NonFiniteLossError", "TrainingInterrupted"]
+
+FORMAT = "onecycle-train-state"
+CKPT_NAME = "last.ckpt"
+# What reschedule=True lets change: the shape of the run, not the model.
+RESCHEDULABLE = frozenset({"epochs", "batches_per_epoch", "steps_per_epoch", "batch_size", "schedules", "peaks",
+                           "accum"})
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss was NaN or infinite; no update was applied with it."""
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM stopped training at a clean point (after a step or an epoch)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"training interrupted by signal {signum}")
+        self.signum = signum
+
+
+def signature(learn: Learner, epochs: int) -> dict[str, Any]:
+    """What must match between a checkpoint and the fit resuming from it."""
+    sched = learn.scheduler
+    return {
+        "epochs": epochs,
+        "batches_per_epoch": len(learn.train_dl),
+        "steps_per_epoch": learn._steps_per_epoch(),
+        "batch_size": getattr(learn.train_dl, "batch_size", None),
+        "accum": learn.accum,
+        "schedules": {k: repr(v) for k, v in sched.scheds.items()},
+        "peaks": {k: list(v) for k, v in sched.base.items()},
+        "layout": [[[name, list(shape)] for name, shape in g]
+                   for g in named_layout(learn.model, learn.layer_groups())],
+        "world_size": learn.world_size,
+    }
+
+
+def check_consistent(saved: dict[str, Any], now: dict[str, Any], reschedule: bool) -> None:
+    """Raise ``ValueError`` naming the first setting that differs, old and new values (the
+    model's layout first: no reschedule can bridge it)."""
+    for key in sorted(now, key=lambda k: k in RESCHEDULABLE):
+        value = now[key]
+        old = saved.get(key)
+        if old == value or (reschedule and key in RESCHEDULABLE):
+            continue
+        hint = " (pass reschedule=True to continue with the new setting)" if key in RESCHEDULABLE else ""
+        raise ValueError(f"cannot resume: {key} differs: checkpoint has {old!r}, this fit has {value!r}{hint}")
+
+
+def capture(learn: Learner, epoch: int, batch: int, partial: dict[str, Any] | None) -> dict[str, Any]:
+    """The full training state at (``epoch``, next ``batch``)."""
+    learn._flush_series()
+    return {
+        "format": FORMAT, "version": 1,
+        "signature": learn._signature,
+        "position": {"epoch": epoch, "batch": batch, "step": learn.scheduler.step_count},
+        "model": learn.model.state_dict(),
+        "opt": learn.opt.state_dict(),
+        "scheduler": learn.scheduler.state_dict(),
+        "scaler": learn.scaler.state_dict() if learn.scaler is not None else None,
+        "recorder": learn.recorder.state_dict(),
+        "partial": partial,
+        "rng": get_rng_state(),
+        "epoch_rng": learn._epoch_rng if batch > 0 else None,
+        "nan_skipped": learn.nan_skipped,
+    }
+
+
+def save(learn: Learner, state: dict[str, Any]) -> Path:
+    path = Path(learn.checkpoint_dir) / CKPT_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_save(state, path)
+    return path
+
+
+def load_for_resume(folder: str | os.PathLike, resume: bool | str) -> dict[str, Any] | None:
+    """The checkpoint in ``folder``; ``resume="auto"`` returns None when there is none."""
+    path = Path(folder) / CKPT_NAME
+    if not path.exists():
+        if resume == "auto":
+            return None
+        raise FileNotFoundError(f"resume=True but there is no checkpoint at {path}; "
+                                "pass resume='auto' to start fresh when none exists")
+    state = safe_load(path)
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise ValueError(f"{path} is not a onecycle training checkpoint")
+    return state
