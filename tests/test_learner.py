@@ -349,3 +349,27 @@ def test_clip_setter_validates():
     with pytest.raises(ValueError, match="clip"):
         learn.clip = float("inf")
     assert learn.clip == 0.25
+
+
+def test_no_host_reads_per_batch_in_a_quiet_fit(monkeypatch):
+    """Count every way a value can leave the device: per batch there is none (apart from the NaN
+    guard's one read per step, which on_nan="off" removes); per epoch a bounded number."""
+    from onecycle.data import TensorLoader
+    counts = {"item": 0, "tolist": 0, "__float__": 0, "__bool__": 0, "cpu": 0}
+    for name in counts:
+        orig = getattr(torch.Tensor, name)
+
+        def spy(self, *a, _orig=orig, _name=name, **k):
+            counts[_name] += 1
+            return _orig(self, *a, **k)
+        monkeypatch.setattr(torch.Tensor, name, spy)
+    torch.manual_seed(0)
+    x, y = torch.randn(640, 5), torch.randint(0, 3, (640,))
+    dl = TensorLoader(x, y, batch_size=10, shuffle=True)  # 64 batches per epoch
+    for on_nan, per_step in (("off", 0), ("raise", 1)):
+        learn = oc.Learner(TwoGroup(), dl, quiet=True, device="cpu", callbacks=[oc.GradStats()])
+        for k in counts:
+            counts[k] = 0
+        learn.fit_one_cycle(2, 0.1, on_nan=on_nan)
+        assert counts["__bool__"] == per_step * 128
+        assert counts["item"] + counts["tolist"] + counts["__float__"] + counts["cpu"] <= 2 * 4  # per epoch

@@ -282,7 +282,9 @@ class Learner:
         ``checkpoint_dir``: keep the latest full training state there (every ``every`` optimizer
         steps and at each epoch end); ``resume=True`` continues exactly from it (``"auto"``: also
         start fresh when there is none); ``reschedule=True`` allows a resume into a fit of another
-        length or schedule. ``on_nan``: ``"raise"`` (``NonFiniteLossError``) or ``"skip"`` the batch.
+        length or schedule. ``on_nan``: ``"raise"`` (``NonFiniteLossError``) or ``"skip"`` the batch;
+        the check reads the loss before each step (free on the CPU, one sync per step on CUDA);
+        ``"off"`` removes it.
         """
         epochs = _check_epochs("epochs", epochs)
         self._check_fit_options(checkpoint_dir, every, resume, on_nan)
@@ -313,8 +315,8 @@ class Learner:
             raise ValueError(f"resume={resume!r} / every={every!r} need checkpoint_dir, got None")
         if checkpoint_dir is not None and not isinstance(checkpoint_dir, (str, os.PathLike)):
             raise TypeError(f"checkpoint_dir must be a path, got {checkpoint_dir!r}")
-        if on_nan not in ("raise", "skip"):
-            raise ValueError(f"on_nan must be 'raise' or 'skip', got {on_nan!r}")
+        if on_nan not in ("raise", "skip", "off"):
+            raise ValueError(f"on_nan must be 'raise', 'skip' or 'off', got {on_nan!r}")
 
     # ---- weights ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, with_opt: bool = False) -> Path:
@@ -579,7 +581,7 @@ class Learner:
             window = k if i < n - n % k else n % k  # the last window may be shorter
             loss = self.train_step(batch, window, step=False)
             losses[i] = loss.detach()
-            bad_window |= not self._finite(loss)
+            bad_window |= self.on_nan != "off" and not self._finite(loss)
             if (i + 1) % k == 0 or i == n - 1:
                 if bad_window:
                     self._non_finite(loss, i)
