@@ -7,6 +7,7 @@ imported only when used.
 from . import metrics, optim, schedules
 from .callbacks import Callback, CancelFit, GradStats
 from .learner import OPTIMIZERS, Learner, default_device
+from .lr_finder import LRFindResult, lr_find
 from .optim.groups import get_hyper, set_hyper
 from .optim.scheduler import Scheduler
 from .recorder import Recorder
@@ -14,6 +15,7 @@ from .recorder import Recorder
 __version__ = "0.1.0"
 
 __all__ = [
-    "Learner", "OPTIMIZERS", "default_device", "Callback", "CancelFit", "GradStats", "Recorder",
+    "Learner", "LRFindResult", "lr_find", "OPTIMIZERS", "default_device", "Callback", "CancelFit", "GradStats",
+    "Recorder",
     "Scheduler", "get_hyper", "set_hyper", "metrics", "optim", "schedules", "__version__",
 ]

@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-__all__ = ["plot_lr", "plot_losses", "plot_metrics", "plot_series", "save_figure"]
+__all__ = ["plot_lr", "plot_losses", "plot_metrics", "plot_series", "plot_finder", "save_figure"]
 
 
 def _figure(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6, **kw: Any):
@@ -91,3 +91,93 @@ def plot_series(rec: Any, prefixes: Sequence[str], log: bool = True,
         if ax.lines:
             ax.legend()
     return save_figure(fig, save)
+
+
+def _finder_panel(ax: Any, lrs: Sequence[float], values: Sequence[float], window: slice, smoothed: bool,
+                  title: str, color: str) -> None:
+    """One finder curve against the LR: raw points faint, the smoothed curve (EMA) solid."""
+    from .recorder import SmoothLoss
+    if not values:
+        ax.text(0.5, 0.5, "not measured (with_valid=False)", ha="center", va="center", transform=ax.transAxes)
+    else:
+        x = list(lrs)[window]
+        if smoothed:  # smooth the whole curve, then cut: the cut points still warm the average up
+            s = SmoothLoss()
+            ax.plot(x, list(values)[window], ".", alpha=0.25, color=color, markersize=3)
+            ax.plot(x, [s.add(v) for v in values][window], color=color)
+        else:
+            ax.plot(x, list(values)[window], color=color)
+    ax.set_ylabel(title)
+
+
+def plot_finder(result: Any, smoothed: bool = True, n_skip: int = 10, n_skip_end: int = 5,
+                save: str | os.PathLike | None = None) -> Any:
+    """An LR finder result (``LRFindResult``): training loss, validation loss and each metric in
+    stacked panels sharing the LR axis (log for an exponential sweep), without the first ``n_skip``
+    and last ``n_skip_end`` points; each suggestion is a dashed line, the chosen one thicker."""
+    for name, v in (("n_skip", n_skip), ("n_skip_end", n_skip_end)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ValueError(f"{name} must be an int >= 0, got {v!r}")
+    names = list(result.metrics)
+    panels = [("train loss", result.losses), ("validation loss", result.val_losses)]
+    panels += [(n, result.metrics[n]) for n in names]
+    fig, axes = _figure(nrows=len(panels), width=6.0, height=2.4, sharex=True)
+    n = len(result.lrs)
+    window = slice(n_skip, max(n - n_skip_end, n_skip))
+    colors = ["tab:blue", "tab:orange"] + ["tab:green"] * len(names)
+    for ax, (title, values), color in zip(axes[:, 0], panels, colors):
+        _finder_panel(ax, result.lrs, values, window, smoothed, title, color)
+        if result.step_mode == "exp" and result.lrs[window]:
+            ax.set_xscale("log")
+    marks = [(k, v) for k, v in result.suggestions.items() if v is not None]
+    for (name, lr), color in zip(marks, ["tab:red", "tab:purple", "tab:brown", "tab:gray", "tab:olive"]):
+        width = 2.0 if name == result.rule else 1.0
+        for i, ax in enumerate(axes[:, 0]):
+            ax.axvline(lr, ls="--", lw=width, color=color, label=f"{name} {lr:.2g}" if i == 0 else None)
+    if marks:
+        axes[0][0].legend(fontsize="small")
+    axes[-1][0].set_xlabel("learning rate")
+    axes[0][0].set_title(f"LR finder: {result.stop_reason}" if result.stop_reason else "LR finder", fontsize=9)
+    return save_figure(fig, save)
+
+
+def _overlay_panel(ax: Any, runs: Sequence[Any], values_of: Any, label: str, color: Any) -> None:
+    """Mean over ``runs`` per epoch as a line; with several runs, their min-max as a band."""
+    series = [values_of(rec) for rec in runs]
+    n = max((len(s) for s in series), default=0)
+    epochs, mean, low, high = [], [], [], []
+    for e in range(n):
+        vals = [s[e] for s in series if e < len(s) and not math.isnan(s[e])]
+        if vals:
+            epochs.append(e + 1)
+            mean.append(sum(vals) / len(vals))
+            low.append(min(vals))
+            high.append(max(vals))
+    ax.plot(epochs, mean, "-", color=color, label=label + (f" ({len(runs)} runs)" if len(runs) > 1 else ""))
+    if len(runs) > 1:
+        ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0)
+
+
+def plot_overlay(groups: Any, save: str | os.PathLike | None = None) -> Any:
+    """Several runs' recorded histories overlaid: ``groups`` maps a label to one or more recorders
+    (e.g. the seeds of one configuration). One panel for the validation loss and one per metric,
+    against epochs; each label is one colour, its mean a line and its min-max a band."""
+    from matplotlib import colormaps
+    items = list(groups.items())
+    names: list[str] = []
+    for _, runs in items:
+        names += [n for rec in runs for n in rec.metric_names if n not in names]
+    panels = [("validation loss", lambda rec: rec.val_losses)]
+    panels += [(n, lambda rec, n=n: rec.metrics.get(n, [])) for n in names]
+    fig, axes = _figure(ncols=len(panels), width=5.0, height=3.8)
+    cmap = colormaps["tab10" if len(items) <= 10 else "tab20"]
+    for k, (label, runs) in enumerate(items):
+        for ax, (_, values_of) in zip(axes[0], panels):
+            _overlay_panel(ax, runs, values_of, label, cmap(k % cmap.N))
+    for ax, (title, _) in zip(axes[0], panels):
+        ax.set(xlabel="epoch", title=title)
+    axes[0][-1].legend(fontsize="small")
+    return save_figure(fig, save)
+
+
+__all__ += ["plot_overlay"]

@@ -1,0 +1,106 @@
+"""Throughput of ``Learner.fit_one_cycle`` against a hand-written PyTorch loop with ``OneCycleLR``.
+
+Same model, data, DataLoader, optimizer (SGD, momentum cycled), per-epoch validation; runs
+alternate in one process and the median of each contender is compared, so machine noise hits both.
+
+    python benchmarks/overhead.py [--task mnist1d] [--epochs 3] [--reps 5]
+
+Prints: ours / hand-written throughput with the same DataLoader (target >= 0.97), and with
+onecycle's in-memory TensorLoader against the hand-written DataLoader loop (target >= 1.3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+import onecycle as oc
+from onecycle.data import TensorLoader, load_task
+from onecycle.models import create_model
+
+
+def hand_written(model, train_dl, valid_dl, epochs, lr):
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(train_dl))
+    for _ in range(epochs):
+        model.train()
+        for xb, yb in train_dl:
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+        model.eval()
+        total, correct, n = 0.0, 0, 0
+        with torch.no_grad():
+            for xb, yb in valid_dl:
+                out = model(xb)
+                total += F.cross_entropy(out, yb, reduction="sum").item()
+                correct += (out.argmax(1) == yb).sum().item()
+                n += len(yb)
+
+
+def ours(model, train_dl, valid_dl, epochs, lr):
+    learn = oc.Learner(model, train_dl, valid_dl, metrics=[oc.metrics.accuracy], quiet=True, device="cpu")
+    policy = oc.schedules.torch_one_cycle(epochs * len(train_dl))
+    learn.fit_sched(epochs, lr, policy.lr, policy.mom)
+
+
+def timed(fn, make_model, train_dl, valid_dl, epochs, lr) -> float:
+    torch.manual_seed(0)
+    model = make_model()
+    start = time.perf_counter()
+    fn(model, train_dl, valid_dl, epochs, lr)
+    return time.perf_counter() - start
+
+
+def compare(name, contenders, reps) -> dict[str, float]:
+    times: dict[str, list[float]] = {k: [] for k in contenders}
+    for r in range(reps):
+        order = list(contenders) if r % 2 == 0 else list(reversed(contenders))
+        for k in order:
+            times[k].append(contenders[k]())
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"{name}: " + ", ".join(f"{k} {m:.3f}s" for k, m in med.items()))
+    return med
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--task", default="mnist1d")
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--lr", type=float, default=0.1)
+    args = ap.parse_args()
+    task = load_task(args.task, device="cpu")
+    x, y = task.train_dl.tensors
+    xv, yv = task.valid_dl.tensors
+    bs = task.train_dl.batch_size
+    dl = DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=True)
+    vdl = DataLoader(TensorDataset(xv, yv), batch_size=bs)
+    fast, vfast = TensorLoader(x, y, batch_size=bs, shuffle=True), TensorLoader(xv, yv, batch_size=bs)
+
+    def make_model():
+        return create_model(task.default_model, task.in_shape, task.n_out)
+
+    e, lr = args.epochs, args.lr
+    run = {
+        "hand-written + DataLoader": lambda: timed(hand_written, make_model, dl, vdl, e, lr),
+        "onecycle + DataLoader": lambda: timed(ours, make_model, dl, vdl, e, lr),
+        "onecycle + TensorLoader": lambda: timed(ours, make_model, fast, vfast, e, lr),
+    }
+    timed(ours, make_model, fast, vfast, 1, lr)  # warm-up
+    med = compare(f"{args.task}, {e} epochs, batch {bs}, median of {args.reps}", run, args.reps)
+    hand = med["hand-written + DataLoader"]
+    print(f"throughput ratio, same DataLoader (target >= 0.97): {hand / med['onecycle + DataLoader']:.3f}")
+    print(f"throughput ratio, TensorLoader vs hand-written DataLoader loop (target >= 1.3): "
+          f"{hand / med['onecycle + TensorLoader']:.3f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,512 @@
+"""The LR finder: exact LR history, exact restore on every exit path, stop rules, validation
+cycling, suggestions on hand-made curves, bad input, the plot."""
+
+import json
+import math
+import os
+import random
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import onecycle as oc
+from onecycle import lr_finder as lf
+from onecycle.checkpoint import get_rng_state, set_rng_state
+from onecycle.metrics import accuracy
+from onecycle.optim.groups import spread_lrs
+
+
+class Net(nn.Module):
+    """Two layer groups, BatchNorm and Dropout: every kind of state the finder must put back."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(5, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Dropout(0.3))
+        self.head = nn.Linear(16, 3)
+
+    def forward(self, x):
+        return self.head(self.body(x))
+
+    def param_groups(self):
+        return [list(self.body.parameters()), list(self.head.parameters())]
+
+
+def _dl(n=64, bs=8, seed=0, shuffle=False, **kw):
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, 5, generator=g)
+    y = torch.randint(0, 3, (n,), generator=g)
+    return DataLoader(TensorDataset(x, y), batch_size=bs, shuffle=shuffle, **kw)
+
+
+def _learner(opt="sgd", shuffle=True, **kw):
+    torch.manual_seed(0)
+    kw.setdefault("quiet", True)
+    return oc.Learner(Net(), _dl(shuffle=shuffle), _dl(24, 8, 1), metrics=[accuracy], opt=opt,
+                      device="cpu", **kw)
+
+
+class Record(oc.Callback):
+    """Counts steps and keeps the LR of every group as the optimizer is about to step."""
+
+    def __init__(self):
+        self.lrs, self.steps, self.batches = [], 0, 0
+
+    def before_batch(self, learn):
+        self.batches += 1
+
+    def after_backward(self, learn):
+        self.lrs.append([g["lr"] for g in learn.opt.param_groups])
+
+    def after_step(self, learn):
+        self.steps += 1
+
+
+class Boom(oc.Callback):
+    def __init__(self, at, exc):
+        self.at, self.exc, self.n = at, exc, 0
+
+    def after_step(self, learn):
+        self.n += 1
+        if self.n == self.at:
+            raise self.exc
+
+
+def _same_json(a, b):
+    return json.dumps(a.to_dict(), sort_keys=True) == json.dumps(b.to_dict(), sort_keys=True)
+
+
+# ---- LR history -------------------------------------------------------------------------------
+def test_exp_history_exact_and_reaches_end_lr():
+    learn, rec = _learner(), Record()
+    res = learn.lr_find(1e-4, 1.0, num_it=7, with_valid=False, callbacks=[rec])
+    want = [1e-4 * (1.0 / 1e-4) ** (i / 6) for i in range(7)]
+    assert res.lrs == want and res.group_lrs == [want, want]
+    assert [r[-1] for r in rec.lrs] == want  # what the optimizer really used
+    assert math.isclose(res.lrs[-1], 1.0, rel_tol=1e-12)
+    assert res.stop_reason.startswith("completed") and len(res.losses) == 7 and rec.batches == 7
+
+
+def test_linear_history_exact():
+    learn = _learner()
+    res = learn.lr_find(0.01, 0.5, num_it=5, step_mode="linear", with_valid=False)
+    assert res.lrs == [0.01 * (1 + i / 4 * (0.5 / 0.01 - 1)) for i in range(5)]
+    assert res.lrs == pytest.approx([0.01 + i / 4 * (0.5 - 0.01) for i in range(5)], rel=1e-12)
+    assert res.step_mode == "linear"
+
+
+def test_two_groups_keep_their_ratio():
+    learn, rec = _learner(), Record()
+    res = learn.lr_find(slice(1e-5, 1e-4), slice(1e-2, 1e-1), num_it=6, with_valid=False, callbacks=[rec])
+    starts = spread_lrs(slice(1e-5, 1e-4), 2)
+    ratio = 1e-1 / starts[-1]
+    for g in range(2):
+        assert res.group_lrs[g] == [starts[g] * ratio ** (i / 5) for i in range(6)]
+    assert res.lrs == res.group_lrs[-1]
+    assert [list(r) for r in zip(*rec.lrs)] == res.group_lrs
+    # a number on one side takes the other side's group ratios
+    res2 = learn.lr_find([1e-5, 1e-4], 1e-1, num_it=6, with_valid=False)
+    assert res2.group_lrs[0][-1] == pytest.approx(1e-2) and res2.group_lrs[1][-1] == pytest.approx(1e-1)
+    assert learn.suggested_lr is None or isinstance(learn.suggested_lr, list)
+
+
+def test_accumulation_counts_optimizer_steps():
+    learn, rec = _learner(accum=2), Record()
+    res = learn.lr_find(1e-3, 1.0, num_it=5, with_valid=False, callbacks=[rec])
+    assert rec.steps == 5 and rec.batches == 10 and len(res.lrs) == 5
+    assert res.lrs == [1e-3 * (1.0 / 1e-3) ** (i / 4) for i in range(5)]
+
+
+def test_loader_shorter_than_num_it_is_looped_and_longer_is_cut():
+    learn, rec = _learner(), Record()  # 8 training batches
+    assert len(learn.lr_find(num_it=20, with_valid=False, stop_div=False, callbacks=[rec]).losses) == 20
+    rec2 = Record()
+    learn.lr_find(num_it=3, with_valid=False, callbacks=[rec2])
+    assert rec2.batches == 3
+
+
+# ---- validation -------------------------------------------------------------------------------
+def batch_id(pred, y):
+    return y.float().mean()
+
+
+class Probe(nn.Module):
+    """A regression model that logs (training, grad enabled) at every forward."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(2, 1)
+        self.log = []
+
+    def forward(self, x):
+        self.log.append((self.training, torch.is_grad_enabled()))
+        return self.lin(x).squeeze(-1)
+
+
+def _probe_learner():
+    torch.manual_seed(0)
+    train = DataLoader(TensorDataset(torch.randn(20, 2), torch.randn(20)), batch_size=5)
+    # three validation batches whose targets are their index: the metric reads which one was used
+    valid = DataLoader(TensorDataset(torch.randn(12, 2), torch.arange(3).repeat_interleave(4).float()),
+                       batch_size=4)
+    return oc.Learner(Probe(), train, valid, F.mse_loss, metrics=[batch_id], device="cpu", quiet=True)
+
+
+def test_validation_cycles_in_order_in_eval_mode():
+    learn = _probe_learner()
+    res = learn.lr_find(1e-4, 1e-2, num_it=7)
+    assert res.metrics["batch_id"] == [0, 1, 2, 0, 1, 2, 0]
+    assert len(res.val_losses) == 7 and res.rec_metrics == [[v] for v in [0, 1, 2, 0, 1, 2, 0]]
+
+
+def test_validation_modes_and_val_batches():
+    learn, seen = _probe_learner(), []
+
+    class Grab(oc.Callback):
+        def after_fit(self, learn):
+            seen.extend(learn.model.log)
+
+    res = learn.lr_find(1e-4, 1e-2, num_it=3, val_batches=2, callbacks=[Grab()])
+    assert res.metrics["batch_id"] == [0.5, 1.0, 1.5]  # (0,1), (2,0), (1,2)
+    assert seen == [(True, True), (False, False), (False, False)] * 3
+
+
+def test_without_validation():
+    res = _learner().lr_find(num_it=12, with_valid=False)
+    assert res.val_losses == [] and res.metrics == {"accuracy": []}
+    assert res.suggestions["val_steep"] is None and any("val_steep" in n for n in res.notes)
+
+
+# ---- restore ----------------------------------------------------------------------------------
+def _fingerprint(learn):
+    """Bytes of everything that must come back exactly."""
+    m = learn.model
+    out = {"tensors": [(n, t.detach().numpy().tobytes()) for n, t in
+                       [*m.named_parameters(), *m.named_buffers()]],
+           "grads": [None if p.grad is None else p.grad.numpy().tobytes() for p in m.parameters()],
+           "modes": [mod.training for mod in m.modules()],
+           "opt": None if learn.opt is None else id(learn.opt),
+           "clip": learn.clip, "wd": learn.wd, "accum": learn.accum,
+           "recorder": json.dumps(learn.recorder.state_dict()), "attrs": sorted(vars(learn))}
+    if learn.opt is not None:
+        sd = learn.opt.state_dict()
+        out["opt_groups"] = repr(sd["param_groups"])
+        out["opt_state"] = [(k, n, v.numpy().tobytes() if torch.is_tensor(v) else v)
+                            for k, s in sd["state"].items() for n, v in s.items()]
+        out["hooks"] = (len(learn.opt._optimizer_step_pre_hooks), len(learn.opt._optimizer_step_post_hooks))
+    return out
+
+
+def _draws():
+    return torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random()
+
+
+@pytest.mark.parametrize("exit_path", ["normal", "diverge", "error", "ctrl_c"])
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+@pytest.mark.parametrize("opt_before", [False, True])
+def test_everything_restored(exit_path, opt, opt_before, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    learn = _learner(opt=opt, clip=1.0, wd=0.01)
+    if opt_before:  # an optimizer with momentum state, leftover gradients, a mixed train/eval model
+        learn.fit(0.01, 1)
+        xb, yb = next(iter(learn.train_dl))
+        F.cross_entropy(learn.model(xb), yb).backward()
+    learn.model.train()
+    learn.model.body[1].eval()
+    before, rng = _fingerprint(learn), get_rng_state()
+    kw = dict(num_it=30, stop_div=True)
+    if exit_path == "diverge":
+        kw.update(end_lr=1e6)
+    if exit_path in ("error", "ctrl_c"):
+        exc = RuntimeError("boom") if exit_path == "error" else KeyboardInterrupt()
+        with pytest.raises(type(exc)):
+            learn.lr_find(callbacks=[Boom(5, exc)], **kw)
+    else:
+        res = learn.lr_find(**kw)
+        want = "diverged" if exit_path == "diverge" else "completed"
+        assert res.stop_reason.startswith(want), res.stop_reason
+    after_draws = _draws()
+    set_rng_state(rng)
+    assert _draws() == after_draws
+    after = _fingerprint(learn)
+    after["attrs"] = [a for a in after["attrs"] if a != "suggested_lr"]
+    assert after == before
+    assert os.listdir(tmp_path) == []
+
+
+def test_nan_loss_stops_before_stepping():
+    calls = []
+
+    def loss_fn(pred, y):
+        if torch.is_grad_enabled():
+            calls.append(1)
+            if len(calls) == 4:
+                return pred.sum() * float("nan")
+        return F.cross_entropy(pred, y)
+
+    learn, rec = _learner(), Record()
+    learn.loss_fn = loss_fn
+    before = _fingerprint(learn)
+    res = learn.lr_find(num_it=10, callbacks=[rec])
+    assert len(res.losses) == 3 and len(res.val_losses) == 3 and rec.steps == 3
+    assert res.stop_reason.startswith("non-finite loss nan at iteration 3")
+    after = _fingerprint(learn)
+    after["attrs"] = [a for a in after["attrs"] if a != "suggested_lr"]
+    assert after == before
+
+
+def test_cancel_fit_from_callback():
+    class Stop(oc.Callback):
+        def after_batch(self, learn):
+            if learn.iter == 4:
+                raise oc.CancelFit
+
+    res = _learner().lr_find(num_it=10, callbacks=[Stop()])
+    assert len(res.losses) == 4 and res.stop_reason.startswith("cancelled")
+
+
+def test_twice_identical_and_fit_after_equals_fit_alone():
+    learn = _learner()
+    a, b = learn.lr_find(num_it=20), learn.lr_find(num_it=20)
+    assert _same_json(a, b)
+    learn.fit_one_cycle(2, 0.05)
+    alone = _learner()
+    alone.fit_one_cycle(2, 0.05)
+    for p, q in zip(learn.model.state_dict().values(), alone.model.state_dict().values()):
+        assert p.numpy().tobytes() == q.numpy().tobytes()
+    assert learn.recorder.losses == alone.recorder.losses
+
+
+def test_suggested_lr_feeds_fit_one_cycle():
+    learn = _learner()
+    res = learn.lr_find(num_it=40)
+    assert learn.suggested_lr == res.suggestion == res.suggestions[res.rule] and res.rule == lf.DEFAULT_RULE
+    learn.fit_one_cycle(1)
+    assert max(learn.recorder.lrs) == pytest.approx(res.suggestion)
+
+
+class EpochLoader:
+    """A loader with set_epoch, an epoch counter and its own generator."""
+
+    def __init__(self, n=40, bs=8):
+        self.x, self.y = torch.randn(n, 5), torch.randint(0, 3, (n,))
+        self.bs, self.epoch, self.calls, self._gen = bs, 7, [], torch.Generator().manual_seed(3)
+
+    def set_epoch(self, e):
+        self.calls.append(e)
+        self.epoch = e
+
+    def __len__(self):
+        return -(-len(self.x) // self.bs)
+
+    def __iter__(self):
+        self.epoch += 1
+        perm = torch.randperm(len(self.x), generator=self._gen)
+        return iter([(self.x[i], self.y[i]) for i in perm.split(self.bs)])
+
+
+def test_loader_state_and_set_epoch_restored():
+    torch.manual_seed(0)
+    train, valid = EpochLoader(), EpochLoader(16)
+    learn = oc.Learner(Net(), train, valid, device="cpu", quiet=True)
+    states = [dl._gen.get_state() for dl in (train, valid)]
+    learn.lr_find(num_it=12)
+    assert train.calls == [0, 1, 2, 7] and valid.calls == [7]  # a pass per set_epoch, then put back
+    assert all(torch.equal(dl._gen.get_state(), s) for dl, s in zip((train, valid), states))
+    assert train.epoch == 7 and valid.epoch == 7
+
+
+def test_dataloader_generator_restored():
+    g = torch.Generator().manual_seed(3)
+    torch.manual_seed(0)
+    learn = oc.Learner(Net(), _dl(shuffle=True, generator=g), device="cpu", quiet=True)
+    state = g.get_state()
+    learn.lr_find(num_it=20)
+    assert torch.equal(g.get_state(), state)
+
+
+def test_without_a_learner_uses_the_optimizer_as_is():
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-3)
+    F.cross_entropy(model(torch.randn(8, 5)), torch.randint(0, 3, (8,))).backward()
+    opt.step()  # momentum state
+    wds = []
+
+    class Wd(oc.Callback):
+        def after_step(self, learn):
+            wds.append(learn.opt.param_groups[0]["weight_decay"])
+
+    before = (json.dumps(repr(opt.state_dict())), [p.detach().clone() for p in model.parameters()])
+    res = lf.lr_find(model, opt, F.cross_entropy, _dl(), _dl(24, 8, 1), [accuracy], num_it=12, callbacks=[Wd()])
+    assert len(res.lrs) == 12 and len(res.metrics["accuracy"]) == 12 and set(wds) == {1e-3}
+    assert json.dumps(repr(opt.state_dict())) == before[0]
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before[1]))
+    assert opt.param_groups[0]["lr"] == 0.1 and not opt._optimizer_step_post_hooks
+    with pytest.raises(TypeError, match="optimizer"):
+        lf.lr_find(model, "sgd", F.cross_entropy, _dl())
+
+
+def test_bf16_autocast_runs_and_restores():
+    learn = _learner(amp="bf16")
+    before = _fingerprint(learn)
+    res = learn.lr_find(num_it=8)
+    assert len(res.losses) == 8
+    after = _fingerprint(learn)
+    after["attrs"] = [a for a in after["attrs"] if a != "suggested_lr"]
+    assert after == before
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_fp16_restores():
+    torch.manual_seed(0)
+    learn = oc.Learner(Net(), _dl(), _dl(24, 8, 1), metrics=[accuracy], device="cuda", amp=True, quiet=True)
+    before = [t.detach().cpu().clone() for t in learn.model.state_dict().values()]
+    cuda_rng = torch.cuda.get_rng_state()
+    res = learn.lr_find(num_it=20)
+    assert len(res.losses) >= 1
+    assert all(torch.equal(a, b.cpu()) for a, b in zip(before, learn.model.state_dict().values()))
+    assert torch.equal(torch.cuda.get_rng_state(), cuda_rng)
+
+
+# ---- seed spelling, JSON, plot --------------------------------------------------------------------
+def test_lr_find2_seed_spelling(tmp_path):
+    learn = _learner()
+    res = learn.lr_find2(num_it=20, stop_dv=False)
+    assert learn.sched is res and res.lrs[0] == 1e-5 and res.lrs[-1] == pytest.approx(10.0)
+    assert len(learn.sched.val_losses) == 20 and len(learn.sched.rec_metrics) == 20
+    assert len(learn.sched.rec_metrics[0]) == 1
+    assert len(learn.sched.plot(n_skip=2, n_skip_end=1, smoothed=False).axes) == 3
+    learn.sched.plot_lr()
+    lin = learn.lr_find2(1e-3, 1.0, num_it=5, linear=True, wds=0.0)
+    assert lin.step_mode == "linear"
+    path = lin.save_json(tmp_path / "f.json")
+    assert _same_json(lf.LRFindResult.load_json(path), lin)
+
+
+def test_plot_panels_log_axis_and_png(tmp_path):
+    res = _learner().lr_find(num_it=30, stop_div=False)
+    fig = res.plot(save=tmp_path / "finder.png", n_skip=3, n_skip_end=2)
+    assert len(fig.axes) == 2 + len(res.metrics)
+    assert all(ax.get_xscale() == "log" for ax in fig.axes)
+    assert len(fig.axes[0].lines[1].get_xdata()) == 30 - 3 - 2
+    assert (tmp_path / "finder.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    lin = _learner().lr_find(0.01, 0.1, num_it=12, step_mode="linear", with_valid=False)
+    fig = lin.plot()
+    assert fig.axes[0].get_xscale() == "linear" and len(fig.axes) == 3
+
+
+# ---- suggestions on hand-made curves ----------------------------------------------------------------
+LRS = [10.0 ** (k - 8) for k in range(8)]
+
+
+def _fastai_valley_index(losses):
+    """fastai's loop as published, max_end updated inside the inner loop, index clamped."""
+    n = len(losses)
+    lds, max_start, max_end = [1] * n, 0, 0
+    for i in range(1, n):
+        for j in range(i):
+            if losses[i] < losses[j] and lds[i] < lds[j] + 1:
+                lds[i] = lds[j] + 1
+            if lds[max_end] < lds[i]:
+                max_end = i
+                max_start = max_end - lds[max_end]
+    sections = (max_end - max_start) / 3
+    return min(max(max_start + int(sections) + int(sections / 2), 0), n - 1)
+
+
+def test_valley_known_answers():
+    # longest decreasing subsequence 10,9,8,7,6,5 ends at 7, length 6: start 1, index 1 + 2 + 1
+    assert lf.valley(LRS, [10, 9, 12, 8, 7, 11, 6, 5]) == LRS[4]
+    assert lf.valley(LRS, [3, 5, 4, 3, 2, 1, 1.5, 6]) == LRS[1]
+    assert lf.valley(LRS[:2], [2, 1]) == LRS[0]  # clamped where fastai would wrap to the end
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 10, allow_nan=False), min_size=2, max_size=40))
+def test_valley_matches_fastai_loop(losses):
+    lrs = [10.0 ** (k / 4 - 6) for k in range(len(losses))]
+    assert lf.valley(lrs, losses) == lrs[_fastai_valley_index(losses)]
+
+
+def test_slide_minimum_steep_known_answers():
+    assert lf.slide(LRS, [0, 0, 0, 0, 0, 1, 3, 6], lr_diff=2, thresh=0.1) == LRS[2]
+    assert lf.slide(LRS, [5, 4, 3, 2, 1, 1, 1, 1], lr_diff=2, thresh=0.1) == LRS[5]
+    assert lf.minimum(LRS[:4], [3, 2, 1, 2]) == LRS[2] / 10
+    assert lf.steep(LRS[:5], [5, 4.9, 3, 2.9, 2.8]) == LRS[1]
+
+
+def test_val_steep_stays_below_the_validation_minimum():
+    val = [3.0, 2.5, 1.0, 1.2, 5.0, 1.5]  # the steepest fall overall (5.0 -> 1.5) is past the minimum
+    assert lf.val_steep(LRS[:6], val) == LRS[1] and LRS[1] < LRS[2]
+    with pytest.raises(ValueError, match="never falls"):
+        lf.val_steep(LRS[:4], [1, 2, 3, 4])
+
+
+def test_val_min_and_its_light_smoothing():
+    assert lf.val_min(LRS[:5], [3, 2, 1, 1.5, 4]) == LRS[2] / 2
+    assert lf.val_min(LRS[:5], [3, 2, 1, 1.5, 4], div=10) == LRS[2] / 10
+    lrs = [10.0 ** (k / 10 - 6) for k in range(60)]
+    val = [2.0] * 30 + [2.0 - 0.05 * k for k in range(20)] + [1.05 + 0.1 * k for k in range(10)]
+    out, _ = lf.suggest(lrs, val, val, skip_start=0, skip_end=0)
+    # raw minimum at point 49; the EMA 0.9 curve bottoms out at 53, the 0.98 one at 56
+    assert out["val_min"] == lrs[53] / 2 and np.argmin(lf.ema(val)) == 56
+    assert lf.DEFAULT_RULE in lf.SUGGESTERS
+
+
+def test_nan_cuts_the_curve():
+    assert lf.minimum(LRS[:5], [3, 2, 1, math.nan, 0]) == LRS[2] / 10
+    assert lf.steep(LRS[:5], [3, 2, 1.5, math.inf, 0]) == LRS[0]
+    with pytest.raises(ValueError, match="steep needs at least 2 finite points, got 1"):
+        lf.steep(LRS[:3], [1, math.nan, 0])
+    out, notes = lf.suggest(LRS, [5, math.nan, 4, 3, 2, 1, 0, 0], [], skip_start=0, skip_end=0)
+    assert out["steep"] is None and out["minimum"] == LRS[0] / 10 and len(notes) >= 3
+
+
+def test_curves_shorter_than_the_skip_windows():
+    out, notes = lf.suggest(LRS, list(range(8, 0, -1)), list(range(8, 0, -1)), skip_start=10, skip_end=5)
+    assert set(out.values()) == {None} and len(notes) == len(lf.SUGGESTERS)
+    learn = _learner()
+    res = learn.lr_find(num_it=5)
+    assert res.suggestion is None and learn.suggested_lr is None and res.notes
+    res.plot()  # nothing left after the skips: an empty figure, no crash
+
+
+# ---- bad input --------------------------------------------------------------------------------
+@pytest.mark.parametrize("kw, name", [
+    (dict(num_it=1), "num_it"), (dict(num_it=2.5), "num_it"),
+    (dict(start_lr=1.0, end_lr=0.1), "start_lr"), (dict(start_lr=0.1, end_lr=0.1), "start_lr"),
+    (dict(start_lr=-1.0), "start_lr"), (dict(end_lr=math.nan), "end_lr"), (dict(end_lr=math.inf), "end_lr"),
+    (dict(start_lr=0.0), "start_lr"), (dict(div_th=1.0), "div_th"), (dict(div_th=0.5), "div_th"),
+    (dict(start_lr=[1e-5, 1e-4, 1e-3]), "start_lr"), (dict(end_lr=[1.0]), "end_lr"),
+    (dict(start_lr=[1e-5, 1e-4], end_lr=[1.0, 1.0]), "ratio"), (dict(step_mode="cos"), "step_mode"),
+    (dict(val_batches=0), "val_batches"), (dict(wd=-1.0), "wd"), (dict(wd=[0.1]), "wd"),
+    (dict(rule="best"), "rule"),
+])
+def test_bad_input_changes_nothing(kw, name):
+    learn = _learner()
+    before, rng = _fingerprint(learn), torch.get_rng_state()
+    with pytest.raises((ValueError, TypeError), match=name):
+        learn.lr_find(**kw)
+    assert _fingerprint(learn) == before and learn.opt is None and torch.equal(torch.get_rng_state(), rng)
+    assert not hasattr(learn, "suggested_lr")
+
+
+def test_bad_loaders():
+    empty = DataLoader(TensorDataset(torch.zeros(0, 5), torch.zeros(0, dtype=torch.long)), batch_size=4)
+    learn = oc.Learner(Net(), empty, device="cpu", quiet=True)
+    with pytest.raises(ValueError, match="train_dl is empty"):
+        learn.lr_find()
+    learn = oc.Learner(Net(), _dl(), None, device="cpu", quiet=True)
+    with pytest.raises(ValueError, match="valid_dl is None"):
+        learn.lr_find(with_valid=True)
+    assert learn.opt is None
+    learn = oc.Learner(Net(), _dl(), empty, device="cpu", quiet=True)
+    with pytest.raises(ValueError, match="valid_dl is empty"):
+        learn.lr_find(with_valid=True)
+    assert len(learn.lr_find(num_it=3, with_valid=False).losses) == 3
