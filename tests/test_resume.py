@@ -208,3 +208,15 @@ def test_save_load_weights_and_optimizer(tmp_path):
 def test_bad_fit_options(kw, arg):
     with pytest.raises((ValueError, TypeError), match=arg):
         make_learner(0).fit_one_cycle(1, 0.1, **kw)
+
+
+def test_safetensors_export_round_trip(tmp_path):
+    pytest.importorskip("safetensors")
+    learn = make_learner(0)
+    learn.fit_one_cycle(1, 0.1)
+    learn.save(tmp_path / "w.safetensors")
+    other = make_learner(0)
+    other.load(tmp_path / "w.safetensors")
+    assert_same(other.model.state_dict(), learn.model.state_dict())
+    with pytest.raises(ValueError, match="with_opt"):
+        learn.save(tmp_path / "x.safetensors", with_opt=True)

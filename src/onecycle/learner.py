@@ -26,7 +26,16 @@ from torch import nn
 from . import resume as R
 from . import schedules as S
 from .callbacks import Callback, CancelFit, StepSeries, TrustRatios, hooks_of
-from .checkpoint import MAGIC, atomic_save, get_rng_state, load_state_dict_file, safe_load, set_rng_state
+from .checkpoint import (
+    MAGIC,
+    atomic_save,
+    get_rng_state,
+    load_safetensors,
+    load_state_dict_file,
+    safe_load,
+    save_safetensors,
+    set_rng_state,
+)
 from .metrics import MetricAccumulator, metric_name
 from .optim.groups import (
     DECOUPLED_WD,
@@ -320,7 +329,13 @@ class Learner:
 
     # ---- weights ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, with_opt: bool = False) -> Path:
-        """Model weights (and optimizer state with ``with_opt``), written atomically with a hash."""
+        """Model weights (and optimizer state with ``with_opt``), written atomically with a hash;
+        a path ending in ``.safetensors`` exports the weights in that format (optional extra)."""
+        if str(path).endswith(".safetensors"):
+            if with_opt:
+                raise ValueError("with_opt=True: safetensors holds weights only; use a .pt path")
+            save_safetensors(self.model.state_dict(), path)
+            return Path(path)
         state = {"model": self.model.state_dict()}
         if with_opt:
             if self.opt is None:
@@ -330,7 +345,13 @@ class Learner:
         return Path(path)
 
     def load(self, path: str | os.PathLike, with_opt: bool = False, strict: bool = True) -> None:
-        """Load what ``save`` wrote (verified, ``weights_only``); a plain state_dict file works too."""
+        """Load what ``save`` wrote (verified, ``weights_only``); a plain state_dict file or a
+        ``.safetensors`` file works too."""
+        if str(path).endswith(".safetensors"):
+            if with_opt:
+                raise ValueError("with_opt=True: safetensors holds weights only")
+            self.model.load_state_dict(load_safetensors(path, device=str(self.device)), strict=strict)
+            return
         state = safe_load(path, map_location=self.device) if _is_onecycle_file(path) else \
             {"model": load_state_dict_file(path, map_location=self.device)}
         if with_opt and "opt" not in state:
