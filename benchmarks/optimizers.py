@@ -1,8 +1,9 @@
 """SGD, AdamW, LARS and LAMB under the same 1cycle budget on the MNIST-1D CNN.
 
 For each optimizer and each of three peaks, 3 seeds at the full budget give final accuracy mean and
-For each optimizer and each of three peaks, 3 seeds at the full budget give final accuracy mean and
-interleaved: a whole training iteration (forward, backward, step) and ``optimizer.step()`` alone.
+spread (a one-seed sweep is misled by SGD's cliff: above ~0.3 some seeds collapse). Step cost is
+measured two ways, contenders interleaved: a whole training iteration (forward, backward, step)
+and ``optimizer.step()`` alone.
 
     python benchmarks/optimizers.py [--epochs 20] [--seeds 3]
 """
