@@ -373,3 +373,27 @@ def test_no_host_reads_per_batch_in_a_quiet_fit(monkeypatch):
         learn.fit_one_cycle(2, 0.1, on_nan=on_nan)
         assert counts["__bool__"] == per_step * 128
         assert counts["item"] + counts["tolist"] + counts["__float__"] + counts["cpu"] <= 2 * 4  # per epoch
+
+
+def test_channels_last_and_compile_flags():
+    model = nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(2 * 4 * 4, 3))
+    x, y = torch.randn(8, 1, 6, 6), torch.randint(0, 3, (8,))
+    dl = DataLoader(TensorDataset(x, y), batch_size=4)
+    learn = oc.Learner(model, dl, quiet=True, device="cpu", channels_last=True)
+    assert model[0].weight.is_contiguous(memory_format=torch.channels_last)
+    xs, _ = learn._to_device((x, y))
+    assert xs[0].is_contiguous(memory_format=torch.channels_last)
+    learn.fit(0.1, 1)
+    assert oc.Learner(model, dl, quiet=True, device="cpu").channels_last is False  # automatic: CUDA only
+
+
+@pytest.mark.slow
+def test_compile_trains_like_eager():
+    """torch.compile on CPU (needs a C++ compiler; ~1 minute of compilation, hence slow)."""
+    results = []
+    for compile_ in (False, True):
+        learn = _learner(compile=compile_)
+        learn.fit(0.05, 1)
+        results.append(learn.model.state_dict())
+    for k in results[0]:
+        torch.testing.assert_close(results[0][k], results[1][k], rtol=1e-4, atol=1e-5)

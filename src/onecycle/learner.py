@@ -114,7 +114,9 @@ class Learner:
     ``groups``: layer groups (default: ``model.param_groups()`` when present, else one group).
     ``wd``: decoupled weight decay (on tensors of 2+ dims). ``clip``: global grad-norm clipping.
     ``amp``: mixed precision (bf16 on CPU, fp16 with a GradScaler on CUDA; or "bf16"/"fp16").
-    ``accum``: optimizer step every ``accum`` batches.
+    ``accum``: optimizer step every ``accum`` batches. ``compile``: ``torch.compile`` the model
+    for training. ``channels_last``: NHWC memory format for 4-D inputs (default: on CUDA when the
+    model has 2-D convolutions). On CUDA, ``torch.backends.cudnn.benchmark`` is switched on.
     """
 
     def __init__(self, model: nn.Module, train_dl: Iterable, valid_dl: Iterable | None = None,
@@ -122,7 +124,7 @@ class Learner:
                  metrics: Sequence[Callable] = (), *, wd: float = 0.0, clip: float | None = None,
                  groups: Any = None, device: str | torch.device | None = None,
                  callbacks: Sequence[Callback] = (), amp: bool | str = False, accum: int = 1,
-                 quiet: bool = False) -> None:
+                 quiet: bool = False, compile: bool = False, channels_last: bool | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -142,6 +144,13 @@ class Learner:
         self.groups = groups
         self.callbacks = list(callbacks)
         self.quiet = quiet
+        self.compile = bool(compile)
+        # channels_last pays off for 2-D convolutions on CUDA (tensor cores); None: automatic.
+        self.channels_last = (channels_last if channels_last is not None else
+                              self.device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules()))
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._compiled: nn.Module | None = None
         self.recorder = Recorder(metric_name(m) for m in self.metrics)
         self.sched: Any = self.recorder
         self.opt: torch.optim.Optimizer | None = None
@@ -452,6 +461,11 @@ class Learner:
         self._autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp
                           else contextlib.nullcontext())
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes per batch: let cuDNN pick kernels once
+        if self.compile and self._compiled is None:
+            self._compiled = torch.compile(self.model)
+        self._fwd = self._compiled if self.compile else self.model
 
     def train_step(self, batch: Any, window: int = 1, step: bool = True) -> torch.Tensor:
         """One batch: forward, backward (loss scaled by ``1/window``), and the optimizer step
@@ -637,12 +651,15 @@ class Learner:
     def _to_device(self, batch: Any) -> tuple[tuple, Any]:
         xs, y = _split_batch(batch)
         dev = self.device
-        return tuple(x.to(dev, non_blocking=True) if torch.is_tensor(x) else x for x in xs), \
-            y.to(dev, non_blocking=True) if torch.is_tensor(y) else y
+        xs = tuple(x.to(dev, non_blocking=True) if torch.is_tensor(x) else x for x in xs)
+        if self.channels_last:
+            xs = tuple(x.contiguous(memory_format=torch.channels_last) if torch.is_tensor(x) and x.ndim == 4
+                       else x for x in xs)
+        return xs, y.to(dev, non_blocking=True) if torch.is_tensor(y) else y
 
     def _forward_backward(self, xs: tuple, y: Any, window: int) -> torch.Tensor:
         with self._autocast:
-            self.pred = self.model(*xs)
+            self.pred = self._fwd(*xs)
             loss = self.loss_fn(self.pred, y)
         scaled = loss / window if window > 1 else loss
         (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
