@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import distributed as D
 from . import resume as R
 from . import schedules as S
 from .callbacks import Callback, CancelFit, StepSeries, TrustRatios, hooks_of
@@ -124,7 +125,9 @@ class Learner:
                  metrics: Sequence[Callable] = (), *, wd: float = 0.0, clip: float | None = None,
                  groups: Any = None, device: str | torch.device | None = None,
                  callbacks: Sequence[Callback] = (), amp: bool | str = False, accum: int = 1,
-                 quiet: bool = False, compile: bool = False, channels_last: bool | None = None) -> None:
+                 quiet: bool = False, compile: bool = False, channels_last: bool | None = None,
+                 distributed: bool | None = None, dist_timeout: float = D.DEFAULT_TIMEOUT,
+                 scale_lr: bool = False) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -137,13 +140,19 @@ class Learner:
         self.clip = clip
         self.accum = _check_epochs("accum", accum)
         self.amp = self._check_amp(amp)
-        self.device = torch.device(device) if device is not None else default_device()
+        self.rank, self.world_size, dist_device = 0, 1, None
+        if distributed or (distributed is None and D.env_world()[2] > 1):
+            self.rank, self.world_size, dist_device = D.setup(S.check_number("dist_timeout", dist_timeout, low=1))
+        self.scale_lr = bool(scale_lr)
+        self.device = torch.device(device) if device is not None else dist_device or default_device()
         self.model = model.to(self.device)
+        train_dl = D.shard_loader(train_dl, self.rank, self.world_size, train=True)
+        valid_dl = D.shard_loader(valid_dl, self.rank, self.world_size, train=False)
         self.train_dl, self.valid_dl, self.loss_fn = train_dl, valid_dl, loss_fn
         self.metrics = list(metrics)
         self.groups = groups
         self.callbacks = list(callbacks)
-        self.quiet = quiet
+        self.quiet = quiet or self.rank != 0  # one progress display: rank 0's
         self.compile = bool(compile)
         # channels_last pays off for 2-D convolutions on CUDA (tensor cores); None: automatic.
         self.channels_last = (channels_last if channels_last is not None else
@@ -151,13 +160,17 @@ class Learner:
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self._compiled: nn.Module | None = None
+        self._ddp: nn.Module | None = None
+        if self.world_size > 1:
+            from torch.nn.parallel import DistributedDataParallel
+            self._ddp = DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.recorder = Recorder(metric_name(m) for m in self.metrics)
         self.sched: Any = self.recorder
         self.opt: torch.optim.Optimizer | None = None
         self.epoch = self.iter = 0
         self.n_epochs = 0
         self._frozen_bn: list[nn.Module] = []
-        self.rank, self.world_size = 0, 1
         self.nan_skipped = 0
         self.checkpoint_dir: str | os.PathLike | None = None
         self.every: int | None = None
@@ -308,6 +321,8 @@ class Learner:
         self._check_fit_options(checkpoint_dir, every, resume, on_nan)
         total = epochs * self._steps_per_epoch()
         opt, peaks, wds = self._prepare_opt(lr, wd)
+        if self.scale_lr:  # the linear scaling rule: world_size times the global batch, times the LR
+            peaks = [p * self.world_size for p in peaks]
         for group, peak, w in zip(opt.param_groups, peaks, wds):
             group["lr"], group[self.wd_key] = peak, w
         scheds = {"lr": lr_sched, **(extra_scheds or {})}
@@ -463,15 +478,18 @@ class Learner:
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed shapes per batch: let cuDNN pick kernels once
+        base = self._ddp or self.model
         if self.compile and self._compiled is None:
-            self._compiled = torch.compile(self.model)
-        self._fwd = self._compiled if self.compile else self.model
+            self._compiled = torch.compile(base)
+        self._fwd = self._compiled if self.compile else base
 
-    def train_step(self, batch: Any, window: int = 1, step: bool = True) -> torch.Tensor:
+    def train_step(self, batch: Any, window: int = 1, step: bool = True, sync: bool = True) -> torch.Tensor:
         """One batch: forward, backward (loss scaled by ``1/window``), and the optimizer step
-        when ``step``. Returns the unscaled loss (on the device)."""
+        when ``step``. ``sync=False`` inside an accumulation window skips the data-parallel gradient
+        all-reduce until the window's last batch. Returns the unscaled loss (on the device)."""
         xs, y = self._to_device(batch)
-        loss = self._forward_backward(xs, y, window)
+        with self._ddp.no_sync() if self._ddp is not None and not sync else contextlib.nullcontext():
+            loss = self._forward_backward(xs, y, window)
         if step:
             self._step()
         return loss
@@ -498,6 +516,10 @@ class Learner:
                     pending = None
         except CancelFit:
             pass
+        except BaseException as e:
+            if self.world_size > 1:
+                e.add_note(f"onecycle: raised on rank {self.rank} of {self.world_size}")
+            raise
         finally:
             self.progress.close()
             self._call("after_fit")
@@ -514,8 +536,9 @@ class Learner:
         self.recorder.load_state_dict(state["recorder"])
         self.nan_skipped = int(state["nan_skipped"])
         pos = state["position"]
-        set_rng_state(state["rng"])
-        return pos["epoch"], (state if pos["batch"] > 0 else None)
+        mine = state["ranks"][self.rank]  # each data-parallel rank has its own RNG and epoch part
+        set_rng_state(mine["rng"])
+        return pos["epoch"], (mine if pos["batch"] > 0 else None)
 
     @contextlib.contextmanager
     def _signals(self):
@@ -538,10 +561,23 @@ class Learner:
                 signal.signal(s, h)
 
     def _checkpoint(self, epoch: int, batch: int, partial: dict | None = None) -> None:
-        if self.checkpoint_dir is not None and self.rank == 0:
-            R.save(self, R.capture(self, epoch, batch, partial))
+        if self.checkpoint_dir is None:
+            return
+        state = R.capture(self, epoch, batch, partial)  # a collective under data-parallel: every rank
+        if self.rank == 0:
+            R.save(self, state)
 
-    def _check_signal(self, epoch: int, batch: int, partial_fn: Callable[[], dict] | None = None) -> None:
+    def _check_signal(self, epoch: int, batch: int, partial_fn: Callable[[], dict] | None = None,
+                      agreed_point: bool = True) -> None:
+        """Stop after a SIGINT/SIGTERM. Data-parallel ranks agree first (a collective), so only at
+        the points every rank reaches together: checkpoints and epoch ends."""
+        if self.world_size > 1:
+            if not agreed_point:
+                return
+            flag = torch.tensor(float(self._signal is not None), device=self.device)
+            if not D.all_reduce_sum(flag):
+                return
+            self._signal = self._signal or signal.SIGTERM
         if self._signal is not None:
             self._checkpoint(epoch, batch, partial_fn() if partial_fn and batch > 0 else None)
             raise R.TrainingInterrupted(self._signal)
@@ -586,7 +622,7 @@ class Learner:
         it = iter(dl)
         if pending is None:
             return it, 0
-        start = pending["position"]["batch"]
+        start = len(pending["partial"]["moms"])
         for _ in range(start):
             next(it)
         set_rng_state(pending["rng"])
@@ -614,30 +650,38 @@ class Learner:
             lrs.append([g["lr"] for g in opt.param_groups])
             moms.append(get_hyper(opt.param_groups[0], "momentum"))
             window = k if i < n - n % k else n % k  # the last window may be shorter
-            loss = self.train_step(batch, window, step=False)
+            ends_window = (i + 1) % k == 0 or i == n - 1
+            loss = self.train_step(batch, window, step=False, sync=ends_window)
             losses[i] = loss.detach()
             bad_window |= self.on_nan != "off" and not self._finite(loss)
-            if (i + 1) % k == 0 or i == n - 1:
+            if ends_window:
                 if bad_window:
                     self._non_finite(loss, i)
                 else:
                     self._step()
                 bad_window = False
-                if self.every is not None and self.scheduler.step_count % self.every == 0 and i < n - 1:
+                due = self.every is not None and self.scheduler.step_count % self.every == 0 and i < n - 1
+                if due:
                     self._checkpoint(self.epoch, i + 1, partial())
-                self._check_signal(self.epoch, i + 1, partial)
+                self._check_signal(self.epoch, i + 1, partial, agreed_point=due)
             self._call("after_batch")
             bar.update(i, losses)
+        if self.world_size > 1:  # every rank records the mean over ranks (one collective per epoch)
+            losses = D.all_reduce_sum(losses) / self.world_size
         done = losses[: i + 1].tolist()  # the one host sync of the epoch
         self.recorder.add_iterations(lrs, moms, done)
         bar.close()
         return sum(done) / len(done) if done else math.nan
 
-    @staticmethod
-    def _finite(loss: torch.Tensor) -> bool:
+    def _finite(self, loss: torch.Tensor) -> bool:
         # One read of the loss before the step: free on the CPU, a sync on CUDA (the price of never
-        # applying a NaN update).
-        return bool(torch.isfinite(loss.detach()).all())
+        # applying a NaN update). Data-parallel ranks must agree, or their replicas would diverge.
+        bad = (~torch.isfinite(loss.detach())).any().float()
+        return not bool(D.all_reduce_sum(bad) if self.world_size > 1 else bad)
+
+    def reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
+        """The mean of ``t`` over data-parallel ranks (``t`` itself in one process)."""
+        return D.all_reduce_sum(t.detach().clone()) / self.world_size if self.world_size > 1 else t
 
     def _non_finite(self, loss: torch.Tensor, i: int) -> None:
         """No update with a non-finite loss: drop the window's gradients, then raise or skip."""
@@ -703,7 +747,7 @@ class Learner:
                 acc.add(pred, y)
         finally:
             self.model.train(was_training)
-        return acc.result()
+        return acc.result(reduce=D.all_reduce_sum if self.world_size > 1 else None)
 
     @torch.no_grad()
     def predict(self, dl: Iterable | None = None, with_targets: bool = False) -> Any:

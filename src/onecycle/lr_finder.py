@@ -489,7 +489,8 @@ def _iteration(learn: Any, cfg: _Config, curves: _Curves, i: int, train: Iterato
         learn.iter = i * k + j
         learn._call("before_batch")
         # The finder's one host sync per batch: a non-finite loss must stop it before the step.
-        loss = learn.train_step(next(train), k, step=False).item()
+        # Data-parallel ranks see the mean over ranks, so they all stop (or not) together.
+        loss = learn.reduce_mean(learn.train_step(next(train), k, step=False, sync=j == k - 1)).item()
         if not math.isfinite(loss):
             curves.stop_reason = (f"non-finite loss {loss} at iteration {i} (lr {lrs[-1]:.3g}): "
                                   "stopped before stepping")

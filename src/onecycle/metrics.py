@@ -82,6 +82,8 @@ class MetricAccumulator:
 
     def add(self, pred: torch.Tensor, y: torch.Tensor) -> None:
         n = y.numel() if torch.is_tensor(y) else len(y)
+        if n == 0:  # a data-parallel rank's empty share of the last batch: nothing to add
+            return
         values = [self.loss_fn(pred, y)]
         for m in self.metrics:
             if hasattr(m, "update") and hasattr(m, "compute"):
@@ -93,8 +95,14 @@ class MetricAccumulator:
         self.sums += torch.stack([v.detach().double().reshape(()) for v in values]) * n
         self.count += n
 
-    def result(self) -> dict[str, float]:
-        sums = (self.sums / max(self.count, 1)).tolist()
+    def result(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
+        """Weighted means; ``reduce`` (a sum over data-parallel ranks) combines sums and counts
+        first, so the result is over the whole set, not a mean of per-rank means."""
+        totals = torch.cat([self.sums, torch.tensor([float(self.count)], dtype=torch.float64,
+                                                    device=self.sums.device)])
+        if reduce is not None:
+            totals = reduce(totals)
+        sums = (totals[:-1] / totals[-1].clamp(min=1)).tolist()
         out = dict(zip(self.names, sums))
         for name, m in zip(self.names[1:], self.metrics):
             if hasattr(m, "update") and hasattr(m, "compute"):

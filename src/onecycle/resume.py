@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .checkpoint import atomic_save, get_rng_state, safe_load
+from .distributed import gather_to_rank0
 from .optim.groups import named_layout
 
 if TYPE_CHECKING:
@@ -72,9 +73,15 @@ def check_consistent(saved: dict[str, Any], now: dict[str, Any], reschedule: boo
         raise ValueError(f"cannot resume: {key} differs: checkpoint has {old!r}, this fit has {value!r}{hint}")
 
 
-def capture(learn: Learner, epoch: int, batch: int, partial: dict[str, Any] | None) -> dict[str, Any]:
-    """The full training state at (``epoch``, next ``batch``)."""
+def capture(learn: Learner, epoch: int, batch: int, partial: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The full training state at (``epoch``, next ``batch``). Model, optimizer and schedule are
+    the same on every data-parallel rank; RNG and the epoch's recorded part are per rank, gathered
+    to rank 0 (the other ranks get None)."""
     learn._flush_series()
+    local = {"rng": get_rng_state(), "epoch_rng": learn._epoch_rng if batch > 0 else None, "partial": partial}
+    ranks = gather_to_rank0(local)
+    if ranks is None:
+        return None
     return {
         "format": FORMAT, "version": 1,
         "signature": learn._signature,
@@ -84,9 +91,7 @@ def capture(learn: Learner, epoch: int, batch: int, partial: dict[str, Any] | No
         "scheduler": learn.scheduler.state_dict(),
         "scaler": learn.scaler.state_dict() if learn.scaler is not None else None,
         "recorder": learn.recorder.state_dict(),
-        "partial": partial,
-        "rng": get_rng_state(),
-        "epoch_rng": learn._epoch_rng if batch > 0 else None,
+        "ranks": ranks,
         "nan_skipped": learn.nan_skipped,
     }
 
