@@ -70,7 +70,7 @@ def test_negative_control_without_rng_restore(tmp_path, reference, monkeypatch):
     """Prove the comparison has teeth: resuming without restoring the RNG state differs."""
     with pytest.raises(RuntimeError):
         _run(tmp_path, [RaiseAt(8)])
-    monkeypatch.setattr("onecycle.learner.set_rng_state", lambda state: None)
+    monkeypatch.setattr("onecycle.loop.set_rng_state", lambda state: None)
     learn = _run(tmp_path, resume=True)
     with pytest.raises(AssertionError):
         assert_same(final_state(learn), reference)

@@ -1,0 +1,314 @@
+"""The training loop under the Learner: one epoch, one batch, one optimizer step, and what keeps
+a run safe (training checkpoints, clean stops on SIGINT/SIGTERM, the non-finite loss guard).
+
+Kept apart from ``learner.py`` (the public API) so each module stays readable. The hot path does
+the minimum per batch: move the batch (a no-op for device-resident data), forward, backward, copy
+the loss into a preallocated device buffer, and every ``accum`` batches clip and step. No
+``.item()`` per batch: losses reach the host once per epoch. ``TrainingLoop`` has no constructor;
+the Learner sets the attributes it reads.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import torch
+
+from . import distributed as D
+from . import resume as R
+from .callbacks import Callback, CancelFit, StepSeries, TrustRatios, hooks_of
+from .checkpoint import get_rng_state, set_rng_state
+from .optim.groups import get_hyper
+from .optim.scheduler import Scheduler
+from .progress import Progress
+
+__all__ = ["TrainingLoop"]
+
+
+def _split_batch(batch: Any) -> tuple[tuple, Any]:
+    if isinstance(batch, (tuple, list)) and len(batch) >= 2:
+        return tuple(batch[:-1]), batch[-1]
+    raise TypeError(f"a batch must be a tuple (inputs..., target), got {type(batch).__name__}")
+
+
+class TrainingLoop:
+    """The loop's methods; ``Learner`` inherits them."""
+
+    def _steps_per_epoch(self) -> int:
+        try:
+            n = len(self.train_dl)  # type: ignore[arg-type]
+        except TypeError:
+            raise TypeError("train_dl must have a length (the schedule is defined on progress)") from None
+        if n < 1:
+            raise ValueError(f"train_dl is empty (len {n})")
+        return math.ceil(n / self.accum)
+
+    def _call(self, hook: str) -> None:
+        for fn in self._hooks[hook]:
+            fn(self)
+
+    def setup_loop(self, callbacks: Sequence[Callback] = ()) -> None:
+        """Prepare what one training step needs (hooks, trainable params, autocast, scaler); the
+        LR finder calls this too, then drives ``train_step``."""
+        if self.opt is None:
+            self.create_opt()
+        auto = [TrustRatios()] if hasattr(self.opt, "last_trust_stats") else []
+        self._hooks = hooks_of(self.callbacks + list(callbacks) + auto)
+        self._trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self._autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp
+                          else contextlib.nullcontext())
+        self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed shapes per batch: let cuDNN pick kernels once
+        base = self._ddp or self.model
+        if self.compile and self._compiled is None:
+            self._compiled = torch.compile(base)
+        self._fwd = self._compiled if self.compile else base
+
+    def train_step(self, batch: Any, window: int = 1, step: bool = True, sync: bool = True) -> torch.Tensor:
+        """One batch: forward, backward (loss scaled by ``1/window``), and the optimizer step
+        when ``step``. ``sync=False`` inside an accumulation window skips the data-parallel gradient
+        all-reduce until the window's last batch. Returns the unscaled loss (on the device)."""
+        xs, y = self._to_device(batch)
+        with self._ddp.no_sync() if self._ddp is not None and not sync else contextlib.nullcontext():
+            loss = self._forward_backward(xs, y, window)
+        if step:
+            self._step()
+        return loss
+
+    def _fit(self, epochs: int, scheduler: Scheduler, callbacks: list[Callback], resume: bool | str = False,
+             reschedule: bool = False) -> None:
+        self.n_epochs, self.scheduler = epochs, scheduler
+        self.setup_loop(callbacks)
+        self._signature = R.signature(self, epochs)
+        state = R.load_for_resume(self.checkpoint_dir, resume) if resume else None
+        if state is not None:  # checked before anything changes
+            R.check_consistent(state["signature"], self._signature, reschedule)
+        self.recorder.reset()
+        self.sched = self.recorder
+        self.nan_skipped = 0
+        self.progress = Progress(self.recorder.metric_names, quiet=self.quiet)
+        start_epoch, pending = self._restore(state) if state is not None else (0, None)
+        try:
+            with self._signals():
+                self._call("before_fit")
+                for epoch in range(start_epoch, epochs):
+                    self.epoch = epoch
+                    self._one_epoch(pending)
+                    pending = None
+        except CancelFit:
+            pass
+        except BaseException as e:
+            if self.world_size > 1:
+                e.add_note(f"onecycle: raised on rank {self.rank} of {self.world_size}")
+            raise
+        finally:
+            self.progress.close()
+            self._call("after_fit")
+
+    def _restore(self, state: dict) -> tuple[int, dict | None]:
+        """Load a training checkpoint; returns the epoch to start and the mid-epoch state."""
+        self.model.load_state_dict(state["model"])
+        self.opt.load_state_dict(state["opt"])
+        saved = state["scheduler"]
+        self.scheduler.step_count = int(saved["step_count"])  # total may differ under reschedule
+        self.scheduler.apply()
+        if self.scaler is not None and state["scaler"] is not None:
+            self.scaler.load_state_dict(state["scaler"])
+        self.recorder.load_state_dict(state["recorder"])
+        self.nan_skipped = int(state["nan_skipped"])
+        pos = state["position"]
+        mine = state["ranks"][self.rank]  # each data-parallel rank has its own RNG and epoch part
+        set_rng_state(mine["rng"])
+        return pos["epoch"], (mine if pos["batch"] > 0 else None)
+
+    @contextlib.contextmanager
+    def _signals(self):
+        """SIGINT/SIGTERM set a flag the loop reads at clean points; a second one stops at once."""
+        self._signal: int | None = None
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def handler(signum: int, frame: Any) -> None:
+            if self._signal is not None:
+                raise R.TrainingInterrupted(signum)
+            self._signal = signum
+
+        old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+    def _checkpoint(self, epoch: int, batch: int, partial: dict | None = None) -> None:
+        if self.checkpoint_dir is None:
+            return
+        state = R.capture(self, epoch, batch, partial)  # a collective under data-parallel: every rank
+        if self.rank == 0:
+            R.save(self, state)
+
+    def _check_signal(self, epoch: int, batch: int, partial_fn: Callable[[], dict] | None = None,
+                      agreed_point: bool = True) -> None:
+        """Stop after a SIGINT/SIGTERM. Data-parallel ranks agree first (a collective), so only at
+        the points every rank reaches together: checkpoints and epoch ends."""
+        if self.world_size > 1:
+            if not agreed_point:
+                return
+            flag = torch.tensor(float(self._signal is not None), device=self.device)
+            if not D.all_reduce_sum(flag):
+                return
+            self._signal = self._signal or signal.SIGTERM
+        if self._signal is not None:
+            self._checkpoint(epoch, batch, partial_fn() if partial_fn and batch > 0 else None)
+            raise R.TrainingInterrupted(self._signal)
+
+    def _flush_series(self) -> None:
+        for fn in self._hooks["after_epoch"]:
+            cb = getattr(fn, "__self__", None)
+            if isinstance(cb, StepSeries):
+                cb._flush(self)
+
+    def _one_epoch(self, pending: dict | None = None) -> None:
+        start = time.perf_counter()
+        self._call("before_epoch")
+        train_loss = self._train_epoch(pending)
+        val = None
+        if self.valid_dl is not None:
+            self._call("before_validate")
+            val = self.validate()
+            self.val_result = val
+            self._call("after_validate")
+        seconds = time.perf_counter() - start
+        self.recorder.add_epoch(train_loss, val, seconds)
+        self.progress.epoch_row(self.epoch, train_loss, val, seconds)
+        self._call("after_epoch")
+        self._checkpoint(self.epoch + 1, 0)
+        self._check_signal(self.epoch + 1, 0)
+
+    def _start_epoch(self, pending: dict | None) -> tuple[Iterator, int]:
+        """Modes, epoch of the loader, its iterator; on a mid-epoch resume, replay the epoch's
+        RNG, skip the batches already trained on, then restore the checkpoint's RNG."""
+        model, dl = self.model, self.train_dl
+        model.train()
+        for m in self._frozen_bn:
+            m.eval()
+        if callable(getattr(model, "reset", None)):
+            model.reset()
+        if pending is not None:
+            set_rng_state(pending["epoch_rng"])
+        self._epoch_rng = get_rng_state() if self.checkpoint_dir is not None else None
+        if callable(getattr(dl, "set_epoch", None)):
+            dl.set_epoch(self.epoch)
+        it = iter(dl)
+        if pending is None:
+            return it, 0
+        start = len(pending["partial"]["moms"])
+        for _ in range(start):
+            next(it)
+        set_rng_state(pending["rng"])
+        return it, start
+
+    def _train_epoch(self, pending: dict | None = None) -> float:
+        dl, opt = self.train_dl, self.opt
+        it, start = self._start_epoch(pending)
+        n, k = len(dl), self.accum
+        losses = torch.empty(n, device=self.device)
+        lrs, moms = [], []
+        if pending is not None:
+            part = pending["partial"]
+            losses[:start] = torch.tensor(part["losses"], device=self.device)
+            lrs, moms = [list(r) for r in part["lrs"]], list(part["moms"])
+
+        def partial() -> dict:
+            return {"losses": losses[: i + 1].tolist(), "lrs": lrs, "moms": moms}
+
+        bar = self.progress.bar(n, self.epoch, self.n_epochs)
+        i, bad_window = start - 1, False
+        for i, batch in enumerate(it, start):
+            self.iter = i
+            self._call("before_batch")
+            lrs.append([g["lr"] for g in opt.param_groups])
+            moms.append(get_hyper(opt.param_groups[0], "momentum"))
+            window = k if i < n - n % k else n % k  # the last window may be shorter
+            ends_window = (i + 1) % k == 0 or i == n - 1
+            loss = self.train_step(batch, window, step=False, sync=ends_window)
+            losses[i] = loss.detach()
+            bad_window |= self.on_nan != "off" and not self._finite(loss)
+            if ends_window:
+                if bad_window:
+                    self._non_finite(loss, i)
+                else:
+                    self._step()
+                bad_window = False
+                due = self.every is not None and self.scheduler.step_count % self.every == 0 and i < n - 1
+                if due:
+                    self._checkpoint(self.epoch, i + 1, partial())
+                self._check_signal(self.epoch, i + 1, partial, agreed_point=due)
+            self._call("after_batch")
+            bar.update(i, losses)
+        if self.world_size > 1:  # every rank records the mean over ranks (one collective per epoch)
+            losses = D.all_reduce_sum(losses) / self.world_size
+        done = losses[: i + 1].tolist()  # the one host sync of the epoch
+        self.recorder.add_iterations(lrs, moms, done)
+        bar.close()
+        return sum(done) / len(done) if done else math.nan
+
+    def _finite(self, loss: torch.Tensor) -> bool:
+        # One read of the loss before the step: free on the CPU, a sync on CUDA (the price of never
+        # applying a NaN update). Data-parallel ranks must agree, or their replicas would diverge.
+        bad = (~torch.isfinite(loss.detach())).any().float()
+        return not bool(D.all_reduce_sum(bad) if self.world_size > 1 else bad)
+
+    def reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
+        """The mean of ``t`` over data-parallel ranks (``t`` itself in one process)."""
+        return D.all_reduce_sum(t.detach().clone()) / self.world_size if self.world_size > 1 else t
+
+    def _non_finite(self, loss: torch.Tensor, i: int) -> None:
+        """No update with a non-finite loss: drop the window's gradients, then raise or skip."""
+        self.opt.zero_grad(set_to_none=True)
+        if self.on_nan == "skip":
+            self.nan_skipped += 1
+            return
+        raise R.NonFiniteLossError(f"non-finite loss ({float(loss.detach())}) at epoch {self.epoch}, iteration {i}: "
+                                   "no update was applied with it (on_nan='skip' skips such batches)")
+
+    def _to_device(self, batch: Any) -> tuple[tuple, Any]:
+        xs, y = _split_batch(batch)
+        dev = self.device
+        xs = tuple(x.to(dev, non_blocking=True) if torch.is_tensor(x) else x for x in xs)
+        if self.channels_last:
+            xs = tuple(x.contiguous(memory_format=torch.channels_last) if torch.is_tensor(x) and x.ndim == 4
+                       else x for x in xs)
+        return xs, y.to(dev, non_blocking=True) if torch.is_tensor(y) else y
+
+    def _forward_backward(self, xs: tuple, y: Any, window: int) -> torch.Tensor:
+        with self._autocast:
+            self.pred = self._fwd(*xs)
+            loss = self.loss_fn(self.pred, y)
+        scaled = loss / window if window > 1 else loss
+        (self.scaler.scale(scaled) if self.scaler is not None else scaled).backward()
+        self.loss = loss
+        return loss
+
+    def _step(self) -> None:
+        opt = self.opt
+        if self.scaler is not None:
+            self.scaler.unscale_(opt)
+        self._call("after_backward")
+        if self._clip is not None:
+            torch.nn.utils.clip_grad_norm_(self._trainable, self._clip, foreach=True)
+        if self.scaler is not None:
+            self.scaler.step(opt)  # skips opt.step() on overflow: the Scheduler does not advance
+            self.scaler.update()
+        else:
+            opt.step()
+        self._call("after_step")
+        opt.zero_grad(set_to_none=True)
