@@ -130,7 +130,8 @@ def plot_finder(result: Any, smoothed: bool = True, n_skip: int = 10, n_skip_end
         if result.step_mode == "exp" and result.lrs[window]:
             ax.set_xscale("log")
     marks = [(k, v) for k, v in result.suggestions.items() if v is not None]
-    for (name, lr), color in zip(marks, ["tab:red", "tab:purple", "tab:brown", "tab:gray", "tab:olive"]):
+    palette = ["tab:red", "tab:purple", "tab:brown", "tab:gray", "tab:olive", "tab:cyan", "tab:pink"]
+    for (name, lr), color in zip(marks, palette * (len(marks) // len(palette) + 1)):
         width = 2.0 if name == result.rule else 1.0
         for i, ax in enumerate(axes[:, 0]):
             ax.axvline(lr, ls="--", lw=width, color=color, label=f"{name} {lr:.2g}" if i == 0 else None)
@@ -164,9 +165,7 @@ def plot_overlay(groups: Any, save: str | os.PathLike | None = None) -> Any:
     against epochs; each label is one colour, its mean a line and its min-max a band."""
     from matplotlib import colormaps
     items = list(groups.items())
-    names: list[str] = []
-    for _, runs in items:
-        names += [n for rec in runs for n in rec.metric_names if n not in names]
+    names = list(dict.fromkeys(n for _, runs in items for rec in runs for n in rec.metric_names))
     panels = [("validation loss", lambda rec: rec.val_losses)]
     panels += [(n, lambda rec, n=n: rec.metrics.get(n, [])) for n in names]
     fig, axes = _figure(ncols=len(panels), width=5.0, height=3.8)
@@ -174,8 +173,13 @@ def plot_overlay(groups: Any, save: str | os.PathLike | None = None) -> Any:
     for k, (label, runs) in enumerate(items):
         for ax, (_, values_of) in zip(axes[0], panels):
             _overlay_panel(ax, runs, values_of, label, cmap(k % cmap.N))
+    from matplotlib.ticker import MaxNLocator
     for ax, (title, _) in zip(axes[0], panels):
         ax.set(xlabel="epoch", title=title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        low, high = ax.dataLim.intervaly
+        if 0 < low and high > 100 * low:  # a diverged run would flatten every other curve
+            ax.set_yscale("log")
     axes[0][-1].legend(fontsize="small")
     return save_figure(fig, save)
 

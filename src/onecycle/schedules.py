@@ -323,3 +323,49 @@ def torch_one_cycle(total_steps: int, pct_start: float = 0.3, anneal_strategy: s
     _check_moms((base_momentum, max_momentum))
     kw.update(base_momentum=float(base_momentum), max_momentum=float(max_momentum))
     return OneCycle(TorchOneCycle(**kw, value="lr"), TorchOneCycle(**kw, value="mom"))
+
+
+# ---- baselines 1cycle is compared against (the command line's --schedule step|triangular) -------------
+@dataclass(frozen=True)
+class Step:
+    """Step decay: ``gamma ** k`` once ``k`` of the ``milestones`` (fractions of training, increasing)
+    have been reached. The schedule the super-convergence paper compares 1cycle with."""
+    milestones: tuple[float, ...]
+    gamma: float
+
+    def __call__(self, pct: float) -> float:
+        return self.gamma ** sum(pct >= m for m in self.milestones)
+
+
+@dataclass(frozen=True)
+class Triangular:
+    """Smith's (2015) triangular cyclical LR: ``cycles`` linear cycles from ``1/div`` up to 1 and back,
+    each taking an equal share of training, ending at ``1/div``. No momentum cycling."""
+    div: float
+    cycles: int
+
+    def __call__(self, pct: float) -> float:
+        frac = (pct * self.cycles) % 1.0
+        up = 1.0 - abs(2.0 * frac - 1.0)  # 0 at a cycle's ends, 1 in its middle
+        return (1.0 + up * (self.div - 1.0)) / self.div
+
+
+def step(milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1) -> Step:
+    """Multiply the peak LR by ``gamma`` at each milestone (fractions of training in (0, 1), increasing)."""
+    if not isinstance(milestones, (tuple, list)):
+        raise TypeError(f"milestones must be a sequence of fractions, got {milestones!r}")
+    ms = tuple(check_number(f"milestones[{i}]", m, low=0, high=1, low_open=True, high_open=True)
+               for i, m in enumerate(milestones))
+    if any(b <= a for a, b in zip(ms, ms[1:])):
+        raise ValueError(f"milestones must increase, got {list(milestones)!r}")
+    return Step(ms, check_number("gamma", gamma, low=0, high=1, low_open=True))
+
+
+def triangular(div: float = 4.0, cycles: int = 1) -> Triangular:
+    """``cycles`` triangular cycles between ``1/div`` and 1 (the peak) over training."""
+    if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 1:
+        raise ValueError(f"cycles must be an int >= 1, got {cycles!r}")
+    return Triangular(check_number("div", div, low=1), cycles)
+
+
+__all__ += ["Step", "Triangular", "step", "triangular"]

@@ -1,0 +1,242 @@
+"""The ``onecycle`` command: argparse options derived from the typed configs of ``runconfig.py``.
+
+    onecycle demo                          LR finder then 1cycle on MNIST-1D with the CNN
+    onecycle find --task T --model M ...   LR range test with validation and metrics
+    onecycle fit --task T --lr auto ...    train; --resume RUN continues RUN exactly
+    onecycle compare --grid grid.toml      a grid of fits in parallel processes, one table and plot
+    onecycle plot RUN [RUN ...]            redraw a run's plots and report, or overlay several runs
+
+Options default to ``argparse.SUPPRESS`` so that only what the user typed overrides the config file
+(``--config``), which overrides the task's defaults. Exit codes: 0 done, 1 training error, 2 bad
+configuration, 130 / 143 stopped by SIGINT / SIGTERM after saving (resumable).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+import tomllib
+from collections.abc import Iterator, Sequence
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+from .runconfig import TASK_DEFAULTS, CompareConfig, ConfigError, FindConfig, FitConfig, field_types
+
+__all__ = ["main", "build_parser"]
+
+_RESUME_KEEPS = {"quiet", "threads"}  # the only options --resume takes beside the folder
+_COMPARE_OWN = ("out", "name", "quiet", "run_dir")  # compare options that are not the runs' options
+
+
+def _default(f: Any) -> Any:
+    return f.default_factory() if f.default is MISSING else f.default
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, dict):
+        return " ".join(f"{k}={v}" for k, v in value.items()) or "none"
+    if isinstance(value, list):
+        return " ".join(map(str, value)) or "none"
+    return "''" if value == "" else str(value)
+
+
+def _help(f: Any) -> str:
+    """The field's help, its default, and the tasks whose defaults differ."""
+    text = f"{f.metadata.get('help', '')} (default: {_show(_default(f))}"
+    per_task = [f"{task}: {_show(d[f.name])}" for task, d in TASK_DEFAULTS.items() if f.name in d]
+    return (text + ("; " + ", ".join(per_task) if per_task else "") + ")").replace("%", "%%")
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE read as a TOML value (``64``, ``0.5``, ``true``, ``[1, 2]``), else
+    kept as a string."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        return key, raw
+
+
+def add_options(parser: argparse.ArgumentParser, cls: type, several: bool = False,
+                skip: Sequence[str] = ()) -> None:
+    """One ``--option`` per field of ``cls``. ``several``: scalar options take one or more values
+    (the axes of a compare grid)."""
+    types = field_types(cls)
+    for f in fields(cls):
+        if f.name in skip:
+            continue
+        flag, hint = "--" + f.name.replace("_", "-"), types[f.name]
+        kw: dict[str, Any] = {"dest": f.name, "default": argparse.SUPPRESS, "help": _help(f)}
+        if hint is bool:
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, **kw)
+        elif hint is dict:
+            parser.add_argument(flag, nargs="+", type=_key_value, action="extend", metavar="KEY=VALUE", **kw)
+        elif hint is list:
+            parser.add_argument(flag, nargs="*", type=float, metavar="X", **kw)
+        else:
+            scalar = hint if hint in (int, float, str) else float  # float | None: a number when given
+            parser.add_argument(flag, type=scalar, nargs="+" if several else None,
+                                metavar=f.name.upper(), **kw)
+
+
+def _given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
+    """The options of ``cls`` the user typed (``KEY=VALUE`` lists become dicts)."""
+    out = {}
+    for f in fields(cls):
+        if hasattr(args, f.name):
+            value = getattr(args, f.name)
+            out[f.name] = dict(value) if field_types(cls)[f.name] is dict else value
+    return out
+
+
+_EPILOG = "Per-task defaults apply to every option left unset; the command line beats --config."
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="onecycle", description="Super-convergence experiments: LR range "
+                                     "test, 1cycle training, parallel grids, run folders with history, plots "
+                                     "and an HTML report.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, help_text in (("demo", "LR finder then 1cycle on MNIST-1D with the CNN (well under a minute)"),
+                            ("fit", "train (--lr auto: the finder's suggestion); --resume RUN continues RUN")):
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=_EPILOG)
+        p.add_argument("--config", metavar="FILE",
+                       help="TOML or JSON config file; a run's config.json works too (default: none)")
+        if name == "fit":
+            p.add_argument("--resume", metavar="RUN", help="continue the run in folder RUN exactly (default: none)")
+        add_options(p, FitConfig)
+    p = sub.add_parser("find", help="LR range test with validation loss and metrics; prints every suggestion",
+                       description="LR range test (validation loss and metrics at every step)", epilog=_EPILOG)
+    p.add_argument("--config", metavar="FILE", help="TOML or JSON config file (default: none)")
+    add_options(p, FindConfig)
+    p = sub.add_parser("compare", help="a grid of fits (schedules x optimizers x LRs x epochs x seeds ...) run "
+                       "in parallel processes: one table, one overlay plot",
+                       description="Each run option given several values is an axis of the grid; the grid "
+                       "file's [grid] table adds more. " + _EPILOG)
+    add_options(p, CompareConfig)
+    add_options(p, FitConfig, several=True, skip=_COMPARE_OWN)
+    p = sub.add_parser("plot", help="redraw a run's plots and report; overlay several runs",
+                       description="One folder: redraw its PNGs and report.html from history.json (a compare "
+                       "folder: its table, overlay and report). Several: overlay them in a new folder.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="run or compare folders")
+    p.add_argument("--out", default="runs", help="folder the overlay folder is made in (default: runs)")
+    p.add_argument("--name", default="overlay", help="name of the overlay folder (default: overlay)")
+    return parser
+
+
+# ---- commands ----------------------------------------------------------------------------------------
+def _layers(args: argparse.Namespace, cls: type, base: dict[str, Any] | None = None) -> list:
+    layers: list = [("demo", base)] if base else []
+    if getattr(args, "config", None):
+        from .runconfig import read_config_file
+        layers.append((args.config, read_config_file(args.config)))
+    layers.append(("command line", _given(args, cls)))
+    return layers
+
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    from .runconfig import make_config
+    from .runs import resume_fit, run_fit
+    if getattr(args, "resume", None):
+        extra = sorted(set(_given(args, FitConfig)) - _RESUME_KEEPS) + (["config"] if args.config else [])
+        if extra:
+            raise ConfigError(f"--resume continues {args.resume} exactly with its own config: drop "
+                              + ", ".join("--" + k.replace("_", "-") for k in extra), "resume")
+        given = _given(args, FitConfig)
+        resume_fit(args.resume, quiet=given.get("quiet"), threads=given.get("threads"))
+        return 0
+    base = {"task": "mnist1d", "name": "demo"} if args.command == "demo" else None
+    cfg = make_config(FitConfig, _layers(args, FitConfig, base))
+    run_fit(cfg, command=args.command)
+    return 0
+
+
+def cmd_find(args: argparse.Namespace) -> int:
+    from .runconfig import make_config
+    from .runs import run_find
+    run_find(make_config(FindConfig, _layers(args, FindConfig)))
+    return 0
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from .report import overlay_runs, redraw
+    from .runs import run_folder
+    folders = [Path(r) for r in args.runs]
+    for f in folders:
+        if not (f / "history.json").exists() and not (f / "compare.json").exists() and \
+                not (f / "lr_find.json").exists():
+            raise ConfigError(f"runs: {str(f)!r} is not a run or compare folder (no history.json)", "runs")
+    if len(folders) == 1:
+        written = redraw(folders[0])
+    else:
+        written = overlay_runs(folders, run_folder(args.out, args.name))
+    print("\n".join(map(str, written)))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+    from .runconfig import expand_grid, make_config, read_grid_file
+    path = getattr(args, "grid", "")
+    file_compare, file_base, axes = read_grid_file(path) if path else ({}, {}, {})
+    ccfg = make_config(CompareConfig, [(path, file_compare), ("command line", _given(args, CompareConfig))])
+    types, base = field_types(FitConfig), {}
+    for key, value in _given(args, FitConfig).items():
+        if key in _COMPARE_OWN:  # the compare's own --out/--name/--quiet, not the runs'
+            continue
+        if types[key] in (int, float, str) and len(value) > 1:
+            axes[key] = value  # several values on the command line: an axis, replacing the file's
+        else:
+            axes.pop(key, None)
+            base[key] = value[0] if types[key] in (int, float, str) else value
+    grid = expand_grid([(path, file_base), ("command line", base)], axes)
+    folder, signum = compare(ccfg, grid, {"axes": axes, "base": {**file_base, **base}, "argv": sys.argv[1:]})
+    print((folder / "summary.txt").read_text(encoding="utf-8") + f"compare folder: {folder}")
+    return 0 if signum is None else 128 + signum
+
+
+COMMANDS = {"demo": cmd_fit, "fit": cmd_fit, "find": cmd_find, "compare": cmd_compare, "plot": cmd_plot}
+
+
+@contextlib.contextmanager
+def _sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises ``TrainingInterrupted`` like Ctrl-C raises ``KeyboardInterrupt``, so the run
+    saves what it has on the way out (the Learner installs its own handler while it trains)."""
+    from .resume import TrainingInterrupted
+
+    def handler(signum: int, frame: Any) -> None:
+        raise TrainingInterrupted(signum)
+
+    try:
+        old = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, old)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code: 0, 2 for a bad configuration, 130 / 143 when
+    SIGINT / SIGTERM stopped it after saving. Training errors propagate (exit 1 with a traceback)."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with _sigterm_interrupts():
+            return COMMANDS[args.command](args)
+    except ConfigError as err:
+        print(f"onecycle {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt as err:
+        return 128 + int(getattr(err, "signum", signal.SIGINT))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

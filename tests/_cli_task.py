@@ -1,0 +1,52 @@
+"""User tasks for the command-line tests (``--task _cli_task:tiny``): a small synthetic classification
+problem, a slow variant for the Ctrl-C test, and broken ones for the error messages."""
+
+import time
+
+import torch
+
+from onecycle.data import Task, TensorLoader, cross_entropy
+from onecycle.metrics import accuracy
+
+NOT_CALLABLE = 3
+
+
+class SlowLoader:
+    """A TensorLoader that sleeps ``delay`` seconds per batch: a run long enough to interrupt on
+    any machine, with the loader protocol (len, set_epoch, batch_size) the exact resume relies on."""
+
+    def __init__(self, inner: TensorLoader, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __getattr__(self, name: str):
+        return getattr(self.inner, name)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.inner.set_epoch(epoch)
+
+    def __iter__(self):
+        for batch in self.inner:
+            time.sleep(self.delay)
+            yield batch
+
+
+def tiny(batch_size: int = 16, seed: int = 0, n: int = 256, slow: float = 0.0) -> Task:
+    """Four Gaussian blobs in 8 dimensions (the data is fixed; ``seed`` only shuffles)."""
+    g = torch.Generator().manual_seed(1234)
+    centers = torch.randn(4, 8, generator=g) * 2
+    y = torch.randint(0, 4, (n + 64,), generator=g)
+    x = centers[y] + torch.randn(n + 64, 8, generator=g)
+    train = TensorLoader(x[:n], y[:n], batch_size=batch_size, shuffle=True, seed=seed)
+    valid = TensorLoader(x[n:], y[n:], batch_size=64)
+    return Task("tiny", SlowLoader(train, slow) if slow else train, valid, cross_entropy, [accuracy], (8,), 4, "mlp")
+
+
+def broken(batch_size: int = 16, seed: int = 0) -> Task:
+    raise RuntimeError("broken task: the data is gone")
+
+
+def not_a_task(seed: int = 0) -> int:
+    return 42

@@ -1,0 +1,384 @@
+"""The ``onecycle`` command: demo end to end, compare with a failing cell, config errors naming the
+key, user tasks, Ctrl-C then an exact resume, plot, help. Small budgets; subprocesses where the
+process boundary is the point (demo, signals, compare's workers)."""
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+import torch
+
+import onecycle.schedules as S
+from onecycle.checkpoint import safe_load
+from onecycle.cli import main
+from onecycle.runconfig import FitConfig, make_config
+from onecycle.runs import ConfigError, TensorBoardLogger, _Run, build_learner, schedules_for
+
+TESTS = Path(__file__).parent
+TINY = ["--task", "_cli_task:tiny", "--lr", "0.1", "--quiet"]
+
+
+def _env() -> dict:
+    """Child processes find the tests' user tasks (``_cli_task``) like pytest does."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+
+
+def _cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "onecycle", *args], capture_output=True, text=True,
+                          timeout=timeout, env=_env())
+
+
+def _only_folder(parent: Path) -> Path:
+    (folder,) = [p for p in parent.iterdir() if p.is_dir()]
+    return folder
+
+
+class _Images(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.srcs: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.srcs.append(dict(attrs)["src"])
+
+
+def _report_pngs(path: Path) -> list[bytes]:
+    parser = _Images()
+    parser.feed(path.read_text(encoding="utf-8"))
+    parser.close()
+    out = []
+    for src in parser.srcs:
+        prefix = "data:image/png;base64,"
+        assert src.startswith(prefix), src[:40]  # embedded: the page needs no other file and no network
+        out.append(base64.b64decode(src[len(prefix):], validate=True))
+    return out
+
+
+# ---- demo, end to end ----------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory) -> tuple[Path, subprocess.CompletedProcess]:
+    out = tmp_path_factory.mktemp("demo")
+    proc = _cli("demo", "--epochs", "2", "--grad-stats", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return _only_folder(out), proc
+
+
+def test_demo_prints_finder_table_and_folder(demo_run):
+    folder, proc = demo_run
+    lines = proc.stdout.splitlines()
+    assert lines[0].startswith("LR finder") and any("<- suggestion" in ln for ln in lines)
+    assert any(ln.split()[:2] == ["epoch", "train_loss"] for ln in lines)
+    assert [ln.split()[0] for ln in lines if ln.strip()[:1].isdigit()] == ["0", "1"]  # one row per epoch
+    assert lines[-1] == f"run folder: {folder}"
+    assert folder.name.endswith("-demo")
+
+
+def test_demo_folder_holds_every_promised_file(demo_run):
+    folder, _ = demo_run
+    promised = ["config.json", "history.json", "epochs.csv", "iterations.csv", "lr_find.json", "last.ckpt",
+                "model.pt", "result.json", "report.html", "lr_find.png", "lr_mom.png", "losses.png", "metrics.png",
+                "grad_stats.png"]
+    assert not [f for f in promised if not (folder / f).is_file()]
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["config"]["task"] == "mnist1d" and meta["config"]["model"] == "cnn" and meta["config"]["epochs"] == 2
+    assert {"onecycle", "torch", "python", "git"} <= set(meta["versions"])
+    assert meta["resolved"]["lr"] == meta["resolved"]["lr_find"]["suggestion"] > 0
+    result = json.loads((folder / "result.json").read_text())
+    assert result["status"] == "finished" and result["epochs_done"] == 2 and 0 < result["final"]["accuracy"] <= 1
+
+
+def test_demo_report_embeds_every_plot(demo_run):
+    folder, _ = demo_run
+    pngs = _report_pngs(folder / "report.html")
+    assert len(pngs) == len(list(folder.glob("*.png"))) == 5
+    assert all(p.startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
+    assert "val_min" in (folder / "report.html").read_text()  # the finder's suggestions table
+
+
+def test_plot_redraws_one_run_and_overlays_several(demo_run, tmp_path, capsys):
+    folder, _ = demo_run
+    (folder / "losses.png").unlink()
+    assert main(["plot", str(folder)]) == 0
+    assert (folder / "losses.png").is_file()
+    assert main(["fit", *TINY, "--epochs", "2", "--out", str(tmp_path / "runs"), "--name", "a"]) == 0
+    other = _only_folder(tmp_path / "runs")
+    capsys.readouterr()
+    assert main(["plot", str(folder), str(other), "--out", str(tmp_path / "plots")]) == 0
+    overlay = _only_folder(tmp_path / "plots")
+    assert (overlay / "overlay.png").is_file() and len(_report_pngs(overlay / "report.html")) == 1
+    assert main(["plot", str(tmp_path)]) == 2
+    assert "not a run or compare folder" in capsys.readouterr().err
+
+
+def test_find_prints_every_suggestion_and_writes_the_plot(tmp_path, capsys):
+    from onecycle.lr_finder import SUGGESTERS
+    assert main(["find", "--task", "_cli_task:tiny", "--num-it", "40", "--end-lr", "3", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert all(f"  {rule} " in out for rule in SUGGESTERS) and "<- suggestion" in out
+    folder = _only_folder(tmp_path)
+    assert json.loads((folder / "result.json").read_text())["suggestion"] > 0
+    assert (folder / "lr_find.png").is_file() and len(_report_pngs(folder / "report.html")) == 1
+
+
+# ---- compare -------------------------------------------------------------------------------------
+def test_compare_grid_reports_a_failing_run_and_finishes_the_rest(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    grid = tmp_path / "grid.toml"
+    grid.write_text('lr = 0.1\nepochs = 2\njobs = 2\ntarget = 0.5\n'
+                    '[grid]\ntask = ["_cli_task:tiny", "_cli_task:broken"]\nopt = ["sgd", "adamw"]\n')
+    assert main(["compare", "--grid", str(grid), "--out", str(tmp_path), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    folder = _only_folder(tmp_path)
+    rows = {ln.split()[0] + " " + ln.split()[1]: ln for ln in out.splitlines() if ln.startswith("task=")}
+    assert len(rows) == 4
+    for opt in ("sgd", "adamw"):
+        assert " 1/1 " in rows[f"task=_cli_task:tiny opt={opt}"]
+        assert " 0/1 " in rows[f"task=_cli_task:broken opt={opt}"]
+        assert "RuntimeError: broken task: the data is gone" in rows[f"task=_cli_task:broken opt={opt}"]
+    assert "epochs to accuracy >= 0.5" in out and out.rstrip().endswith(f"compare folder: {folder}")
+    for name in ("compare.png", "summary.txt", "summary.csv", "report.html", "compare.json"):
+        assert (folder / name).is_file(), name
+    assert len(_report_pngs(folder / "report.html")) == 1
+    cells = sorted(p for p in folder.iterdir() if p.is_dir())
+    assert len(cells) == 4 and all((c / "cell.json").is_file() and (c / "log.txt").is_file() for c in cells)
+    ok = [c for c in cells if (c / "history.json").is_file()]
+    assert len(ok) == 2 and all(json.loads((c / "result.json").read_text())["status"] == "finished" for c in ok)
+
+
+def test_compare_options_make_the_axes():
+    from onecycle.runconfig import expand_grid
+    cells = expand_grid([("command line", {"task": "digits", "lr": "0.1"})],
+                        {"seed": [0, 1], "schedule": ["cos", "const"], "opt": ["sgd"]})
+    assert [label for label, _ in cells] == [{"schedule": "cos", "seed": 0}, {"schedule": "cos", "seed": 1},
+                                            {"schedule": "const", "seed": 0}, {"schedule": "const", "seed": 1}]
+    assert all(cfg.opt == "sgd" and cfg.task == "digits" for _, cfg in cells)
+
+
+# ---- configuration -------------------------------------------------------------------------------
+@pytest.mark.parametrize("toml,message", [
+    ("lrr = 0.1", "run.toml: unknown key 'lrr' (did you mean 'lr'?)"),
+    ("epochs = 0", "run.toml: epochs must be >= 1, got 0"),
+    ('epochs = "ten"', "run.toml: epochs must be an integer, got 'ten'"),
+    ('opt = "adamx"', "run.toml: opt must be one of"),
+    ('lr = "fast"', "run.toml: lr must be a positive number, LO:HI or auto, got 'fast'"),
+    ('schedule = "linear"', "run.toml: schedule must be one of"),
+    ("moms = [0.95]", "run.toml: moms must be empty or two momentums"),
+    ("task_opts = 3", "run.toml: task_opts must be a table of options"),
+    ("epochs = [", "run.toml: not valid TOML"),
+])
+def test_config_file_errors_name_the_key(tmp_path, monkeypatch, capsys, toml, message):
+    monkeypatch.chdir(tmp_path)
+    Path("run.toml").write_text(toml + "\n")
+    assert main(["fit", "--config", "run.toml"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_command_line_errors_name_the_key(capsys):
+    assert main(["fit", "--opt", "adamx"]) == 2
+    assert "command line: opt must be one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's own check of the type
+        main(["fit", "--epochs", "two"])
+    assert "--epochs: invalid int value: 'two'" in capsys.readouterr().err
+
+
+def test_grid_file_unknown_key(tmp_path, capsys):
+    grid = tmp_path / "grid.toml"
+    grid.write_text("[grid]\noptt = ['sgd']\n")
+    assert main(["compare", "--grid", str(grid)]) == 2
+    assert "[grid]: unknown key 'optt' (did you mean 'opt'?)" in capsys.readouterr().err
+
+
+def test_layers_command_line_beats_file_beats_task_defaults(tmp_path):
+    cfg = make_config(FitConfig, [("run.toml", {"task": "mnist1d", "epochs": 5, "wd": 0.0, "lr": 0.05}),
+                                  ("command line", {"epochs": 1})])
+    assert (cfg.epochs, cfg.wd, cfg.lr) == (1, 0.0, "0.05")
+    assert (cfg.opt, cfg.model_opts) == ("adamw", {"channels": 64})  # mnist1d's defaults where unset
+    other = make_config(FitConfig, [("command line", {"task": "mnist1d", "model": "mlp"})])
+    assert other.model_opts == {}  # the default CNN width does not follow another model
+
+
+def test_config_file_and_override_reach_the_run(tmp_path):
+    config = tmp_path / "run.toml"
+    config.write_text('task = "_cli_task:tiny"\nepochs = 3\nlr = 0.1\nschedule = "clr_beta"\n'
+                      '[task_opts]\nn = 128\n')
+    assert main(["fit", "--config", str(config), "--epochs", "1", "--lr", "0.01:0.1", "--quiet",
+                 "--out", str(tmp_path / "runs")]) == 0
+    meta = json.loads((_only_folder(tmp_path / "runs") / "config.json").read_text())
+    assert meta["config"]["epochs"] == 1 and meta["config"]["task_opts"] == {"n": 128}
+    assert meta["resolved"]["peaks"] == pytest.approx([0.01, 0.1 * 10 ** -0.5, 0.1])  # the MLP's 3 groups
+    assert meta["resolved"]["task"]["name"] == "tiny"
+
+
+@pytest.mark.parametrize("ref,message", [
+    ("no_such_module_xyz:make", "task 'no_such_module_xyz:make': no module named 'no_such_module_xyz'"),
+    ("_cli_task:missing", "task '_cli_task:missing': '_cli_task' has no attribute 'missing'"),
+    ("_cli_task:NOT_CALLABLE", "task '_cli_task:NOT_CALLABLE' is not callable (a int)"),
+    ("_cli_task:not_a_task", "task '_cli_task:not_a_task' returned int, not onecycle.data.Task"),
+    ("mnist2d", "task must be one of ['charlm', 'digits', 'mnist1d', 'mnist1d_large'] or package.module:function"),
+])
+def test_bad_task_reference_is_named(tmp_path, capsys, ref, message):
+    assert main(["fit", "--task", ref, "--lr", "0.1", "--out", str(tmp_path)]) == 2
+    assert message in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing half-made
+
+
+def test_user_task_options_are_checked(tmp_path, capsys):
+    assert main(["fit", *TINY, "--task-opts", "colour=red", "--out", str(tmp_path)]) == 2
+    assert "task_opts: task '_cli_task:tiny' takes no option 'colour'" in capsys.readouterr().err
+    assert main(["fit", *TINY, "--model-opts", "hidden=-3", "--out", str(tmp_path)]) == 2
+    assert "model_opts {'hidden': -3} do not fit model 'mlp'" in capsys.readouterr().err
+
+
+def test_user_task_trains(tmp_path):
+    assert main(["fit", *TINY, "--epochs", "2", "--out", str(tmp_path)]) == 0
+    result = json.loads((_only_folder(tmp_path) / "result.json").read_text())
+    assert result["status"] == "finished" and result["final"]["accuracy"] > 0.5
+
+
+def test_tensorboard_missing_or_logging(tmp_path, capsys):
+    try:
+        import torch.utils.tensorboard  # noqa: F401
+    except ImportError:
+        assert main(["fit", *TINY, "--tensorboard", "--out", str(tmp_path)]) == 2
+        assert "pip install 'onecycle[tensorboard]'" in capsys.readouterr().err
+    cfg = make_config(FitConfig, [("test", {"task": "_cli_task:tiny", "quiet": True})])
+    learn, _ = build_learner(cfg)
+
+    class Writer:
+        def __init__(self):
+            self.scalars = {}
+
+        def add_scalar(self, tag, value, step):
+            self.scalars.setdefault(tag, []).append((step, value))
+
+        def flush(self):
+            pass
+
+    writer = Writer()
+    learn.fit_one_cycle(2, 0.1, callbacks=[TensorBoardLogger(writer)])
+    iters = len(learn.recorder.losses)
+    assert [s for s, _ in writer.scalars["lr/group_0"]] == list(range(iters))
+    assert [v for _, v in writer.scalars["metrics/accuracy"]] == learn.recorder.metrics["accuracy"]
+    assert len(writer.scalars["momentum"]) == iters and len(writer.scalars["loss/valid"]) == 2
+
+
+def test_schedules_of_every_choice():
+    steps = 10
+    for name in ("cos", "clr_beta", "const", "step", "triangular"):
+        cfg = make_config(FitConfig, [("test", {"schedule": name, "epochs": 2, "div": 10.0})])
+        lr, mom = schedules_for(cfg, steps)
+        assert 0 < lr(0.0) <= 1 and 0 < lr(1.0) <= 1
+        assert (mom is None) == (name in ("const", "step", "triangular"))
+    assert S.step((0.5, 0.75), 0.1)(0.6) == pytest.approx(0.1) and S.step()(0.8) == pytest.approx(0.01)
+    tri = S.triangular(4.0, 2)
+    assert [tri(p) for p in (0, 0.125, 0.25, 0.5, 0.75, 1)] == pytest.approx([0.25, 0.625, 1, 0.25, 1, 0.25])
+    with pytest.raises(ValueError, match="milestones must increase"):
+        S.step((0.7, 0.5))
+
+
+# ---- Ctrl-C / SIGTERM and an exact resume ----------------------------------------------------------
+def _interrupt_after_first_epoch(args: list[str], sig: int) -> tuple[int, float, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "onecycle", *args], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=_env())
+    try:
+        for line in proc.stdout:
+            if line.split()[:1] == ["0"]:  # the first epoch's row of the table
+                break
+        else:
+            raise AssertionError(f"no epoch row: {proc.stderr.read()}")
+        proc.send_signal(sig)
+        start = time.monotonic()
+        rc = proc.wait(timeout=10)
+        return rc, time.monotonic() - start, proc.stderr.read()
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+SLOW = ["fit", "--task", "_cli_task:tiny", "--task-opts", "slow=0.01", "--lr", "0.1", "--epochs", "4",
+        "--every", "5", "--threads", "1"]  # one thread: a busy machine cannot slow it down tenfold
+
+
+def test_sigint_exits_130_and_resume_matches_an_uninterrupted_run(tmp_path):
+    ref = _cli(*SLOW, "--run-dir", str(tmp_path / "ref"), "--quiet")
+    assert ref.returncode == 0, ref.stderr
+    rc, seconds, err = _interrupt_after_first_epoch([*SLOW, "--run-dir", str(tmp_path / "run")], signal.SIGINT)
+    assert rc == 130 and seconds < 10, err
+    run = tmp_path / "run"
+    assert f"continue it with: onecycle fit --resume {run}" in err
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "interrupted" and result["signal"] == signal.SIGINT and result["epochs_done"] < 4
+    assert (run / "last.ckpt").is_file() and (run / "history.json").is_file() and (run / "report.html").is_file()
+    resumed = _cli("fit", "--resume", str(run), "--quiet")
+    assert resumed.returncode == 0, resumed.stderr
+    a, b = safe_load(tmp_path / "ref" / "last.ckpt"), safe_load(run / "last.ckpt")
+    assert a["model"].keys() == b["model"].keys()
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert a["recorder"]["losses"] == b["recorder"]["losses"]
+    assert json.loads((run / "result.json").read_text())["status"] == "finished"
+
+
+def test_sigterm_exits_143_and_is_resumable(tmp_path):
+    rc, seconds, err = _interrupt_after_first_epoch([*SLOW, "--run-dir", str(tmp_path)], signal.SIGTERM)
+    assert rc == 143 and seconds < 10, err
+    assert json.loads((tmp_path / "result.json").read_text())["signal"] == signal.SIGTERM
+    assert (tmp_path / "last.ckpt").is_file()
+
+
+def test_resume_refuses_other_options_and_busy_or_foreign_folders(tmp_path, capsys):
+    assert main(["fit", "--resume", str(tmp_path), "--epochs", "3"]) == 2
+    assert "drop --epochs" in capsys.readouterr().err
+    assert main(["fit", "--resume", str(tmp_path)]) == 2
+    assert "is not a run folder (no config.json)" in capsys.readouterr().err
+    first = _Run(tmp_path, {})
+    with pytest.raises(ConfigError, match="in use by another onecycle process"):
+        _Run(tmp_path, {})
+    first.close()
+    _Run(tmp_path, {}).close()
+
+
+# ---- help ------------------------------------------------------------------------------------------
+def test_help_lists_commands_and_every_option_with_its_default(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    top = capsys.readouterr().out
+    assert all(c in top for c in ("demo", "find", "fit", "compare", "plot"))
+    from dataclasses import fields
+
+    from onecycle.cli import _COMPARE_OWN
+    from onecycle.runconfig import CompareConfig, FindConfig
+    for command, classes in (("demo", [FitConfig]), ("fit", [FitConfig]), ("find", [FindConfig]),
+                             ("compare", [CompareConfig, FitConfig]), ("plot", [])):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        names = {f.name for cls in classes for f in fields(cls)}
+        if command == "compare":
+            names -= {"run_dir"}  # each run of a grid gets its own folder
+        for name in names:
+            assert "--" + name.replace("_", "-") in text, (command, name)
+        assert text.count("(default:") >= len(names) + (command in ("demo", "fit", "find")), command
+    assert set(_COMPARE_OWN) - {"run_dir"} <= {f.name for f in fields(CompareConfig)}
+
+
+@pytest.mark.slow
+def test_torchrun_ranks_share_one_run_folder(tmp_path):
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=2", "-m", "onecycle", "fit", *TINY,
+           "--epochs", "2", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=_env())
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    folder = _only_folder(tmp_path)  # rank 0 made it, rank 1 trained into it
+    assert json.loads((folder / "result.json").read_text())["status"] == "finished"
+    assert (folder / "last.ckpt").is_file() and (folder / "report.html").is_file()
+    resumed = subprocess.run(cmd[:6] + ["fit", "--resume", str(folder)], capture_output=True, text=True,
+                             timeout=300, env=_env())
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
