@@ -86,7 +86,8 @@ class TrainingLoop:
              reschedule: bool = False) -> None:
         self.n_epochs, self.scheduler = epochs, scheduler
         self.setup_loop(callbacks)
-        self._signature = R.signature(self, epochs)
+        # What a checkpoint must match; only worth computing when checkpoints are in play.
+        self._signature = R.signature(self, epochs) if self.checkpoint_dir is not None else None
         state = R.load_for_resume(self.checkpoint_dir, resume) if resume else None
         if state is not None:  # checked before anything changes
             R.check_consistent(state["signature"], self._signature, reschedule)
@@ -220,15 +221,16 @@ class TrainingLoop:
         dl, opt = self.train_dl, self.opt
         it, start = self._start_epoch(pending)
         n, k = len(dl), self.accum
-        losses = torch.empty(n, device=self.device)
+        # Detached loss tensors, stacked once at the epoch's end: no kernel and no sync per batch.
+        losses: list[torch.Tensor] = []
         lrs, moms = [], []
         if pending is not None:
             part = pending["partial"]
-            losses[:start] = torch.tensor(part["losses"], device=self.device)
+            losses = list(torch.tensor(part["losses"], dtype=torch.float32, device=self.device).unbind())
             lrs, moms = [list(r) for r in part["lrs"]], list(part["moms"])
 
         def partial() -> dict:
-            return {"losses": losses[: i + 1].tolist(), "lrs": lrs, "moms": moms}
+            return {"losses": torch.stack(losses).float().tolist(), "lrs": lrs, "moms": moms}
 
         bar = self.progress.bar(n, self.epoch, self.n_epochs)
         i, bad_window = start - 1, False
@@ -240,7 +242,7 @@ class TrainingLoop:
             window = k if i < n - n % k else n % k  # the last window may be shorter
             ends_window = (i + 1) % k == 0 or i == n - 1
             loss = self.train_step(batch, window, step=False, sync=ends_window)
-            losses[i] = loss.detach()
+            losses.append(loss.detach())
             bad_window |= self.on_nan != "off" and not self._finite(loss)
             if ends_window:
                 if bad_window:
@@ -254,9 +256,10 @@ class TrainingLoop:
                 self._check_signal(self.epoch, i + 1, partial, agreed_point=due)
             self._call("after_batch")
             bar.update(i, losses)
+        stacked = torch.stack(losses).float() if losses else torch.empty(0)
         if self.world_size > 1:  # every rank records the mean over ranks (one collective per epoch)
-            losses = D.all_reduce_sum(losses) / self.world_size
-        done = losses[: i + 1].tolist()  # the one host sync of the epoch
+            stacked = D.all_reduce_sum(stacked) / self.world_size
+        done = stacked.tolist()  # the one host sync of the epoch
         self.recorder.add_iterations(lrs, moms, done)
         bar.close()
         return sum(done) / len(done) if done else math.nan
@@ -264,8 +267,12 @@ class TrainingLoop:
     def _finite(self, loss: torch.Tensor) -> bool:
         # One read of the loss before the step: free on the CPU, a sync on CUDA (the price of never
         # applying a NaN update). Data-parallel ranks must agree, or their replicas would diverge.
-        bad = (~torch.isfinite(loss.detach())).any().float()
-        return not bool(D.all_reduce_sum(bad) if self.world_size > 1 else bad)
+        if self.world_size > 1:
+            bad = (~torch.isfinite(loss.detach())).any().float()
+            return not bool(D.all_reduce_sum(bad))
+        if loss.numel() == 1:
+            return math.isfinite(loss.detach().item())  # ~1 us on the CPU, against 4 kernel launches
+        return bool(torch.isfinite(loss.detach()).all())
 
     def reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
         """The mean of ``t`` over data-parallel ranks (``t`` itself in one process)."""

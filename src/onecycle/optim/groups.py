@@ -146,8 +146,10 @@ class DecoupledWeightDecay:
     def _hook(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         for group, params in zip(optimizer.param_groups, self._decay):
             wd = group.get(DECOUPLED_WD, 0.0)
+            if not wd:
+                continue
             live = [p for p in params if p.grad is not None]
-            if wd and live:
+            if live:
                 torch._foreach_mul_(live, 1.0 - float(group["lr"]) * wd)
 
     def remove(self) -> None:
