@@ -1,0 +1,213 @@
+"""Training-checkpoint cost: write time and size, and the overhead of ``every=N`` on a real fit.
+
+1. Write time and size of the Learner's training checkpoint (``onecycle.resume.capture`` then
+   ``onecycle.checkpoint.atomic_save``, what ``fit_*(checkpoint_dir=..., every=...)`` writes to
+   ``last.ckpt``) after a fit, for the MNIST-1D CNN and a ~25M-parameter MLP on random data, split
+   into its stages: capture, the safety walk (``_check_serialisable``), ``torch.save`` to memory,
+   sha256, and the write itself (write, fsync, rename, fsync of the folder).
+2. The same stages for the recorder alone as the run grows (synthetic histories of 1k to 100k
+   iterations): what every checkpoint of a long run re-serialises.
+3. ``fit_one_cycle`` on the MNIST-1D CNN (10 epochs, 32 steps each) without a checkpoint folder,
+   with ``every=None`` (epoch ends only, the library's default), ``every=200`` (the CLI's default) and
+   smaller intervals, interleaved. Overhead is reported two ways: wall time against the run without
+   checkpoints (noisy on a shared machine) and the time spent inside the checkpoint calls, counted by
+   wrapping ``onecycle.resume.capture``/``save`` (robust).
+
+    python benchmarks/checkpoint.py [--reps 5] [--every 200 50 10]
+    python benchmarks/checkpoint.py --overhead-only --channels 64 --opt adamw --lr 0.01   # the CLI's mnist1d model
+
+Target: at most 2% overhead at the default interval (every=None in the library, every=200 in the CLI).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import onecycle as oc
+from onecycle import checkpoint as C
+from onecycle import resume as R
+from onecycle.data import TensorLoader, load_task
+from onecycle.models import create_model
+from onecycle.recorder import Recorder
+
+
+def stages(state: dict, folder: str) -> dict[str, float]:
+    """Seconds per stage of ``atomic_save(state, folder/last.ckpt)``, done as atomic_save does them."""
+    t = [time.perf_counter()]
+    C._check_serialisable(state)
+    t.append(time.perf_counter())
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    payload = buffer.getbuffer()
+    t.append(time.perf_counter())
+    digest = hashlib.sha256(payload).hexdigest()
+    t.append(time.perf_counter())
+    header = C.MAGIC + f" v1 {digest} {len(payload)}\n".encode("ascii")
+    C._atomic_write(os.path.join(folder, "last.ckpt"), [header, payload])
+    t.append(time.perf_counter())
+    names = ("safety walk", "torch.save", "sha256", "write+fsync")
+    return {n: b - a for n, a, b in zip(names, t, t[1:])}
+
+
+def report_write(label: str, learn: oc.Learner, reps: int) -> None:
+    with tempfile.TemporaryDirectory() as d:
+        rows = []
+        for _ in range(reps):
+            start = time.perf_counter()
+            state = R.capture(learn, learn.n_epochs, 0, None)
+            captured = time.perf_counter() - start
+            rows.append({"capture": captured, **stages(state, d)})
+            start = time.perf_counter()
+            C.atomic_save(state, os.path.join(d, "check.ckpt"))  # the library call, end to end
+            rows[-1]["atomic_save (library)"] = time.perf_counter() - start
+        size = Path(d, "last.ckpt").stat().st_size
+    n_params = sum(p.numel() for p in learn.model.parameters())
+    med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    total = sum(v for k, v in med.items() if k != "atomic_save (library)")
+    print(f"{label}: {n_params:,} params, checkpoint {size / 2**20:.2f} MiB, capture + write {total * 1e3:.1f} ms "
+          f"(median of {reps}; {size / 2**20 / total:.0f} MiB/s)")
+    print("    " + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in med.items()))
+
+
+def recorder_growth(folder: str) -> None:
+    print("recorder alone, by iterations recorded (1 param group, 1 metric; median of 3):")
+    for n in (1_000, 10_000, 100_000):
+        rec = Recorder(["accuracy"])
+        rec.add_iterations([[0.1]] * n, [0.9] * n, [1.0 + i * 1e-6 for i in range(n)])
+        state = {"recorder": rec.state_dict()}
+        rows = [stages(state, folder) for _ in range(3)]
+        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        size = Path(folder, "last.ckpt").stat().st_size
+        print(f"  {n:>7} iterations: {size / 2**20:5.2f} MiB, " + ", ".join(f"{k} {v * 1e3:.1f} ms"
+                                                                          for k, v in med.items()))
+        # the alternative: per-iteration lists stored as float64 tensors (exact for Python floats)
+        start = time.perf_counter()
+        as_tensors = {k: torch.tensor(v, dtype=torch.float64) if k in ("moms", "losses", "smooth_losses") else v
+                      for k, v in state["recorder"].items()}
+        as_tensors["group_lrs"] = [torch.tensor(g, dtype=torch.float64) for g in state["recorder"]["group_lrs"]]
+        convert = time.perf_counter() - start
+        rows = [stages({"recorder": as_tensors}, folder) for _ in range(3)]
+        med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+        print(f"  {'':>7}  as float64 tensors: conversion {convert * 1e3:.1f} ms, "
+              + ", ".join(f"{k} {v * 1e3:.1f} ms" for k, v in med.items()))
+
+
+class Counted:
+    """Wraps onecycle.resume.capture and save to count calls and the seconds spent inside them."""
+
+    def __init__(self) -> None:
+        self.calls, self.seconds = 0, 0.0
+        self.capture, self.save = R.capture, R.save
+
+    def __enter__(self) -> Counted:
+        def capture(*a, **k):
+            start = time.perf_counter()
+            try:
+                return self.capture(*a, **k)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        def save(*a, **k):
+            start = time.perf_counter()
+            try:
+                return self.save(*a, **k)
+            finally:
+                self.seconds += time.perf_counter() - start
+                self.calls += 1
+
+        R.capture, R.save = capture, save
+        return self
+
+    def __exit__(self, *exc) -> None:
+        R.capture, R.save = self.capture, self.save
+
+
+def overhead(args) -> None:
+    task = load_task("mnist1d", device="cpu")
+    init = create_model("cnn", task.in_shape, task.n_out, channels=args.channels).state_dict()
+    settings = {"no checkpoint": None, "every=None (epoch ends)": "epoch", **{f"every={n}": n for n in args.every}}
+
+    def run(setting) -> tuple[float, Counted]:
+        model = create_model("cnn", task.in_shape, task.n_out, channels=args.channels)
+        model.load_state_dict(init)
+        learn = oc.Learner(model, task.train_dl, task.valid_dl, metrics=task.metrics, quiet=True, device="cpu",
+                           opt=args.opt)
+        with tempfile.TemporaryDirectory() as d, Counted() as counted:
+            kw = {} if setting is None else {"checkpoint_dir": d, "every": None if setting == "epoch" else setting}
+            start = time.perf_counter()
+            learn.fit_one_cycle(args.epochs, args.lr, **kw)
+            return time.perf_counter() - start, counted
+
+    run(None)  # warm-up
+    times = {k: [] for k in settings}
+    inside = {k: [] for k in settings}
+    calls = {}
+    for r in range(args.reps):
+        for k in settings if r % 2 == 0 else reversed(settings):
+            seconds, counted = run(settings[k])
+            times[k].append(seconds)
+            inside[k].append(counted.seconds)
+            calls[k] = counted.calls
+    base = statistics.median(times["no checkpoint"])
+    steps = args.epochs * len(task.train_dl)
+    print(f"MNIST-1D CNN ({args.channels} channels, {args.opt}), fit_one_cycle {args.epochs} epochs x "
+          f"{len(task.train_dl)} steps = {steps} steps, median of {args.reps} interleaved:")
+    print(f"  {'setting':>24} {'writes':>6} {'fit s':>7} {'wall overhead':>13} {'in checkpoint ms':>16} "
+          f"{'counted overhead':>16}")
+    for k in settings:
+        fit, spent = statistics.median(times[k]), statistics.median(inside[k])
+        print(f"  {k:>24} {calls[k]:>6} {fit:7.3f} {100 * (fit / base - 1):12.1f}% {spent * 1e3:16.1f} "
+              f"{100 * spent / base:15.2f}%")
+
+
+def write_costs(args) -> None:
+    torch.manual_seed(0)
+    task = load_task("mnist1d", device="cpu")
+    learn = oc.Learner(create_model("cnn", task.in_shape, task.n_out), task.train_dl, task.valid_dl,
+                       metrics=task.metrics, quiet=True, device="cpu")
+    learn.fit_one_cycle(args.epochs, 0.1)
+    report_write(f"MNIST-1D CNN after {args.epochs} epochs", learn, reps=10)
+
+    x, y = torch.randn(1024, 40), torch.randint(0, 10, (1024,))
+    big = create_model("mlp", (40,), 10, hidden=(4096, 4096, 2048))
+    learn = oc.Learner(big, TensorLoader(x, y, batch_size=256, shuffle=True), None, quiet=True, device="cpu")
+    learn.fit_one_cycle(1, 0.01)
+    report_write("MLP 40-4096-4096-2048-10 after 1 epoch (SGD momentum state included)", learn, reps=5)
+
+    with tempfile.TemporaryDirectory() as d:
+        start = time.perf_counter()
+        for _ in range(20):
+            with open(os.path.join(d, "f"), "wb") as f:
+                f.write(b"x" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+        print(f"fsync of a 4 KiB file on this disk: {(time.perf_counter() - start) / 20 * 1e3:.2f} ms")
+        recorder_growth(d)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--every", type=int, nargs="+", default=[200, 50, 10])
+    ap.add_argument("--channels", type=int, default=25, help="of the CNN in part 3 (the CLI's mnist1d default: 64)")
+    ap.add_argument("--opt", default="sgd", help="optimizer in part 3 (the CLI's mnist1d default: adamw)")
+    ap.add_argument("--lr", type=float, default=0.1, help="peak LR in part 3")
+    ap.add_argument("--overhead-only", action="store_true", help="skip parts 1 and 2")
+    args = ap.parse_args()
+    if not args.overhead_only:
+        write_costs(args)
+    overhead(args)
+
+
+if __name__ == "__main__":
+    main()
