@@ -48,6 +48,7 @@ def main() -> None:
 
 def run(args) -> None:
     task = load_task("mnist1d", batch_size=args.batch_size, device="cpu")
+    torch.manual_seed(0)
     init = create_model("cnn", task.in_shape, task.n_out, channels=args.channels).state_dict()
 
     def learner(compile: bool) -> oc.Learner:

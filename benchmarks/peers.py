@@ -15,8 +15,9 @@ Every seed runs every contender (alternating order), same init and same batch or
 includes building the Learner/Trainer. Also: import time added over ``import torch``, in fresh
 interpreters. Lightning is not a onecycle dependency: install it in a throwaway environment, e.g.
 
-    python -m venv /tmp/lvenv && echo "$PWD/.venv/lib/python3.11/site-packages" > \\
-        /tmp/lvenv/lib/python3.11/site-packages/main.pth && /tmp/lvenv/bin/pip install lightning -c constraints.txt
+    .venv/bin/python -m venv /tmp/lvenv && SP=/tmp/lvenv/lib/python3.11/site-packages
+    printf '%s\\n' "$PWD/.venv/lib/python3.11/site-packages" "$PWD/src" > $SP/main.pth  # sees torch, onecycle
+    /tmp/lvenv/bin/pip install lightning -c constraints.txt
     /tmp/lvenv/bin/python benchmarks/peers.py [--epochs 10] [--seeds 0 1 2]
 
 Targets: onecycle (TensorLoader) at least 1.4x the throughput of the faster peer; final accuracies
