@@ -8,8 +8,6 @@ means a comparable relative change for every layer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
@@ -124,39 +122,24 @@ class LAMB(TrustStatsMixin, Optimizer):
             steps.append(state["step"])
         return params, grads, exp_avgs, exp_avg_sqs, steps
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Perform one optimization step and refresh ``last_trust_stats``.
-
-        Args:
-            closure: re-evaluates the model and returns the loss (optional).
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        ratios_per_group: list[list[Tensor]] = []
-        for group in self.param_groups:
-            params, grads, exp_avgs, exp_avg_sqs, steps = self._init_group(group)
-            beta1, beta2 = group["betas"]
-            impl = _lamb_loop if group["foreach"] is False else _lamb_foreach
-            ratios = impl(
-                params,
-                grads,
-                exp_avgs,
-                exp_avg_sqs,
-                steps,
-                lr=group["lr"],
-                beta1=beta1,
-                beta2=beta2,
-                eps=group["eps"],
-                weight_decay=group["weight_decay"],
-                trust=group["trust_ratio"],
-                exclude_1d=group["exclude_1d"],
-            )
-            ratios_per_group.append(ratios)
-        self._record_ratios(ratios_per_group)
-        return loss
+    def _step_group(self, group: dict) -> list[Tensor]:
+        params, grads, exp_avgs, exp_avg_sqs, steps = self._init_group(group)
+        beta1, beta2 = group["betas"]
+        impl = _lamb_loop if group["foreach"] is False else _lamb_foreach
+        return impl(
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            steps,
+            lr=group["lr"],
+            beta1=beta1,
+            beta2=beta2,
+            eps=group["eps"],
+            weight_decay=group["weight_decay"],
+            trust=group["trust_ratio"],
+            exclude_1d=group["exclude_1d"],
+        )
 
 
 def _lamb_loop(

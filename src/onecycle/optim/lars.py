@@ -7,8 +7,6 @@ all layers move by a comparable relative amount, which is what lets 1cycle push 
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 from torch.optim.optimizer import Optimizer, ParamsT
@@ -127,37 +125,22 @@ class LARS(TrustStatsMixin, Optimizer):
             bufs.append(state["momentum_buffer"])
         return params, grads, bufs
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:
-        """Perform one optimization step and refresh ``last_trust_stats``.
-
-        Args:
-            closure: re-evaluates the model and returns the loss (optional).
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        ratios_per_group: list[list[Tensor]] = []
-        for group in self.param_groups:
-            params, grads, bufs = self._init_group(group)
-            impl = _lars_loop if group["foreach"] is False else _lars_foreach
-            ratios = impl(
-                params,
-                grads,
-                bufs,
-                lr=group["lr"],
-                momentum=group["momentum"],
-                weight_decay=group["weight_decay"],
-                eta=group["eta"],
-                nesterov=group["nesterov"],
-                clip_lr=group["lr"] if group["trust_clip"] else None,
-                exclude_1d=group["exclude_1d"],
-                eps=group["eps"],
-            )
-            ratios_per_group.append(ratios)
-        self._record_ratios(ratios_per_group)
-        return loss
+    def _step_group(self, group: dict) -> list[Tensor]:
+        params, grads, bufs = self._init_group(group)
+        impl = _lars_loop if group["foreach"] is False else _lars_foreach
+        return impl(
+            params,
+            grads,
+            bufs,
+            lr=group["lr"],
+            momentum=group["momentum"],
+            weight_decay=group["weight_decay"],
+            eta=group["eta"],
+            nesterov=group["nesterov"],
+            clip_lr=group["lr"] if group["trust_clip"] else None,
+            exclude_1d=group["exclude_1d"],
+            eps=group["eps"],
+        )
 
 
 def _lars_loop(

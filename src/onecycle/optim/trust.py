@@ -13,7 +13,7 @@ decide whether a norm was zero; ``torch.where`` makes that decision on the devic
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -175,6 +175,24 @@ class TrustStatsMixin:
         """Called by ``step()`` with, per param group, the ratio tensors it applied."""
         self._last_ratios = per_group
         self._last_stats = None
+
+    def _step_group(self, group: dict) -> list[Tensor]:
+        """Update one param group; return the trust-ratio tensors applied (the subclass's job)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform one optimization step and refresh ``last_trust_stats``.
+
+        Args:
+            closure: re-evaluates the model and returns the loss (optional).
+        """
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        self._record_ratios([self._step_group(g) for g in self.param_groups])  # type: ignore[attr-defined]
+        return loss
 
     @property
     def last_trust_stats(self) -> list[Tensor | None]:
