@@ -10,6 +10,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import onecycle as oc
 from onecycle.metrics import accuracy
+from test_schedules import _clr_closed
 
 
 class TwoGroup(nn.Module):
@@ -38,16 +39,10 @@ def _learner(model=None, **kw):
     return oc.Learner(model or TwoGroup(), _data(), _data(30, 7, 1), metrics=[accuracy], device="cpu", **kw)
 
 
-def _clr(t, nb, L, div=10, pct=10, mm=0.95, mn=0.85):
-    c = int(nb * (1 - pct / 100) / 2)
-    if t <= c:
-        q = t / c
-    elif t <= 2 * c:
-        q = 1 - (t - c) / c
-    else:
-        p = (t - 2 * c) / (nb - 2 * c)
-        return L / div * (1 - 0.99 * p), mm
-    return L * (1 + q * (div - 1)) / div, mm + q * (mn - mm)
+def _clr(t, nb, L):
+    """DESIGN.md's closed form (written once, in test_schedules) scaled to a group's peak ``L``."""
+    mult, mom = _clr_closed(t, nb, 10, 10, 0.95, 0.85)
+    return L * mult, mom
 
 
 def test_clr_beta_every_iteration_two_groups():
