@@ -11,15 +11,18 @@ from __future__ import annotations
 import atexit
 import datetime
 import os
+import sys
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
-__all__ = ["env_world", "setup", "all_reduce_sum", "gather_to_rank0", "shard_loader", "ShardSampler",
-           "DEFAULT_TIMEOUT"]
+__all__ = ["env_world", "setup", "wrap", "mark_fault", "all_reduce_sum", "gather_to_rank0", "shard_loader",
+           "ShardSampler", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = float(os.environ.get("ONECYCLE_DIST_TIMEOUT", 60.0))  # seconds; short, so a lost rank fails fast
 
@@ -43,9 +46,55 @@ def setup(timeout: float = DEFAULT_TIMEOUT) -> tuple[int, int, torch.device]:
     return dist.get_rank(), dist.get_world_size(), device
 
 
+_faulted = False  # a fit raised on this rank: its peers may be mid-collective, so none at exit
+
+
+def wrap(model: torch.nn.Module, device: torch.device) -> torch.nn.Module:
+    """``model`` in ``DistributedDataParallel`` (one device per process on CUDA)."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
+def mark_fault() -> None:
+    """Called when a fit raises under data-parallel training: no barrier at exit then."""
+    global _faulted
+    _faulted = True
+
+
+def _gloo_busy() -> bool | None:
+    """Whether a gloo worker thread of this process is running (None where /proc cannot say)."""
+    tasks = Path("/proc/self/task")
+    try:
+        stats = [(t / "stat").read_text() for t in tasks.iterdir() if "gloo" in (t / "comm").read_text()]
+    except OSError:
+        return None
+    return any(st[st.rindex(")") + 2] == "R" for st in stats)
+
+
 def _teardown() -> None:
-    if dist.is_initialized():
-        dist.destroy_process_group()
+    """At exit, while the interpreter is still whole.
+
+    A gloo worker thread releases each finished collective's tensors after the caller has been
+    woken; when that is the last reference to a tensor Python made, it takes the GIL, and if the
+    interpreter is shutting down by then the process aborts ("terminate called without an active
+    exception"). DistributedDataParallel keeps the group (and so those threads) alive past
+    ``destroy_process_group``. So after a clean run: a barrier (every rank done with its collectives
+    before any closes its connections; never a collective after a fault), then a wait, GIL released,
+    until the workers are idle."""
+    if not dist.is_initialized():
+        return
+    if not _faulted and not hasattr(sys, "last_value"):
+        try:
+            dist.barrier()
+        except Exception:  # a peer is gone: nothing left to wait for
+            pass
+    dist.destroy_process_group()
+    deadline, quiet = time.monotonic() + 2.0, 0
+    while quiet < 3 and time.monotonic() < deadline:
+        time.sleep(0.002)
+        busy = _gloo_busy()
+        quiet = 0 if busy else quiet + 1  # three idle looks in a row (or 6 ms where /proc is absent)
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:

@@ -147,9 +147,7 @@ class Learner(TrainingLoop):
         self._compiled: nn.Module | None = None
         self._ddp: nn.Module | None = None
         if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel
-            self._ddp = DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            self._ddp = D.wrap(self.model, self.device)
         self.recorder = Recorder(metric_name(m) for m in self.metrics)
         self.sched: Any = self.recorder
         self.opt: torch.optim.Optimizer | None = None

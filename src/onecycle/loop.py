@@ -107,6 +107,7 @@ class TrainingLoop:
             pass
         except BaseException as e:
             if self.world_size > 1:
+                D.mark_fault()
                 e.add_note(f"onecycle: raised on rank {self.rank} of {self.world_size}")
             raise
         finally:
