@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 import onecycle as oc
 from onecycle import resume as R
-from onecycle.checkpoint import CheckpointError
+from onecycle.checkpoint import CheckpointError, safe_load
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _resume_job import final_state, make_learner  # noqa: E402
@@ -173,7 +173,7 @@ def test_nan_at_k_stops_with_weights_of_k_minus_1(tmp_path):
     torch.manual_seed(42)
     ref.fit_one_cycle(3, 0.1, callbacks=[StopAfter5()])
     assert_same(learn.model.state_dict(), ref.model.state_dict())
-    state = oc.checkpoint.safe_load(tmp_path / R.CKPT_NAME)
+    state = safe_load(tmp_path / R.CKPT_NAME)
     assert state["position"] == {"epoch": 0, "batch": 4, "step": 4}  # the last good checkpoint stays
 
 
@@ -220,3 +220,22 @@ def test_safetensors_export_round_trip(tmp_path):
     assert_same(other.model.state_dict(), learn.model.state_dict())
     with pytest.raises(ValueError, match="with_opt"):
         learn.save(tmp_path / "x.safetensors", with_opt=True)
+
+
+def test_history_is_packed_into_float64_tensors_and_unpacked_exactly(tmp_path):
+    import math
+    plain = {"losses": [0.5, -0.0, math.nan, math.inf, 1e-300, 0.1 + 0.2], "epoch_iters": [12, 24],
+             "moms": [None, 0.9], "empty": [], "group_lrs": [[0.1, 0.2], [0.3, 0.4]],
+             "metrics": {"accuracy": [0.25, 0.75]}, "beta": 0.98}
+    packed = R.pack_floats(plain)
+    assert packed["losses"].dtype == torch.float64 and packed["group_lrs"][1].tolist() == [0.3, 0.4]
+    assert packed["epoch_iters"] == [12, 24] and packed["moms"] == [None, 0.9] and packed["empty"] == []
+    back = R.unpack_floats(packed)
+    assert_same(back, plain)
+    assert math.copysign(1, back["losses"][1]) == -1 and type(back["losses"][0]) is float
+    # what a fit writes: the recorder's per-iteration history as tensors, restored to lists
+    learn = make_learner(0)
+    learn.fit_one_cycle(1, 0.1, checkpoint_dir=tmp_path)
+    state = safe_load(tmp_path / R.CKPT_NAME)
+    assert isinstance(state["recorder"]["losses"], torch.Tensor)
+    assert R.unpack_floats(state["recorder"]) == learn.recorder.state_dict()

@@ -123,7 +123,7 @@ class TrainingLoop:
         self.scheduler.apply()
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
-        self.recorder.load_state_dict(state["recorder"])
+        self.recorder.load_state_dict(R.unpack_floats(state["recorder"]))
         self.nan_skipped = int(state["nan_skipped"])
         pos = state["position"]
         mine = state["ranks"][self.rank]  # each data-parallel rank has its own RNG and epoch part
