@@ -68,13 +68,20 @@ def metric_name(metric: object) -> str:
 
 
 class MetricAccumulator:
-    """Sums of loss and metrics weighted by each batch's number of targets, kept on the device;
-    objects with ``update``/``compute``/``reset`` (torchmetrics) accumulate themselves."""
+    """Loss and metrics weighted by each batch's number of targets; objects with
+    ``update``/``compute``/``reset`` (torchmetrics) accumulate themselves.
+
+    Per batch only the values are kept (detached, on the device): the weighting, the logarithms of
+    geometric metrics and the sums are one vectorised pass in ``result``, not a handful of small
+    kernels per batch."""
 
     def __init__(self, loss_fn: Callable, metrics: Sequence[Any], device: torch.device) -> None:
         self.loss_fn, self.metrics = loss_fn, list(metrics)
         self.names = ["val_loss"] + [metric_name(m) for m in self.metrics]
-        self.sums = torch.zeros(len(self.names), dtype=torch.float64, device=device)
+        self.device = device
+        self._stateful = [hasattr(m, "update") and hasattr(m, "compute") for m in self.metrics]
+        self._values: list[list[Any]] = [[] for _ in self.names]  # per name, one value per batch
+        self._sizes: list[int] = []
         self.count = 0
         for m in self.metrics:
             if hasattr(m, "update") and hasattr(m, "reset"):
@@ -84,28 +91,42 @@ class MetricAccumulator:
         n = y.numel() if torch.is_tensor(y) else len(y)
         if n == 0:  # a data-parallel rank's empty share of the last batch: nothing to add
             return
-        values = [self.loss_fn(pred, y)]
-        for m in self.metrics:
-            if hasattr(m, "update") and hasattr(m, "compute"):
+        self._values[0].append(self.loss_fn(pred, y).detach())
+        for values, m, stateful in zip(self._values[1:], self.metrics, self._stateful):
+            if stateful:
                 m.update(pred, y)
-                values.append(torch.zeros((), device=self.sums.device))
             else:
-                v = torch.as_tensor(m(pred, y), device=self.sums.device)
-                values.append(v.log() if getattr(m, "average", "") == "geometric" else v)
-        self.sums += torch.stack([v.detach().double().reshape(()) for v in values]) * n
+                v = m(pred, y)
+                values.append(v.detach() if isinstance(v, torch.Tensor) else v)
+        self._sizes.append(n)
         self.count += n
+
+    def _sums(self) -> torch.Tensor:
+        """Per name, the sum over batches of value x batch size (float64, on the device)."""
+        dev, n = self.device, len(self._sizes)
+        rows = []
+        for values, m in zip(self._values, [None, *self.metrics]):
+            if not values:  # no batch yet, or a torchmetrics object (its compute() answers)
+                rows.append(torch.zeros(n, dtype=torch.float64, device=dev))
+                continue
+            if all(isinstance(v, torch.Tensor) and v.ndim == 0 for v in values):
+                row = torch.stack(values).to(dev, torch.float64)
+            else:
+                row = torch.tensor([float(v) for v in values], dtype=torch.float64, device=dev)
+            rows.append(row.log() if getattr(m, "average", "") == "geometric" else row)
+        return torch.stack(rows) @ torch.tensor(self._sizes, dtype=torch.float64, device=dev)
 
     def result(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
         """Weighted means; ``reduce`` (a sum over data-parallel ranks) combines sums and counts
         first, so the result is over the whole set, not a mean of per-rank means."""
-        totals = torch.cat([self.sums, torch.tensor([float(self.count)], dtype=torch.float64,
-                                                    device=self.sums.device)])
+        totals = torch.cat([self._sums(), torch.tensor([float(self.count)], dtype=torch.float64,
+                                                       device=self.device)])
         if reduce is not None:
             totals = reduce(totals)
         sums = (totals[:-1] / totals[-1].clamp(min=1)).tolist()
         out = dict(zip(self.names, sums))
-        for name, m in zip(self.names[1:], self.metrics):
-            if hasattr(m, "update") and hasattr(m, "compute"):
+        for name, m, stateful in zip(self.names[1:], self.metrics, self._stateful):
+            if stateful:
                 out[name] = float(m.compute())
             elif getattr(m, "average", "") == "geometric":
                 out[name] = math.exp(out[name])
