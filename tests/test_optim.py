@@ -498,3 +498,65 @@ def test_sparse_gradients_rejected(cls):
 def test_bad_hyper_parameters_rejected(cls, kwargs, name):
     with pytest.raises(ValueError, match=name):
         cls([torch.zeros(2, 2, requires_grad=True)], **kwargs)
+
+
+# ---- onecycle.optim.SGD: torch's SGD, bit for bit ------------------------------------------------
+
+
+def _sgd_pair(**kw):
+    from onecycle.optim import SGD
+
+    shapes = [(4, 3), (3,), (2, 2, 3), (5,), (6, 2)]
+    params = [torch.nn.Parameter(t) for t in make_tensors(shapes, seed=3, dtype=torch.float32)]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+
+    def groups(ps):  # three groups: different LRs and momenta, one without momentum
+        return [{"params": ps[:2], "lr": 0.1}, {"params": ps[2:4], "lr": 0.03, "momentum": 0.0},
+                {"params": ps[4:], "momentum": 0.8}]
+    ours = SGD(groups(params), lr=0.05, momentum=0.9, **kw)
+    ref = torch.optim.SGD(groups(twins), lr=0.05, momentum=0.9, **kw)
+    return ours, ref, params, twins
+
+
+@pytest.mark.parametrize("kw", [{}, {"nesterov": True}, {"weight_decay": 0.01}, {"dampening": 0.1},
+                                {"maximize": True}], ids=["plain", "nesterov", "wd", "dampening", "maximize"])
+def test_sgd_equals_torch_sgd_bit_for_bit_and_fires_hooks_once(kw):
+    torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))])  # torch's step is now hook-wrapped too
+    ours, ref, params, twins = _sgd_pair(**kw)
+    calls = []
+    ours.register_step_post_hook(lambda *a: calls.append(1))
+    gen = torch.Generator().manual_seed(0)
+    for step in range(20):
+        for i, (p, q) in enumerate(zip(params, twins)):
+            if i == 1 and step % 3 == 0:  # a parameter without a gradient on some steps
+                p.grad = q.grad = None
+                continue
+            g = torch.randn(p.shape, generator=gen)
+            p.grad, q.grad = g.clone(), g.clone()
+        ours.step()
+        ref.step()
+        for p, q in zip(params, twins):
+            assert torch.equal(p, q)
+    assert len(calls) == 20
+    a, b = ours.state_dict(), ref.state_dict()
+    assert a["param_groups"] == b["param_groups"] and a["state"].keys() == b["state"].keys()
+    for k in a["state"]:
+        assert a["state"][k].keys() == b["state"][k].keys()
+        for name in a["state"][k]:
+            assert torch.equal(a["state"][k][name], b["state"][k][name])
+    ref.load_state_dict(a)  # the state moves between the two
+
+
+def test_sgd_closure_returns_the_loss_and_computes_it_with_grad():
+    from onecycle.optim import SGD
+
+    w = torch.nn.Parameter(torch.tensor([1.0, -2.0]))
+    opt = SGD([w], lr=0.1, momentum=0.9)
+
+    def closure():
+        opt.zero_grad()
+        loss = (w ** 2).sum()
+        loss.backward()
+        return loss
+    assert opt.step(closure).item() == 5.0
+    assert torch.equal(w.detach(), torch.tensor([0.8, -1.6]))

@@ -49,7 +49,8 @@ def default_device() -> torch.device:
 
 
 def _sgd(params: list[dict], lr: float) -> torch.optim.Optimizer:
-    return torch.optim.SGD(params, lr=lr, momentum=0.9)
+    from .optim.sgd import SGD  # torch's SGD, with a lighter step for several param groups
+    return SGD(params, lr=lr, momentum=0.9)
 
 
 def _adamw(params: list[dict], lr: float) -> torch.optim.Optimizer:
