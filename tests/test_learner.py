@@ -151,6 +151,23 @@ def test_decoupled_wd_sgd_closed_form():
     torch.testing.assert_close(model.weight.detach(), expected)
 
 
+def test_decay_hook_only_while_a_fit_decays():
+    """A fit with zero decay runs no pre-step hook (nothing to call per step); one with decay,
+    or with a decay schedule, does; after the fit the hook is back."""
+    seen = []
+
+    class Count(oc.Callback):
+        def after_batch(self, learn):
+            seen.append(len(learn.opt._optimizer_step_pre_hooks))
+
+    learn = oc.Learner(nn.Linear(5, 3), _data(n=20, bs=10), quiet=True, device="cpu", callbacks=[Count()])
+    learn.fit(0.1, 1)
+    learn.fit(0.1, 1, wd=0.01)
+    learn.fit_sched(1, 0.1, oc.schedules.const(1.0), wd_sched=oc.schedules.const(1.0))
+    assert seen == [0, 0, 1, 1, 1, 1]
+    assert len(learn.opt._optimizer_step_pre_hooks) == 1
+
+
 def test_adamw_learner_equals_torch_adamw():
     torch.manual_seed(0)
     x, y = torch.randn(40, 5), torch.randint(0, 3, (40,))

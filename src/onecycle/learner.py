@@ -316,10 +316,14 @@ class Learner(TrainingLoop):
             scheds[self.wd_key] = wd_sched
         scheduler = Scheduler(opt, total, scheds)
         self.checkpoint_dir, self.every, self.on_nan = checkpoint_dir, every, on_nan
+        if self._wd_hook is not None:  # no decay all fit long: no hook to call every step
+            self._wd_hook.set_active(any(wds) or DECOUPLED_WD in scheds)
         try:
             self._fit(epochs, scheduler, list(callbacks), resume, reschedule)
         finally:
             scheduler.remove()
+            if self._wd_hook is not None:
+                self._wd_hook.set_active(True)
         return self.recorder
 
     @staticmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -140,7 +141,18 @@ class DecoupledWeightDecay:
         for group, w in zip(optimizer.param_groups, wds):
             group[DECOUPLED_WD] = float(w)
         self._decay = [[p for p in g["params"] if p.ndim > 1] for g in optimizer.param_groups]
-        self._handle = optimizer.register_step_pre_hook(self._hook)
+        self.optimizer = optimizer
+        self._handle: Any = None
+        self.set_active(True)
+
+    def set_active(self, active: bool) -> None:
+        """Register the pre-step hook, or take it off (then a step costs nothing extra: the
+        Learner does so for a fit whose decay is zero throughout)."""
+        if active and self._handle is None:
+            self._handle = self.optimizer.register_step_pre_hook(self._hook)
+        elif not active and self._handle is not None:
+            self._handle.remove()
+            self._handle = None
 
     @torch.no_grad()
     def _hook(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
@@ -153,7 +165,7 @@ class DecoupledWeightDecay:
                 torch._foreach_mul_(live, 1.0 - float(group["lr"]) * wd)
 
     def remove(self) -> None:
-        self._handle.remove()
+        self.set_active(False)
 
 
 def normalized_wd(wd_norm: float, batch_size: int, n_train: int, epochs: int) -> float:

@@ -78,10 +78,17 @@ class Scheduler:
         return out
 
     def apply(self) -> None:
-        """Write the values for the current progress into the optimizer."""
-        for key, vals in self.values().items():
-            for group, v in zip(self.optimizer.param_groups, vals):
-                set_hyper(group, key, v)
+        """Write the values for the current progress into the optimizer (every step: kept lean)."""
+        pct, groups = self.pct, self.optimizer.param_groups
+        for key, fn in self.scheds.items():
+            v = fn(pct)
+            base = self.base.get(key)
+            if base is None:
+                for group in groups:
+                    set_hyper(group, key, v)
+            else:
+                for group, b in zip(groups, base):
+                    set_hyper(group, key, b * v)
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         self.step_count += 1
