@@ -26,7 +26,7 @@ from .callbacks import Callback, CancelFit, StepSeries, TrustRatios, hooks_of
 from .checkpoint import get_rng_state, set_rng_state
 from .optim.groups import get_hyper
 from .optim.scheduler import Scheduler
-from .progress import Progress
+from .progress import Progress, _NoBar
 
 __all__ = ["TrainingLoop"]
 
@@ -76,7 +76,10 @@ class TrainingLoop:
         when ``step``. ``sync=False`` inside an accumulation window skips the data-parallel gradient
         all-reduce until the window's last batch. Returns the unscaled loss (on the device)."""
         xs, y = self._to_device(batch)
-        with self._ddp.no_sync() if self._ddp is not None and not sync else contextlib.nullcontext():
+        if self._ddp is not None and not sync:
+            with self._ddp.no_sync():
+                loss = self._forward_backward(xs, y, window)
+        else:
             loss = self._forward_backward(xs, y, window)
         if step:
             self._step()
@@ -234,29 +237,40 @@ class TrainingLoop:
             return {"losses": torch.stack(losses).float().tolist(), "lrs": lrs, "moms": moms}
 
         bar = self.progress.bar(n, self.epoch, self.n_epochs)
+        show = not isinstance(bar, _NoBar)
+        # Hoisted out of the per-batch path: it runs thousands of times a second on small models.
+        groups, before, after = opt.param_groups, self._hooks["before_batch"], self._hooks["after_batch"]
+        check, every, scheduler, dist = self.on_nan != "off", self.every, self.scheduler, self.world_size > 1
         i, bad_window = start - 1, False
         for i, batch in enumerate(it, start):
             self.iter = i
-            self._call("before_batch")
-            lrs.append([g["lr"] for g in opt.param_groups])
-            moms.append(get_hyper(opt.param_groups[0], "momentum"))
-            window = k if i < n - n % k else n % k  # the last window may be shorter
-            ends_window = (i + 1) % k == 0 or i == n - 1
+            for fn in before:
+                fn(self)
+            lrs.append([g["lr"] for g in groups])
+            moms.append(get_hyper(groups[0], "momentum"))
+            if k == 1:
+                window, ends_window = 1, True
+            else:
+                window = k if i < n - n % k else n % k  # the last window may be shorter
+                ends_window = (i + 1) % k == 0 or i == n - 1
             loss = self.train_step(batch, window, step=False, sync=ends_window)
             losses.append(loss.detach())
-            bad_window |= self.on_nan != "off" and not self._finite(loss)
+            bad_window |= check and not self._finite(loss)
             if ends_window:
                 if bad_window:
                     self._non_finite(loss, i)
                 else:
                     self._step()
                 bad_window = False
-                due = self.every is not None and self.scheduler.step_count % self.every == 0 and i < n - 1
+                due = every is not None and scheduler.step_count % every == 0 and i < n - 1
                 if due:
                     self._checkpoint(self.epoch, i + 1, partial())
-                self._check_signal(self.epoch, i + 1, partial, agreed_point=due)
-            self._call("after_batch")
-            bar.update(i, losses)
+                if dist or self._signal is not None:
+                    self._check_signal(self.epoch, i + 1, partial, agreed_point=due)
+            for fn in after:
+                fn(self)
+            if show:
+                bar.update(i, losses)
         stacked = torch.stack(losses).float() if losses else torch.empty(0)
         if self.world_size > 1:  # every rank records the mean over ranks (one collective per epoch)
             stacked = D.all_reduce_sum(stacked) / self.world_size
@@ -289,8 +303,12 @@ class TrainingLoop:
                                    "no update was applied with it (on_nan='skip' skips such batches)")
 
     def _to_device(self, batch: Any) -> tuple[tuple, Any]:
-        xs, y = _split_batch(batch)
         dev = self.device
+        if type(batch) in (tuple, list) and len(batch) == 2 and not self.channels_last:  # the common case
+            x, y = batch
+            if isinstance(x, torch.Tensor) and isinstance(y, torch.Tensor):
+                return (x.to(dev, non_blocking=True),), y.to(dev, non_blocking=True)
+        xs, y = _split_batch(batch)
         xs = tuple(x.to(dev, non_blocking=True) if torch.is_tensor(x) else x for x in xs)
         if self.channels_last:
             xs = tuple(x.contiguous(memory_format=torch.channels_last) if torch.is_tensor(x) and x.ndim == 4
@@ -298,7 +316,11 @@ class TrainingLoop:
         return xs, y.to(dev, non_blocking=True) if torch.is_tensor(y) else y
 
     def _forward_backward(self, xs: tuple, y: Any, window: int) -> torch.Tensor:
-        with self._autocast:
+        if self.amp:
+            with self._autocast:
+                self.pred = self._fwd(*xs)
+                loss = self.loss_fn(self.pred, y)
+        else:
             self.pred = self._fwd(*xs)
             loss = self.loss_fn(self.pred, y)
         scaled = loss / window if window > 1 else loss
@@ -307,16 +329,18 @@ class TrainingLoop:
         return loss
 
     def _step(self) -> None:
-        opt = self.opt
-        if self.scaler is not None:
-            self.scaler.unscale_(opt)
-        self._call("after_backward")
+        opt, scaler, hooks = self.opt, self.scaler, self._hooks
+        if scaler is not None:
+            scaler.unscale_(opt)
+        for fn in hooks["after_backward"]:
+            fn(self)
         if self._clip is not None:
             torch.nn.utils.clip_grad_norm_(self._trainable, self._clip, foreach=True)
-        if self.scaler is not None:
-            self.scaler.step(opt)  # skips opt.step() on overflow: the Scheduler does not advance
-            self.scaler.update()
+        if scaler is not None:
+            scaler.step(opt)  # skips opt.step() on overflow: the Scheduler does not advance
+            scaler.update()
         else:
             opt.step()
-        self._call("after_step")
+        for fn in hooks["after_step"]:
+            fn(self)
         opt.zero_grad(set_to_none=True)
