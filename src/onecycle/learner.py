@@ -203,11 +203,11 @@ class Learner(TrainingLoop):
     def layer_groups(self) -> list[list[nn.Parameter]]:
         return layer_groups(self.model, self.groups)
 
-    def create_opt(self) -> torch.optim.Optimizer:
+    def create_opt(self, groups: list[list[nn.Parameter]] | None = None) -> torch.optim.Optimizer:
         """Build the optimizer over the layer groups (all parameters, frozen ones included, so
         unfreezing needs no new optimizer)."""
         factory = OPTIMIZERS[self.opt_fn] if isinstance(self.opt_fn, str) else self.opt_fn
-        groups = self.layer_groups()
+        groups = self.layer_groups() if groups is None else groups
         opt = factory([{"params": g} for g in groups], 1e-3)
         if not isinstance(opt, torch.optim.Optimizer):
             raise TypeError(f"the optimizer factory returned {type(opt).__name__}, not an Optimizer")
@@ -227,13 +227,14 @@ class Learner(TrainingLoop):
     def _prepare_opt(self, lrs: object, wd: object) -> tuple[torch.optim.Optimizer, list[float], list[float]]:
         """Check ``lrs``/``wd`` against the groups; build the optimizer if needed. Nothing changes
         when the input is bad."""
-        n = len(self.layer_groups()) if self.opt is None else len(self.opt.param_groups)
+        groups = self.layer_groups() if self.opt is None else None
+        n = len(groups) if groups is not None else len(self.opt.param_groups)
         peaks = spread_lrs(lrs, n)
         wd = self.wd if wd is None else wd
         wds = [S.check_number("wd", w, low=0) for w in (wd if isinstance(wd, (list, tuple)) else [wd] * n)]
         if len(wds) != n:
             raise ValueError(f"wd has {len(wds)} values but there are {n} param groups")
-        opt = self.opt or self.create_opt()
+        opt = self.opt or self.create_opt(groups)
         return opt, peaks, wds
 
     # ---- public training API ----------------------------------------------------------------

@@ -11,6 +11,7 @@ momentum shapes return absolute values.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -221,8 +222,9 @@ class TorchOneCycle:
     max_momentum: float = 0.95
     value: str = "lr"
 
+    @functools.cached_property
     def _phases(self) -> list[tuple[float, float, float]]:
-        """(end_step, start, end) per phase, as OneCycleLR lays them out."""
+        """(end_step, start, end) per phase, as OneCycleLR lays them out (computed once)."""
         n, p = self.total_steps, self.pct_start
         init, peak = 1 / self.div_factor, 1.0
         low = init / self.final_div_factor
@@ -239,7 +241,7 @@ class TorchOneCycle:
         # goes negative), so the end value is held from there.
         step = min(_snap(pct * self.total_steps), self.total_steps - 1.0)
         start_step = 0.0
-        phases = self._phases()
+        phases = self._phases
         for i, (end_step, a, b) in enumerate(phases):
             if step <= end_step or i == len(phases) - 1:
                 frac = (step - start_step) / (end_step - start_step)
