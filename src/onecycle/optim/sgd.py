@@ -5,7 +5,8 @@ choosing an implementation, a call with a dozen keyword arguments), which on a s
 few layer groups (discriminative LRs) is a visible share of the step. For plain momentum SGD
 (no Nesterov, dampening, coupled weight decay, ``maximize`` or sparse gradients: the Learner's
 decay is decoupled and applied before the step) this class does the same arithmetic as torch's
-with three multi-tensor calls per group; any other configuration goes to torch's own ``step``.
+with one multi-tensor call per distinct momentum and per distinct LR across all groups (three
+calls in all when the groups share them); any other configuration goes to torch's own ``step``.
 The result and the optimizer state (``momentum_buffer`` per parameter) are those of
 ``torch.optim.SGD``, bit for bit on the CPU (its multi-tensor kernels loop the same per-tensor
 operations), so checkpoints move freely between the two.
@@ -34,35 +35,43 @@ class SGD(torch.optim.SGD):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        # Gather every group's tensors, then one multi-tensor call per distinct momentum (buffers)
+        # and per distinct LR (parameters): with one LR for all layer groups, three calls in all.
+        by_mom: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        by_lr: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         with torch.no_grad():
             for group in self.param_groups:
-                self._step_group(group)
+                self._gather(group, by_mom, by_lr)
+            for momentum, (bufs, grads) in by_mom.items():
+                if not bufs:  # every buffer was just made
+                    continue
+                torch._foreach_mul_(bufs, momentum)
+                torch._foreach_add_(bufs, grads)
+            for lr, (params, steps) in by_lr.items():
+                torch._foreach_add_(params, steps, alpha=-lr)
         return loss
 
-    def _step_group(self, group: dict) -> None:
+    def _gather(self, group: dict, by_mom: dict, by_lr: dict) -> None:
         params = [p for p in group["params"] if p.grad is not None]
         if not params:
             return
         grads = [p.grad for p in params]
         if any(g.is_sparse for g in grads):
             raise RuntimeError("onecycle.optim.SGD does not support sparse gradients")
-        lr, momentum = group["lr"], group["momentum"]
+        momentum = group["momentum"]
         if momentum != 0:
             state = self.state
             bufs = [state[p].get("momentum_buffer") for p in params]
-            fresh = [i for i, b in enumerate(bufs) if b is None]
-            if fresh:  # first step for these parameters: the buffer starts as the gradient itself
-                for i in fresh:
-                    bufs[i] = state[params[i]]["momentum_buffer"] = torch.clone(grads[i]).detach()
-                old = [i for i, b in enumerate(bufs) if i not in set(fresh)]
-                _momentum([bufs[i] for i in old], [grads[i] for i in old], momentum)
-            else:
-                _momentum(bufs, grads, momentum)
+            mom_bufs, mom_grads = by_mom.setdefault(momentum, ([], []))
+            for i, (p, b) in enumerate(zip(params, bufs)):
+                if b is None:  # first step for this parameter: the buffer starts as the gradient
+                    bufs[i] = state[p]["momentum_buffer"] = torch.clone(grads[i]).detach()
+                else:
+                    mom_bufs.append(b)
+                    mom_grads.append(grads[i])
             grads = bufs
-        torch._foreach_add_(params, grads, alpha=-lr)
+        lr_params, lr_steps = by_lr.setdefault(group["lr"], ([], []))
+        lr_params.extend(params)
+        lr_steps.extend(grads)
 
 
-def _momentum(bufs: list[torch.Tensor], grads: list[torch.Tensor], momentum: float) -> None:
-    if bufs:
-        torch._foreach_mul_(bufs, momentum)
-        torch._foreach_add_(bufs, grads)
