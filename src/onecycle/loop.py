@@ -316,11 +316,7 @@ class TrainingLoop:
         return xs, y.to(dev, non_blocking=True) if torch.is_tensor(y) else y
 
     def _forward_backward(self, xs: tuple, y: Any, window: int) -> torch.Tensor:
-        if self.amp:
-            with self._autocast:
-                self.pred = self._fwd(*xs)
-                loss = self.loss_fn(self.pred, y)
-        else:
+        with self._autocast:
             self.pred = self._fwd(*xs)
             loss = self.loss_fn(self.pred, y)
         scaled = loss / window if window > 1 else loss
