@@ -459,6 +459,18 @@ def test_val_min_and_its_light_smoothing():
     assert lf.DEFAULT_RULE in lf.SUGGESTERS
 
 
+def test_median_suggestion_over_runs():
+    runs = [{"val_min": 0.3, "valley": None}, {"val_min": 0.2, "valley": 0.01}, {"val_min": 0.45, "valley": None}]
+    assert lf.median_suggestion(runs) == 0.3 and lf.median_suggestion(runs, "val_min") == 0.3
+    assert lf.median_suggestion(runs, "valley") == 0.01  # runs without an answer are skipped
+    assert lf.median_suggestion(runs[:2], "val_min") == pytest.approx(math.sqrt(0.3 * 0.2))  # even: geometric
+    assert lf.median_suggestion([{"val_min": None}]) is None and lf.median_suggestion([]) is None
+    res = lf.LRFindResult(LRS, [LRS], [1.0] * 8, [1.0] * 8, suggestions={"val_min": 0.25})
+    assert lf.median_suggestion([res, runs[0], runs[2]]) == 0.3  # LRFindResults and dicts mix
+    with pytest.raises(ValueError, match="rule must be one of"):
+        lf.median_suggestion(runs, "nope")
+
+
 def test_nan_cuts_the_curve():
     assert lf.minimum(LRS[:5], [3, 2, 1, math.nan, 0]) == LRS[2] / 10
     assert lf.steep(LRS[:5], [3, 2, 1.5, math.inf, 0]) == LRS[0]

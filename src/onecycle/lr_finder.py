@@ -53,7 +53,7 @@ from .optim.scheduler import Scheduler
 from .recorder import SmoothLoss, atomic_write_text
 
 __all__ = ["LRFindResult", "lr_find", "learner_lr_find", "learner_lr_find2", "valley", "slide", "minimum",
-           "steep", "val_steep", "val_min", "suggest", "ema", "SUGGESTERS", "DEFAULT_RULE"]
+           "steep", "val_steep", "val_min", "suggest", "median_suggestion", "ema", "SUGGESTERS", "DEFAULT_RULE"]
 
 
 # ---- suggestions: pure functions of a recorded curve ---------------------------------------------
@@ -162,7 +162,14 @@ _CURVE = {"val_steep": "val", "val_min": "val_light"}
 # smallest worst-case accuracy gap to the best swept peak in every seed set tried (0.47 points for
 # seeds 0-2; 1.1 for 3-5; 4.2 for 6-10, where one SGD run collapsed at a peak that trained the
 # other seeds to 94%). There, for a 1cycle peak, valley lands ~10x low, minimum ~4x low, and
-# steep/slide swing between far too low and divergent.
+# steep/slide swing between far too low and divergent. Most of val_min's misses are the finder's
+# noise, not the rule's: over 11 seeds and 5 data orders each, one run's val_min spreads by a
+# factor of ~1.25 (SD of log LR 0.19 SGD, 0.28 AdamW) around a peak that must land within ~1.2x of
+# the best (the SGD optimum sits just below divergence). ``median_suggestion`` over 3 runs with
+# different data orders (same rule, same divisor) cut the worst gap from 1.33 to 0.63 points on
+# seeds 0-5 (one torch thread); on seeds 6-10 neither passes (3.8 vs 3.7: SGD runs at 0.29-0.31
+# collapse at random there, and the swept best is the luckiest of 8 peaks). See the benchmark's
+# ``--finder-runs 3``.
 DEFAULT_RULE = "val_min"
 
 
@@ -188,6 +195,28 @@ def suggest(lrs: Sequence[float], smooth_losses: Sequence[float], val_losses: Se
             out[name] = None
             notes.append(f"{err} after skipping the first {skip_start} and last {skip_end} of {n} points")
     return out, notes
+
+
+def median_suggestion(results: Iterable[Any], rule: str | None = None) -> float | None:
+    """The median over several range tests (``LRFindResult``s, or their ``suggestions`` dicts) of one
+    rule's suggestion (default ``DEFAULT_RULE``), skipping tests where it gave None; the geometric
+    mean of the middle two for an even count; None when no test answered. One test's suggestion
+    moves by a factor of about 1.25 with the data order alone (MNIST-1D: ``val_min`` spans 0.18 to
+    0.45 for SGD), while the best 1cycle peak sits just below a cliff: the median of 3 tests with
+    different data orders halves that spread (``benchmarks/suggestion_quality.py --finder-runs 3``)."""
+    rule = DEFAULT_RULE if rule is None else rule
+    if rule not in SUGGESTERS:
+        raise ValueError(f"rule must be one of {sorted(SUGGESTERS)}, got {rule!r}")
+    values = []
+    for res in results:
+        suggestions = res if isinstance(res, dict) else res.suggestions
+        if suggestions.get(rule) is not None:
+            values.append(float(suggestions[rule]))
+    if not values:
+        return None
+    values.sort()
+    mid = len(values) // 2
+    return values[mid] if len(values) % 2 else math.sqrt(values[mid - 1] * values[mid])
 
 
 # ---- the result ------------------------------------------------------------------------------
