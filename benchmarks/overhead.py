@@ -3,7 +3,7 @@
 Same model, data, DataLoader, optimizer (SGD, momentum cycled), per-epoch validation; runs
 alternate in one process and the median of each contender is compared, so machine noise hits both.
 
-    python benchmarks/overhead.py [--task mnist1d] [--epochs 3] [--reps 5]
+    python benchmarks/overhead.py [--task mnist1d] [--epochs 10] [--reps 15]
 
 Prints: ours / hand-written throughput with the same DataLoader (target >= 0.97), and with
 onecycle's in-memory TensorLoader against the hand-written DataLoader loop (target >= 1.3).
@@ -73,8 +73,8 @@ def compare(name, contenders, reps) -> dict[str, float]:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--task", default="mnist1d")
-    ap.add_argument("--epochs", type=int, default=3)
-    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--lr", type=float, default=0.1)
     args = ap.parse_args()
     task = load_task(args.task, device="cpu")
