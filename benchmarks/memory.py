@@ -48,22 +48,8 @@ def cnn():
 
 
 def hand(dl, vdl, epochs, lr):
-    import torch
-    import torch.nn.functional as F
-    model = cnn()
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(dl))
-    for _ in range(epochs):
-        model.train()
-        for xb, yb in dl:
-            F.cross_entropy(model(xb), yb).backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-        model.eval()
-        with torch.no_grad():
-            correct = sum((model(xb).argmax(1) == yb).sum().item() for xb, yb in vdl)
-    return {"accuracy": correct / len(vdl.dataset)}
+    from _hand import hand_written  # torch only
+    return {"accuracy": hand_written(cnn(), dl, vdl, epochs, lr)}
 
 
 def leaves(obj, where="recorder"):

@@ -16,33 +16,12 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import onecycle as oc
+from _hand import hand_written  # benchmarks/, the script's folder
 from onecycle.data import TensorLoader, load_task
 from onecycle.models import create_model
-
-
-def hand_written(model, train_dl, valid_dl, epochs, lr):
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(train_dl))
-    for _ in range(epochs):
-        model.train()
-        for xb, yb in train_dl:
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
-        model.eval()
-        total, correct, n = 0.0, 0, 0
-        with torch.no_grad():
-            for xb, yb in valid_dl:
-                out = model(xb)
-                total += F.cross_entropy(out, yb, reduction="sum").item()
-                correct += (out.argmax(1) == yb).sum().item()
-                n += len(yb)
 
 
 def ours(model, train_dl, valid_dl, epochs, lr):

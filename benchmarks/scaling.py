@@ -20,9 +20,9 @@ import statistics
 import time
 
 import torch
-import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+import _hand  # benchmarks/, the script's folder
 import onecycle as oc
 from onecycle.data import TensorLoader, load_task
 from onecycle.models import create_model
@@ -38,16 +38,7 @@ MODELS = {
 
 
 def hand_written(model, dl, epochs, lr):
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(dl))
-    model.train()
-    for _ in range(epochs):
-        for xb, yb in dl:
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
+    _hand.hand_written(model, dl, None, epochs, lr)  # training only
 
 
 def ours(model, dl, epochs, lr, on_nan="raise"):
