@@ -67,28 +67,22 @@ class Scheduler:
         """Progress in [0, 1]."""
         return min(self.step_count / self.total_steps, 1.0)
 
+    def _per_group(self, key: str, pct: float) -> list[float]:
+        v = self.scheds[key](pct)
+        base = self.base.get(key)
+        return [b * v for b in base] if base is not None else [v] * len(self.optimizer.param_groups)
+
     def values(self, pct: float | None = None) -> dict[str, list[float]]:
         """Every scheduled key's value per group at ``pct`` (default: now)."""
         pct = self.pct if pct is None else pct
-        out = {}
-        for key, fn in self.scheds.items():
-            v = fn(pct)
-            base = self.base.get(key)
-            out[key] = [b * v for b in base] if base is not None else [v] * len(self.optimizer.param_groups)
-        return out
+        return {key: self._per_group(key, pct) for key in self.scheds}
 
     def apply(self) -> None:
-        """Write the values for the current progress into the optimizer (every step: kept lean)."""
+        """Write the values for the current progress into the optimizer (every step)."""
         pct, groups = self.pct, self.optimizer.param_groups
-        for key, fn in self.scheds.items():
-            v = fn(pct)
-            base = self.base.get(key)
-            if base is None:
-                for group in groups:
-                    set_hyper(group, key, v)
-            else:
-                for group, b in zip(groups, base):
-                    set_hyper(group, key, b * v)
+        for key in self.scheds:
+            for group, v in zip(groups, self._per_group(key, pct)):
+                set_hyper(group, key, v)
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         self.step_count += 1
