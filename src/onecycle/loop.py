@@ -26,7 +26,7 @@ from .callbacks import Callback, CancelFit, StepSeries, TrustRatios, hooks_of
 from .checkpoint import get_rng_state, set_rng_state
 from .optim.groups import get_hyper
 from .optim.scheduler import Scheduler
-from .progress import Progress, _NoBar
+from .progress import Progress
 
 __all__ = ["TrainingLoop"]
 
@@ -237,7 +237,7 @@ class TrainingLoop:
             return {"losses": torch.stack(losses).float().tolist(), "lrs": lrs, "moms": moms}
 
         bar = self.progress.bar(n, self.epoch, self.n_epochs)
-        show = not isinstance(bar, _NoBar)
+        show = bar.shown
         # Hoisted out of the per-batch path: it runs thousands of times a second on small models.
         groups, before, after = opt.param_groups, self._hooks["before_batch"], self._hooks["after_batch"]
         check, every, scheduler, dist = self.on_nan != "off", self.every, self.scheduler, self.world_size > 1

@@ -81,8 +81,7 @@ class MetricAccumulator:
         self.device = device
         self._stateful = [hasattr(m, "update") and hasattr(m, "compute") for m in self.metrics]
         self._values: list[list[Any]] = [[] for _ in self.names]  # per name, one value per batch
-        self._sizes: list[int] = []
-        self.count = 0
+        self._sizes: list[int] = []  # targets per batch
         for m in self.metrics:
             if hasattr(m, "update") and hasattr(m, "reset"):
                 m.reset()
@@ -99,7 +98,6 @@ class MetricAccumulator:
                 v = m(pred, y)
                 values.append(v.detach() if isinstance(v, torch.Tensor) else v)
         self._sizes.append(n)
-        self.count += n
 
     def _sums(self) -> torch.Tensor:
         """Per name, the sum over batches of value x batch size (float64, on the device)."""
@@ -119,7 +117,7 @@ class MetricAccumulator:
     def result(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> dict[str, float]:
         """Weighted means; ``reduce`` (a sum over data-parallel ranks) combines sums and counts
         first, so the result is over the whole set, not a mean of per-rank means."""
-        totals = torch.cat([self._sums(), torch.tensor([float(self.count)], dtype=torch.float64,
+        totals = torch.cat([self._sums(), torch.tensor([float(sum(self._sizes))], dtype=torch.float64,
                                                        device=self.device)])
         if reduce is not None:
             totals = reduce(totals)

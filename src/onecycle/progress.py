@@ -16,11 +16,15 @@ __all__ = ["Progress"]
 
 
 class _NoBar:
+    shown = False  # the loop skips update() calls altogether
+
     def update(self, i: int, losses: Any) -> None: ...
     def close(self) -> None: ...
 
 
 class _Bar:
+    shown = True
+
     def __init__(self, n: int, desc: str, interval: float) -> None:
         from tqdm.auto import tqdm  # lazily: tqdm's import is not free
         self._bar = tqdm(total=n, desc=desc, leave=False, file=sys.stderr, dynamic_ncols=True)
