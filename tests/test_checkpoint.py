@@ -94,9 +94,130 @@ def test_header_carries_sha256_and_length_of_payload(tmp_path):
     data = path.read_bytes()
     header, payload = data.split(b"\n", 1)
     magic, version, digest, length = header.split(b" ")
-    assert (magic, version) == (b"ONECYCLE-CKPT", b"v1")
+    assert (magic, version) == (b"ONECYCLE-CKPT", b"v2")
     assert int(length) == len(payload)
     assert digest.decode() == hashlib.sha256(payload).hexdigest()
+
+
+def test_v2_payload_keeps_tensor_bytes_out_of_the_pickle(tmp_path):
+    w = torch.arange(6, dtype=torch.float64).reshape(2, 3)
+    path = tmp_path / "c.pt"
+    atomic_save({"w": w, "b": torch.tensor([True, False])}, path)
+    payload = path.read_bytes().split(b"\n", 1)[1]
+    n = int.from_bytes(payload[:8], "little")
+    index = torch.load(io.BytesIO(payload[8 : 8 + n]), weights_only=True)
+    assert index["tree"] == {"w": (ckpt.MARK, 0), "b": (ckpt.MARK, 1)}
+    assert [e[0] for e in index["tensors"]] == ["float64", "bool"]
+    assert payload[8 + n :] == w.numpy().tobytes() + bytes([1, 0])  # the raw region, in table order
+
+
+def test_v1_files_still_load(tmp_path):
+    obj = {"w": torch.arange(3.0), "step": 7}
+    path = tmp_path / "old.pt"
+    path.write_bytes(_with_valid_header(_torch_bytes(obj)))
+    assert_same(safe_load(path), obj)
+    assert_same(load_state_dict_file(path), obj)
+
+
+def test_round_trip_of_unusual_tensors(tmp_path):
+    base = torch.randn(4, 5, dtype=torch.float64)
+    obj = {
+        "strided": base.t(),  # non-contiguous
+        "scalar": torch.tensor(2.5),
+        "empty": torch.empty(0, 3),
+        "half": torch.randn(3).to(torch.bfloat16),
+        "complex_conj": torch.randn(3, dtype=torch.complex64).conj(),
+        "param": torch.nn.Parameter(torch.randn(2)),
+        "frozen_param": torch.nn.Parameter(torch.randn(2), requires_grad=False),
+        "grad_leaf": torch.randn(2).requires_grad_(),
+        "sparse": torch.eye(3).to_sparse(),  # not viewable as bytes: stays in the pickle
+        "ints": {3: torch.arange(4, dtype=torch.int16), "t": (torch.ones(1), [torch.zeros(2, dtype=torch.uint8)])},
+        "size": torch.Size([2, 3]),
+    }
+    path = tmp_path / "u.pt"
+    atomic_save(obj, path)
+    loaded = safe_load(path)
+    for key in ("strided", "scalar", "empty", "half", "param", "frozen_param", "grad_leaf"):
+        assert type(loaded[key]) is type(obj[key]), key
+        assert loaded[key].dtype == obj[key].dtype and loaded[key].shape == obj[key].shape, key
+        assert torch.equal(loaded[key].detach(), obj[key].detach()), key
+        assert loaded[key].requires_grad == obj[key].requires_grad, key
+    assert torch.equal(loaded["complex_conj"], obj["complex_conj"].resolve_conj())
+    assert torch.equal(loaded["sparse"].to_dense(), torch.eye(3))
+    assert_same(loaded["ints"], obj["ints"])
+    assert loaded["size"] == obj["size"]
+    loaded["strided"].add_(1)  # loaded tensors own writable memory
+
+
+def test_state_dict_metadata_survives(tmp_path):
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
+    sd = model.state_dict()
+    atomic_save(sd, tmp_path / "m.pt")
+    loaded = safe_load(tmp_path / "m.pt")
+    assert type(loaded) is type(sd) and loaded._metadata == sd._metadata
+
+
+def test_data_that_looks_like_a_tensor_reference_is_kept(tmp_path):
+    obj = {"looks": (ckpt.MARK, 0), "w": torch.ones(2)}  # falls back to the v1 format
+    atomic_save(obj, tmp_path / "x.pt")
+    assert (tmp_path / "x.pt").read_bytes().startswith(b"ONECYCLE-CKPT v1 ")
+    assert_same(safe_load(tmp_path / "x.pt"), obj)
+
+
+def _v2_file(index, raw: bytes) -> bytes:
+    pickled = _torch_bytes(index)
+    payload = len(pickled).to_bytes(8, "little") + pickled + raw
+    digest = hashlib.sha256(payload).hexdigest()
+    return f"ONECYCLE-CKPT v2 {digest} {len(payload)}\n".encode() + payload
+
+
+@pytest.mark.parametrize(("index", "raw", "match"), [
+    ({"tree": (ckpt.MARK, 0), "tensors": [("float32", [2], "cpu", False, False, 8)]}, b"\0" * 4, "need 8 bytes"),
+    ({"tree": (ckpt.MARK, 0), "tensors": [("float32", [2], "cpu", False, False, 4)]}, b"\0" * 4, "entry 0"),
+    ({"tree": (ckpt.MARK, 0), "tensors": [("object", [1], "cpu", False, False, 8)]}, b"\0" * 8, "entry 0"),
+    ({"tree": (ckpt.MARK, 0), "tensors": [("uint8", [-1], "cpu", False, False, 0)]}, b"", "entry 0"),
+    ({"tree": (ckpt.MARK, 3), "tensors": [("uint8", [1], "cpu", False, False, 1)]}, b"\0", "tensor reference"),
+    ({"tree": 1}, b"", "no tensor table"),
+    ([1, 2], b"", "no tensor table"),
+], ids=["short-region", "size-mismatch", "bad-dtype", "negative-shape", "bad-reference", "no-table", "not-a-dict"])
+def test_hostile_v2_tables_are_refused(tmp_path, index, raw, match):
+    path = tmp_path / "h.pt"
+    path.write_bytes(_v2_file(index, raw))
+    with pytest.raises(CheckpointError, match=match):
+        safe_load(path)
+
+
+def test_writer_writes_in_the_background_and_snapshots(tmp_path):
+    writer = ckpt.CheckpointWriter()
+    w = torch.zeros(1000)
+    writer.save({"w": w}, tmp_path / "a.pt")
+    w.add_(1)  # changed at once: the file must still hold the zeros
+    writer.save({"w": w}, tmp_path / "b.pt")  # waits for the first write
+    writer.wait()
+    assert not writer.busy
+    assert torch.equal(safe_load(tmp_path / "a.pt")["w"], torch.zeros(1000))
+    assert torch.equal(safe_load(tmp_path / "b.pt")["w"], torch.ones(1000))
+    assert sorted(os.listdir(tmp_path)) == ["a.pt", "b.pt"]
+
+
+def test_writer_error_surfaces_and_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = small_checkpoint(tmp_path, 1.0)
+    writer = ckpt.CheckpointWriter()
+    with monkeypatch.context() as patch:
+        patch.setattr(ckpt.os, "write", _fail_on_write(ENOSPC))
+        writer.save({"w": torch.randn(1000), "step": 2}, path)
+        with pytest.raises(OSError, match="No space"):
+            writer.wait()
+    writer.wait()  # reported once
+    assert safe_load(path)["step"] == 1
+    assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]
+    with monkeypatch.context() as patch:
+        patch.setattr(ckpt.os, "write", _fail_on_write(ENOSPC))
+        writer.save({"step": 3}, path)
+        writer._thread.join()
+    with pytest.raises(OSError, match="No space"):  # the next save reports it before writing anything
+        writer.save({"step": 4}, path)
+    assert safe_load(path)["step"] == 1
 
 
 def test_overwrite_replaces_previous_checkpoint(tmp_path):

@@ -162,7 +162,7 @@ def test_nan_at_k_stops_with_weights_of_k_minus_1(tmp_path):
     learn.loss_fn = _nan_at(6)
     torch.manual_seed(42)
     with pytest.raises(R.NonFiniteLossError, match="epoch 0, iteration 5"):
-        learn.fit_one_cycle(3, 0.1, checkpoint_dir=tmp_path, every=2)
+        learn.fit_one_cycle(3, 0.1, checkpoint_dir=tmp_path, every=2, ckpt_budget=None)  # no write skipped
     ref = make_learner(0)
 
     class StopAfter5(oc.Callback):
@@ -175,6 +175,23 @@ def test_nan_at_k_stops_with_weights_of_k_minus_1(tmp_path):
     assert_same(learn.model.state_dict(), ref.model.state_dict())
     state = safe_load(tmp_path / R.CKPT_NAME)
     assert state["position"] == {"epoch": 0, "batch": 4, "step": 4}  # the last good checkpoint stays
+
+
+@pytest.mark.parametrize(("budget", "every", "expected"), [
+    (None, None, [(1, 0), (2, 0), (3, 0)]),  # every epoch end
+    (None, 5, [(0, 5), (0, 10), (1, 0), (1, 3), (1, 8), (2, 0), (2, 1), (2, 6), (2, 11), (3, 0)]),  # 12 steps/epoch
+    (1e-9, None, [(1, 0), (3, 0)]),  # a tiny budget: the first scheduled write and the last epoch end
+    (1e-9, 5, [(0, 5), (3, 0)]),
+])
+def test_ckpt_budget_decides_which_scheduled_writes_happen(tmp_path, monkeypatch, budget, every, expected):
+    written = []
+    real_save = R.save
+    monkeypatch.setattr(R, "save", lambda learn, state: (written.append(
+        (state["position"]["epoch"], state["position"]["batch"])), real_save(learn, state))[1])
+    learn = make_learner(0)
+    learn.fit_one_cycle(3, 0.1, checkpoint_dir=tmp_path, every=every, ckpt_budget=budget)
+    assert written == expected
+    assert safe_load(tmp_path / R.CKPT_NAME)["position"]["epoch"] == 3  # the fit returns with its end on disk
 
 
 def test_nan_skip_counts_and_continues():
@@ -202,6 +219,10 @@ def test_save_load_weights_and_optimizer(tmp_path):
     ({"every": 0, "checkpoint_dir": "x"}, "every"),
     ({"resume": "yes", "checkpoint_dir": "x"}, "resume"),
     ({"resume": True}, "checkpoint_dir"),
+    ({"ckpt_budget": 0, "checkpoint_dir": "x"}, "ckpt_budget"),
+    ({"ckpt_budget": 1.5, "checkpoint_dir": "x"}, "ckpt_budget"),
+    ({"ckpt_budget": True, "checkpoint_dir": "x"}, "ckpt_budget"),
+    ({"ckpt_budget": "1%", "checkpoint_dir": "x"}, "ckpt_budget"),
     ({"on_nan": "ignore"}, "on_nan"),
     ({"checkpoint_dir": 3}, "checkpoint_dir"),
 ])

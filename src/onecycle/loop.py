@@ -96,9 +96,11 @@ class TrainingLoop:
             R.check_consistent(state["signature"], self._signature, reschedule)
         self.recorder.reset()
         self.sched = self.recorder
+        self._ckpt_done, self._ckpt_cost = None, 0.0  # the first scheduled write measures the cost
         self.nan_skipped = 0
         self.progress = Progress(self.recorder.metric_names, quiet=self.quiet)
         start_epoch, pending = self._restore(state) if state is not None else (0, None)
+        failure = None
         try:
             with self._signals():
                 self._call("before_fit")
@@ -109,13 +111,17 @@ class TrainingLoop:
         except CancelFit:
             pass
         except BaseException as e:
+            failure = e
             if self.world_size > 1:
                 D.mark_fault()
                 e.add_note(f"onecycle: raised on rank {self.rank} of {self.world_size}")
             raise
         finally:
             self.progress.close()
-            self._call("after_fit")
+            try:
+                R.wait_for_writes(self, failure)  # the fit returns (or raises) with its checkpoint on disk
+            finally:
+                self._call("after_fit")
 
     def _restore(self, state: dict) -> tuple[int, dict | None]:
         """Load a training checkpoint; returns the epoch to start and the mid-epoch state."""
@@ -156,9 +162,25 @@ class TrainingLoop:
     def _checkpoint(self, epoch: int, batch: int, partial: dict | None = None) -> None:
         if self.checkpoint_dir is None:
             return
+        start = time.perf_counter()
         state = R.capture(self, epoch, batch, partial)  # a collective under data-parallel: every rank
         if self.rank == 0:
             R.save(self, state)
+        self._ckpt_done = time.perf_counter()
+        self._ckpt_cost = self._ckpt_done - start  # this thread's part; the writer adds its own
+
+    def _ckpt_due(self) -> bool:
+        """Whether a scheduled checkpoint fits in ``ckpt_budget``: the last write must have finished
+        at least its cost (this thread's part plus the writer's) divided by the budget ago. Under
+        data-parallel, rank 0 (the writer) decides for every rank: a collective."""
+        budget, done = self.ckpt_budget, self._ckpt_done
+        if budget is None or done is None:
+            return True
+        writer = self._ckpt_writer
+        due = not writer.busy and time.perf_counter() - done >= (self._ckpt_cost + writer.seconds) / budget
+        if self.world_size > 1:
+            due = bool(D.all_reduce_sum(torch.tensor(float(due and self.rank == 0), device=self.device)))
+        return due
 
     def _check_signal(self, epoch: int, batch: int, partial_fn: Callable[[], dict] | None = None,
                       agreed_point: bool = True) -> None:
@@ -195,7 +217,8 @@ class TrainingLoop:
         self.recorder.add_epoch(train_loss, val, seconds)
         self.progress.epoch_row(self.epoch, train_loss, val, seconds)
         self._call("after_epoch")
-        self._checkpoint(self.epoch + 1, 0)
+        if self.checkpoint_dir is not None and (self.epoch + 1 == self.n_epochs or self._ckpt_due()):
+            self._checkpoint(self.epoch + 1, 0)
         self._check_signal(self.epoch + 1, 0)
 
     def _start_epoch(self, pending: dict | None) -> tuple[Iterator, int]:
@@ -262,7 +285,7 @@ class TrainingLoop:
                 else:
                     self._step()
                 bad_window = False
-                due = every is not None and scheduler.step_count % every == 0 and i < n - 1
+                due = every is not None and scheduler.step_count % every == 0 and i < n - 1 and self._ckpt_due()
                 if due:
                     self._checkpoint(self.epoch, i + 1, partial())
                 if dist or self._signal is not None:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from .checkpoint import atomic_save, get_rng_state, safe_load
+from .checkpoint import get_rng_state, safe_load
 from .distributed import gather_to_rank0
 from .optim.groups import named_layout
 
@@ -125,10 +125,22 @@ def capture(learn: Learner, epoch: int, batch: int, partial: dict[str, Any] | No
 
 
 def save(learn: Learner, state: dict[str, Any]) -> Path:
+    """Hand ``state`` to the Learner's background writer (``wait_for_writes`` makes it durable)."""
     path = Path(learn.checkpoint_dir) / CKPT_NAME
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_save(state, path)
+    learn._ckpt_writer.save(state, path)
     return path
+
+
+def wait_for_writes(learn: Learner, failure: BaseException | None = None) -> None:
+    """Block until the last checkpoint is on disk. Its write error is raised, or, when ``failure``
+    is already propagating, attached to it as a note."""
+    try:
+        learn._ckpt_writer.wait()
+    except Exception as err:
+        if failure is None:
+            raise
+        failure.add_note(f"onecycle: writing the last checkpoint also failed: {type(err).__name__}: {err}")
 
 
 def load_for_resume(folder: str | os.PathLike, resume: bool | str) -> dict[str, Any] | None:

@@ -128,6 +128,8 @@ class FitConfig(FindConfig):
     gamma: float = _opt(0.1, "step: factor at each milestone")
     cycles: int = _opt(1, "triangular: number of cycles")
     every: int = _opt(200, "checkpoint every N optimizer steps, and at each epoch end (0: epoch ends only)")
+    ckpt_budget: float = _opt(0.01, "share of training time checkpoints may take: a scheduled write is skipped "
+                              "while the last one is more recent than its cost / budget (0: never skip)")
     grad_stats: bool = _opt(False, "record per-group gradient statistics (GradStats) and plot them")
     tensorboard: bool = _opt(False, "also log every scalar to <run>/tensorboard (needs the tensorboard package)")
 
@@ -151,6 +153,7 @@ class FitConfig(FindConfig):
                 list(self.milestones):
             raise _bad("milestones", "increasing fractions in (0, 1)", self.milestones)
         _check_float("gamma", self.gamma, low=0.0, high=1.0, strict=True)
+        _check_float("ckpt_budget", self.ckpt_budget, low=0.0, high=1.0)
         for key, low in (("cycles", 1), ("every", 0)):
             if getattr(self, key) < low:
                 raise _bad(key, f">= {low}", getattr(self, key))

@@ -4,7 +4,7 @@ folders that hold everything about them, even after a crash or Ctrl-C.
 A run folder (``<out>/<time>-<name>/``) holds ``config.json`` (the resolved config, library, torch
 and git versions; written before anything trains), ``history.json`` with ``epochs.csv`` and
 ``iterations.csv`` (rewritten at every epoch end), ``last.ckpt`` (the full training state, every
-``every`` steps and at each epoch end), PNG plots, ``result.json`` and a self-contained
+``every`` steps and at each epoch end, within ``ckpt_budget``), PNG plots, ``result.json`` and a self-contained
 ``report.html``. ``resume_fit(folder)`` continues a run exactly from its checkpoint.
 
 ``cli.py`` is the argparse layer over this module; nothing else in the package imports it.
@@ -441,7 +441,8 @@ def _train(learn: Any, task: Any, cfg: FitConfig, run: _Run, resume: bool) -> Pa
         peaks = _peaks(learn, cfg, run)
         lr_sched, mom_sched = schedules_for(cfg, len(task.train_dl))
         learn.fit_sched(cfg.epochs, peaks, lr_sched, mom_sched, callbacks=_fit_callbacks(cfg, run),
-                        checkpoint_dir=run.folder, every=cfg.every or None, resume=resume)
+                        checkpoint_dir=run.folder, every=cfg.every or None, ckpt_budget=cfg.ckpt_budget or None,
+                        resume=resume)
         status = "finished"
         if run.main:
             learn.save(run.folder / "model.pt")
