@@ -48,5 +48,14 @@ def broken(batch_size: int = 16, seed: int = 0) -> Task:
     raise RuntimeError("broken task: the data is gone")
 
 
+def needs_a_path(path):
+    """A task builder whose signature the command line cannot satisfy."""
+    return path
+
+
+def model_without_shapes():
+    return torch.nn.Linear(2, 2)
+
+
 def not_a_task(seed: int = 0) -> int:
     return 42

@@ -222,12 +222,22 @@ def test_config_file_and_override_reach_the_run(tmp_path):
     ("_cli_task:missing", "task '_cli_task:missing': '_cli_task' has no attribute 'missing'"),
     ("_cli_task:NOT_CALLABLE", "task '_cli_task:NOT_CALLABLE' is not callable (a int)"),
     ("_cli_task:not_a_task", "task '_cli_task:not_a_task' returned int, not onecycle.data.Task"),
+    ("_cli_task:needs_a_path", "task '_cli_task:needs_a_path' cannot be called with no arguments: missing a "
+                               "required argument: 'path'"),
+    ("os:getcwd", "task 'os:getcwd' cannot be called with (seed=...)"),
     ("mnist2d", "task must be one of ['charlm', 'digits', 'mnist1d', 'mnist1d_large'] or package.module:function"),
 ])
 def test_bad_task_reference_is_named(tmp_path, capsys, ref, message):
     assert main(["fit", "--task", ref, "--lr", "0.1", "--out", str(tmp_path)]) == 2
     assert message in capsys.readouterr().err
     assert not list(tmp_path.iterdir())  # nothing half-made
+
+
+def test_model_reference_with_the_wrong_signature_is_named(tmp_path, capsys):
+    args = ["fit", "--task", "_cli_task:tiny", "--model", "_cli_task:model_without_shapes", "--lr", "0.1",
+            "--out", str(tmp_path)]
+    assert main(args) == 2
+    assert "model '_cli_task:model_without_shapes' cannot be called with (tuple, int)" in capsys.readouterr().err
 
 
 def test_user_task_options_are_checked(tmp_path, capsys):

@@ -151,6 +151,26 @@ def test_decoupled_wd_sgd_closed_form():
     torch.testing.assert_close(model.weight.detach(), expected)
 
 
+def test_decoupled_wd_skips_biases_and_normalization_weights():
+    """w1 = w0 * (1 - lr*wd) - lr * g for the 2-D weight only; the bias and LayerNorm's weight and
+    bias take the plain step p0 - lr * g."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 2), nn.LayerNorm(2))
+    ref = nn.Sequential(nn.Linear(3, 2), nn.LayerNorm(2))
+    ref.load_state_dict(model.state_dict())
+    x, y = torch.randn(4, 3), torch.randn(4, 2)
+    F.mse_loss(ref(x), y).backward()
+    learn = oc.Learner(model, DataLoader(TensorDataset(x, y), batch_size=4), loss_fn=F.mse_loss, quiet=True,
+                       device="cpu")
+    lr, wd = 0.1, 0.5
+    learn.fit(lr, 1, wd=wd)
+    got, want = dict(model.named_parameters()), dict(ref.named_parameters())
+    for name, p0 in want.items():
+        decay = 1 - lr * wd if p0.ndim >= 2 else 1.0
+        torch.testing.assert_close(got[name].detach(), p0.detach() * decay - lr * p0.grad, msg=name)
+    assert [n for n, p in want.items() if p.ndim >= 2] == ["0.weight"]
+
+
 def test_decay_hook_only_while_a_fit_decays():
     """A fit with zero decay runs no pre-step hook (nothing to call per step); one with decay,
     or with a decay schedule, does; after the fit the hook is back."""
@@ -201,6 +221,29 @@ def test_clip_limits_global_norm():
     learn.create_opt().register_step_pre_hook(spy)
     learn.fit(0.1, 1)
     assert seen and max(seen) <= 1e-3 * (1 + 1e-5)
+
+
+def test_clip_under_fp16_amp_sees_unscaled_gradients():
+    """With a GradScaler (scale 2**16) the optimizer must see gradients unscaled, then clipped: a
+    clip of the scaled ones would leave norms near 1e-3 / 65536."""
+    seen, raw = [], []
+    torch.manual_seed(0)
+    model = nn.Linear(5, 3)
+    learn = oc.Learner(model, _data(), quiet=True, device="cpu", amp="fp16")
+    learn.clip = 1e-3
+
+    def spy(opt, args, kwargs):
+        seen.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])).item())
+
+    class Raw(oc.Callback):  # after unscale_, before clipping
+        def after_backward(self, learn):
+            raw.append(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])).item())
+
+    learn.create_opt().register_step_pre_hook(spy)
+    learn.fit(0.1, 1, callbacks=[Raw()])
+    assert learn.scaler is not None and learn.scaler.get_scale() > 1
+    assert seen and all(n == pytest.approx(1e-3, rel=1e-3) for n in seen)  # every raw norm is far above 1e-3
+    assert min(raw) > 0.01
 
 
 def test_callbacks_order_cancel_and_after_fit_always():
@@ -313,6 +356,9 @@ BAD_FIT = [
     (lambda l: l.fit_one_cycle(1), ValueError, "lr_max"),
     (lambda l: l.fit_one_cycle(1, 0.1, wd=-1), ValueError, "wd"),
     (lambda l: l.fit(slice(1e-3, 1e-1), 1, wd=[0.1]), ValueError, "wd"),
+    (lambda l: l.fit_sched(1, 0.1, oc.schedules.const(1.0), lambda p: 1.5), ValueError, "momentum schedule gives 1.5"),
+    (lambda l: l.fit_sched(1, 0.1, oc.schedules.const(1.0), lambda p: 0.9 if p < 0.5 else float("nan")),
+     ValueError, "momentum schedule gives nan at progress 0.5"),
 ]
 
 

@@ -16,6 +16,8 @@ def _filled():
     rec.add_iterations([[0.02, 0.2]], [0.9], [0.4])
     rec.add_epoch(0.4, {"val_loss": 0.7, "accuracy": 0.75}, 1.2)
     rec.log("grad_norm/0", 3.0)
+    for key, value in (("trust_mean/0", 0.5), ("trust_min/0", 0.1), ("trust_max/0", 0.9)):
+        rec.log(key, value)
     return rec
 
 
@@ -55,7 +57,8 @@ def test_nan_survives_json(tmp_path):
 def test_csv(tmp_path):
     it_path, ep_path = _filled().save_csv(tmp_path)
     rows = list(csv.reader(it_path.open()))
-    assert rows[0] == ["iteration", "lr_0", "lr_1", "mom", "loss", "smooth_loss", "grad_norm/0"]
+    assert rows[0] == ["iteration", "lr_0", "lr_1", "mom", "loss", "smooth_loss", "grad_norm/0", "trust_max/0",
+                       "trust_mean/0", "trust_min/0"]
     assert len(rows) == 5 and float(rows[2][2]) == 0.2
     ep = list(csv.reader(ep_path.open()))
     assert ep[0] == ["epoch", "train_loss", "val_loss", "accuracy", "time", "iterations"]
@@ -68,7 +71,8 @@ def test_plots_return_figures_and_save_png(tmp_path):
     for name, fig in [("lr", rec.plot_lr(save=tmp_path / "lr.png")),
                       ("losses", rec.plot_losses(save=tmp_path / "losses.png")),
                       ("metrics", rec.plot_metrics(save=tmp_path / "metrics.png")),
-                      ("grads", rec.plot_grad_stats(save=tmp_path / "grads.png"))]:
+                      ("grads", rec.plot_grad_stats(save=tmp_path / "grads.png")),
+                      ("trust", rec.plot_trust_ratios(save=tmp_path / "trust.png"))]:
         assert isinstance(fig, Figure)
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(rec.plot_lr().axes) == 2  # LR and momentum side by side

@@ -126,6 +126,9 @@ def test_hyper_helpers_and_spread():
     (lambda o: Scheduler(o, 2.5), "total_steps"),
     (lambda o: Scheduler("nope", 5), "optimizer"),
     (lambda o: Scheduler(o, 5, lr=3.0), "lr"),
+    (lambda o: Scheduler(o, 5, momentum=lambda p: 1.0), "momentum schedule gives 1.0 at progress 0"),
+    (lambda o: Scheduler(o, 5, momentum=lambda p: 0.9 if p < 0.5 else -0.1),
+     "momentum schedule gives -0.1 at progress 0.5"),
 ])
 def test_scheduler_bad_input(bad, arg):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)

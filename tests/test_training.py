@@ -45,6 +45,37 @@ def test_slice_spreads_lrs_geometrically():
     assert learn.recorder.group_lrs[0][0] == pytest.approx(1e-3)
 
 
+class Plain(nn.Module):
+    """Net without a param_groups() method: groups must come from the Learner's ``groups``."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Linear(6, 8), nn.Linear(8, 3)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+@pytest.mark.parametrize("groups", [
+    lambda m: [m.a, m.b],  # a split function
+    "modules",  # a list of modules
+    "params",  # a list of parameter lists
+])
+def test_groups_from_modules_split_function_or_parameter_lists(groups):
+    model = Plain()
+    if groups == "modules":
+        groups = [model.a, model.b]
+    elif groups == "params":
+        groups = [list(model.a.parameters()), list(model.b.parameters())]
+    learn = oc.Learner(model, _dl(), quiet=True, device="cpu", groups=groups)
+    learn.fit(slice(1e-3, 1e-1), 1)
+    assert [[id(p) for p in g["params"]] for g in learn.opt.param_groups] == \
+        [[id(p) for p in model.a.parameters()], [id(p) for p in model.b.parameters()]]
+    assert [g["lr"] for g in learn.opt.param_groups] == pytest.approx([1e-3, 1e-1])
+    learn.freeze()
+    assert [p.requires_grad for p in model.parameters()] == [False, False, True, True]
+
+
 def test_freeze_unfreeze_requires_grad_exactly():
     learn = _learn()
     m = learn.model
@@ -73,8 +104,15 @@ def test_frozen_groups_do_not_move_and_bn_freeze():
 
 
 def test_fine_tune_runs_both_phases():
+    trainable = []
+
+    class Record(oc.Callback):
+        def before_fit(self, learn):
+            trainable.append([p.requires_grad for p in learn.model.parameters()])
+
     learn = _learn()
-    learn.fine_tune(2, base_lr=0.02, freeze_epochs=1)
+    learn.fine_tune(2, base_lr=0.02, freeze_epochs=1, callbacks=[Record()])
+    assert trainable == [[False] * 4 + [True] * 2, [True] * 6]  # the head alone, then everything
     assert learn.head_history.n_epochs == 1 and learn.recorder.n_epochs == 2
     assert learn.scheduler.base["lr"] == pytest.approx([0.01 / 100, 0.001, 0.01], rel=1e-9)
     assert [g[0] for g in learn.recorder.group_lrs] == pytest.approx([1e-4 / 5, 1e-3 / 5, 1e-2 / 5])

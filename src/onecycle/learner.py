@@ -39,7 +39,7 @@ from .optim.groups import (
     normalized_wd,
     spread_lrs,
 )
-from .optim.scheduler import Scheduler
+from .optim.scheduler import Scheduler, check_momentum_schedule
 from .recorder import Recorder
 
 __all__ = ["Learner", "OPTIMIZERS", "default_device"]
@@ -312,6 +312,8 @@ class Learner(TrainingLoop):
         """
         epochs = _check_epochs("epochs", epochs)
         self._check_fit_options(checkpoint_dir, every, resume, on_nan, ckpt_budget)
+        if mom_sched is not None:
+            check_momentum_schedule(mom_sched)
         total = epochs * self._steps_per_epoch()
         opt, peaks, wds = self._prepare_opt(lr, wd)
         if self.scale_lr:  # the linear scaling rule: world_size times the global batch, times the LR

@@ -68,7 +68,27 @@ def _call_with(fn: Callable, ref: str, what: str, kwargs: dict[str, Any], option
         if not var_kw and key not in params:
             raise ConfigError(f"{what}_opts: {what} {ref!r} takes no option {key!r}", f"{what}_opts")
     chosen = {k: v for k, v in optional.items() if var_kw or k in params}
-    return fn(**kwargs, **chosen)
+    return _call_checked(fn, ref, what, (), {**kwargs, **chosen})
+
+
+def _call_checked(fn: Callable, ref: str, what: str, args: tuple, kwargs: dict[str, Any]) -> Any:
+    """``fn(*args, **kwargs)``; a signature that cannot take them is a ``ConfigError`` naming ``what``,
+    not a traceback from inside the call."""
+    try:
+        inspect.signature(fn).bind(*args, **kwargs)
+    except ValueError:  # no signature to read (some builtins): the call itself must tell
+        try:
+            return fn(*args, **kwargs)
+        except TypeError as err:
+            raise ConfigError(f"{what} {ref!r} cannot be called with {_shown(args, kwargs)}: {err}", what) from err
+    except TypeError as err:
+        raise ConfigError(f"{what} {ref!r} cannot be called with {_shown(args, kwargs)}: {err}", what) from err
+    return fn(*args, **kwargs)
+
+
+def _shown(args: tuple, kwargs: dict[str, Any]) -> str:
+    shown = [*(type(a).__name__ for a in args), *(f"{k}=..." for k in kwargs)]
+    return "(" + ", ".join(shown) + ")" if shown else "no arguments"
 
 
 def load_run_task(cfg: FindConfig) -> Any:
@@ -91,7 +111,7 @@ def build_model(cfg: FindConfig, task: Any) -> Any:
         return task.model
     name = cfg.model or task.default_model
     if is_ref(name):
-        model = resolve_ref(name, "model")(task.in_shape, task.n_out, **cfg.model_opts)
+        model = _call_checked(resolve_ref(name, "model"), name, "model", (task.in_shape, task.n_out), cfg.model_opts)
     else:
         try:
             model = create_model(name, task.in_shape, task.n_out, **cfg.model_opts)

@@ -12,6 +12,7 @@ absolute.
 
 from __future__ import annotations
 
+import numbers
 import warnings
 from collections.abc import Callable, Mapping
 
@@ -19,9 +20,21 @@ import torch
 
 from .groups import get_hyper, momentum_key, set_hyper
 
-__all__ = ["Scheduler", "RELATIVE_KEYS"]
+__all__ = ["Scheduler", "RELATIVE_KEYS", "check_momentum_schedule"]
 
 RELATIVE_KEYS = frozenset({"lr", "weight_decay", "decoupled_wd"})
+
+
+def check_momentum_schedule(fn: Callable[[float], float], points: int = 101) -> None:
+    """``ValueError`` unless ``fn`` gives a momentum (or beta1) in [0, 1) at ``points`` evenly spaced
+    progress values: a bad schedule is caught before training, not as a ZeroDivisionError inside
+    Adam or a silent divergence with SGD."""
+    for i in range(points):
+        pct = i / (points - 1)
+        value = fn(pct)
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
+            raise ValueError(f"momentum schedule gives {value!r} at progress {pct:g}: momentum (or beta1) "
+                             "must be a number in [0, 1)")
 
 
 class Scheduler:
@@ -44,6 +57,8 @@ class Scheduler:
         for key, fn in scheds.items():
             if not callable(fn):
                 raise TypeError(f"schedule for {key!r} must be callable, got {fn!r}")
+        if "momentum" in scheds:
+            check_momentum_schedule(scheds["momentum"])
         if "momentum" in scheds and any(momentum_key(g) is None for g in optimizer.param_groups):
             warnings.warn(f"{type(optimizer).__name__} has neither 'momentum' nor 'betas': "
                           "momentum is not scheduled", stacklevel=2)
