@@ -88,6 +88,21 @@ def test_parity_with_dataloader_any_size(n, bs, drop_last, seed):
         assert _same(_epoch(ref), _epoch(loader))
 
 
+def test_eval_batches_cover_every_row_once_in_big_chunks(monkeypatch):
+    x, y = _xy(10)  # 3 floats + 1 int64 = 20 bytes a row
+    monkeypatch.setattr(data, "EVAL_CHUNK_BYTES", 20 * 4)
+    loader = TensorLoader(x, y, batch_size=2)
+    chunks = _epoch(loader.eval_batches())
+    assert [len(c[0]) for c in chunks] == [4, 4, 2]
+    assert torch.equal(torch.cat([c[0] for c in chunks]), x) and torch.equal(torch.cat([c[1] for c in chunks]), y)
+    assert loader.epoch == 1  # counted as a pass
+    assert loader.eval_batches is not None and TensorLoader(x, y, batch_size=5).eval_batches().__class__ \
+        is TensorLoader  # 5 rows a batch already exceed the chunk: the loader itself
+    for usual in (TensorLoader(x, y, batch_size=2, shuffle=True), TensorLoader(x, y, batch_size=3, drop_last=True),
+                  TensorLoader(x, y, batch_size=2).shard(0, 2, drop_last=False)):
+        assert usual.eval_batches() is usual
+
+
 def test_set_epoch_reproduces_any_epoch():
     x, y = _xy(57)
     sequential = TensorLoader(x, y, batch_size=8, shuffle=True, seed=3)

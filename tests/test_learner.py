@@ -9,6 +9,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import onecycle as oc
+from onecycle.data import TensorLoader
 from onecycle.metrics import accuracy
 from test_schedules import _clr_closed
 
@@ -110,6 +111,23 @@ def test_metric_weighting_uneven_last_batch():
         out = learn.model(x)
     assert res["val_loss"] == pytest.approx(F.cross_entropy(out, y).item(), rel=1e-6)
     assert res["accuracy"] == pytest.approx((out.argmax(1) == y).float().mean().item(), rel=1e-6)
+
+
+def test_validate_reads_a_tensor_loader_in_one_chunk_with_the_same_results():
+    calls = []
+    torch.manual_seed(0)
+    model = TwoGroup()
+    model.register_forward_hook(lambda m, i, o: calls.append(len(i[0])))
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(70, 5, generator=g), torch.randint(0, 3, (70,), generator=g)
+    learn = oc.Learner(model, _data(), metrics=[accuracy], quiet=True, device="cpu")
+    chunked = learn.validate(TensorLoader(x, y, batch_size=10))
+    assert calls == [70]
+    calls.clear()
+    batched = learn.validate(DataLoader(TensorDataset(x, y), batch_size=10))
+    assert calls == [10] * 7
+    assert chunked["accuracy"] == pytest.approx(batched["accuracy"], rel=1e-6)
+    assert chunked["val_loss"] == pytest.approx(batched["val_loss"], rel=1e-6)
 
 
 def test_perplexity_is_set_level():

@@ -39,6 +39,7 @@ __all__ = [
 ]
 
 Device = torch.device | str | None
+EVAL_CHUNK_BYTES = 64 << 10  # TensorLoader.eval_batches: data per forward pass without gradients
 
 
 def _check_pos_int(value: object, name: str) -> int:
@@ -168,6 +169,22 @@ class TensorLoader:
             start = full * size + rank * base + min(rank, extra)
             stop = start + base + (rank < extra)
             yield tuple(t[start:stop] for t in data)
+
+    def eval_batches(self) -> Iterable[tuple[torch.Tensor, ...]]:
+        """The batches to evaluate on (``Learner.validate``): one pass in chunks of up to
+        ``EVAL_CHUNK_BYTES`` of data (never fewer rows than ``batch_size``). Without gradients a
+        bigger chunk costs less than several batches and sums to the same loss and metrics, up to
+        float rounding (MNIST-1D's 1000 test signals with the CNN: 2.2 ms in chunks of 390, 3.6 ms in
+        batches of 128; one chunk of 1000 is slower again, 3.2 ms, as its activations outgrow the
+        cache). Shuffling, ``drop_last`` or sharded loaders yield their usual batches."""
+        if self.shuffle or self.drop_last or self.world_size != 1:
+            return self
+        row_bytes = sum(t[0].numel() * t.element_size() for t in self.tensors)
+        rows = max(self.batch_size, EVAL_CHUNK_BYTES // max(row_bytes, 1))
+        if rows <= self.batch_size:
+            return self
+        self.epoch += 1  # a pass, as iter() counts it
+        return (tuple(t[i:i + rows] for t in self.tensors) for i in range(0, self.n, rows))
 
     def shard(self, rank: int, world_size: int, drop_last: bool = True) -> TensorLoader:
         """This loader's view for data-parallel rank ``rank`` of ``world_size`` (same data, seed and

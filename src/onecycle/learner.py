@@ -459,7 +459,8 @@ class Learner(TrainingLoop):
     @torch.no_grad()
     def validate(self, dl: Iterable | None = None) -> dict[str, float]:
         """Loss and every metric over the whole loader, each batch weighted by its number of
-        targets. Returns ``{"val_loss": ..., <metric name>: ...}``; the model's mode is restored."""
+        targets. Returns ``{"val_loss": ..., <metric name>: ...}``; the model's mode is restored.
+        A loader with ``eval_batches()`` (``TensorLoader``) is read through it: in bigger chunks."""
         dl = self.valid_dl if dl is None else dl
         if dl is None:
             raise ValueError("validate needs a loader: valid_dl is None")
@@ -469,8 +470,9 @@ class Learner(TrainingLoop):
             self.model.reset()
         acc = MetricAccumulator(self.loss_fn, self.metrics, self.device)
         autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else contextlib.nullcontext()
+        batches = dl.eval_batches() if callable(getattr(dl, "eval_batches", None)) else dl
         try:
-            for batch in dl:
+            for batch in batches:
                 xs, y = self._to_device(batch)
                 with autocast:
                     pred = self.model(*xs)
@@ -486,8 +488,9 @@ class Learner(TrainingLoop):
         was_training = self.model.training
         self.model.eval()
         preds, targets = [], []
+        batches = dl.eval_batches() if callable(getattr(dl, "eval_batches", None)) else dl
         try:
-            for batch in dl:
+            for batch in batches:
                 xs, y = self._to_device(batch)
                 preds.append(self.model(*xs).float().cpu())
                 targets.append(y.cpu() if torch.is_tensor(y) else y)
