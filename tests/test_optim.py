@@ -545,6 +545,36 @@ def test_sgd_equals_torch_sgd_bit_for_bit_and_fires_hooks_once(kw):
     ref.load_state_dict(a)  # the state moves between the two
 
 
+def test_sgd_flat_momentum_buffers_with_cycled_momentum_and_a_reload():
+    """The buffers move into one flat tensor (one multiply per step); with the momentum changed every
+    step and a state_dict reload halfway, every step still equals torch's SGD bit for bit."""
+    from onecycle.optim import SGD
+
+    shapes = [(4, 3), (3,), (2, 2, 3)]
+    params = [torch.nn.Parameter(t) for t in make_tensors(shapes, seed=5, dtype=torch.float32)]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    ours = SGD([{"params": params[:2]}, {"params": params[2:]}], lr=0.05, momentum=0.9)
+    ref = torch.optim.SGD([{"params": twins[:2]}, {"params": twins[2:]}], lr=0.05, momentum=0.9)
+    gen = torch.Generator().manual_seed(0)
+    for step in range(12):
+        if step == 6:  # a reload: fresh buffer tensors, a new flat one
+            ours = SGD([{"params": params[:2]}, {"params": params[2:]}], lr=0.05, momentum=0.9)
+            ours.load_state_dict(copy.deepcopy(ref.state_dict()))
+        for opt in (ours, ref):
+            for g in opt.param_groups:
+                g["momentum"] = 0.95 - 0.01 * step
+        for p, q in zip(params, twins):
+            p.grad = q.grad = torch.randn(p.shape, generator=gen)
+        ours.step()
+        ref.step()
+        assert all(torch.equal(p, q) for p, q in zip(params, twins)), step
+        if step in (2, 8):
+            storages = {ours.state[p]["momentum_buffer"].untyped_storage().data_ptr() for p in params}
+            assert len(storages) == 1  # one flat tensor holds every buffer
+    for p, q in zip(params, twins):
+        assert torch.equal(ours.state[p]["momentum_buffer"], ref.state[q]["momentum_buffer"])
+
+
 def test_sgd_closure_returns_the_loss_and_computes_it_with_grad():
     from onecycle.optim import SGD
 
