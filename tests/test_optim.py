@@ -573,6 +573,10 @@ def test_sgd_flat_momentum_buffers_with_cycled_momentum_and_a_reload():
             assert len(storages) == 1  # one flat tensor holds every buffer
     for p, q in zip(params, twins):
         assert torch.equal(ours.state[p]["momentum_buffer"], ref.state[q]["momentum_buffer"])
+    ours.zero_grad(set_to_none=False)
+    assert all(p.grad is not None and not p.grad.any() for p in params)
+    ours.zero_grad()
+    assert all(p.grad is None for p in params)
 
 
 def test_sgd_closure_returns_the_loss_and_computes_it_with_grad():

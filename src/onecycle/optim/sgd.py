@@ -53,6 +53,15 @@ class SGD(torch.optim.SGD):
                 torch._foreach_add_(params, steps, alpha=-lr)
         return loss
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """torch's ``zero_grad`` without its profiler annotation (a few microseconds a step)."""
+        if not set_to_none:
+            return super().zero_grad(set_to_none=False)
+        for group in self.param_groups:
+            for p in group["params"]:
+                p.grad = None
+        return None
+
     def _flat_buffers(self, bufs: list[torch.Tensor]) -> torch.Tensor:
         """One tensor whose elements are exactly those of ``bufs``: scaling it is one kernel instead
         of one per buffer (a multi-tensor scalar multiply loops them on the CPU). The first time a
