@@ -321,6 +321,42 @@ def test_loader_state_and_set_epoch_restored():
     assert train.epoch == 7 and valid.epoch == 7
 
 
+def test_runs_train_on_successive_epochs_and_take_the_median():
+    torch.manual_seed(0)
+    train, valid = EpochLoader(), EpochLoader(16)
+    learn = oc.Learner(Net(), train, valid, metrics=[accuracy], device="cpu", quiet=True)
+    one = learn.lr_find(num_it=12)
+    train.calls.clear()
+    three = learn.lr_find(num_it=12, runs=3)
+    # 12 steps of 5 batches: 3 epochs a run; run k starts where run k - 1 stopped; put back after each
+    assert train.calls == [0, 1, 2, 7, 3, 4, 5, 7, 6, 7, 8, 7] and train.epoch == 7
+    assert len(three.run_suggestions) == 3 and three.run_suggestions[0] == one.suggestions
+    assert three.losses == one.losses and three.val_losses == one.val_losses  # the curves are run 0's
+    for rule, value in three.suggestions.items():
+        assert value == lf.median_suggestion(three.run_suggestions, rule)
+    assert three.suggestion == three.suggestions[three.rule] == learn.suggested_lr
+    assert _same_json(three, learn.lr_find(num_it=12, runs=3))  # repeatable
+
+
+@pytest.mark.parametrize("exit_path", ["normal", "error_in_run_2"])
+def test_runs_restore_everything(exit_path):
+    learn = _learner(opt="sgd", clip=1.0, wd=0.01)  # a shuffling DataLoader: each run draws a new order
+    learn.fit(0.01, 1)
+    before, rng = _fingerprint(learn), get_rng_state()
+    if exit_path == "normal":
+        res = learn.lr_find(num_it=15, runs=3)
+        assert len(res.run_suggestions) == 3
+    else:
+        with pytest.raises(RuntimeError, match="boom"):
+            learn.lr_find(num_it=15, runs=3, callbacks=[Boom(20, RuntimeError("boom"))])
+    after_draws = _draws()
+    set_rng_state(rng)
+    assert _draws() == after_draws
+    after = _fingerprint(learn)
+    after["attrs"] = [a for a in after["attrs"] if a != "suggested_lr"]
+    assert after == before
+
+
 def test_dataloader_generator_restored():
     g = torch.Generator().manual_seed(3)
     torch.manual_seed(0)
@@ -498,7 +534,7 @@ def test_curves_shorter_than_the_skip_windows():
     (dict(start_lr=[1e-5, 1e-4, 1e-3]), "start_lr"), (dict(end_lr=[1.0]), "end_lr"),
     (dict(start_lr=[1e-5, 1e-4], end_lr=[1.0, 1.0]), "ratio"), (dict(step_mode="cos"), "step_mode"),
     (dict(val_batches=0), "val_batches"), (dict(wd=-1.0), "wd"), (dict(wd=[0.1]), "wd"),
-    (dict(rule="best"), "rule"),
+    (dict(rule="best"), "rule"), (dict(runs=0), "runs"), (dict(runs=1.5), "runs"),
 ])
 def test_bad_input_changes_nothing(kw, name):
     learn = _learner()

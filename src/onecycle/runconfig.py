@@ -78,6 +78,7 @@ class FindConfig:
     start_lr: float = _opt(1e-7, "LR finder: first LR")
     end_lr: float = _opt(10.0, "LR finder: last LR")
     num_it: int = _opt(100, "LR finder: iterations")
+    finder_runs: int = _opt(1, "LR finder: range tests with different data orders; each suggestion is their median")
     rule: str = _opt("", "LR finder rule picking the suggestion (valley, slide, minimum, steep, val_steep, "
                      "val_min; empty: the library's default)")
     out: str = _opt("runs", "folder the run folder is made in")
@@ -107,6 +108,8 @@ class FindConfig:
         _check_float("end_lr", self.end_lr)
         if self.num_it < 2:
             raise _bad("num_it", ">= 2", self.num_it)
+        if self.finder_runs < 1:
+            raise _bad("finder_runs", ">= 1", self.finder_runs)
         if self.rule and self.rule not in SUGGESTERS:
             raise _bad("rule", f"empty or one of {sorted(SUGGESTERS)}", self.rule)
 

@@ -259,7 +259,7 @@ def _say(cfg: FindConfig, *lines: str) -> None:
 def _lr_find(learn: Any, cfg: FindConfig, run: _Run) -> Any:
     """The LR range test; its curves and plot go into the run folder, every suggestion is printed."""
     kw = {"rule": cfg.rule} if cfg.rule else {}
-    res = learn.lr_find(start_lr=cfg.start_lr, end_lr=cfg.end_lr, num_it=cfg.num_it, **kw)
+    res = learn.lr_find(start_lr=cfg.start_lr, end_lr=cfg.end_lr, num_it=cfg.num_it, runs=cfg.finder_runs, **kw)
     if run.main:
         res.save_json(run.folder / "lr_find.json")
     run.meta["resolved"]["lr_find"] = {"suggestions": res.suggestions, "rule": res.rule, "suggestion": res.suggestion,
