@@ -307,6 +307,10 @@ def test_mnist1d_large(monkeypatch, tmp_path):
     monkeypatch.setenv("ONECYCLE_CACHE", str(tmp_path))
     task = load_task("mnist1d_large")
     assert task.train_dl.n == 40000 and task.valid_dl.n == 10000
+    monkeypatch.setenv("ONECYCLE_CACHE", str(tmp_path / "again"))  # a second generation, same bytes
+    again = load_task("mnist1d_large")
+    for a, b in zip(task.train_dl.tensors + task.valid_dl.tensors, again.train_dl.tensors + again.valid_dl.tensors):
+        assert a.numpy().tobytes() == b.numpy().tobytes()
 
 
 def test_digits_task(monkeypatch, tmp_path):
