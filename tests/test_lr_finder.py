@@ -206,6 +206,16 @@ def _draws():
     return torch.rand(3).tolist(), np.random.rand(3).tolist(), random.random()
 
 
+def _assert_restored(learn, before, rng):
+    """The fingerprint is back (suggested_lr aside) and the RNGs draw what they drew before."""
+    after_draws = _draws()
+    set_rng_state(rng)
+    assert _draws() == after_draws
+    after = _fingerprint(learn)
+    after["attrs"] = [a for a in after["attrs"] if a != "suggested_lr"]
+    assert after == before
+
+
 @pytest.mark.parametrize("exit_path", ["normal", "diverge", "error", "ctrl_c"])
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
 @pytest.mark.parametrize("opt_before", [False, True])
@@ -230,12 +240,7 @@ def test_everything_restored(exit_path, opt, opt_before, tmp_path, monkeypatch):
         res = learn.lr_find(**kw)
         want = "diverged" if exit_path == "diverge" else "completed"
         assert res.stop_reason.startswith(want), res.stop_reason
-    after_draws = _draws()
-    set_rng_state(rng)
-    assert _draws() == after_draws
-    after = _fingerprint(learn)
-    after["attrs"] = [a for a in after["attrs"] if a != "suggested_lr"]
-    assert after == before
+    _assert_restored(learn, before, rng)
     assert os.listdir(tmp_path) == []
 
 
@@ -349,12 +354,7 @@ def test_runs_restore_everything(exit_path):
     else:
         with pytest.raises(RuntimeError, match="boom"):
             learn.lr_find(num_it=15, runs=3, callbacks=[Boom(20, RuntimeError("boom"))])
-    after_draws = _draws()
-    set_rng_state(rng)
-    assert _draws() == after_draws
-    after = _fingerprint(learn)
-    after["attrs"] = [a for a in after["attrs"] if a != "suggested_lr"]
-    assert after == before
+    _assert_restored(learn, before, rng)
 
 
 def test_dataloader_generator_restored():
