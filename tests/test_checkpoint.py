@@ -149,6 +149,31 @@ def test_round_trip_of_unusual_tensors(tmp_path):
     loaded["strided"].add_(1)  # loaded tensors own writable memory
 
 
+@pytest.mark.parametrize("make", [
+    lambda: torch.arange(10.0)[::2], lambda: torch.zeros(1).expand(10),
+    lambda: torch.arange(20.0).reshape(10, 2)[:, :1], lambda: torch.arange(12, dtype=torch.uint8)[::3],
+    lambda: torch.arange(6.0).reshape(2, 3).t(),
+], ids=["step", "expand", "column", "uint8-step", "transposed"])
+def test_strided_views_round_trip_through_both_writers(tmp_path, make):
+    t = make()
+    atomic_save({"t": t}, tmp_path / "a.pt")
+    writer = ckpt.CheckpointWriter()
+    writer.save({"t": t}, tmp_path / "b.pt")
+    writer.wait()
+    for name in ("a.pt", "b.pt"):
+        loaded = safe_load(tmp_path / name)["t"]
+        assert loaded.dtype == t.dtype and torch.equal(loaded, t)
+
+
+def test_type_check_covers_data_that_looks_like_a_tensor_reference(tmp_path):
+    class Foo:
+        pass
+
+    with pytest.raises(TypeError, match=r"obj\['b'\]"):
+        atomic_save({"a": (ckpt.MARK, 0), "b": Foo()}, tmp_path / "x.pt")
+    assert not (tmp_path / "x.pt").exists()
+
+
 def test_state_dict_metadata_survives(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.BatchNorm1d(2))
     sd = model.state_dict()
@@ -177,14 +202,42 @@ def _v2_file(index, raw: bytes) -> bytes:
     ({"tree": (ckpt.MARK, 0), "tensors": [("object", [1], "cpu", False, False, 8)]}, b"\0" * 8, "entry 0"),
     ({"tree": (ckpt.MARK, 0), "tensors": [("uint8", [-1], "cpu", False, False, 0)]}, b"", "entry 0"),
     ({"tree": (ckpt.MARK, 3), "tensors": [("uint8", [1], "cpu", False, False, 1)]}, b"\0", "tensor reference"),
+    ({"tree": (ckpt.MARK, 0), "tensors": [(["float32"], [1], "cpu", False, False, 4)]}, b"\0" * 4, "entry 0"),
+    ({"tree": (ckpt.MARK, 0), "tensors": [("uint8", [0, 2**70], "cpu", False, False, 0)]}, b"", "entry 0"),
+    ({"tree": (ckpt.MARK, 0), "tensors": [("int64", [1], "cpu", True, False, 8)]}, b"\0" * 8, "entry 0"),
+    ({"tree": (ckpt.MARK, 0), "tensors": [("uint8", [1], 7, False, False, 1)]}, b"\0", "entry 0"),
     ({"tree": 1}, b"", "no tensor table"),
     ([1, 2], b"", "no tensor table"),
-], ids=["short-region", "size-mismatch", "bad-dtype", "negative-shape", "bad-reference", "no-table", "not-a-dict"])
+], ids=["short-region", "size-mismatch", "bad-dtype", "negative-shape", "bad-reference", "dtype-not-str",
+        "huge-shape", "grad-on-int", "device-not-str", "no-table", "not-a-dict"])
 def test_hostile_v2_tables_are_refused(tmp_path, index, raw, match):
     path = tmp_path / "h.pt"
     path.write_bytes(_v2_file(index, raw))
     with pytest.raises(CheckpointError, match=match):
         safe_load(path)
+
+
+def test_hostile_v2_nesting_and_unreachable_devices_are_refused(tmp_path):
+    deep = (ckpt.MARK, 0)
+    for _ in range(5000):
+        deep = [deep]
+    path = tmp_path / "deep.pt"
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(50_000)  # only to write the file; loading runs under the usual limit
+    try:
+        path.write_bytes(_v2_file({"tree": deep, "tensors": [("uint8", [1], "cpu", False, False, 1)]}, b"\0"))
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(CheckpointError):
+        safe_load(path)
+    if not torch.cuda.is_available():
+        path.write_bytes(_v2_file({"tree": (ckpt.MARK, 0), "tensors": [("uint8", [1], "cuda:0", False, False, 1)]},
+                                  b"\0"))
+        with pytest.raises(CheckpointError, match="cuda:0"):
+            safe_load(path, map_location=None)
+        atomic_save({"w": torch.ones(2)}, tmp_path / "ok.pt")
+        with pytest.raises(CheckpointError, match="map_location"):
+            safe_load(tmp_path / "ok.pt", map_location="cuda")
 
 
 def test_writer_writes_in_the_background_and_snapshots(tmp_path):

@@ -1,6 +1,7 @@
 """The LR finder: exact LR history, exact restore on every exit path, stop rules, validation
 cycling, suggestions on hand-made curves, bad input, the plot."""
 
+import itertools
 import json
 import math
 import os
@@ -341,6 +342,38 @@ def test_runs_train_on_successive_epochs_and_take_the_median():
         assert value == lf.median_suggestion(three.run_suggestions, rule)
     assert three.suggestion == three.suggestions[three.rule] == learn.suggested_lr
     assert _same_json(three, learn.lr_find(num_it=12, runs=3))  # repeatable
+
+
+def test_runs_of_a_dataloader_with_its_own_generator_see_new_orders():
+    g = torch.Generator().manual_seed(3)
+    torch.manual_seed(0)
+    train = _dl(shuffle=True, generator=g)
+    seen = []
+    real_iter = type(train).__iter__
+
+    class Spy(type(train)):
+        def __iter__(self):
+            it = real_iter(self)
+            batch = next(it)
+            seen.append(batch[1].tolist())
+            return itertools.chain([batch], it)
+
+    train.__class__ = Spy
+    learn = oc.Learner(Net(), train, _dl(24, 8, 1), device="cpu", quiet=True)
+    state = g.get_state()
+    learn.lr_find(num_it=8, runs=3)
+    assert len(seen) == 3 and len({tuple(s) for s in seen}) == 3  # one pass a run, each in its own order
+    assert torch.equal(g.get_state(), state)
+
+
+def test_finder_keeps_flat_momentum_buffers_small():
+    """The snapshot clones each buffer: a deep copy of a view would copy the whole flat tensor."""
+    learn = _learner()
+    learn.fit(0.01, 1)
+    learn.lr_find(num_it=10)
+    for state in learn.opt.state.values():
+        buf = state["momentum_buffer"]
+        assert buf.untyped_storage().nbytes() == buf.numel() * buf.element_size()
 
 
 @pytest.mark.parametrize("exit_path", ["normal", "error_in_run_2"])

@@ -185,6 +185,7 @@ def _pack(obj: Any) -> tuple[Any, list[tuple], list[torch.Tensor]]:
     a checkpoint that could never be loaded again is refused at save time, not at resume time."""
     table: list[tuple] = []
     views: list[torch.Tensor] = []
+    collision = False
 
     def go(o: Any, where: str) -> Any:
         kind = type(o)
@@ -194,7 +195,7 @@ def _pack(obj: Any) -> tuple[Any, list[tuple], list[torch.Tensor]]:
             t = o.detach().resolve_conj().resolve_neg()
             table.append((str(t.dtype)[6:], list(t.shape), str(t.device), o.requires_grad,
                           kind is torch.nn.Parameter, t.numel() * t.element_size()))
-            views.append(t.reshape(-1).view(torch.uint8))
+            views.append(t.contiguous().view(-1).view(torch.uint8))
             return (MARK, len(table) - 1)
         if kind in _LEAF_TYPES or kind is torch.Size:
             return o
@@ -209,10 +210,14 @@ def _pack(obj: Any) -> tuple[Any, list[tuple], list[torch.Tensor]]:
                 out.__dict__.update(o.__dict__)
             return out
         if kind is tuple and len(o) == 2 and type(o[0]) is str and o[0] == MARK:
-            raise _MarkInData
+            nonlocal collision
+            collision = True  # still walked: the type check must see everything
         return kind(go(item, f"{where}[{i}]") for i, item in enumerate(o))
 
-    return go(obj, "obj"), table, views
+    tree = go(obj, "obj")
+    if collision:
+        raise _MarkInData
+    return tree, table, views
 
 
 def _encode(obj: Any, snapshot: bool = False) -> list[bytes | memoryview]:
@@ -341,9 +346,11 @@ def _tensor_table(path: str, index: Any, region_bytes: int) -> list[tuple]:
         ok = isinstance(entry, list | tuple) and len(entry) == 6
         if ok:
             dtype, shape, device, grad, param, nbytes = entry
-            ok = (dtype in _DTYPES and isinstance(shape, list) and all(type(n) is int and n >= 0 for n in shape)
-                  and isinstance(device, str) and type(grad) is bool and type(param) is bool
-                  and nbytes == math.prod(shape) * _DTYPES[dtype].itemsize)
+            ok = (type(dtype) is str and dtype in _DTYPES and isinstance(shape, list)
+                  and all(type(n) is int and 0 <= n < 2**62 for n in shape) and type(device) is str
+                  and type(grad) is bool and type(param) is bool
+                  and (not grad or _DTYPES[dtype].is_floating_point or _DTYPES[dtype].is_complex)
+                  and type(nbytes) is int and nbytes == math.prod(shape) * _DTYPES[dtype].itemsize)
         if not ok:
             raise CheckpointError(f"checkpoint {path!r} is malformed: tensor entry {i} is {entry!r:.100}")
         total += nbytes
@@ -370,7 +377,7 @@ def _unpack(path: str, payload: memoryview, map_location: Any) -> Any:
         offset += nbytes
         try:
             t = t.to(_device_for(device, map_location))
-        except (RuntimeError, ValueError) as err:
+        except Exception as err:  # RuntimeError, or AssertionError from a torch built without CUDA
             raise CheckpointError(f"cannot load {path!r}: a tensor saved on {device!r} cannot go to "
                                   f"{_device_for(device, map_location)!r} ({err}); pass map_location") from err
         tensors.append(torch.nn.Parameter(t, requires_grad=grad) if param else t.requires_grad_(grad))
@@ -390,7 +397,10 @@ def _unpack(path: str, payload: memoryview, map_location: Any) -> Any:
             return kind(graft(item) for item in o)
         return o
 
-    return graft(index["tree"])
+    try:
+        return graft(index["tree"])
+    except RecursionError as err:
+        raise CheckpointError(f"checkpoint {path!r} is malformed: its structure is nested too deeply") from err
 
 
 def _decode(path: str, version: int, payload: memoryview, map_location: Any) -> Any:

@@ -120,6 +120,10 @@ class TrainingLoop:
             self.progress.close()
             try:
                 R.wait_for_writes(self, failure)  # the fit returns (or raises) with its checkpoint on disk
+            except BaseException:
+                if self.world_size > 1:
+                    D.mark_fault()
+                raise
             finally:
                 self._call("after_fit")
 

@@ -394,10 +394,10 @@ class _LoaderState:
         self.attrs = dict(vars(dl)) if hasattr(dl, "__dict__") else None
         self.gens = [(g, g.get_state()) for g in _generators(dl)]
 
-    def restore(self) -> None:
+    def restore(self, generators: bool = True) -> None:
         if self.attrs is not None:
             _restore_dict(vars(self.dl), self.attrs)
-        for g, state in self.gens:
+        for g, state in self.gens if generators else ():
             g.set_state(state)
         if self.epoch is not None:
             self.dl.set_epoch(self.epoch)  # also reaches what set_epoch forwards to (a sampler)
@@ -442,7 +442,7 @@ class _Snapshot:
         if rng:
             set_rng_state(self.rng)
         for loader in self.loaders:
-            loader.restore()
+            loader.restore(generators=rng)  # between runs a loader's own generator draws on too
 
 
 def _restore_dict(target: dict, saved: dict) -> None:
@@ -453,7 +453,13 @@ def _restore_dict(target: dict, saved: dict) -> None:
 
 def _opt_state(opt: torch.optim.Optimizer) -> tuple[list[list[tuple[str, Any]]], dict]:
     groups = [[(k, v if k == "params" else copy.deepcopy(v)) for k, v in g.items()] for g in opt.param_groups]
-    return groups, {p: copy.deepcopy(s) for p, s in opt.state.items()}
+    return groups, {p: _copy_state(s) for p, s in opt.state.items()}
+
+
+def _copy_state(state: dict) -> dict:
+    """A parameter's optimizer state with its tensors cloned (not deep-copied: a tensor that views a
+    larger storage, like onecycle's SGD's flat momentum buffers, would bring all of it along)."""
+    return {k: v.clone() if isinstance(v, torch.Tensor) else copy.deepcopy(v) for k, v in state.items()}
 
 
 def _restore_opt(opt: torch.optim.Optimizer, saved: tuple[list[list[tuple[str, Any]]], dict]) -> None:
@@ -462,7 +468,7 @@ def _restore_opt(opt: torch.optim.Optimizer, saved: tuple[list[list[tuple[str, A
         group.clear()
         group.update((k, v if k == "params" else copy.deepcopy(v)) for k, v in items)  # keys in their order
     opt.state.clear()
-    opt.state.update({p: copy.deepcopy(s) for p, s in state.items()})  # copies: restored again between runs
+    opt.state.update({p: _copy_state(s) for p, s in state.items()})  # copies: restored again between runs
 
 
 # ---- the loop ----------------------------------------------------------------------------------

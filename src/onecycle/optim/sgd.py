@@ -76,15 +76,15 @@ class SGD(torch.optim.SGD):
         if hit is not None and all(a is b for a, b in zip(hit[1], bufs)) and \
                 [b.data_ptr() for b in bufs] == hit[2]:
             return hit[0]
-        if len({(b.device, b.dtype) for b in bufs}) != 1:
-            return _Each(bufs)
+        misses = self.__dict__["_flat_misses"] = self.__dict__.get("_flat_misses", 0) + 1
+        if misses > 8 or len({(b.device, b.dtype) for b in bufs}) != 1:
+            return _Each(bufs)  # sets that keep changing (some gradients come and go): no copying
         flat = torch.cat([b.reshape(-1) for b in bufs])
         storage, offset = flat.untyped_storage(), 0
         for b in bufs:
             b.set_(storage, offset, b.shape, _contiguous_strides(b.shape))
             offset += b.numel()
-        if len(cache) >= 4:  # sets seen before (a state_dict load, unfreezing) are not coming back
-            cache.clear()
+        cache.clear()  # other sets' entries may hold buffers moved here, or ones replaced by a load
         cache[key] = (flat, list(bufs), [b.data_ptr() for b in bufs])
         return flat
 
