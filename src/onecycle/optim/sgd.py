@@ -39,6 +39,7 @@ class SGD(torch.optim.SGD):
                 loss = closure()
         # Gather every group's tensors, then one multi-tensor call per distinct momentum (buffers)
         # and per distinct LR (parameters): with one LR for all layer groups, three calls in all.
+        self.__dict__["_flat_steps"] = self.__dict__.get("_flat_steps", 0) + 1
         by_mom: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         by_lr: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         with torch.no_grad():
@@ -76,9 +77,14 @@ class SGD(torch.optim.SGD):
         if hit is not None and all(a is b for a, b in zip(hit[1], bufs)) and \
                 [b.data_ptr() for b in bufs] == hit[2]:
             return hit[0]
-        misses = self.__dict__["_flat_misses"] = self.__dict__.get("_flat_misses", 0) + 1
-        if misses > 8 or len({(b.device, b.dtype) for b in bufs}) != 1:
-            return _Each(bufs)  # sets that keep changing (some gradients come and go): no copying
+        # A set that changes every few steps (gradients that come and go) would be copied every
+        # time: after 8 changes in a row, each within 16 steps of the last, stop flattening.
+        steps = self.__dict__.get("_flat_steps", 0)
+        last, streak = self.__dict__.get("_flat_miss", (-(10**9), 0))
+        streak = streak + 1 if steps - last <= 16 else 1
+        self.__dict__["_flat_miss"] = (steps, streak)
+        if streak > 8 or len({(b.device, b.dtype) for b in bufs}) != 1:
+            return _Each(bufs)
         flat = torch.cat([b.reshape(-1) for b in bufs])
         storage, offset = flat.untyped_storage(), 0
         for b in bufs:
