@@ -8,7 +8,7 @@
 2. The same stages for the recorder alone as the run grows (synthetic histories of 1k to 100k
    iterations): what every checkpoint of a long run re-serialises.
 3. ``fit_one_cycle`` on the MNIST-1D CNN (10 epochs, 32 steps each) without a checkpoint folder and
-   with the library's defaults (epoch ends, ``ckpt_budget=0.01``), the CLI's (``every=200``), and
+   with the library's defaults (epoch ends, ``ckpt_budget=0.005``), the CLI's (``every=200``), and
    with ``ckpt_budget=None`` (a write at every epoch end and every N steps; synchronous too, to show
    what the background writer saves), interleaved. Overhead is wall time against the run without
    checkpoints; "in checkpoint" counts the caller's time inside ``capture``/``save`` (the writer
@@ -142,8 +142,8 @@ def overhead(args) -> None:
     init = create_model("cnn", task.in_shape, task.n_out, channels=args.channels).state_dict()
     # name -> (fit keywords, or None for no checkpoint folder; synchronous writes)
     settings = {"no checkpoint": (None, False),
-                "default (epoch ends, 1%)": ({}, False),
-                **{f"every={n}, 1%": ({"every": n}, False) for n in args.every},
+                "default (epoch ends, 0.5%)": ({}, False),
+                **{f"every={n}, 0.5%": ({"every": n}, False) for n in args.every},
                 "every epoch end, no budget": ({"ckpt_budget": None}, False),
                 "  same, synchronous": ({"ckpt_budget": None}, True),
                 **{f"every={n}, no budget": ({"every": n, "ckpt_budget": None}, False) for n in args.every}}

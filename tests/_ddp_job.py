@@ -73,7 +73,8 @@ def main():
         learn = learner(args.batch, callbacks=cbs)
         torch.manual_seed(5 + learn.rank)
         try:
-            learn.fit_one_cycle(3, 0.1, checkpoint_dir=args.ckpt, every=3, resume="auto" if not cbs else False)
+            learn.fit_one_cycle(3, 0.1, checkpoint_dir=args.ckpt, every=3, ckpt_budget=None,
+                                resume="auto" if not cbs else False)
         except RuntimeError:
             return
         rec = learn.recorder.state_dict()

@@ -52,7 +52,7 @@ def main() -> None:
     learn = make_learner(args.workers, [KillAt(args.kill_at)] if args.kill_at else [])
     torch.manual_seed(42)
     resume = {"": False, "true": True, "auto": "auto"}[args.resume]
-    learn.fit_one_cycle(3, 0.1, checkpoint_dir=args.ckpt, every=5, resume=resume)
+    learn.fit_one_cycle(3, 0.1, checkpoint_dir=args.ckpt, every=5, ckpt_budget=None, resume=resume)
     torch.save(final_state(learn), args.out)
 
 

@@ -314,7 +314,7 @@ def _interrupt_after_first_epoch(args: list[str], sig: int) -> tuple[int, float,
 
 
 SLOW = ["fit", "--task", "_cli_task:tiny", "--task-opts", "slow=0.01", "--lr", "0.1", "--epochs", "4",
-        "--every", "5", "--threads", "1"]  # one thread: a busy machine cannot slow it down tenfold
+        "--every", "5", "--ckpt-budget", "0", "--threads", "1"]  # one thread: a busy machine cannot slow it down
 
 
 def test_sigint_exits_130_and_resume_matches_an_uninterrupted_run(tmp_path):

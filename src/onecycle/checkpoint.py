@@ -481,7 +481,7 @@ def get_rng_state() -> dict[str, Any]:
         },
         "random": {
             "version": int(version),
-            "internal": torch.tensor(internal, dtype=torch.int64),
+            "internal": torch.from_numpy(np.array(internal, dtype=np.int64)),  # 3x torch.tensor(tuple)
             "gauss_next": gauss_next,
         },
     }

@@ -159,7 +159,7 @@ class Learner(TrainingLoop):
         self.nan_skipped = 0
         self.checkpoint_dir: str | os.PathLike | None = None
         self.every: int | None = None
-        self.ckpt_budget: float | None = 0.01
+        self.ckpt_budget: float | None = 0.005
         self._ckpt_writer = CheckpointWriter()  # training checkpoints reach the disk in the background
         self.on_nan = "raise"
         self._signal: int | None = None
@@ -293,7 +293,7 @@ class Learner(TrainingLoop):
                   mom_sched: Callable[[float], float] | None = None, *, wd: float | None = None,
                   wd_sched: Callable[[float], float] | None = None, callbacks: Sequence[Callback] = (),
                   extra_scheds: dict[str, Callable] | None = None, checkpoint_dir: str | os.PathLike | None = None,
-                  every: int | None = None, ckpt_budget: float | None = 0.01, resume: bool | str = False,
+                  every: int | None = None, ckpt_budget: float | None = 0.005, resume: bool | str = False,
                   reschedule: bool = False, on_nan: str = "raise") -> Recorder:
         """Train ``epochs`` epochs with any schedules of progress: ``lr_sched`` multiplies each
         group's peak LR, ``mom_sched`` sets momentum (or beta1), ``wd_sched`` multiplies ``wd``.
@@ -303,10 +303,10 @@ class Learner(TrainingLoop):
         start fresh when there is none); ``reschedule=True`` allows a resume into a fit of another
         length or schedule. ``ckpt_budget``: the share of training time checkpoints may take. A
         scheduled write (every ``every`` steps, each epoch end) is skipped while the last one
-        finished less than its cost divided by the budget ago (with 0.01 and a 5 ms write: at most
-        one per 0.5 s), so short epochs do not spend their time writing; the file on disk then lags
-        by at most that long. The first scheduled write, the last epoch end and SIGINT/SIGTERM
-        always write; ``None`` writes at every scheduled point. ``on_nan``: ``"raise"``
+        finished (or the fit started) less than its cost divided by the budget ago (the default
+        0.005 with a 5 ms write: at most one per second or so), so short epochs do not spend their
+        time writing; the file on disk then lags by at most that long. The last epoch end and
+        SIGINT/SIGTERM always write; ``None`` writes at every scheduled point. ``on_nan``: ``"raise"``
         (``NonFiniteLossError``) or ``"skip"`` the batch; the check reads the loss before each step
         (free on the CPU, one sync per step on CUDA); ``"off"`` removes it.
         """

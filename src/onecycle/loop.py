@@ -96,7 +96,11 @@ class TrainingLoop:
             R.check_consistent(state["signature"], self._signature, reschedule)
         self.recorder.reset()
         self.sched = self.recorder
-        self._ckpt_done, self._ckpt_cost = None, 0.0  # the first scheduled write measures the cost
+        # The budget counts from the fit's start, with a first guess of a write's cost (corrected
+        # by the first real write): a fixed ~3 ms plus the weights and two optimizer states at
+        # 300 MB/s, the speed measured here for a 25M-parameter state.
+        state_bytes = 3 * sum(p.numel() * p.element_size() for p in self.model.parameters())
+        self._ckpt_done, self._ckpt_cost = time.perf_counter(), 0.003 + state_bytes / 300e6
         self.nan_skipped = 0
         self.progress = Progress(self.recorder.metric_names, quiet=self.quiet)
         start_epoch, pending = self._restore(state) if state is not None else (0, None)
@@ -175,13 +179,15 @@ class TrainingLoop:
 
     def _ckpt_due(self) -> bool:
         """Whether a scheduled checkpoint fits in ``ckpt_budget``: the last write must have finished
-        at least its cost (this thread's part plus the writer's) divided by the budget ago. Under
+        at least its cost divided by the budget ago. The cost is this thread's part plus twice the
+        writer's: on cores training keeps busy, the writer's work slows training about as much
+        again as it takes itself (benchmarks/checkpoint.py, RESULTS.md 4b). Under
         data-parallel, rank 0 (the writer) decides for every rank: a collective."""
         budget, done = self.ckpt_budget, self._ckpt_done
-        if budget is None or done is None:
+        if budget is None:
             return True
         writer = self._ckpt_writer
-        due = not writer.busy and time.perf_counter() - done >= (self._ckpt_cost + writer.seconds) / budget
+        due = not writer.busy and time.perf_counter() - done >= (self._ckpt_cost + 2 * writer.seconds) / budget
         if self.world_size > 1:
             due = bool(D.all_reduce_sum(torch.tensor(float(due and self.rank == 0), device=self.device)))
         return due

@@ -131,7 +131,7 @@ class FitConfig(FindConfig):
     gamma: float = _opt(0.1, "step: factor at each milestone")
     cycles: int = _opt(1, "triangular: number of cycles")
     every: int = _opt(200, "checkpoint every N optimizer steps, and at each epoch end (0: epoch ends only)")
-    ckpt_budget: float = _opt(0.01, "share of training time checkpoints may take: a scheduled write is skipped "
+    ckpt_budget: float = _opt(0.005, "share of training time checkpoints may take: a scheduled write is skipped "
                               "while the last one is more recent than its cost / budget (0: never skip)")
     grad_stats: bool = _opt(False, "record per-group gradient statistics (GradStats) and plot them")
     tensorboard: bool = _opt(False, "also log every scalar to <run>/tensorboard (needs the tensorboard package)")
