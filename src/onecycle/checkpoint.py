@@ -57,6 +57,7 @@ import tempfile
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -169,6 +170,20 @@ def _atomic_write(path: str, chunks: list[bytes | memoryview], mode: int | None 
     fsync_dir(folder)
 
 
+def _is_ref(o: Any) -> bool:
+    """Whether ``o`` is a ``(MARK, i)`` tensor reference (or user data that looks like one)."""
+    return type(o) is tuple and len(o) == 2 and type(o[0]) is str and o[0] == MARK
+
+
+def _like(o: Any, items: Iterator[Any]) -> Any:
+    """A container of ``o``'s type holding ``items`` (pairs for a dict), with ``o``'s attributes
+    (a state_dict's ``_metadata``: module versions)."""
+    out = type(o)(items)
+    if hasattr(o, "__dict__"):
+        out.__dict__.update(o.__dict__)
+    return out
+
+
 class _MarkInData(Exception):
     """The object itself holds a ``(MARK, i)`` tuple, so it is saved in the v1 format instead."""
 
@@ -205,14 +220,11 @@ def _pack(obj: Any) -> tuple[Any, list[tuple], list[torch.Tensor]]:
                 "loaded back safely; use tensors, plain Python scalars/str/bytes, lists, tuples and dicts"
             )
         if isinstance(o, dict):
-            out = kind((go(k, f"{where} key {k!r}"), go(v, f"{where}[{k!r}]")) for k, v in o.items())
-            if hasattr(o, "__dict__"):  # a state_dict's _metadata (module versions)
-                out.__dict__.update(o.__dict__)
-            return out
-        if kind is tuple and len(o) == 2 and type(o[0]) is str and o[0] == MARK:
+            return _like(o, ((go(k, f"{where} key {k!r}"), go(v, f"{where}[{k!r}]")) for k, v in o.items()))
+        if _is_ref(o):
             nonlocal collision
             collision = True  # still walked: the type check must see everything
-        return kind(go(item, f"{where}[{i}]") for i, item in enumerate(o))
+        return _like(o, (go(item, f"{where}[{i}]") for i, item in enumerate(o)))
 
     tree = go(obj, "obj")
     if collision:
@@ -383,18 +395,14 @@ def _unpack(path: str, payload: memoryview, map_location: Any) -> Any:
         tensors.append(torch.nn.Parameter(t, requires_grad=grad) if param else t.requires_grad_(grad))
 
     def graft(o: Any) -> Any:
-        kind = type(o)
-        if kind is tuple and len(o) == 2 and type(o[0]) is str and o[0] == MARK:
+        if _is_ref(o):
             if type(o[1]) is not int or not 0 <= o[1] < len(tensors):
                 raise CheckpointError(f"checkpoint {path!r} is malformed: bad tensor reference {o!r:.60}")
             return tensors[o[1]]
         if isinstance(o, dict):
-            out = kind((graft(k), graft(v)) for k, v in o.items())
-            if hasattr(o, "__dict__"):
-                out.__dict__.update(o.__dict__)
-            return out
-        if kind in (list, tuple, set):
-            return kind(graft(item) for item in o)
+            return _like(o, ((graft(k), graft(v)) for k, v in o.items()))
+        if type(o) in (list, tuple, set):
+            return _like(o, (graft(item) for item in o))
         return o
 
     try:
