@@ -30,7 +30,7 @@ import torch
 
 from onecycle import Learner
 from onecycle.data import load_task
-from onecycle.lr_finder import DEFAULT_RULE, RUNS, SUGGESTERS
+from onecycle.lr_finder import DEFAULT_RULE, SUGGESTERS
 from onecycle.models import create_model
 from onecycle.resume import NonFiniteLossError
 
@@ -110,7 +110,7 @@ def table(results: dict) -> str:
     lines.append("\nworst gap over both optimizers: " + ", ".join(f"{r} {w:.2f}" for r, w in worst.items()))
     lines.append(f"rules within {TOLERANCE} points for both: {[r for _, r in passing] or 'none'}; "
                  f"recommended default: {passing[0][1] if passing else min(worst, key=worst.get)} "
-                 f"(current default: DEFAULT_RULE {DEFAULT_RULE}, RUNS {RUNS})")
+                 f"(current default: DEFAULT_RULE {DEFAULT_RULE}, one run)")
     return "\n".join(lines)
 
 

@@ -42,7 +42,9 @@ from .optim.groups import (
 from .optim.scheduler import Scheduler, check_momentum_schedule
 from .recorder import Recorder
 
-__all__ = ["Learner", "OPTIMIZERS", "default_device"]
+__all__ = ["Learner", "OPTIMIZERS", "CKPT_BUDGET", "default_device"]
+
+CKPT_BUDGET = 0.005  # fit's default share of training time for checkpoints (RESULTS.md 4b)
 
 
 def default_device() -> torch.device:
@@ -159,7 +161,7 @@ class Learner(TrainingLoop):
         self.nan_skipped = 0
         self.checkpoint_dir: str | os.PathLike | None = None
         self.every: int | None = None
-        self.ckpt_budget: float | None = 0.005
+        self.ckpt_budget: float | None = CKPT_BUDGET
         self._ckpt_writer = CheckpointWriter()  # training checkpoints reach the disk in the background
         self.on_nan = "raise"
         self._signal: int | None = None
@@ -293,7 +295,7 @@ class Learner(TrainingLoop):
                   mom_sched: Callable[[float], float] | None = None, *, wd: float | None = None,
                   wd_sched: Callable[[float], float] | None = None, callbacks: Sequence[Callback] = (),
                   extra_scheds: dict[str, Callable] | None = None, checkpoint_dir: str | os.PathLike | None = None,
-                  every: int | None = None, ckpt_budget: float | None = 0.005, resume: bool | str = False,
+                  every: int | None = None, ckpt_budget: float | None = CKPT_BUDGET, resume: bool | str = False,
                   reschedule: bool = False, on_nan: str = "raise") -> Recorder:
         """Train ``epochs`` epochs with any schedules of progress: ``lr_sched`` multiplies each
         group's peak LR, ``mom_sched`` sets momentum (or beta1), ``wd_sched`` multiplies ``wd``.

@@ -170,7 +170,6 @@ _CURVE = {"val_steep": "val", "val_min": "val_light"}
 # median over 3 data orders) removes the SGD collapses (pooled over seeds 0-8: gap 0.27 against
 # 2.43) but lands AdamW lower (0.79 against 0.24), so the default stays one run.
 DEFAULT_RULE = "val_min"
-RUNS = 1  # Learner.lr_find's default number of runs (see median_suggestion)
 
 
 def suggest(lrs: Sequence[float], smooth_losses: Sequence[float], val_losses: Sequence[float] = (),
@@ -593,11 +592,9 @@ def _result(curves: _Curves, cfg: _Config, more: Sequence[_Curves] = ()) -> LRFi
     """The result of the first run's curves; with ``more`` runs, each rule's suggestion is the
     median over all of them (``median_suggestion``)."""
     head = curves.group_lrs[-1]
-    suggestions, notes = suggest(head, curves.smooth_losses, curves.val_losses, skip_start=cfg.num_it // 10)
-    per_run = [dict(suggestions)]
-    for other in more:
-        found, _ = suggest(other.group_lrs[-1], other.smooth_losses, other.val_losses, skip_start=cfg.num_it // 10)
-        per_run.append(found)
+    (suggestions, notes), *others = [suggest(c.group_lrs[-1], c.smooth_losses, c.val_losses,
+                                             skip_start=cfg.num_it // 10) for c in (curves, *more)]
+    per_run = [dict(suggestions), *(found for found, _ in others)]
     if more:
         suggestions = {rule: median_suggestion(per_run, rule) for rule in suggestions}
         notes.append(f"suggestions: the median over {len(per_run)} runs with different data orders")
@@ -634,7 +631,7 @@ def _find(learn: Any, cfg: _Config) -> LRFindResult:
 def learner_lr_find(learn: Any, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100, *,
                     step_mode: str = "exp", stop_div: bool = True, div_th: float = 4.0,
                     with_valid: bool | None = None, val_batches: int = 1, wd: Any = None,
-                    callbacks: Sequence[Callback] = (), rule: str | None = None, runs: int = RUNS) -> LRFindResult:
+                    callbacks: Sequence[Callback] = (), rule: str | None = None, runs: int = 1) -> LRFindResult:
     """``Learner.lr_find``: the LR range test with validation at every step (see the module doc).
 
     ``start_lr``/``end_lr``: numbers, per-group lists or slices. ``with_valid``: None validates when

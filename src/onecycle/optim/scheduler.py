@@ -25,22 +25,16 @@ __all__ = ["Scheduler", "RELATIVE_KEYS", "check_momentum_schedule"]
 RELATIVE_KEYS = frozenset({"lr", "weight_decay", "decoupled_wd"})
 
 
-_checked: list[Callable] = []  # the last schedule found good: fit_sched checks it, then the Scheduler
-
-
 def check_momentum_schedule(fn: Callable[[float], float], points: int = 21) -> None:
     """``ValueError`` unless ``fn`` gives a momentum (or beta1) in [0, 1) at ``points`` evenly spaced
     progress values: a bad schedule is caught before training, not as a ZeroDivisionError inside
     Adam or a silent divergence with SGD."""
-    if _checked and _checked[0] is fn:
-        return
     for i in range(points):
         pct = i / (points - 1)
         value = fn(pct)
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 <= value < 1:
             raise ValueError(f"momentum schedule gives {value!r} at progress {pct:g}: momentum (or beta1) "
                              "must be a number in [0, 1)")
-    _checked[:] = [fn]
 
 
 class Scheduler:
