@@ -17,6 +17,7 @@ operations), so checkpoints move freely between the two.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -24,6 +25,26 @@ __all__ = ["SGD"]
 
 
 class SGD(torch.optim.SGD):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._reset_flat()
+
+    def _reset_flat(self) -> None:
+        """The flat-buffer bookkeeping (not part of the state: rebuilt after unpickling)."""
+        self._flat: dict[tuple[int, ...], tuple] = {}  # buffer ids -> (flat, buffers, their data_ptrs)
+        self._flat_steps = 0
+        self._flat_miss = (-(10**9), 0)  # step of the last rebuild, rebuilds in a row
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__()
+        for key in ("_flat", "_flat_steps", "_flat_miss"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        super().__setstate__(state)
+        self._reset_flat()
+
     def _plain(self, group: dict) -> bool:
         return (not group["nesterov"] and group["dampening"] == 0 and group["weight_decay"] == 0
                 and not group["maximize"] and not group["differentiable"] and not group.get("fused")
@@ -39,7 +60,7 @@ class SGD(torch.optim.SGD):
                 loss = closure()
         # Gather every group's tensors, then one multi-tensor call per distinct momentum (buffers)
         # and per distinct LR (parameters): with one LR for all layer groups, three calls in all.
-        self.__dict__["_flat_steps"] = self.__dict__.get("_flat_steps", 0) + 1
+        self._flat_steps += 1
         by_mom: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         by_lr: dict[float, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         with torch.no_grad():
@@ -69,7 +90,7 @@ class SGD(torch.optim.SGD):
         set of buffers is seen, their values move into one flat tensor and each buffer becomes a
         view of it in place (``set_``: the same tensor objects, the same values); a state_dict load
         or a new set of parameters just makes a new flat tensor."""
-        cache = self.__dict__.setdefault("_flat", {})
+        cache = self._flat
         key = tuple(map(id, bufs))  # the set of buffers, not the momentum (cycled every step)
         hit = cache.get(key)
         # Still the same tensors (ids are reused once freed), still where this flat tensor holds them
@@ -79,10 +100,9 @@ class SGD(torch.optim.SGD):
             return hit[0]
         # A set that changes every few steps (gradients that come and go) would be copied every
         # time: after 8 changes in a row, each within 16 steps of the last, stop flattening.
-        steps = self.__dict__.get("_flat_steps", 0)
-        last, streak = self.__dict__.get("_flat_miss", (-(10**9), 0))
-        streak = streak + 1 if steps - last <= 16 else 1
-        self.__dict__["_flat_miss"] = (steps, streak)
+        last, streak = self._flat_miss
+        streak = streak + 1 if self._flat_steps - last <= 16 else 1
+        self._flat_miss = (self._flat_steps, streak)
         if streak > 8 or len({(b.device, b.dtype) for b in bufs}) != 1:
             return _Each(bufs)
         flat = torch.cat([b.reshape(-1) for b in bufs])
@@ -93,11 +113,6 @@ class SGD(torch.optim.SGD):
         cache.clear()  # other sets' entries may hold buffers moved here, or ones replaced by a load
         cache[key] = (flat, list(bufs), [b.data_ptr() for b in bufs])
         return flat
-
-    def __getstate__(self) -> dict:
-        state = super().__getstate__()
-        state.pop("_flat", None)
-        return state
 
     def _gather(self, group: dict, by_mom: dict, by_lr: dict) -> None:
         params = [p for p in group["params"] if p.grad is not None]
@@ -121,8 +136,6 @@ class SGD(torch.optim.SGD):
         lr_params, lr_steps = by_lr.setdefault(group["lr"], ([], []))
         lr_params.extend(params)
         lr_steps.extend(grads)
-
-
 
 
 class _Each:
