@@ -467,3 +467,17 @@ def test_compile_trains_like_eager():
         results.append(learn.model.state_dict())
     for k in results[0]:
         torch.testing.assert_close(results[0][k], results[1][k], rtol=1e-4, atol=1e-5)
+
+
+def test_validate_and_predict_restore_each_modules_mode():
+    model = nn.Sequential(nn.Linear(5, 6), nn.BatchNorm1d(6), nn.Dropout(0.5), nn.Linear(6, 3))
+    learn = _learner(model)
+    model.train()
+    model[1].eval()  # as bn_freeze leaves a frozen BatchNorm while the rest trains
+    before = [m.training for m in model.modules()]
+    seen = []
+    model[2].register_forward_hook(lambda m, i, o: seen.append(m.training))
+    learn.validate()
+    learn.predict()
+    assert [m.training for m in model.modules()] == before == [True, True, False, True, True]
+    assert seen and not any(seen)  # in eval inside

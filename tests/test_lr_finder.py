@@ -591,3 +591,107 @@ def test_bad_loaders():
     with pytest.raises(ValueError, match="valid_dl is empty"):
         learn.lr_find(with_valid=True)
     assert len(learn.lr_find(num_it=3, with_valid=False).losses) == 3
+
+
+# ---- audit additions: the stop rule, fastai's slide, the skip window, frozen BatchNorm -------------
+def _scripted_learner(values):
+    """A Learner whose training loss at batch ``b`` is ``values[b]`` (validation: cross-entropy)."""
+    calls = []
+
+    def loss_fn(pred, y):
+        if torch.is_grad_enabled():
+            calls.append(1)
+            return (pred * 0).sum() + values[len(calls) - 1]
+        return F.cross_entropy(pred, y)
+
+    learn = _learner()
+    learn.loss_fn = loss_fn
+    return learn
+
+
+def _reference_stop(values, div_th):
+    """The documented rule: bias-corrected EMA (beta 0.98); best from iteration 10 on; stop when
+    the smoothed loss exceeds div_th x best. Returns the number of recorded points."""
+    avg, best = 0.0, math.inf
+    for i, v in enumerate(values):
+        avg = 0.98 * avg + 0.02 * v
+        s = avg / (1 - 0.98 ** (i + 1))
+        if i >= 10:
+            best = min(best, s)
+        if s > div_th * best:
+            return i + 1
+    return len(values)
+
+
+@pytest.mark.parametrize("div_th", [4.0, 2.0, 1.5])
+def test_stop_div_rule_uses_div_th_and_best_from_iteration_10(div_th):
+    values = [10 - 0.5 * i for i in range(16)] + [2 + 3 * k for k in range(1, 100)]
+    res = _scripted_learner(values).lr_find(num_it=80, div_th=div_th)
+    n = _reference_stop(values[:80], div_th)
+    assert n < 80 and len(res.losses) == n and res.stop_reason.startswith(f"diverged at iteration {n - 1}")
+    assert res.smooth_losses == pytest.approx(lf.ema(res.losses), rel=1e-12)  # beta 0.98
+    # a spike before iteration 10 does not stop the test: no best is tracked yet
+    spike = [1.0] * 5 + [1000.0] + [1.0] * 30
+    assert len(_scripted_learner(spike).lr_find(num_it=30, div_th=div_th).losses) == 30
+    assert len(_scripted_learner(values).lr_find(num_it=80, div_th=div_th, stop_div=False).losses) == 80
+
+
+def _fastai_slide(lrs, losses, lr_diff=15, thresh=0.005, adjust_value=1.0):
+    """fastai's ``slide`` as published (negative indices, np.gradient)."""
+    loss_grad = np.gradient(np.asarray(losses, dtype=float))
+    r_idx = -1
+    l_idx = r_idx - lr_diff
+    local_min_lr = lrs[l_idx]
+    while (l_idx >= -len(losses)) and (abs(loss_grad[r_idx] - loss_grad[l_idx]) > thresh):
+        local_min_lr = lrs[l_idx]
+        r_idx -= 1
+        l_idx -= 1
+    return float(local_min_lr) * adjust_value
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.floats(0, 10, allow_nan=False), min_size=4, max_size=40), st.integers(1, 3),
+       st.sampled_from([0.005, 0.1, 1.0]))
+def test_slide_matches_fastai(losses, lr_diff, thresh):
+    lrs = [10.0 ** (k / 4 - 6) for k in range(len(losses))]
+    assert lf.slide(lrs, losses, lr_diff=lr_diff, thresh=thresh) == _fastai_slide(lrs, losses, lr_diff, thresh)
+
+
+def test_slide_uses_central_differences():
+    # np.gradient [1, 2, 4, 6, 8, 10, 12, 13]: the last two ends differ by 3 <= 3.5 at once
+    assert lf.slide(LRS, [0, 1, 4, 9, 16, 25, 36, 49], lr_diff=2, thresh=3.5) == LRS[5]
+
+
+def test_suggestions_skip_the_first_tenth_and_last_five():
+    values = [0.01] * 4 + [5.0 - 0.05 * i for i in range(36)]  # smoothed minimum in the first tenth
+    res = _scripted_learner(values).lr_find(num_it=40, with_valid=False)
+    want, _ = lf.suggest(res.lrs, res.smooth_losses, skip_start=4, skip_end=5)
+    assert res.suggestions == want
+    assert res.suggestions["minimum"] == lf.minimum(res.lrs[4:-5], res.smooth_losses[4:-5]) != res.lrs[0] / 10
+
+
+def test_frozen_batchnorm_stays_in_eval_mode_as_in_fit():
+    seen = []
+
+    class Modes(oc.Callback):
+        def before_batch(self, learn):
+            seen.append(learn.model.body[1].training)
+
+    learn = _learner()
+    learn.freeze(bn_freeze=True)
+    learn.callbacks.append(Modes())
+    learn.fit(0.01, 1)
+    assert seen and not any(seen)
+    seen.clear()
+    learn.lr_find(num_it=5)  # with validation at every step: validate() must restore the modes it found
+    assert seen == [False] * 5
+
+
+def test_plot_marks_every_suggestion_in_every_panel():
+    res = _learner().lr_find(num_it=60, stop_div=False)
+    marks = sorted(v for v in res.suggestions.values() if v is not None)
+    fig = res.plot()
+    for ax in fig.axes:
+        vlines = sorted(line.get_xdata()[0] for line in ax.lines
+                        if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1])
+        assert marks and vlines == marks

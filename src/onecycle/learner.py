@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -466,37 +466,44 @@ class Learner(TrainingLoop):
         dl = self.valid_dl if dl is None else dl
         if dl is None:
             raise ValueError("validate needs a loader: valid_dl is None")
-        was_training = self.model.training
-        self.model.eval()
-        if callable(getattr(self.model, "reset", None)):
-            self.model.reset()
-        acc = MetricAccumulator(self.loss_fn, self.metrics, self.device)
-        autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else contextlib.nullcontext()
-        batches = dl.eval_batches() if callable(getattr(dl, "eval_batches", None)) else dl
-        try:
+        with _evaluating(self.model):
+            if callable(getattr(self.model, "reset", None)):
+                self.model.reset()
+            acc = MetricAccumulator(self.loss_fn, self.metrics, self.device)
+            autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else contextlib.nullcontext()
+            batches = dl.eval_batches() if callable(getattr(dl, "eval_batches", None)) else dl
             for batch in batches:
                 xs, y = self._to_device(batch)
                 with autocast:
                     pred = self.model(*xs)
                 acc.add(pred, y)
-        finally:
-            self.model.train(was_training)
         return acc.result(reduce=D.all_reduce_sum if self.world_size > 1 else None)
 
     @torch.no_grad()
     def predict(self, dl: Iterable | None = None, with_targets: bool = False) -> Any:
         """Model outputs over ``dl`` (default the validation loader), concatenated on the CPU."""
         dl = self.valid_dl if dl is None else dl
-        was_training = self.model.training
-        self.model.eval()
         preds, targets = [], []
         batches = dl.eval_batches() if callable(getattr(dl, "eval_batches", None)) else dl
-        try:
+        with _evaluating(self.model):
             for batch in batches:
                 xs, y = self._to_device(batch)
                 preds.append(self.model(*xs).float().cpu())
                 targets.append(y.cpu() if torch.is_tensor(y) else y)
-        finally:
-            self.model.train(was_training)
         out = torch.cat(preds)
         return (out, torch.cat(targets)) if with_targets else out
+
+
+@contextlib.contextmanager
+def _evaluating(model: nn.Module) -> Iterator[None]:
+    """Eval mode inside; afterwards every module is back in its own mode (a BatchNorm frozen with
+    ``bn_freeze`` stays in eval while the rest trains)."""
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(modes[0][1])  # through the model's own train(), should it define one
+        for m, training in modes:
+            if m.training != training:
+                m.training = training

@@ -186,7 +186,7 @@ def suggest(lrs: Sequence[float], smooth_losses: Sequence[float], val_losses: Se
         curve = curves[_CURVE.get(name, "train")]
         if not curve and name in _CURVE:
             out[name] = None
-            notes.append(f"{name}: no validation curve (with_valid=False)")
+            notes.append(f"{name}: no validation curve (with_valid=False, or no point recorded)")
             continue
         try:
             out[name] = fn(list(lrs)[window], curve[window])
@@ -540,9 +540,16 @@ def _iteration(learn: Any, cfg: _Config, curves: _Curves, i: int, train: Iterato
             learn._step()
         learn._call("after_batch")
     curves.add(lrs, get_hyper(groups[0], "momentum"), total / k)
-    if valid is not None:  # on the next batches of the cycling iterator; validate() restores train mode
+    if valid is not None:  # on the next batches of the cycling iterator; validate() restores the modes
         curves.add_val(learn.validate([next(valid) for _ in range(cfg.val_batches)]))
     return not curves.diverged(i, cfg)
+
+
+def _train_mode(learn: Any) -> None:
+    """Train mode as ``fit`` sets it: BatchNorm layers frozen with ``bn_freeze=True`` stay in eval."""
+    learn.model.train()
+    for m in learn._frozen_bn:
+        m.eval()
 
 
 def _start(learn: Any, cfg: _Config) -> Scheduler:
@@ -568,7 +575,7 @@ def _run(learn: Any, cfg: _Config, epoch: int | None, run: int = 0) -> _Curves:
     train = _cycle(learn.train_dl, "train_dl", set_epoch=epoch is not None, first=first)
     valid = _cycle(learn.valid_dl, "valid_dl") if cfg.with_valid else None
     try:
-        learn.model.train()
+        _train_mode(learn)
         if callable(getattr(learn.model, "reset", None)):
             learn.model.reset()
         learn._call("before_fit")

@@ -98,7 +98,8 @@ def _finder_panel(ax: Any, lrs: Sequence[float], values: Sequence[float], window
     """One finder curve against the LR: raw points faint, the smoothed curve (EMA) solid."""
     from .recorder import SmoothLoss
     if not values:
-        ax.text(0.5, 0.5, "not measured (with_valid=False)", ha="center", va="center", transform=ax.transAxes)
+        ax.text(0.5, 0.5, "no points (with_valid=False, or none recorded)", ha="center", va="center",
+                transform=ax.transAxes)
     else:
         x = list(lrs)[window]
         if smoothed:  # smooth the whole curve, then cut: the cut points still warm the average up
