@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
 from torch.utils.data import DataLoader, TensorDataset
 
 import onecycle as oc
@@ -208,3 +209,84 @@ def test_lars_trust_ratios_recorded_and_momentum_cycled():
     assert [rec.series[f"trust_mean/{g}"][-1] for g in range(3)] == pytest.approx([s[0] for s in last])
     assert min(rec.moms) == pytest.approx(0.85, abs=0.01) and rec.moms[0] == pytest.approx(0.95)
     assert learn.opt.param_groups[0]["momentum"] == pytest.approx(rec.moms[-1], abs=0.01)
+
+
+def _hooked_fit(opt_fn, n_epochs=1):
+    """A fit with step hooks of every kind; returns the order they ran in (one record per hook call)."""
+    seen = []
+    learn = _learn(opt=opt_fn)
+    learn.create_opt()
+    opt = learn.opt
+    handles = [
+        register_optimizer_step_pre_hook(lambda o, a, k: seen.append("global pre")),
+        opt.register_step_pre_hook(lambda o, a, k: seen.append("pre")),
+        opt.register_step_post_hook(lambda o, a, k: seen.append("post")),
+        register_optimizer_step_post_hook(lambda o, a, k: seen.append("global post")),
+    ]
+    try:
+        learn.fit_one_cycle(n_epochs, 0.01)
+    finally:
+        for h in handles:
+            h.remove()
+    return learn, seen
+
+
+@pytest.mark.parametrize("opt_fn", ["sgd", "adamw"])
+def test_step_hooks_run_in_torchs_order_once_per_step(opt_fn):
+    # The loop steps the optimizer without torch's profiler wrapper; hooks must run as torch runs them.
+    learn, seen = _hooked_fit(opt_fn)
+    assert learn.scheduler.step_count == 4  # 64 samples, batch 16; the Scheduler is a post hook too
+    assert seen == ["global pre", "pre", "post", "global post"] * 4
+
+
+def test_step_pre_hook_can_replace_the_arguments():
+    calls = []
+    learn = _learn()
+    learn.create_opt()
+    learn.opt.register_step_pre_hook(lambda o, a, k: (a, {"closure": lambda: calls.append(1) or 0.0}))
+    learn.fit_one_cycle(1, 0.01)
+    assert len(calls) == 4
+
+
+def test_profiler_sees_every_optimizer_step_and_torch_lr_schedulers_count_steps():
+    from torch.profiler import ProfilerActivity, profile
+
+    learn = _learn()
+    learn.create_opt()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        learn.fit_one_cycle(1, 0.01)
+    names = [e.name for e in prof.events()]
+    assert names.count(f"Optimizer.step#{type(learn.opt).__name__}.step") == 4
+    # torch's LR schedulers replace step on the instance to count calls: that step must be the one called
+    learn = _learn()
+    learn.create_opt()
+    sched = torch.optim.lr_scheduler.LambdaLR(learn.opt, lambda i: 1.0)
+    learn.opt._opt_called = False
+    learn.fit_one_cycle(1, 0.01)
+    assert learn.opt._opt_called and sched is not None
+
+
+def test_gradients_are_dropped_after_each_step_and_own_zero_grad_is_called():
+    learn = _learn(opt="adamw")
+    seen = []
+    learn.fit_one_cycle(1, 0.01, callbacks=[_GradsAtBatchStart(seen)])
+    assert seen == [True] * 4 and all(p.grad is None for p in learn.model.parameters())
+
+    calls = []
+
+    class Counting(torch.optim.AdamW):
+        def zero_grad(self, set_to_none=True):
+            calls.append(set_to_none)
+            super().zero_grad(set_to_none)
+
+    learn = _learn(opt=Counting)
+    learn.fit_one_cycle(1, 0.01)
+    assert calls == [True] * 4
+
+
+class _GradsAtBatchStart(oc.callbacks.Callback):
+    def __init__(self, seen):
+        self.seen = seen
+
+    def before_batch(self, learn):
+        self.seen.append(all(p.grad is None for p in learn.model.parameters()))
