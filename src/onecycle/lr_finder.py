@@ -545,13 +545,6 @@ def _iteration(learn: Any, cfg: _Config, curves: _Curves, i: int, train: Iterato
     return not curves.diverged(i, cfg)
 
 
-def _train_mode(learn: Any) -> None:
-    """Train mode as ``fit`` sets it: BatchNorm layers frozen with ``bn_freeze=True`` stay in eval."""
-    learn.model.train()
-    for m in learn._frozen_bn:
-        m.eval()
-
-
 def _start(learn: Any, cfg: _Config) -> Scheduler:
     """Build the loop's state and the optimizer if needed; put every group at its start LR."""
     learn.setup_loop(cfg.callbacks)
@@ -575,7 +568,7 @@ def _run(learn: Any, cfg: _Config, epoch: int | None, run: int = 0) -> _Curves:
     train = _cycle(learn.train_dl, "train_dl", set_epoch=epoch is not None, first=first)
     valid = _cycle(learn.valid_dl, "valid_dl") if cfg.with_valid else None
     try:
-        _train_mode(learn)
+        learn._train_mode()  # as fit sets it: frozen BatchNorm layers stay in eval
         if callable(getattr(learn.model, "reset", None)):
             learn.model.reset()
         learn._call("before_fit")
