@@ -379,3 +379,77 @@ def test_load_task_errors(monkeypatch, tmp_path):
         load_task("digits", colour="red")
     with pytest.raises(ValueError, match="valid_every"):
         load_task("charlm", valid_every=1)
+
+
+# ---- placing in-memory data on the device ----------------------------------------------------------
+def test_place_on_device_moves_in_memory_loaders_when_they_fit(monkeypatch):
+    meta = torch.device("meta")
+    x, y = torch.randn(100, 4), torch.randint(0, 3, (100,))
+    nbytes = x.numel() * 4 + y.numel() * 8
+    free = {"bytes": None}
+    monkeypatch.setattr(data, "_free_bytes", lambda device: free["bytes"])
+    dl = TensorLoader(x, y, batch_size=10, shuffle=True)
+    assert not data.place_on_device(dl, meta) and dl.tensors[0].device.type == "cpu"  # free memory unknown
+    free["bytes"] = 4 * nbytes - 2  # a shuffling loader needs twice its bytes, within half the free memory
+    assert not data.place_on_device(dl, meta) and dl.tensors[0].device.type == "cpu"
+    free["bytes"] = 4 * nbytes
+    assert data.place_on_device(dl, meta) and {t.device for t in dl.tensors} == {meta}
+    assert data.place_on_device(dl, meta)  # already there
+    plain = TensorLoader(x, y, batch_size=10)  # no shuffled copy: its own bytes are enough
+    free["bytes"] = 2 * nbytes
+    assert data.place_on_device(plain, meta) and plain.tensors[1].device == meta
+    lm = LMLoader(torch.arange(200), batch_size=4, bptt=5)
+    assert data.place_on_device(lm, meta) and lm.data.device == meta
+    other = DataLoader(TensorDataset(x, y), batch_size=10)
+    assert not data.place_on_device(other, meta) and other.dataset.tensors[0].device.type == "cpu"
+
+
+def test_learner_places_tensor_loaders_on_its_device_before_training(monkeypatch):
+    import onecycle as oc
+
+    monkeypatch.setattr(data, "_free_bytes", lambda device: 10**9)
+    x, y = torch.randn(40, 4), torch.randint(0, 3, (40,))
+    train, valid = TensorLoader(x, y, batch_size=10, shuffle=True), TensorLoader(x, y, batch_size=10)
+    learn = oc.Learner(torch.nn.Linear(4, 3), train, valid, quiet=True, device="meta")
+    assert train.tensors[0].device.type == "cpu"  # nothing moves until a fit (or lr_find) starts
+    learn.setup_loop()
+    assert {t.device.type for t in (*train.tensors, *valid.tensors)} == {"meta"}
+    cpu = TensorLoader(x, y, batch_size=10)
+    oc.Learner(torch.nn.Linear(4, 3), cpu, quiet=True, device="cpu").setup_loop()
+    assert cpu.tensors[0].device.type == "cpu"
+
+
+def test_cudnn_benchmark_is_on_unless_determinism_is_asked_for():
+    from onecycle.loop import _cudnn_benchmark
+
+    old = torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.backends.cudnn.deterministic = False
+        torch.use_deterministic_algorithms(False)
+        assert _cudnn_benchmark(None) is True and _cudnn_benchmark(False) is False
+        torch.backends.cudnn.deterministic = True
+        assert _cudnn_benchmark(None) is False and _cudnn_benchmark(True) is True
+        torch.backends.cudnn.deterministic = False
+        torch.use_deterministic_algorithms(True)
+        assert _cudnn_benchmark(None) is False
+    finally:
+        torch.backends.cudnn.deterministic = old[0]
+        torch.use_deterministic_algorithms(old[1])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_on_cuda_tensor_loaders_become_gpu_resident_and_cudnn_setting_is_restored():
+    import onecycle as oc
+
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    train = TensorLoader(x, y, batch_size=16, shuffle=True)
+    seen = []
+
+    class Probe(oc.Callback):
+        def before_batch(self, learn):
+            seen.append((learn.train_dl.tensors[0].device.type, torch.backends.cudnn.benchmark))
+
+    old = torch.backends.cudnn.benchmark
+    learn = oc.Learner(torch.nn.Linear(4, 3), train, quiet=True, device="cuda", callbacks=[Probe()])
+    learn.fit_one_cycle(1, 0.01)
+    assert seen == [("cuda", True)] * 4 and torch.backends.cudnn.benchmark == old

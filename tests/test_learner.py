@@ -344,10 +344,27 @@ def test_progress_table_and_quiet(capsys):
 
 def test_recorder_holds_python_floats():
     learn = _learner()
-    learn.fit_one_cycle(1, 0.1)
+    learn.fit_one_cycle(2, 0.1, callbacks=[oc.callbacks.GradStats()])
     rec = learn.recorder
     for seq in (rec.losses, rec.smooth_losses, rec.moms, rec.train_losses, rec.val_losses, *rec.group_lrs):
         assert all(type(v) is float for v in seq)
+    # every value anywhere in the history: floats (ints for iteration counts, strings for names)
+    leaves = []
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            for v in obj.values():
+                walk(v)
+        elif isinstance(obj, (list, tuple)):
+            for v in obj:
+                walk(v)
+        else:
+            leaves.append(obj)
+
+    walk(rec.state_dict())
+    assert rec.metrics["accuracy"] and rec.series and rec.times and rec.epoch_iters
+    assert {type(v) for v in leaves} <= {float, int, str}
+    assert all(type(v) is float for v in [*rec.times, *rec.metrics["accuracy"], *sum(rec.series.values(), [])])
 
 
 # ---- bad input: every case raises before any state changes --------------------------------
@@ -443,6 +460,23 @@ def test_no_host_reads_per_batch_in_a_quiet_fit(monkeypatch):
             counts[k] = 0
         learn.fit_one_cycle(2, 0.1, on_nan=on_nan)
         assert sum(counts.values()) <= per_step * 128 + 2 * 4  # the guard's read per step, a few per epoch
+    # and at the dispatcher, where every scalar read lands however it is spelled (int(t), t.numpy()...)
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Reads(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            Reads.n += func is torch.ops.aten._local_scalar_dense.default
+            return func(*args, **(kwargs or {}))
+
+    monkeypatch.undo()
+    for on_nan, per_step in (("off", 0), ("raise", 1)):
+        learn = oc.Learner(TwoGroup(), dl, quiet=True, device="cpu", callbacks=[oc.GradStats()])
+        Reads.n = 0
+        with Reads():
+            learn.fit_one_cycle(2, 0.1, on_nan=on_nan)
+        assert per_step * 128 <= Reads.n <= per_step * 128 + 2 * 4
 
 
 def test_channels_last_and_compile_flags():

@@ -284,6 +284,36 @@ def test_gradients_are_dropped_after_each_step_and_own_zero_grad_is_called():
     assert calls == [True] * 4
 
 
+def test_a_step_decorated_on_the_class_after_torch_hooked_it_is_called():
+    """functools.wraps copies torch's ``hooked`` mark onto a decorator put on the class later: the
+    loop must call that decorator (as ``opt.step()`` does), and run each hook once per step."""
+    import functools
+
+    class Decorated(torch.optim.AdamW):
+        pass
+
+    Decorated([nn.Parameter(torch.zeros(1))])  # torch wraps Decorated.step in its hook wrapper
+    inner, calls = Decorated.step, []
+
+    @functools.wraps(inner)
+    def step(self, *args, **kwargs):
+        calls.append(1)
+        return inner(self, *args, **kwargs)
+
+    Decorated.step = step
+    learn, seen = _hooked_fit(Decorated)
+    assert len(calls) == 4 and seen == ["global pre", "pre", "post", "global post"] * 4
+
+
+def test_zero_grad_replaced_on_the_instance_is_called():
+    learn = _learn(opt="adamw")
+    learn.create_opt()
+    opt, calls = learn.opt, []
+    opt.zero_grad = lambda set_to_none=True: (calls.append(set_to_none), type(opt).zero_grad(opt, set_to_none))[1]
+    learn.fit_one_cycle(1, 0.01)
+    assert calls == [True] * 4
+
+
 class _GradsAtBatchStart(oc.callbacks.Callback):
     def __init__(self, seen):
         self.seen = seen

@@ -118,6 +118,11 @@ class TensorLoader:
         self._state_epoch, self._state = 0, self._gen.get_state()
         self._check_nonempty()
 
+    def to(self, device: Device) -> TensorLoader:
+        """Move the data to ``device``, in place (as ``Module.to``); returns the loader."""
+        self.tensors = tuple(t.to(device) for t in self.tensors)
+        return self
+
     def _check_nonempty(self) -> None:
         if len(self) == 0:
             raise ValueError(f"drop_last=True with {self.n} samples and a global batch of "
@@ -237,6 +242,11 @@ class LMLoader:
         self.data = stream[: batch_size * cols].long().view(batch_size, cols)
         self.n, self.epoch = batch_size * cols, 0
 
+    def to(self, device: Device) -> LMLoader:
+        """Move the token rows to ``device``, in place (as ``Module.to``); returns the loader."""
+        self.data = self.data.to(device)
+        return self
+
     def __len__(self) -> int:
         return -(-(self.data.shape[1] - 1) // self.bptt)
 
@@ -255,6 +265,51 @@ class LMLoader:
         for start in range(0, cols - 1, self.bptt):
             size = min(self.bptt, cols - 1 - start)
             yield self.data[:, start:start + size], self.data[:, start + 1:start + 1 + size]
+
+
+def _device_tensors(loader: object) -> tuple[torch.Tensor, ...] | None:
+    if isinstance(loader, TensorLoader):
+        return loader.tensors
+    if isinstance(loader, LMLoader):
+        return (loader.data,)
+    return None
+
+
+def _free_bytes(device: torch.device) -> int | None:
+    """Free memory on ``device`` (CUDA); None where it cannot be known."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    return None
+
+
+def place_on_device(loader: object, device: Device) -> bool:
+    """Put an in-memory loader's data (``TensorLoader``, ``LMLoader``) on ``device`` once, in place,
+    when it fits: its bytes, doubled for a shuffling loader (each epoch gathers a shuffled copy),
+    within half the device's free memory. The Learner does this at every fit on a GPU, so batches
+    need no copy; data that does not fit stays where it is and is copied batch by batch. Other
+    loaders are left alone. Returns whether the data is now on ``device``."""
+    tensors = _device_tensors(loader)
+    if tensors is None:
+        return False
+    device = torch.device(device)
+    if all(_same_device(t.device, device) for t in tensors):
+        return True
+    need = sum(t.numel() * t.element_size() for t in tensors) * (2 if getattr(loader, "shuffle", False) else 1)
+    free = _free_bytes(device)
+    if free is None or need > free // 2:
+        return False
+    loader.to(device)  # type: ignore[attr-defined]
+    return True
+
+
+def _same_device(a: torch.device, b: torch.device) -> bool:
+    """``cuda`` and ``cuda:0`` are the same device when 0 is the current one."""
+    if a.type != b.type:
+        return False
+    if a.index is None or b.index is None:
+        index = torch.cuda.current_device() if a.type == "cuda" else 0
+        return (a.index if a.index is not None else index) == (b.index if b.index is not None else index)
+    return a.index == b.index
 
 
 # ----------------------------------------------------------------------------------------------

@@ -106,7 +106,11 @@ class Learner(TrainingLoop):
     ``amp``: mixed precision (bf16 on CPU, fp16 with a GradScaler on CUDA; or "bf16"/"fp16").
     ``accum``: optimizer step every ``accum`` batches. ``compile``: ``torch.compile`` the model
     for training. ``channels_last``: NHWC memory format for 4-D inputs (default: on CUDA when the
-    model has 2-D convolutions). On CUDA, ``torch.backends.cudnn.benchmark`` is switched on.
+    model has 2-D convolutions). ``cudnn_benchmark``: ``torch.backends.cudnn.benchmark`` during
+    fits and ``lr_find`` on CUDA (default: on, unless ``torch.backends.cudnn.deterministic`` or
+    ``torch.use_deterministic_algorithms`` asks for determinism); the previous setting comes back
+    afterwards. On a GPU, the data of a ``TensorLoader`` or ``LMLoader`` moves there at the first
+    fit, in place, when it fits in half the free memory (``onecycle.data.place_on_device``).
     """
 
     def __init__(self, model: nn.Module, train_dl: Iterable, valid_dl: Iterable | None = None,
@@ -116,11 +120,13 @@ class Learner(TrainingLoop):
                  callbacks: Sequence[Callback] = (), amp: bool | str = False, accum: int = 1,
                  quiet: bool = False, compile: bool = False, channels_last: bool | None = None,
                  distributed: bool | None = None, dist_timeout: float = D.DEFAULT_TIMEOUT,
-                 scale_lr: bool = False) -> None:
+                 scale_lr: bool = False, cudnn_benchmark: bool | None = None) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable, got {loss_fn!r}")
+        if cudnn_benchmark is not None and not isinstance(cudnn_benchmark, bool):
+            raise TypeError(f"cudnn_benchmark must be True, False or None, got {cudnn_benchmark!r}")
         for m in metrics:
             if not (callable(m) or hasattr(m, "update")):
                 raise TypeError(f"metrics must be callables or update/compute objects, got {m!r}")
@@ -143,6 +149,7 @@ class Learner(TrainingLoop):
         self.callbacks = list(callbacks)
         self.quiet = quiet or self.rank != 0  # one progress display: rank 0's
         self.compile = bool(compile)
+        self.cudnn_benchmark = cudnn_benchmark
         # channels_last pays off for 2-D convolutions on CUDA (tensor cores); None: automatic.
         self.channels_last = (channels_last if channels_last is not None else
                               self.device.type == "cuda" and any(isinstance(m, nn.Conv2d) for m in model.modules()))

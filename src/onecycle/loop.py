@@ -2,10 +2,11 @@
 a run safe (training checkpoints, clean stops on SIGINT/SIGTERM, the non-finite loss guard).
 
 Kept apart from ``learner.py`` (the public API) so each module stays readable. The hot path does
-the minimum per batch: move the batch (a no-op for device-resident data), forward, backward, copy
-the loss into a preallocated device buffer, and every ``accum`` batches clip and step. No
-``.item()`` per batch: losses reach the host once per epoch. ``TrainingLoop`` has no constructor;
-the Learner sets the attributes it reads.
+the minimum per batch: move the batch (a no-op for device-resident data), forward, backward, keep
+the detached loss tensor in a list (stacked once at the epoch's end), and every ``accum`` batches
+clip and step. Losses reach the host once per epoch; the one read per step is the NaN guard's
+(``on_nan="off"`` drops it). ``TrainingLoop`` has no constructor; the Learner sets the attributes
+it reads.
 """
 
 from __future__ import annotations
@@ -38,13 +39,30 @@ def _split_batch(batch: Any) -> tuple[tuple, Any]:
     raise TypeError(f"a batch must be a tuple (inputs..., target), got {type(batch).__name__}")
 
 
+def _torch_step_wrapper_code() -> Any:
+    """The code of the wrapper torch's ``Optimizer`` puts around each class's ``step``
+    (``profile_hook_step``); None where this torch has no such wrapper."""
+    make = getattr(torch.optim.Optimizer, "profile_hook_step", None)
+    try:
+        return make(lambda *args, **kwargs: None).__code__ if make is not None else None
+    except Exception:
+        return None
+
+
+# Checked instead of the wrapper's ``hooked`` mark alone: functools.wraps copies that mark onto a
+# decorator put on the class's ``step`` afterwards, which must then run.
+_STEP_WRAPPER_CODE = _torch_step_wrapper_code()
+
+
 def _optimizer_step(opt: torch.optim.Optimizer) -> None:
     """``opt.step()`` as the wrapper torch puts around every optimizer's ``step`` runs it (pre-step
     hooks, the step, post-step hooks), without the profiler range the wrapper opens each time: 20 us
-    a step on a tiny model (15%), 3-4% of the MNIST-1D CNN's. With a profiler running, or with
-    ``step`` replaced on the instance (torch's LR schedulers do that), it is ``opt.step()`` itself."""
+    a step on a tiny model (15%), 3-4% of the MNIST-1D CNN's. With a profiler running, with
+    ``step`` replaced on the instance (torch's LR schedulers do that), or with the class's ``step``
+    anything but torch's wrapper itself (a decorator put on it later), it is ``opt.step()`` itself."""
     step = type(opt).step
-    if "step" in vars(opt) or not getattr(step, "hooked", False) or torch.autograd._profiler_enabled():
+    if (_STEP_WRAPPER_CODE is None or getattr(step, "__code__", None) is not _STEP_WRAPPER_CODE
+            or "step" in vars(opt) or torch.autograd._profiler_enabled()):
         opt.step()
         return
     args, kwargs = (opt,), {}
@@ -62,13 +80,23 @@ def _optimizer_step(opt: torch.optim.Optimizer) -> None:
 
 def _zero_grad(opt: torch.optim.Optimizer) -> None:
     """``opt.zero_grad(set_to_none=True)``; torch's own sets each gradient to None inside a profiler
-    range, which this skips while no profiler runs (optimizers that define their own are called)."""
-    if type(opt).zero_grad is torch.optim.Optimizer.zero_grad and not torch.autograd._profiler_enabled():
+    range, which this skips while no profiler runs (optimizers that define their own, on the class or
+    the instance, are called)."""
+    if (type(opt).zero_grad is torch.optim.Optimizer.zero_grad and "zero_grad" not in vars(opt)
+            and not torch.autograd._profiler_enabled()):
         for group in opt.param_groups:
             for p in group["params"]:
                 p.grad = None
     else:
         opt.zero_grad(set_to_none=True)
+
+
+def _cudnn_benchmark(want: bool | None) -> bool:
+    """``want``, or for None: on unless ``torch.backends.cudnn.deterministic`` or
+    ``torch.use_deterministic_algorithms`` asks for determinism (autotuning picks kernels by timing)."""
+    if want is not None:
+        return want
+    return not (torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled())
 
 
 class TrainingLoop:
@@ -98,12 +126,28 @@ class TrainingLoop:
         self._autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp
                           else contextlib.nullcontext())
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed shapes per batch: let cuDNN pick kernels once
+        if self.device.type != "cpu":  # in-memory data goes to the device once, when it fits
+            from .data import place_on_device
+            for dl in (self.train_dl, self.valid_dl):
+                place_on_device(dl, self.device)
         base = self._ddp or self.model
         if self.compile and self._compiled is None:
             self._compiled = torch.compile(base)
         self._fwd = self._compiled if self.compile else base
+
+    @contextlib.contextmanager
+    def _cuda_backends(self) -> Iterator[None]:
+        """cuDNN autotuning for a fit's fixed shapes (``cudnn_benchmark``; None: on unless
+        determinism is asked for), the previous setting restored afterwards."""
+        if self.device.type != "cuda":
+            yield
+            return
+        old = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = _cudnn_benchmark(self.cudnn_benchmark)
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.benchmark = old
 
     def train_step(self, batch: Any, window: int = 1, step: bool = True, sync: bool = True) -> torch.Tensor:
         """One batch: forward, backward (loss scaled by ``1/window``), and the optimizer step
@@ -140,7 +184,7 @@ class TrainingLoop:
         start_epoch, pending = self._restore(state) if state is not None else (0, None)
         failure = None
         try:
-            with self._signals():
+            with self._signals(), self._cuda_backends():
                 self._call("before_fit")
                 for epoch in range(start_epoch, epochs):
                     self.epoch = epoch

@@ -613,10 +613,11 @@ def _find(learn: Any, cfg: _Config) -> LRFindResult:
     snap = _Snapshot(learn)
     runs: list[_Curves] = []
     try:
-        for k in range(cfg.runs):
-            if k:
-                snap.restore(learn, rng=False)
-            runs.append(_run(learn, cfg, snap.epoch, k))
+        with learn._cuda_backends():
+            for k in range(cfg.runs):
+                if k:
+                    snap.restore(learn, rng=False)
+                runs.append(_run(learn, cfg, snap.epoch, k))
     finally:
         snap.restore(learn)
     res = _result(runs[0], cfg, runs[1:])
