@@ -453,3 +453,71 @@ def test_on_cuda_tensor_loaders_become_gpu_resident_and_cudnn_setting_is_restore
     learn = oc.Learner(torch.nn.Linear(4, 3), train, quiet=True, device="cuda", callbacks=[Probe()])
     learn.fit_one_cycle(1, 0.01)
     assert seen == [("cuda", True)] * 4 and torch.backends.cudnn.benchmark == old
+
+
+def test_learner_places_train_and_valid_data_within_one_budget(monkeypatch):
+    # Each loader alone fits in half the free memory, both together (with the shuffled copy) do not:
+    # the valid data must stay on the host rather than leave the model 1/8 of the free memory.
+    import onecycle as oc
+
+    free, used = 8 * 2**20, {"bytes": 0}
+    monkeypatch.setattr(data, "_free_bytes", lambda device: free - used["bytes"])
+    orig_to = TensorLoader.to
+
+    def to(self, device):
+        used["bytes"] += sum(t.numel() * t.element_size() for t in self.tensors)
+        return orig_to(self, device)
+
+    monkeypatch.setattr(TensorLoader, "to", to)
+    mib = 2**20 // 4
+    train = TensorLoader(torch.zeros(2 * mib, 1), torch.zeros(2 * mib, 0), batch_size=64, shuffle=True)  # 2 MiB, x2
+    valid = TensorLoader(torch.zeros(3 * mib, 1), torch.zeros(3 * mib, 0), batch_size=64)  # 3 MiB
+    oc.Learner(torch.nn.Linear(1, 1), train, valid, quiet=True, device="meta").setup_loop()
+    assert train.tensors[0].device.type == "meta" and valid.tensors[0].device.type == "cpu"
+
+
+def test_cudnn_benchmark_is_restored_when_fits_overlap_and_end_out_of_order():
+    import threading
+    import types
+
+    from onecycle.loop import TrainingLoop
+
+    fit = types.SimpleNamespace(device=torch.device("cuda"), cudnn_benchmark=None)  # no GPU needed
+    old = torch.backends.cudnn.benchmark
+    try:
+        torch.backends.cudnn.benchmark = False
+        with TrainingLoop._cuda_backends(fit):
+            assert torch.backends.cudnn.benchmark is True
+        assert torch.backends.cudnn.benchmark is False
+        a_in, b_in, a_out, seen = threading.Event(), threading.Event(), threading.Event(), []
+
+        def first():
+            with TrainingLoop._cuda_backends(fit):
+                a_in.set()
+                b_in.wait()
+            a_out.set()
+
+        def second():
+            a_in.wait()
+            with TrainingLoop._cuda_backends(fit):
+                b_in.set()
+                a_out.wait()
+                seen.append(torch.backends.cudnn.benchmark)  # the first fit has ended, this one runs on
+
+        threads = [threading.Thread(target=first), threading.Thread(target=second)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert seen == [True] and torch.backends.cudnn.benchmark is False
+    finally:
+        torch.backends.cudnn.benchmark = old
+
+
+def test_same_device_reads_a_bare_cuda_as_the_current_device(monkeypatch):
+    dev = torch.device
+    for current in (0, 1):
+        monkeypatch.setattr(torch.cuda, "current_device", lambda current=current: current)
+        assert data._same_device(dev("cuda:0"), dev("cuda")) is (current == 0)
+        assert data._same_device(dev("cuda"), dev("cuda:1")) is (current == 1)
+    assert not data._same_device(dev("cuda:0"), dev("cuda:1")) and not data._same_device(dev("cpu"), dev("cuda"))

@@ -515,3 +515,27 @@ def test_validate_and_predict_restore_each_modules_mode():
     learn.predict()
     assert [m.training for m in model.modules()] == before == [True, True, False, True, True]
     assert seen and not any(seen)  # in eval inside
+
+
+def test_validate_restores_modes_through_each_modules_own_train():
+    class Noisy(nn.Module):  # keeps side state in step with its mode through train()
+        def __init__(self):
+            super().__init__()
+            self.lin, self.noise_on = nn.Linear(5, 3), True
+
+        def train(self, mode=True):
+            super().train(mode)
+            self.noise_on = mode
+            return self
+
+        def forward(self, x):
+            return self.lin(x)
+
+    model = nn.Sequential(nn.Identity(), Noisy())
+    learn = _learner(model)
+    model.train()
+    model[1].eval()
+    learn.validate()
+    learn.predict()
+    assert [m.training for m in model.modules()] == [True, True, False, False]
+    assert model[1].noise_on is False

@@ -320,3 +320,14 @@ class _GradsAtBatchStart(oc.callbacks.Callback):
 
     def before_batch(self, learn):
         self.seen.append(all(p.grad is None for p in learn.model.parameters()))
+
+
+def test_profiler_sees_every_zero_grad():
+    from torch.profiler import ProfilerActivity, profile
+
+    learn = _learn(opt="adamw")  # torch's zero_grad (onecycle's SGD defines its own, unannotated)
+    learn.create_opt()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        learn.fit_one_cycle(1, 0.01)
+    names = [e.name for e in prof.events()]
+    assert names.count(f"Optimizer.zero_grad#{type(learn.opt).__name__}.zero_grad") == 4

@@ -285,21 +285,31 @@ def _free_bytes(device: torch.device) -> int | None:
 def place_on_device(loader: object, device: Device) -> bool:
     """Put an in-memory loader's data (``TensorLoader``, ``LMLoader``) on ``device`` once, in place,
     when it fits: its bytes, doubled for a shuffling loader (each epoch gathers a shuffled copy),
-    within half the device's free memory. The Learner does this at every fit on a GPU, so batches
-    need no copy; data that does not fit stays where it is and is copied batch by batch. Other
+    within half the device's free memory (CUDA; elsewhere the free memory is unknown and nothing
+    moves). The Learner does this for its training and validation loaders together at every fit on
+    a GPU, so batches need no copy; data that does not fit stays where it is and is copied batch by batch. Other
     loaders are left alone. Returns whether the data is now on ``device``."""
+    _place_loaders((loader,), device)
     tensors = _device_tensors(loader)
-    if tensors is None:
-        return False
-    device = torch.device(device)
-    if all(_same_device(t.device, device) for t in tensors):
-        return True
-    need = sum(t.numel() * t.element_size() for t in tensors) * (2 if getattr(loader, "shuffle", False) else 1)
-    free = _free_bytes(device)
-    if free is None or need > free // 2:
-        return False
-    loader.to(device)  # type: ignore[attr-defined]
-    return True
+    return tensors is not None and all(_same_device(t.device, torch.device(device)) for t in tensors)
+
+
+def _place_loaders(loaders: Iterable[object], device: Device) -> None:
+    """``place_on_device`` for several loaders with one budget: together (the shuffling ones doubled)
+    within half the free memory measured before the first moves, in order, each that still fits."""
+    device, free, spent, seen = torch.device(device), None, 0, set()
+    for loader in loaders:
+        tensors = _device_tensors(loader)
+        if tensors is None or id(loader) in seen or all(_same_device(t.device, device) for t in tensors):
+            continue
+        seen.add(id(loader))
+        need = sum(t.numel() * t.element_size() for t in tensors) * (2 if getattr(loader, "shuffle", False) else 1)
+        free = _free_bytes(device) if free is None else free
+        if free is None:
+            return
+        if spent + need <= free // 2:
+            loader.to(device)  # type: ignore[attr-defined]
+            spent += need
 
 
 def _same_device(a: torch.device, b: torch.device) -> bool:

@@ -110,7 +110,8 @@ class Learner(TrainingLoop):
     fits and ``lr_find`` on CUDA (default: on, unless ``torch.backends.cudnn.deterministic`` or
     ``torch.use_deterministic_algorithms`` asks for determinism); the previous setting comes back
     afterwards. On a GPU, the data of a ``TensorLoader`` or ``LMLoader`` moves there at the first
-    fit, in place, when it fits in half the free memory (``onecycle.data.place_on_device``).
+    fit, in place, when training and validation data together fit in half the free memory
+    (``onecycle.data.place_on_device``).
     """
 
     def __init__(self, model: nn.Module, train_dl: Iterable, valid_dl: Iterable | None = None,
@@ -510,7 +511,8 @@ def _evaluating(model: nn.Module) -> Iterator[None]:
     try:
         yield
     finally:
-        model.train(modes[0][1])  # through the model's own train(), should it define one
+        # Parents before children (modules() order), each through its own train(), should it define
+        # one: a parent's call resets its children, which are checked after it.
         for m, training in modes:
             if m.training != training:
-                m.training = training
+                m.train(training)

@@ -4,7 +4,7 @@ a run safe (training checkpoints, clean stops on SIGINT/SIGTERM, the non-finite 
 Kept apart from ``learner.py`` (the public API) so each module stays readable. The hot path does
 the minimum per batch: move the batch (a no-op for device-resident data), forward, backward, keep
 the detached loss tensor in a list (stacked once at the epoch's end), and every ``accum`` batches
-clip and step. Losses reach the host once per epoch; the one read per step is the NaN guard's
+clip and step. Losses reach the host once per epoch; the one read per batch is the NaN guard's
 (``on_nan="off"`` drops it). ``TrainingLoop`` has no constructor; the Learner sets the attributes
 it reads.
 """
@@ -39,12 +39,21 @@ def _split_batch(batch: Any) -> tuple[tuple, Any]:
     raise TypeError(f"a batch must be a tuple (inputs..., target), got {type(batch).__name__}")
 
 
+# Private torch names the bypasses below rely on; where a torch lacks any of them, the loop calls
+# ``opt.step()`` and ``opt.zero_grad()`` as they are.
+_PROFILING = getattr(torch.autograd, "_profiler_enabled", None)
+_GLOBAL_PRE = getattr(_torch_optim, "_global_optimizer_pre_hooks", None)
+_GLOBAL_POST = getattr(_torch_optim, "_global_optimizer_post_hooks", None)
+
+
 def _torch_step_wrapper_code() -> Any:
     """The code of the wrapper torch's ``Optimizer`` puts around each class's ``step``
-    (``profile_hook_step``); None where this torch has no such wrapper."""
+    (``profile_hook_step``); None where this torch has no such wrapper (or lacks a name above)."""
     make = getattr(torch.optim.Optimizer, "profile_hook_step", None)
+    if make is None or None in (_PROFILING, _GLOBAL_PRE, _GLOBAL_POST):
+        return None
     try:
-        return make(lambda *args, **kwargs: None).__code__ if make is not None else None
+        return make(lambda *args, **kwargs: None).__code__
     except Exception:
         return None
 
@@ -61,12 +70,13 @@ def _optimizer_step(opt: torch.optim.Optimizer) -> None:
     ``step`` replaced on the instance (torch's LR schedulers do that), or with the class's ``step``
     anything but torch's wrapper itself (a decorator put on it later), it is ``opt.step()`` itself."""
     step = type(opt).step
+    pre, post = getattr(opt, "_optimizer_step_pre_hooks", None), getattr(opt, "_optimizer_step_post_hooks", None)
     if (_STEP_WRAPPER_CODE is None or getattr(step, "__code__", None) is not _STEP_WRAPPER_CODE
-            or "step" in vars(opt) or torch.autograd._profiler_enabled()):
+            or pre is None or post is None or "step" in vars(opt) or _PROFILING()):
         opt.step()
         return
     args, kwargs = (opt,), {}
-    for hook in (*_torch_optim._global_optimizer_pre_hooks.values(), *opt._optimizer_step_pre_hooks.values()):
+    for hook in (*_GLOBAL_PRE.values(), *pre.values()):
         result = hook(opt, args, kwargs)
         if result is not None:
             if not (isinstance(result, tuple) and len(result) == 2):
@@ -74,7 +84,7 @@ def _optimizer_step(opt: torch.optim.Optimizer) -> None:
                                    f"but got {result}.")
             args, kwargs = result
     step.__wrapped__(*args, **kwargs)
-    for hook in (*opt._optimizer_step_post_hooks.values(), *_torch_optim._global_optimizer_post_hooks.values()):
+    for hook in (*post.values(), *_GLOBAL_POST.values()):
         hook(opt, args, kwargs)
 
 
@@ -83,7 +93,7 @@ def _zero_grad(opt: torch.optim.Optimizer) -> None:
     range, which this skips while no profiler runs (optimizers that define their own, on the class or
     the instance, are called)."""
     if (type(opt).zero_grad is torch.optim.Optimizer.zero_grad and "zero_grad" not in vars(opt)
-            and not torch.autograd._profiler_enabled()):
+            and _PROFILING is not None and not _PROFILING()):
         for group in opt.param_groups:
             for p in group["params"]:
                 p.grad = None
@@ -97,6 +107,14 @@ def _cudnn_benchmark(want: bool | None) -> bool:
     if want is not None:
         return want
     return not (torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled())
+
+
+# torch.backends.cudnn.benchmark is process-wide: fits running at once (threads, or lr_find inside a
+# fit) share it. The setting found by the first is restored when the last ends; in between, the
+# latest still running has its way (each restoring its own snapshot could restore out of order).
+_CUDNN_LOCK = threading.Lock()
+_cudnn_active: list[list] = []  # [token, wanted] per fit inside _cuda_backends
+_cudnn_saved = [False]
 
 
 class TrainingLoop:
@@ -127,9 +145,8 @@ class TrainingLoop:
                           else contextlib.nullcontext())
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
         if self.device.type != "cpu":  # in-memory data goes to the device once, when it fits
-            from .data import place_on_device
-            for dl in (self.train_dl, self.valid_dl):
-                place_on_device(dl, self.device)
+            from .data import _place_loaders
+            _place_loaders((self.train_dl, self.valid_dl), self.device)  # one budget for both
         base = self._ddp or self.model
         if self.compile and self._compiled is None:
             self._compiled = torch.compile(base)
@@ -142,12 +159,18 @@ class TrainingLoop:
         if self.device.type != "cuda":
             yield
             return
-        old = torch.backends.cudnn.benchmark
-        torch.backends.cudnn.benchmark = _cudnn_benchmark(self.cudnn_benchmark)
+        entry = [object(), _cudnn_benchmark(self.cudnn_benchmark)]
+        with _CUDNN_LOCK:
+            if not _cudnn_active:
+                _cudnn_saved[0] = torch.backends.cudnn.benchmark
+            _cudnn_active.append(entry)
+            torch.backends.cudnn.benchmark = entry[1]
         try:
             yield
         finally:
-            torch.backends.cudnn.benchmark = old
+            with _CUDNN_LOCK:
+                _cudnn_active.remove(entry)
+                torch.backends.cudnn.benchmark = _cudnn_active[-1][1] if _cudnn_active else _cudnn_saved[0]
 
     def train_step(self, batch: Any, window: int = 1, step: bool = True, sync: bool = True) -> torch.Tensor:
         """One batch: forward, backward (loss scaled by ``1/window``), and the optimizer step
