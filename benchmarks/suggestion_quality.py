@@ -94,7 +94,7 @@ def run(seeds: list[int], epochs: int, finder_runs: int = 1) -> dict:
             print(f"  {opt} seed {seed}: " + ", ".join(
                 f"{k} {v:.3g}" if v is not None else f"{k} -" for k, v in suggestions.items()), flush=True)
         swept = {p: [final_accuracy(opt, s, p, epochs, cache) for s in seeds] for p in sweep}
-        best = max(sweep, key=lambda p: _finite_mean(swept[p]))
+        best = best_peak(swept)
         floor = {f"best*{f:g}": {"peaks": [best * f] * len(seeds),
                                  "accs": [final_accuracy(opt, s, best * f, epochs, cache) for s in seeds]}
                  for f in FLOOR}
@@ -102,19 +102,22 @@ def run(seeds: list[int], epochs: int, finder_runs: int = 1) -> dict:
     return out
 
 
-def _finite_mean(values: list[float]) -> float:
-    m = mean(values)
-    return m if m == m else -1.0
+def best_peak(swept: dict) -> object:
+    """The sweep's peak with the highest mean accuracy over the seeds (a diverged mean counts as -1)."""
+    def score(p: object) -> float:
+        m = mean(swept[p])
+        return m if m == m else -1.0
+    return max(swept, key=score)
 
 
 def table(results: dict) -> str:
     lines, gaps = [], {r: [] for r in next(iter(results.values()))["rules"]}
     for opt, res in results.items():
         sweep = {float(p): mean(a) for p, a in res["sweep"].items()}
-        best_peak = max(sweep, key=lambda p: sweep[p] if sweep[p] == sweep[p] else -1)
-        best = sweep[best_peak]
+        top = float(best_peak(res["sweep"]))
+        best = sweep[top]
         lines.append(f"\n{opt}: sweep " + ", ".join(f"{p:g}: {a:.2f}" for p, a in sweep.items())
-                     + f"  -> best peak {best_peak:g} ({best:.2f}%)")
+                     + f"  -> best peak {top:g} ({best:.2f}%)")
         lines.append(f"  {'rule':<10} {'peaks (per seed)':<32} {'acc % (per seed)':<26} {'mean':>6} {'gap':>6}")
         for rule, r in [*res["rules"].items(), *res.get("floor", {}).items()]:
             acc = mean(r["accs"])
