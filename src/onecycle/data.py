@@ -287,8 +287,8 @@ def place_on_device(loader: object, device: Device) -> bool:
     when it fits: its bytes, doubled for a shuffling loader (each epoch gathers a shuffled copy),
     within half the device's free memory (CUDA; elsewhere the free memory is unknown and nothing
     moves). The Learner does this for its training and validation loaders together at every fit on
-    a GPU, so batches need no copy; data that does not fit stays where it is and is copied batch by batch. Other
-    loaders are left alone. Returns whether the data is now on ``device``."""
+    a GPU, so batches need no copy; data that does not fit stays where it is and is copied batch by
+    batch. Other loaders are left alone. Returns whether the data is now on ``device``."""
     _place_loaders((loader,), device)
     tensors = _device_tensors(loader)
     return tensors is not None and all(_same_device(t.device, torch.device(device)) for t in tensors)
