@@ -113,8 +113,8 @@ def _cudnn_benchmark(want: bool | None) -> bool:
 # fit) share it. The setting found by the first is restored when the last ends; in between, the
 # latest still running has its way (each restoring its own snapshot could restore out of order).
 _CUDNN_LOCK = threading.Lock()
-_cudnn_active: list[list] = []  # [token, wanted] per fit inside _cuda_backends
-_cudnn_saved = [False]
+_cudnn_active: dict[object, bool] = {}  # the setting each running fit wants, oldest first
+_cudnn_saved = False
 
 
 class TrainingLoop:
@@ -159,18 +159,18 @@ class TrainingLoop:
         if self.device.type != "cuda":
             yield
             return
-        entry = [object(), _cudnn_benchmark(self.cudnn_benchmark)]
+        global _cudnn_saved
+        token = object()
         with _CUDNN_LOCK:
             if not _cudnn_active:
-                _cudnn_saved[0] = torch.backends.cudnn.benchmark
-            _cudnn_active.append(entry)
-            torch.backends.cudnn.benchmark = entry[1]
+                _cudnn_saved = torch.backends.cudnn.benchmark
+            _cudnn_active[token] = torch.backends.cudnn.benchmark = _cudnn_benchmark(self.cudnn_benchmark)
         try:
             yield
         finally:
             with _CUDNN_LOCK:
-                _cudnn_active.remove(entry)
-                torch.backends.cudnn.benchmark = _cudnn_active[-1][1] if _cudnn_active else _cudnn_saved[0]
+                del _cudnn_active[token]
+                torch.backends.cudnn.benchmark = next(reversed(_cudnn_active.values()), _cudnn_saved)
 
     def train_step(self, batch: Any, window: int = 1, step: bool = True, sync: bool = True) -> torch.Tensor:
         """One batch: forward, backward (loss scaled by ``1/window``), and the optimizer step
