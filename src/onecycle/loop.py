@@ -26,7 +26,7 @@ from . import distributed as D
 from . import resume as R
 from .callbacks import Callback, CancelFit, StepSeries, TrustRatios, hooks_of
 from .checkpoint import get_rng_state, set_rng_state
-from .optim.groups import get_hyper
+from .optim.groups import drop_grads, get_hyper
 from .optim.scheduler import Scheduler
 from .progress import Progress
 
@@ -94,9 +94,7 @@ def _zero_grad(opt: torch.optim.Optimizer) -> None:
     the instance, are called)."""
     if (type(opt).zero_grad is torch.optim.Optimizer.zero_grad and "zero_grad" not in vars(opt)
             and _PROFILING is not None and not _PROFILING()):
-        for group in opt.param_groups:
-            for p in group["params"]:
-                p.grad = None
+        drop_grads(opt)
     else:
         opt.zero_grad(set_to_none=True)
 

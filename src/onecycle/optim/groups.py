@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["get_hyper", "set_hyper", "momentum_key", "layer_groups", "spread_lrs",
+__all__ = ["get_hyper", "set_hyper", "momentum_key", "drop_grads", "layer_groups", "spread_lrs",
            "DecoupledWeightDecay", "DECOUPLED_WD", "normalized_wd"]
 
 DECOUPLED_WD = "decoupled_wd"  # group key read by DecoupledWeightDecay
@@ -57,6 +57,14 @@ def set_hyper(group: dict, name: str, value: float) -> None:
         current.fill_(value)
     else:
         group[name] = value
+
+
+def drop_grads(optimizer: torch.optim.Optimizer) -> None:
+    """Every gradient of ``optimizer``'s parameters set to None: ``zero_grad(set_to_none=True)``
+    without the profiler range torch's opens on each call."""
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            p.grad = None
 
 
 def _params(obj: object) -> list[nn.Parameter]:

@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from .groups import drop_grads
+
 __all__ = ["SGD"]
 
 
@@ -79,10 +81,7 @@ class SGD(torch.optim.SGD):
         """torch's ``zero_grad`` without its profiler annotation (a few microseconds a step)."""
         if not set_to_none:
             return super().zero_grad(set_to_none=False)
-        for group in self.param_groups:
-            for p in group["params"]:
-                p.grad = None
-        return None
+        return drop_grads(self)
 
     def _flat_buffers(self, bufs: list[torch.Tensor]) -> torch.Tensor:
         """One tensor whose elements are exactly those of ``bufs``: scaling it is one kernel instead
