@@ -521,3 +521,22 @@ def test_same_device_reads_a_bare_cuda_as_the_current_device(monkeypatch):
         assert data._same_device(dev("cuda:0"), dev("cuda")) is (current == 0)
         assert data._same_device(dev("cuda"), dev("cuda:1")) is (current == 1)
     assert not data._same_device(dev("cuda:0"), dev("cuda:1")) and not data._same_device(dev("cpu"), dev("cuda"))
+
+
+def test_lr_find_places_the_data_once_and_leaves_it_placed(monkeypatch):
+    import onecycle as oc
+
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    train, valid = TensorLoader(x, y, batch_size=16, shuffle=True), TensorLoader(x, y, batch_size=16)
+    learn = oc.Learner(torch.nn.Linear(4, 3), train, valid, quiet=True, device="cpu")
+    placed = []
+
+    def place():  # stands in for the move to a GPU: new tensor objects with the same values
+        if not placed:
+            train.tensors = tuple(t.clone() for t in train.tensors)
+        placed.append(train.tensors)
+
+    monkeypatch.setattr(learn, "_place_data", place)
+    learn.lr_find(num_it=6, runs=2)
+    assert placed and all(t is placed[0] for t in placed)  # moved once, not again for the second run
+    assert train.tensors is placed[0]  # the snapshot taken after the move keeps it

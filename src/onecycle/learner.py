@@ -110,7 +110,7 @@ class Learner(TrainingLoop):
     fits and ``lr_find`` on CUDA (default: on, unless ``torch.backends.cudnn.deterministic`` or
     ``torch.use_deterministic_algorithms`` asks for determinism); the previous setting comes back
     afterwards. On a GPU, the data of a ``TensorLoader`` or ``LMLoader`` moves there at the first
-    fit, in place, when training and validation data together fit in half the free memory
+    fit or ``lr_find``, in place, when training and validation data together fit in half the free memory
     (``onecycle.data.place_on_device``).
     """
 

@@ -142,13 +142,18 @@ class TrainingLoop:
         self._autocast = (torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp
                           else contextlib.nullcontext())
         self.scaler = torch.amp.GradScaler(self.device.type) if self.amp_dtype == torch.float16 else None
-        if self.device.type != "cpu":  # in-memory data goes to the device once, when it fits
-            from .data import _place_loaders
-            _place_loaders((self.train_dl, self.valid_dl), self.device)  # one budget for both
+        self._place_data()
         base = self._ddp or self.model
         if self.compile and self._compiled is None:
             self._compiled = torch.compile(base)
         self._fwd = self._compiled if self.compile else base
+
+    def _place_data(self) -> None:
+        """In-memory data (``TensorLoader``, ``LMLoader``) onto a GPU once, when it fits: training
+        and validation loaders within one budget (``data.place_on_device``)."""
+        if self.device.type != "cpu":
+            from .data import _place_loaders
+            _place_loaders((self.train_dl, self.valid_dl), self.device)
 
     @contextlib.contextmanager
     def _cuda_backends(self) -> Iterator[None]:

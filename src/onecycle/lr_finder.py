@@ -610,6 +610,7 @@ def _result(curves: _Curves, cfg: _Config, more: Sequence[_Curves] = ()) -> LRFi
 
 
 def _find(learn: Any, cfg: _Config) -> LRFindResult:
+    learn._place_data()  # before the snapshot: the data stays on the GPU for every run and the fit after
     snap = _Snapshot(learn)
     runs: list[_Curves] = []
     try:
