@@ -479,8 +479,7 @@ class Learner(TrainingLoop):
                 self.model.reset()
             acc = MetricAccumulator(self.loss_fn, self.metrics, self.device)
             autocast = torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else contextlib.nullcontext()
-            batches = dl.eval_batches() if callable(getattr(dl, "eval_batches", None)) else dl
-            for batch in batches:
+            for batch in _eval_batches(dl):
                 xs, y = self._to_device(batch)
                 with autocast:
                     pred = self.model(*xs)
@@ -492,14 +491,19 @@ class Learner(TrainingLoop):
         """Model outputs over ``dl`` (default the validation loader), concatenated on the CPU."""
         dl = self.valid_dl if dl is None else dl
         preds, targets = [], []
-        batches = dl.eval_batches() if callable(getattr(dl, "eval_batches", None)) else dl
         with _evaluating(self.model):
-            for batch in batches:
+            for batch in _eval_batches(dl):
                 xs, y = self._to_device(batch)
                 preds.append(self.model(*xs).float().cpu())
                 targets.append(y.cpu() if torch.is_tensor(y) else y)
         out = torch.cat(preds)
         return (out, torch.cat(targets)) if with_targets else out
+
+
+def _eval_batches(dl: Iterable) -> Iterable:
+    """The loader's batches for evaluation: through ``eval_batches()`` where it has one (a
+    ``TensorLoader``: bigger chunks), else the loader itself."""
+    return dl.eval_batches() if callable(getattr(dl, "eval_batches", None)) else dl
 
 
 @contextlib.contextmanager
