@@ -412,26 +412,34 @@ def test_learner_places_tensor_loaders_on_its_device_before_training(monkeypatch
     train, valid = TensorLoader(x, y, batch_size=10, shuffle=True), TensorLoader(x, y, batch_size=10)
     learn = oc.Learner(torch.nn.Linear(4, 3), train, valid, quiet=True, device="meta")
     assert train.tensors[0].device.type == "cpu"  # nothing moves until a fit (or lr_find) starts
-    learn.setup_loop()
+    learn.place_data()  # what every fit and lr_find does first
     assert {t.device.type for t in (*train.tensors, *valid.tensors)} == {"meta"}
     cpu = TensorLoader(x, y, batch_size=10)
-    oc.Learner(torch.nn.Linear(4, 3), cpu, quiet=True, device="cpu").setup_loop()
+    oc.Learner(torch.nn.Linear(4, 3), cpu, quiet=True, device="cpu").place_data()
     assert cpu.tensors[0].device.type == "cpu"
 
 
-def test_cudnn_benchmark_is_on_unless_determinism_is_asked_for():
-    from onecycle.loop import _cudnn_benchmark
+def _benchmark_inside(want=None):
+    from onecycle.learner import cudnn_benchmark
 
-    old = torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled()
+    with cudnn_benchmark(torch.device("cuda"), want):  # sets the flag only: no GPU needed
+        return torch.backends.cudnn.benchmark
+
+
+def test_cudnn_benchmark_is_on_unless_determinism_is_asked_for():
+    old = torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
     try:
         torch.backends.cudnn.deterministic = False
         torch.use_deterministic_algorithms(False)
-        assert _cudnn_benchmark(None) is True and _cudnn_benchmark(False) is False
+        assert _benchmark_inside() is True and _benchmark_inside(False) is False
         torch.backends.cudnn.deterministic = True
-        assert _cudnn_benchmark(None) is False and _cudnn_benchmark(True) is True
+        assert _benchmark_inside() is False and _benchmark_inside(True) is True
         torch.backends.cudnn.deterministic = False
         torch.use_deterministic_algorithms(True)
-        assert _cudnn_benchmark(None) is False
+        assert _benchmark_inside() is False
+        from onecycle.learner import cudnn_benchmark
+        with cudnn_benchmark(torch.device("cpu"), True):  # off CUDA it changes nothing
+            assert torch.backends.cudnn.benchmark is old[2]
     finally:
         torch.backends.cudnn.deterministic = old[0]
         torch.use_deterministic_algorithms(old[1])
@@ -472,44 +480,43 @@ def test_learner_places_train_and_valid_data_within_one_budget(monkeypatch):
     mib = 2**20 // 4
     train = TensorLoader(torch.zeros(2 * mib, 1), torch.zeros(2 * mib, 0), batch_size=64, shuffle=True)  # 2 MiB, x2
     valid = TensorLoader(torch.zeros(3 * mib, 1), torch.zeros(3 * mib, 0), batch_size=64)  # 3 MiB
-    oc.Learner(torch.nn.Linear(1, 1), train, valid, quiet=True, device="meta").setup_loop()
+    oc.Learner(torch.nn.Linear(1, 1), train, valid, quiet=True, device="meta").place_data()
     assert train.tensors[0].device.type == "meta" and valid.tensors[0].device.type == "cpu"
 
 
 def test_cudnn_benchmark_is_restored_when_fits_overlap_and_end_out_of_order():
     import threading
-    import types
 
-    from onecycle.loop import TrainingLoop
+    from onecycle.learner import cudnn_benchmark
 
-    fit = types.SimpleNamespace(device=torch.device("cuda"), cudnn_benchmark=None)  # no GPU needed
+    cuda = torch.device("cuda")  # the context sets the flag only: no GPU needed
     old = torch.backends.cudnn.benchmark
     try:
         torch.backends.cudnn.benchmark = False
-        with TrainingLoop._cuda_backends(fit):
+        with cudnn_benchmark(cuda):
             assert torch.backends.cudnn.benchmark is True
         assert torch.backends.cudnn.benchmark is False
         a_in, b_in, a_out, seen = threading.Event(), threading.Event(), threading.Event(), []
 
         def first():
-            with TrainingLoop._cuda_backends(fit):
+            with cudnn_benchmark(cuda):
                 a_in.set()
-                b_in.wait()
+                assert b_in.wait(timeout=60)
             a_out.set()
 
         def second():
-            a_in.wait()
-            with TrainingLoop._cuda_backends(fit):
+            assert a_in.wait(timeout=60)
+            with cudnn_benchmark(cuda):
                 b_in.set()
-                a_out.wait()
+                assert a_out.wait(timeout=60)
                 seen.append(torch.backends.cudnn.benchmark)  # the first fit has ended, this one runs on
 
         threads = [threading.Thread(target=first), threading.Thread(target=second)]
         for t in threads:
             t.start()
         for t in threads:
-            t.join()
-        assert seen == [True] and torch.backends.cudnn.benchmark is False
+            t.join(timeout=60)
+        assert not any(t.is_alive() for t in threads) and seen == [True] and torch.backends.cudnn.benchmark is False
     finally:
         torch.backends.cudnn.benchmark = old
 
@@ -536,7 +543,7 @@ def test_lr_find_places_the_data_once_and_leaves_it_placed(monkeypatch):
             train.tensors = tuple(t.clone() for t in train.tensors)
         placed.append(train.tensors)
 
-    monkeypatch.setattr(learn, "_place_data", place)
+    monkeypatch.setattr(learn, "place_data", place)
     learn.lr_find(num_it=6, runs=2)
     assert placed and all(t is placed[0] for t in placed)  # moved once, not again for the second run
     assert train.tensors is placed[0]  # the snapshot taken after the move keeps it

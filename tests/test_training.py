@@ -118,8 +118,10 @@ def test_fine_tune_runs_both_phases():
     assert learn.scheduler.base["lr"] == pytest.approx([0.01 / 100, 0.001, 0.01], rel=1e-9)
     assert [g[0] for g in learn.recorder.group_lrs] == pytest.approx([1e-4 / 5, 1e-3 / 5, 1e-2 / 5])
     assert all(p.requires_grad for p in learn.model.parameters())
-    with pytest.raises(ValueError, match="param groups"):
-        oc.Learner(nn.Linear(6, 3), _dl(), quiet=True).fine_tune(1)
+    one_group = oc.Learner(nn.Linear(6, 3), _dl(), quiet=True)
+    with pytest.raises(ValueError, match="several layer groups.*groups="):
+        one_group.fine_tune(1)
+    assert all(p.requires_grad for p in one_group.model.parameters()) and one_group.opt is None
 
 
 def test_normalized_wd_formula():

@@ -6,8 +6,9 @@ imported only when used.
 
 from . import metrics, optim, schedules
 from .callbacks import Callback, CancelFit, GradStats
-from .learner import OPTIMIZERS, Learner, default_device
-from .lr_finder import LRFindResult, lr_find
+from .learner import Learner, default_device
+from .lr_finder import LRFinder, LRFindResult, lr_find
+from .optim import OPTIMIZERS
 from .optim.groups import get_hyper, set_hyper
 from .optim.scheduler import Scheduler
 from .recorder import Recorder
@@ -15,7 +16,6 @@ from .recorder import Recorder
 __version__ = "0.1.0"
 
 __all__ = [
-    "Learner", "LRFindResult", "lr_find", "OPTIMIZERS", "default_device", "Callback", "CancelFit", "GradStats",
-    "Recorder",
-    "Scheduler", "get_hyper", "set_hyper", "metrics", "optim", "schedules", "__version__",
+    "Learner", "LRFindResult", "LRFinder", "lr_find", "OPTIMIZERS", "default_device", "Callback", "CancelFit",
+    "GradStats", "Recorder", "Scheduler", "get_hyper", "set_hyper", "metrics", "optim", "schedules", "__version__",
 ]

@@ -73,12 +73,12 @@ class StepSeries(Callback):
         self._rows.append(row)
 
     def after_epoch(self, learn: Learner) -> None:
-        self._flush(learn)
+        self.flush(learn)
 
     def after_fit(self, learn: Learner) -> None:
-        self._flush(learn)
+        self.flush(learn)
 
-    def _flush(self, learn: Learner) -> None:
+    def flush(self, learn: Learner) -> None:
         import torch
         if not getattr(self, "_rows", None):
             return

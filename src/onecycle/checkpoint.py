@@ -58,6 +58,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -467,7 +468,7 @@ def load_state_dict_file(path: str | os.PathLike, map_location: Any = "cpu") -> 
     return result
 
 
-def get_rng_state() -> dict[str, Any]:
+def get_rng_state(loaders: Any = ()) -> dict[str, Any]:
     """Capture torch (CPU and initialised CUDA), numpy-global and ``random`` RNGs as weights_only-safe data.
 
     numpy and ``random`` states are converted to int64 tensors and plain scalars because their native
@@ -495,7 +496,7 @@ def get_rng_state() -> dict[str, Any]:
     }
 
 
-def set_rng_state(state: dict[str, Any]) -> None:
+def set_rng_state(state: dict[str, Any], loaders: Any = ()) -> None:
     """Restore a :func:`get_rng_state` capture so future draws repeat exactly (LR finder, exact resume)."""
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict from get_rng_state(), got {type(state).__name__}")
@@ -571,3 +572,34 @@ def load_safetensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, 
     except Exception as err:  # SafetensorError does not derive from a stable public base class
         raise CheckpointError(f"cannot read safetensors file {path!r}: {err}") from err
     return {key: tensor.to(device) for key, tensor in tensors.items()}
+
+
+def save_weights(path: str | os.PathLike, model: torch.nn.Module, opt: torch.optim.Optimizer | None = None) -> Path:
+    """``model``'s weights (and ``opt``'s state) in one verified file; a ``.safetensors`` path
+    exports the weights alone in that format."""
+    if str(path).endswith(".safetensors"):
+        if opt is not None:
+            raise ValueError("with_opt=True: safetensors holds weights only; use a .pt path")
+        save_safetensors(model.state_dict(), path)
+    else:
+        atomic_save({"model": model.state_dict(), **({"opt": opt.state_dict()} if opt is not None else {})}, path)
+    return Path(path)
+
+
+def load_weights(path: str | os.PathLike, model: torch.nn.Module, opt: torch.optim.Optimizer | None = None,
+                 device: Any = "cpu", strict: bool = True) -> None:
+    """Load what ``save_weights`` wrote (verified, ``weights_only``), a plain state_dict file or a
+    ``.safetensors`` file, into ``model`` (and ``opt``: the file must then hold its state)."""
+    if str(path).endswith(".safetensors"):
+        if opt is not None:
+            raise ValueError("with_opt=True: safetensors holds weights only")
+        model.load_state_dict(load_safetensors(path, device=str(device)), strict=strict)
+        return
+    with open(_check_path(path), "rb") as f:
+        ours = f.read(len(MAGIC)) == MAGIC
+    state = safe_load(path, map_location=device) if ours else {"model": load_state_dict_file(path, device)}
+    if opt is not None and "opt" not in state:
+        raise ValueError(f"with_opt=True but {path} holds no optimizer state")
+    model.load_state_dict(state["model"], strict=strict)
+    if opt is not None:
+        opt.load_state_dict(state["opt"])

@@ -289,12 +289,12 @@ def place_on_device(loader: object, device: Device) -> bool:
     moves). The Learner does this for its training and validation loaders together at every fit on
     a GPU, so batches need no copy; data that does not fit stays where it is and is copied batch by
     batch. Other loaders are left alone. Returns whether the data is now on ``device``."""
-    _place_loaders((loader,), device)
+    place_loaders((loader,), device)
     tensors = _device_tensors(loader)
     return tensors is not None and all(_same_device(t.device, torch.device(device)) for t in tensors)
 
 
-def _place_loaders(loaders: Iterable[object], device: Device) -> None:
+def place_loaders(loaders: Iterable[object], device: Device) -> None:
     """``place_on_device`` for several loaders with one budget: together (the shuffling ones doubled)
     within half the free memory measured before the first moves, in order, each that still fits."""
     device, free, spent, seen = torch.device(device), None, 0, set()

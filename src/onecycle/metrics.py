@@ -67,6 +67,21 @@ def metric_name(metric: object) -> str:
     return name or type(metric).__name__
 
 
+def named_metrics(metrics: Any) -> dict[str, Any]:  # TEMP shim until the metrics work lands
+    if metrics is None:
+        return {}
+    if isinstance(metrics, dict):
+        return dict(metrics)
+    out: dict[str, Any] = {}
+    for m in metrics:
+        if not (callable(m) or hasattr(m, "update")):
+            raise TypeError(f"metrics must be callables or update/compute objects, got {m!r}")
+        if metric_name(m) in out:
+            raise ValueError(f"duplicate metric name {metric_name(m)!r}")
+        out[metric_name(m)] = m
+    return out
+
+
 class MetricAccumulator:
     """Loss and metrics weighted by each batch's number of targets; objects with
     ``update``/``compute``/``reset`` (torchmetrics) accumulate themselves.
@@ -76,8 +91,8 @@ class MetricAccumulator:
     kernels per batch."""
 
     def __init__(self, loss_fn: Callable, metrics: Sequence[Any], device: torch.device) -> None:
-        self.loss_fn, self.metrics = loss_fn, list(metrics)
-        self.names = ["val_loss"] + [metric_name(m) for m in self.metrics]
+        self.loss_fn, self.metrics = loss_fn, list(metrics.values())
+        self.names = ["val_loss"] + list(metrics)
         self.device = device
         self._stateful = [hasattr(m, "update") and hasattr(m, "compute") for m in self.metrics]
         self._values: list[list[Any]] = [[] for _ in self.names]  # per name, one value per batch
@@ -86,11 +101,11 @@ class MetricAccumulator:
             if hasattr(m, "update") and hasattr(m, "reset"):
                 m.reset()
 
-    def add(self, pred: torch.Tensor, y: torch.Tensor) -> None:
+    def add(self, pred: torch.Tensor, y: torch.Tensor, loss: Any = None) -> None:
         n = y.numel() if torch.is_tensor(y) else len(y)
         if n == 0:  # a data-parallel rank's empty share of the last batch: nothing to add
             return
-        self._values[0].append(self.loss_fn(pred, y).detach())
+        self._values[0].append((self.loss_fn(pred, y) if loss is None else loss).detach())
         for values, m, stateful in zip(self._values[1:], self.metrics, self._stateful):
             if stateful:
                 m.update(pred, y)

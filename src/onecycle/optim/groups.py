@@ -11,13 +11,15 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-__all__ = ["get_hyper", "set_hyper", "momentum_key", "drop_grads", "layer_groups", "spread_lrs",
+from ..checks import check_number, is_scalar
+
+__all__ = ["get_hyper", "set_hyper", "momentum_key", "layer_groups", "spread_lrs",
            "DecoupledWeightDecay", "DECOUPLED_WD", "normalized_wd"]
 
 DECOUPLED_WD = "decoupled_wd"  # group key read by DecoupledWeightDecay
@@ -59,14 +61,6 @@ def set_hyper(group: dict, name: str, value: float) -> None:
         group[name] = value
 
 
-def drop_grads(optimizer: torch.optim.Optimizer) -> None:
-    """Every gradient of ``optimizer``'s parameters set to None: ``zero_grad(set_to_none=True)``
-    without the profiler range torch's opens on each call."""
-    for group in optimizer.param_groups:
-        for p in group["params"]:
-            p.grad = None
-
-
 def _params(obj: object) -> list[nn.Parameter]:
     if isinstance(obj, nn.Module):
         return list(obj.parameters())
@@ -103,12 +97,7 @@ def layer_groups(model: nn.Module, groups: object = None) -> list[list[nn.Parame
 
 
 def _check_lr(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise TypeError(f"{name} must be a positive number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v) or v <= 0:
-        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
-    return v
+    return check_number(name, value, low=0, low_open=True)
 
 
 def spread_lrs(lr: object, n_groups: int, name: str = "lr") -> list[float]:
@@ -127,7 +116,7 @@ def spread_lrs(lr: object, n_groups: int, name: str = "lr") -> list[float]:
         if lo > hi:
             raise ValueError(f"{name} slice must go from low to high, got {lr!r}")
         return [lo * (hi / lo) ** (i / (n_groups - 1)) for i in range(n_groups)]
-    if hasattr(lr, "__len__") and not isinstance(lr, str):
+    if not is_scalar(lr):
         values = [_check_lr(f"{name}[{i}]", v) for i, v in enumerate(list(lr))]
         if len(values) != n_groups:
             raise ValueError(f"{name} has {len(values)} values but there are {n_groups} param groups")
@@ -184,14 +173,8 @@ def normalized_wd(wd_norm: float, batch_size: int, n_train: int, epochs: int) ->
     return float(wd_norm) * math.sqrt(batch_size / (n_train * epochs))
 
 
-def trainable(params: Iterable[torch.Tensor]) -> list[torch.Tensor]:
-    return [p for p in params if p.requires_grad]
-
-
 def named_layout(model: nn.Module, groups: list[list[nn.Parameter]]) -> list[list[tuple[str, tuple]]]:
     """Names and shapes per group: what a checkpoint stores to refuse a resume into another layout."""
     names = {id(p): n for n, p in model.named_parameters()}
     return [[(names.get(id(p), "?"), tuple(p.shape)) for p in g] for g in groups]
 
-
-SplitFn = Callable[[nn.Module], list]

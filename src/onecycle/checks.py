@@ -1,0 +1,89 @@
+"""Argument checks, one home for them: each raises ``TypeError``/``ValueError`` naming the argument
+and the value, and is called before anything changes. Numbers may be Python numbers, numpy scalars,
+or 0-d tensors and arrays (anything with ``__float__`` and no elements beyond one)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+__all__ = ["check_number", "check_int", "check_bool", "check_type", "is_scalar", "per_group", "check_loader",
+           "loader_len"]
+
+
+def is_scalar(value: object) -> bool:
+    """A single number: not a str, and either without a length or 0-dimensional (a 0-d tensor or
+    array has ``__len__`` but no length)."""
+    if isinstance(value, str):
+        return False
+    return getattr(value, "ndim", None) == 0 or not hasattr(value, "__len__")
+
+
+def check_number(name: str, value: object, *, low: float | None = None, high: float | None = None,
+                 low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a float after checking it is a finite real number inside the range."""
+    if isinstance(value, (bool, str)) or not is_scalar(value) or not hasattr(value, "__float__"):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{name} must be finite, got {value!r}")
+    if low is not None and (v < low or (low_open and v == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
+    if high is not None and (v > high or (high_open and v == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
+    return v
+
+
+def check_int(name: str, value: object, low: int | None = None) -> int:
+    """``value`` when it is an int (not a bool) of at least ``low``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {value!r}")
+    if low is not None and value < low:
+        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+    return value
+
+
+def check_bool(name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+def check_type(name: str, value: object, kind: type | tuple[type, ...]) -> Any:
+    if not isinstance(value, kind):
+        want = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+        raise TypeError(f"{name} must be a {want}, got {type(value).__name__}")
+    return value
+
+
+def per_group(name: str, value: object, n: int, **limits: Any) -> list[float]:
+    """One number per param group: a number for all, or a sequence of ``n``."""
+    values = [value] * n if is_scalar(value) else list(value)  # type: ignore[call-overload]
+    if len(values) != n:
+        raise ValueError(f"{name} has {len(values)} values but there are {n} param groups, got {value!r}")
+    return [check_number(f"{name}[{i}]" if n > 1 and not is_scalar(value) else name, v, **limits)
+            for i, v in enumerate(values)]
+
+
+def loader_len(dl: object) -> int | None:
+    """``len(dl)``, or None for a loader without a length."""
+    try:
+        return len(dl)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def check_loader(name: str, dl: object) -> None:
+    """A loader yields batches: an iterable that is not a ``Dataset`` (those yield samples: wrap
+    them in a ``DataLoader``) and, when it has a length, not empty."""
+    from torch.utils.data import DataLoader, Dataset
+    if isinstance(dl, Dataset) and not isinstance(dl, DataLoader):
+        raise TypeError(f"{name} is a {type(dl).__name__}, a Dataset: pass a loader of batches, "
+                        f"e.g. torch.utils.data.DataLoader({name}, batch_size=64)")
+    if not hasattr(dl, "__iter__"):
+        raise TypeError(f"{name} must be an iterable of batches (a DataLoader), got {type(dl).__name__}")
+    if loader_len(dl) == 0:
+        raise ValueError(f"{name} is empty (len 0)")
