@@ -248,7 +248,7 @@ class TrainingLoop:
         self.nan_skipped = int(state["nan_skipped"])
         pos = state["position"]
         mine = state["ranks"][self.rank]  # each data-parallel rank has its own RNG and epoch part
-        set_rng_state(mine["rng"])
+        set_rng_state(mine["rng"], R.rng_loaders(self))
         return pos["epoch"], (mine if pos["batch"] > 0 else None)
 
     @contextlib.contextmanager
@@ -343,24 +343,25 @@ class TrainingLoop:
 
     def _start_epoch(self, pending: dict | None) -> tuple[Iterator, int]:
         """Modes, epoch of the loader, its iterator; on a mid-epoch resume, replay the epoch's
-        RNG, skip the batches already trained on, then restore the checkpoint's RNG."""
-        model, dl = self.model, self.train_dl
+        RNG (the loader's generators too), skip the batches already trained on (or let a loader
+        that keeps its position resume there), then restore the checkpoint's RNG."""
+        model, dl, loaders = self.model, self.train_dl, R.rng_loaders(self)
         self._train_mode()
         if callable(getattr(model, "reset", None)):
             model.reset()
         if pending is not None:
-            set_rng_state(pending["epoch_rng"])
-        self._epoch_rng = get_rng_state() if self.checkpoint_dir is not None else None
+            set_rng_state(pending["epoch_rng"], loaders)
+        self._epoch_rng = get_rng_state(loaders) if self.checkpoint_dir is not None else None
         if callable(getattr(dl, "set_epoch", None)):
             dl.set_epoch(self.epoch)
+        replay = R.batches_to_replay(dl, pending) if pending is not None else 0
         it = iter(dl)
         if pending is None:
             return it, 0
-        start = len(pending["partial"]["moms"])
-        for _ in range(start):
+        for _ in range(replay):
             next(it)
-        set_rng_state(pending["rng"])
-        return it, start
+        set_rng_state(pending["rng"], loaders)
+        return it, len(pending["partial"]["moms"])
 
     def _train_epoch(self, pending: dict | None = None) -> float:
         dl, opt = self.train_dl, self.opt
