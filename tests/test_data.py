@@ -427,7 +427,8 @@ def _benchmark_inside(want=None):
 
 
 def test_cudnn_benchmark_is_on_unless_determinism_is_asked_for():
-    old = torch.backends.cudnn.deterministic, torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.benchmark
+    cudnn = torch.backends.cudnn
+    old = cudnn.deterministic, torch.are_deterministic_algorithms_enabled(), cudnn.benchmark
     try:
         torch.backends.cudnn.deterministic = False
         torch.use_deterministic_algorithms(False)

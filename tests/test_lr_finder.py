@@ -11,17 +11,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import onecycle as oc
 from onecycle import lr_finder as lf
-from onecycle.suggest import DEFAULT_RULE, SUGGESTERS
 from onecycle.checkpoint import get_rng_state, set_rng_state
 from onecycle.metrics import accuracy
 from onecycle.optim.groups import spread_lrs
+from onecycle.suggest import DEFAULT_RULE, SUGGESTERS
 
 
 class Net(nn.Module):

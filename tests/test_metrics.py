@@ -1,10 +1,13 @@
 """Metrics against direct computations."""
 
+import functools
 import math
 
 import pytest
 import torch
 import torch.nn.functional as F
+import torchmetrics  # the dev extra (the library itself imports it never)
+from torchmetrics.classification import MulticlassAccuracy, MulticlassF1Score, MulticlassPrecision
 
 from onecycle import metrics as M
 
@@ -31,3 +34,284 @@ def test_names():
     import functools
     assert M.metric_name(M.accuracy) == "accuracy"
     assert M.metric_name(functools.partial(M.top_k_accuracy, k=3)) == "top_k_accuracy"
+
+
+# ---- naming ---------------------------------------------------------------------------------------
+CPU = torch.device("cpu")
+SIZES = (17, 13, 10)  # uneven batches
+N = sum(SIZES)
+
+
+def _data(n=N, c=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, c, generator=g), torch.randint(0, c, (n,), generator=g)
+
+
+def _accumulate(acc, preds, targets, sizes=SIZES, losses=None):
+    start = 0
+    for i, n in enumerate(sizes):
+        acc.add(preds[start:start + n], targets[start:start + n], **({} if losses is None else {"loss": losses[i]}))
+        start += n
+    return acc.result()
+
+
+def test_named_metrics_orders_and_names():
+    top2 = functools.partial(M.top_k_accuracy, k=2)
+    assert M.named_metrics(None) == {}
+    assert list(M.named_metrics([M.accuracy, top2]).items()) == [("accuracy", M.accuracy), ("top_k_accuracy", top2)]
+    assert list(M.named_metrics({"b": M.accuracy, "a": top2})) == ["b", "a"]  # the Mapping's order
+    assert M.metric_name(MulticlassF1Score(3)) == "MulticlassF1Score"
+
+
+@pytest.mark.parametrize("metrics, dup", [
+    ([functools.partial(M.top_k_accuracy, k=1), functools.partial(M.top_k_accuracy, k=2)], "'top_k_accuracy'"),
+    ([torchmetrics.F1Score(task="multiclass", num_classes=3, average="macro"),
+      torchmetrics.F1Score(task="multiclass", num_classes=3, average="weighted")], "'MulticlassF1Score'"),
+])
+def test_duplicate_names_raise_naming_them(metrics, dup):
+    with pytest.raises(ValueError, match=f"{dup}.*metrics=\\{{'name'"):
+        M.named_metrics(metrics)
+    with pytest.raises(ValueError, match=dup):
+        M.MetricAccumulator(None, metrics, CPU)  # a sequence is named by named_metrics: never merged
+    bad = [M.accuracy, M.accuracy, M.perplexity, M.perplexity]
+    with pytest.raises(ValueError, match="'accuracy', 'perplexity'"):
+        M.named_metrics(bad)
+
+
+def test_named_metrics_bad_input():
+    with pytest.raises(TypeError, match="3"):
+        M.named_metrics([M.accuracy, 3])
+    with pytest.raises(TypeError, match="1 \\(int\\)"):
+        M.named_metrics({1: M.accuracy})
+    with pytest.raises(TypeError, match="'f1'.*'abc'"):
+        M.named_metrics({"f1": "abc"})
+    with pytest.raises(ValueError, match="''"):
+        M.named_metrics({"": M.accuracy})
+    for single in (M.accuracy, "accuracy", MulticlassAccuracy(3)):
+        with pytest.raises(TypeError, match="metrics=\\[m\\]"):
+            M.named_metrics(single)
+    with pytest.raises(ValueError, match="val_loss"):
+        M.named_metrics({"val_loss": M.accuracy})
+    with pytest.raises(TypeError, match="loss_fn.*'ce'"):
+        M.MetricAccumulator("ce", {}, CPU)
+
+
+# ---- accumulation against references --------------------------------------------------------------
+def test_mapping_names_record_each_metric_against_references():
+    preds, targets = _data()
+    metrics = {"top1": functools.partial(M.top_k_accuracy, k=1), "top2": functools.partial(M.top_k_accuracy, k=2),
+               "f1_macro": torchmetrics.F1Score(task="multiclass", num_classes=3, average="macro"),
+               "f1_weighted": torchmetrics.F1Score(task="multiclass", num_classes=3, average="weighted")}
+    out = _accumulate(M.MetricAccumulator(F.cross_entropy, metrics, CPU), preds, targets)
+    assert list(out) == ["val_loss", "top1", "top2", "f1_macro", "f1_weighted"]
+    assert all(type(v) is float for v in out.values())
+    # hand references over the concatenated data
+    ranks = (preds > preds.gather(1, targets[:, None])).sum(1)  # classes scored above the target's
+    assert out["top1"] == pytest.approx((ranks == 0).float().mean().item())
+    assert out["top2"] == pytest.approx((ranks <= 1).float().mean().item())
+    assert out["top1"] != out["top2"]
+    assert out["val_loss"] == pytest.approx(F.cross_entropy(preds, targets).item(), rel=1e-6)
+    # torchmetrics directly, and F1 by hand from the confusion counts
+    from torchmetrics.functional.classification import multiclass_f1_score
+    for avg in ("macro", "weighted"):
+        ref = multiclass_f1_score(preds, targets, num_classes=3, average=avg).item()
+        assert out[f"f1_{avg}"] == pytest.approx(ref, rel=1e-6)
+    assert out["f1_macro"] == pytest.approx(_hand_f1(preds, targets).mean().item())
+    support = torch.bincount(targets, minlength=3).float()
+    assert out["f1_weighted"] == pytest.approx((_hand_f1(preds, targets) * support).sum().item() / N)
+    assert out["f1_macro"] != pytest.approx(out["f1_weighted"])
+
+
+def _hand_f1(preds, targets):
+    guess = preds.argmax(1)
+    f1 = []
+    for c in range(3):
+        tp = ((guess == c) & (targets == c)).sum().item()
+        fp = ((guess == c) & (targets != c)).sum().item()
+        fn = ((guess != c) & (targets == c)).sum().item()
+        f1.append(2 * tp / (2 * tp + fp + fn))
+    return torch.tensor(f1, dtype=torch.float64)
+
+
+def test_f1_mapping_against_sklearn():
+    sk_metrics = pytest.importorskip("sklearn.metrics")  # the data extra
+    preds, targets = _data(seed=5)
+    metrics = {a: torchmetrics.F1Score(task="multiclass", num_classes=3, average=a) for a in ("macro", "weighted")}
+    out = _accumulate(M.MetricAccumulator(None, metrics, CPU), preds, targets)
+    for avg in ("macro", "weighted"):
+        assert out[avg] == pytest.approx(sk_metrics.f1_score(targets.numpy(), preds.argmax(1).numpy(), average=avg))
+
+
+def _collection(**kw):
+    return torchmetrics.MetricCollection([MulticlassAccuracy(3, average="micro"), MulticlassPrecision(3)], **kw)
+
+
+def test_metric_collection_records_one_column_per_key():
+    preds, targets = _data(seed=1)
+    ref = _collection()
+    ref.update(preds, targets)
+    expected = {k: v.item() for k, v in ref.compute().items()}
+    assert list(expected) == ["MulticlassAccuracy", "MulticlassPrecision"]
+    out = _accumulate(M.MetricAccumulator(F.cross_entropy, M.named_metrics([_collection()]), CPU), preds, targets)
+    assert list(out) == ["val_loss", *expected]
+    assert out["MulticlassAccuracy"] == pytest.approx(expected["MulticlassAccuracy"])
+    assert out["MulticlassPrecision"] == pytest.approx(expected["MulticlassPrecision"])
+    assert out["MulticlassAccuracy"] == pytest.approx((preds.argmax(1) == targets).float().mean().item())
+    # a name chosen in a Mapping joins as torchmetrics' prefix does: {"val": c} reads like prefix="val_"
+    prefixed = _collection(prefix="val_")
+    prefixed.update(preds, targets)
+    out = _accumulate(M.MetricAccumulator(None, {"val": _collection()}, CPU), preds, targets)
+    assert out == pytest.approx({k: v.item() for k, v in prefixed.compute().items()})
+    assert list(out) == ["val_MulticlassAccuracy", "val_MulticlassPrecision"]
+
+
+def test_stateful_metrics_are_reset_at_start():
+    preds, targets = _data(seed=2)
+    acc = MulticlassAccuracy(3, average="micro")
+    acc.update(torch.eye(3), torch.tensor([1, 2, 0]))  # all wrong: stale state must not count
+    out = _accumulate(M.MetricAccumulator(None, {"acc": acc}, CPU), preds, targets)
+    assert out["acc"] == pytest.approx((preds.argmax(1) == targets).float().mean().item())
+
+
+def _stats(preds, targets):
+    return {"mean_pred": preds.mean(), "hits": (preds.argmax(-1) == targets).float().mean()}
+
+
+def test_dict_function_one_column_per_key_weighted_by_targets():
+    preds = torch.tensor([[1.0, 0.0], [0.0, 1.0], [2.0, 0.0], [0.0, 4.0]])
+    targets = torch.tensor([0, 0, 0, 1])
+    metrics = M.named_metrics([_stats, M.accuracy])
+    out = _accumulate(M.MetricAccumulator(None, metrics, CPU), preds, targets, sizes=(3, 1))
+    # batch 1 (3 targets): mean_pred 4/6, hits 2/3; batch 2 (1 target): mean_pred 2, hits 1
+    assert list(out) == ["mean_pred", "hits", "accuracy"]
+    assert out["mean_pred"] == pytest.approx((3 * 4 / 6 + 1 * 2.0) / 4)  # = 8/8 over all 8 scores
+    assert out["hits"] == pytest.approx(3 / 4) and out["accuracy"] == pytest.approx(3 / 4)
+    named = _accumulate(M.MetricAccumulator(None, {"s": _stats}, CPU), preds, targets, sizes=(3, 1))
+    assert named == {"s_mean_pred": out["mean_pred"], "s_hits": out["hits"]}
+
+
+def test_geometric_average_also_through_a_partial():
+    preds, targets = _data(seed=3)
+    ce = F.cross_entropy(preds, targets).item()
+    metrics = {"ppl": functools.partial(M.perplexity), "perplexity": M.perplexity}
+    out = _accumulate(M.MetricAccumulator(None, metrics, CPU), preds, targets)
+    assert out["ppl"] == pytest.approx(math.exp(ce), rel=1e-6)
+    assert out["perplexity"] == pytest.approx(math.exp(ce), rel=1e-6)
+
+
+def test_target_none_weighs_by_len_preds():
+    def mean_pred(preds, _):
+        return preds.mean()
+    acc = M.MetricAccumulator(None, {"m": mean_pred}, CPU)
+    acc.add(torch.tensor([1.0, 2.0, 3.0]), None)
+    acc.add(torch.tensor([10.0]), None)
+    assert acc.result() == {"m": pytest.approx(16 / 4)}
+
+
+# ---- the loss ---------------------------------------------------------------------------------------
+def test_given_loss_is_used_instead_of_loss_fn():
+    preds, targets = _data()
+
+    def must_not_run(*_):
+        raise AssertionError("loss_fn called although loss= was given")
+    out = _accumulate(M.MetricAccumulator(must_not_run, {"acc": M.accuracy}, CPU), preds, targets,
+                      losses=[torch.tensor(1.0), torch.tensor(2.0), 4.0])
+    assert out["val_loss"] == pytest.approx((17 * 1.0 + 13 * 2.0 + 10 * 4.0) / 40)
+    assert out["acc"] == pytest.approx((preds.argmax(1) == targets).float().mean().item())
+
+
+def test_no_loss_fn_and_no_loss_gives_no_val_loss():
+    preds, targets = _data()
+    out = _accumulate(M.MetricAccumulator(None, {"acc": M.accuracy}, CPU), preds, targets)
+    assert list(out) == ["acc"]
+    acc = M.MetricAccumulator(None, {}, CPU)  # a batch with a loss and one without: the mean is over the first
+    acc.add(preds[:3], targets[:3], loss=torch.tensor(0.5))
+    acc.add(preds[3:], targets[3:])
+    assert acc.result() == {"val_loss": pytest.approx(0.5)}
+
+
+def test_reduce_combines_sums_and_counts_of_ranks():
+    preds, targets = _data(seed=4)
+    metrics = lambda: {"acc": M.accuracy, "s": _stats, "ppl": M.perplexity}  # noqa: E731
+    whole = _accumulate(M.MetricAccumulator(F.cross_entropy, metrics(), CPU), preds, targets)
+    other = M.MetricAccumulator(F.cross_entropy, metrics(), CPU)  # rank 1: the last batch, weight 10 of 40
+    other.add(preds[30:], targets[30:])
+    seen = []
+    other.result(reduce=lambda t: seen.append(t.clone()) or t)
+    rank0 = M.MetricAccumulator(F.cross_entropy, metrics(), CPU)
+    rank0.add(preds[:17], targets[:17])
+    rank0.add(preds[17:30], targets[17:30])
+    assert rank0.result(reduce=lambda t: t + seen[0]) == pytest.approx(whole, rel=1e-9)
+    scalar = lambda: {"acc": M.accuracy, "ppl": M.perplexity}  # noqa: E731
+    ref = M.MetricAccumulator(F.cross_entropy, scalar(), CPU)
+    ref.add(preds, targets)
+    seen.clear()
+    expected = ref.result(reduce=lambda t: seen.append(t.clone()) or t)
+    empty = M.MetricAccumulator(F.cross_entropy, scalar(), CPU)  # a rank with no batch: zeros, same layout
+    assert empty.result(reduce=lambda t: t + seen[0]) == pytest.approx(expected, rel=1e-9)
+
+
+# ---- refusals ---------------------------------------------------------------------------------------
+def test_per_class_tensor_raises_naming_the_metric_before_any_change():
+    preds, targets = _data()
+
+    def per_class(p, t):
+        return (p.argmax(1)[:, None] == torch.arange(3)).float().mean(0)
+    acc = M.MetricAccumulator(F.cross_entropy, {"acc": M.accuracy, "per_class": per_class}, CPU)
+    with pytest.raises(ValueError, match="'per_class'.*shape \\(3,\\).*reduce"):
+        acc.add(preds, targets)
+    with pytest.raises(ValueError, match="no batch"):  # nothing of that batch was kept
+        acc.result()
+    loss_acc = M.MetricAccumulator(functools.partial(F.cross_entropy, reduction="none"), {}, CPU)
+    with pytest.raises(ValueError, match="loss.*shape \\(40,\\)"):
+        loss_acc.add(preds, targets)
+    with pytest.raises(TypeError, match="'bad'.*'x'"):
+        M.MetricAccumulator(None, {"bad": lambda p, t: "x"}, CPU).add(preds, targets)
+
+
+def test_per_class_compute_raises_naming_the_metric():
+    preds, targets = _data()
+    acc = M.MetricAccumulator(None, {"pc": MulticlassAccuracy(3, average=None)}, CPU)
+    acc.add(preds, targets)
+    with pytest.raises(ValueError, match="'pc'.*shape \\(3,\\).*reduce"):
+        acc.result()
+
+
+def test_empty_accumulator_raises():
+    with pytest.raises(ValueError, match="no batch"):
+        M.MetricAccumulator(F.cross_entropy, {"acc": M.accuracy}, CPU).result()
+    acc = M.MetricAccumulator(F.cross_entropy, {"acc": M.accuracy}, CPU)
+    acc.add(torch.zeros(0, 3), torch.zeros(0, dtype=torch.long))  # an empty share adds nothing
+    with pytest.raises(ValueError, match="no batch"):
+        acc.result()
+    with pytest.raises(ValueError, match="no batch"):  # every rank empty
+        acc.result(reduce=lambda t: t)
+
+
+def test_column_collisions_raise_never_overwrite():
+    preds, targets = _data()
+
+    def other_stats(p, t):
+        return {"hits": torch.tensor(0.0)}
+    for metrics, col in (([_stats, other_stats], "'hits'"), ({"hits": M.accuracy, "_stats": _stats}, "'hits'"),
+                         ([lambda p, t: {"val_loss": 0.0}], "'val_loss'")):
+        acc = M.MetricAccumulator(None, M.named_metrics(metrics), CPU)
+        acc.add(preds, targets)
+        with pytest.raises(ValueError, match=col):
+            acc.result()
+    out = _accumulate(M.MetricAccumulator(None, {"a": _stats, "b": other_stats}, CPU), preds, targets)
+    assert list(out) == ["a_mean_pred", "a_hits", "b_hits"] and out["b_hits"] == 0.0
+
+
+def test_changing_keys_raise():
+    preds, targets = _data()
+    calls = []
+
+    def shifty(p, t):
+        calls.append(1)
+        return {"a": 1.0} if len(calls) == 1 else {"b": 1.0}
+    acc = M.MetricAccumulator(None, {"s": shifty}, CPU)
+    acc.add(preds[:2], targets[:2], loss=1.0)
+    with pytest.raises(ValueError, match="'s'.*\\['b'\\].*\\['a'\\]"):
+        acc.add(preds[2:], targets[2:], loss=3.0)
+    assert acc.result() == {"val_loss": 1.0, "s_a": 1.0}  # the refused batch left nothing behind

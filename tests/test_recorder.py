@@ -76,3 +76,63 @@ def test_plots_return_figures_and_save_png(tmp_path):
         assert isinstance(fig, Figure)
         assert (tmp_path / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert len(rec.plot_lr().axes) == 2  # LR and momentum side by side
+
+
+def _growing():
+    """'f1_macro' appears at epoch 1 (a dict-valued metric's key), 'accuracy' is missing at epoch 2."""
+    rec = Recorder(["accuracy"])
+    rec.add_epoch(1.0, {"val_loss": 0.9, "accuracy": 0.5}, 1.0)
+    rec.add_epoch(0.8, {"val_loss": 0.8, "accuracy": 0.6, "f1_macro": 0.4}, 1.1)
+    rec.add_epoch(0.6, {"val_loss": 0.7, "f1_macro": 0.45}, 1.2)
+    return rec
+
+
+def _same(a, b):  # equality where NaN equals NaN
+    return len(a) == len(b) and all(x == y or (math.isnan(x) and math.isnan(y)) for x, y in zip(a, b))
+
+
+def test_metric_columns_appear_and_disappear():
+    rec = _growing()
+    assert rec.metric_names == ["accuracy", "f1_macro"]
+    assert _same(rec.metrics["accuracy"], [0.5, 0.6, math.nan])
+    assert _same(rec.metrics["f1_macro"], [math.nan, 0.4, 0.45])
+    assert rec.val_losses == [0.9, 0.8, 0.7]
+    assert [len(row) for row in rec.rec_metrics] == [2, 2, 2] and rec.rec_metrics[1] == [0.6, 0.4]
+    fresh = Recorder()  # no names known at construction: the first epoch brings them, in val's order
+    fresh.add_epoch(1.0, {"val_loss": 0.5, "b": 0.25, "a": 0.75}, 1.0)
+    assert fresh.metric_names == ["b", "a"] and fresh.metrics == {"b": [0.25], "a": [0.75]}
+    with pytest.raises(TypeError, match="'a'.*'x'"):
+        fresh.add_epoch(1.0, {"a": "x", "c": 1.0}, 1.0)
+    assert fresh.n_epochs == 1 and fresh.metric_names == ["b", "a"]  # refused before any change
+
+
+def test_grown_columns_csv_and_json_round_trip(tmp_path):
+    rec = _growing()
+    _, ep_path = rec.save_csv(tmp_path)
+    ep = list(csv.reader(ep_path.open()))
+    assert ep[0] == ["epoch", "train_loss", "val_loss", "accuracy", "f1_macro", "time", "iterations"]
+    assert [float(r[3]) for r in ep[1:3]] == [0.5, 0.6] and math.isnan(float(ep[3][3]))
+    assert math.isnan(float(ep[1][4])) and [float(r[4]) for r in ep[2:]] == [0.4, 0.45]
+    back = Recorder.load_json(rec.save_json(tmp_path / "h.json"))
+    assert json.dumps(back.state_dict()) == json.dumps(rec.state_dict())
+    assert back.metric_names == ["accuracy", "f1_macro"] and _same(back.metrics["f1_macro"], [math.nan, 0.4, 0.45])
+    again = Recorder.from_state(rec.state_dict())
+    again.add_epoch(0.5, {"val_loss": 0.6, "accuracy": 0.7, "f1_macro": 0.5, "top2": 0.9}, 1.3)
+    assert _same(again.metrics["top2"], [math.nan] * 3 + [0.9]) and again.metrics["accuracy"][-1] == 0.7
+    assert len(rec.metrics["accuracy"]) == 3  # from_state copied, not shared
+
+
+def test_progress_header_from_first_row_and_new_columns():
+    import io
+
+    from onecycle.progress import Progress
+    out = io.StringIO()
+    prog = Progress([], stream=out)
+    prog.epoch_row(0, 1.0, {"val_loss": 0.5, "MulticlassAccuracy": 0.25}, 1.0)
+    prog.epoch_row(1, 0.9, {"val_loss": 0.4, "MulticlassAccuracy": 0.5, "f1": 0.125}, 1.0)
+    lines = [line.split() for line in out.getvalue().splitlines()]
+    assert lines[0] == ["epoch", "train_loss", "valid_loss", "MulticlassAccuracy", "time"]
+    assert lines[1] == ["0", "1.000000", "0.500000", "0.250000", "1.0s"]
+    assert lines[2] == ["epoch", "train_loss", "valid_loss", "MulticlassAccuracy", "f1", "time"]
+    assert lines[3] == ["1", "0.900000", "0.400000", "0.500000", "0.125000", "1.0s"]
+    assert len(lines) == 4

@@ -38,7 +38,7 @@ from .optim.groups import DECOUPLED_WD, DecoupledWeightDecay, get_hyper, layer_g
 from .optim.scheduler import Scheduler, check_momentum_schedule
 from .progress import Progress
 from .recorder import Recorder
-from .resume import Checkpointer, NonFiniteLossError, set_rng_state
+from .resume import Checkpointer, NonFiniteLossError, batches_to_replay, rng_loaders, set_rng_state
 
 __all__ = ["Learner", "CKPT_BUDGET", "default_device", "cudnn_benchmark"]
 
@@ -445,25 +445,27 @@ class Learner(Fastai07Learner):
         return preds, loss, target
 
     def _start_epoch(self) -> tuple[Iterator, int]:
-        """Modes, the loader's epoch, its iterator; on a mid-epoch resume, the epoch's RNG replayed,
-        the batches already trained on skipped, then the checkpoint's RNG."""
+        """Modes, the loader's epoch, its iterator; on a mid-epoch resume, the epoch's RNG replayed
+        (the loader's generators too), the batches already trained on skipped, then the checkpoint's
+        RNG (``resume.py``)."""
         self._train_mode()
         if callable(getattr(self.model, "reset", None)):
             self.model.reset()
-        pending, self._pending = self._pending, None
+        pending, self._pending, loaders = self._pending, None, rng_loaders(self)
         if pending is not None:
-            set_rng_state(pending["epoch_rng"], (self.train_dl,))
+            set_rng_state(pending["epoch_rng"], loaders)
         self.checkpointer.epoch_start(self)  # the RNG as the epoch begins, for a later resume
         if callable(getattr(self.train_dl, "set_epoch", None)):
             self.train_dl.set_epoch(self.epoch)
+        replay = batches_to_replay(self.train_dl, pending) if pending is not None else 0
         it = iter(self.train_dl)
         self.epoch_lrs, self.epoch_moms, self.epoch_losses = [], [], []
         if pending is None:
             return it, 0
         part = pending["partial"]
-        for _ in part["moms"]:
+        for _ in range(replay):  # a loader that keeps its own position resumes there instead
             next(it)
-        set_rng_state(pending["rng"], (self.train_dl,))
+        set_rng_state(pending["rng"], loaders)
         self.epoch_lrs, self.epoch_moms = [list(r) for r in part["lrs"]], list(part["moms"])
         self.epoch_losses = list(torch.tensor(part["losses"], dtype=torch.float32, device=self.device).unbind())
         return it, len(part["moms"])

@@ -44,14 +44,20 @@ class _Bar:
 
 
 class Progress:
-    """Bars and the per-epoch table for one ``fit``."""
+    """Bars and the per-epoch table for one ``fit``. The table's columns are ``metric_names`` and any
+    other key of the first row's ``val`` (a dict-valued metric's keys are known only then); a key first
+    seen later adds a column and prints the header again."""
 
     def __init__(self, metric_names: Sequence[str], quiet: bool = False, interval: float = 0.5,
                  stream: Any = None) -> None:
-        self.names = ["epoch", "train_loss", "valid_loss", *metric_names, "time"]
+        self.metric_names = list(metric_names)
         self.quiet, self.interval = quiet, interval
         self.stream = stream or sys.stdout
         self._header_done = False
+
+    @property
+    def names(self) -> list[str]:
+        return ["epoch", "train_loss", "valid_loss", *self.metric_names, "time"]
 
     def bar(self, n: int, epoch: int, n_epochs: int) -> _Bar | _NoBar:
         if self.quiet or not sys.stderr.isatty():
@@ -61,13 +67,17 @@ class Progress:
     def epoch_row(self, epoch: int, train_loss: float, val: dict | None, seconds: float) -> None:
         if self.quiet:
             return
+        val = val or {}
+        new = [k for k in val if k != "val_loss" and k not in self.metric_names]
+        if new:
+            self.metric_names += new
+            self._header_done = False
         widths = [max(len(n), 10) for n in self.names]
         if not self._header_done:
             print("  ".join(n.rjust(w) for n, w in zip(self.names, widths)), file=self.stream)
             self._header_done = True
-        val = val or {}
         cells = [str(epoch), _fmt(train_loss), _fmt(val.get("val_loss", math.nan))]
-        cells += [_fmt(val.get(n, math.nan)) for n in self.names[3:-1]]
+        cells += [_fmt(val.get(n, math.nan)) for n in self.metric_names]
         cells.append(f"{seconds:.1f}s")
         print("  ".join(c.rjust(w) for c, w in zip(cells, widths)), file=self.stream, flush=True)
 

@@ -13,9 +13,10 @@ import csv
 import io
 import json
 import math
+import numbers
 import os
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -101,12 +102,24 @@ class Recorder:
             self.losses.append(loss)
             self.smooth_losses.append(self.smoother.add(loss))
 
-    def add_epoch(self, train_loss: float, val: dict[str, float] | None, seconds: float) -> None:
+    def add_epoch(self, train_loss: float, val: Mapping[str, float] | None, seconds: float) -> None:
+        """One epoch. A key of ``val`` not seen before (a dict-valued metric's keys are known only after
+        its first compute) becomes a new metric series, NaN for the earlier epochs; a known metric
+        missing from ``val`` gets NaN."""
+        val = dict(val or {})
+        for name, value in val.items():
+            if not isinstance(name, str):
+                raise TypeError(f"val: a metric name must be a str, got {name!r} ({type(name).__name__})")
+            if not isinstance(value, numbers.Real):  # torch.Tensor is not a Real: plain floats only here
+                raise TypeError(f"val[{name!r}] must be a number, got {value!r} ({type(value).__name__})")
         self.train_losses.append(train_loss)
-        val = val or {}
-        self.val_losses.append(val.get("val_loss", math.nan))
+        self.val_losses.append(float(val.get("val_loss", math.nan)))
+        for name in val:
+            if name != "val_loss" and name not in self.metrics:
+                self.metric_names.append(name)
+                self.metrics[name] = [math.nan] * (len(self.train_losses) - 1)
         for name in self.metric_names:
-            self.metrics[name].append(val.get(name, math.nan))
+            self.metrics[name].append(float(val.get(name, math.nan)))
         self.times.append(seconds)
         self.epoch_iters.append(len(self.losses))
 

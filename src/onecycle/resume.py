@@ -3,10 +3,21 @@
 A training checkpoint is taken only at an optimizer-step boundary (never inside an accumulation
 window) and holds everything the rest of the run depends on: model, optimizer, scheduler position,
 GradScaler, recorder history, the part of the current epoch already recorded, every RNG now *and*
-as it was when the epoch began (a DataLoader draws its shuffle from the global RNG when its
-iterator is made, so resuming mid-epoch replays that draw, skips the batches already trained on,
-then restores the RNG of the checkpoint moment), and the fit's signature. A resume into a
-different fit (epochs, batches, schedules, param layout...) is refused before step one.
+as it was when the epoch began, and the fit's signature. A resume into a different fit (epochs,
+batches, schedules, param layout...) is refused before step one.
+
+"Every RNG" is the global ones (torch, CUDA, numpy, random) and the generators the training loader
+draws from (``checkpoint.loader_generators``: its own, its sampler's, its batch sampler's sampler's).
+A DataLoader draws its shuffle and its workers' base seed from those when its iterator is made, so
+resuming mid-epoch replays the epoch-start RNG, makes the iterator, skips the batches already
+trained on, then restores the RNG of the checkpoint moment (:func:`batches_to_replay`). A loader
+that keeps its own position (``state_dict``/``load_state_dict``, e.g. torchdata's
+``StatefulDataLoader``) and loads in the main process is not replayed: its mid-epoch
+``state_dict()`` is saved with the checkpoint and loaded before the iterator is made, so it resumes
+where it stopped without reading the skipped batches again (and a stateful dataset resumes too).
+Its generators are still replayed and restored around it: samplers that torchdata cannot restore
+are fast-forwarded from them. With ``num_workers > 0`` it is replayed like any loader: torchdata's
+snapshot does not hold what the workers' RNGs had drawn, which a replay repeats exactly.
 
 ``Checkpointer`` is the part of a fit that writes these, resumes from them, and stops cleanly on
 SIGINT/SIGTERM; the loop calls it at epoch starts, batch ends and epoch ends.
@@ -34,8 +45,8 @@ if TYPE_CHECKING:
     from .learner import Learner
 
 __all__ = ["FORMAT", "CKPT_NAME", "Checkpointer", "signature", "check_consistent", "capture", "load_for_resume",
-           "pack_floats", "unpack_floats", "NonFiniteLossError", "TrainingInterrupted", "get_rng_state",
-           "set_rng_state"]
+           "pack_floats", "unpack_floats", "rng_loaders", "loader_position", "batches_to_replay",
+           "NonFiniteLossError", "TrainingInterrupted", "get_rng_state", "set_rng_state"]
 
 FORMAT = "onecycle-train-state"
 CKPT_NAME = "last.ckpt"
@@ -109,6 +120,37 @@ def unpack_floats(obj: Any) -> Any:
     return obj
 
 
+def rng_loaders(learn: Learner) -> dict[str, Any]:
+    """The loaders whose generators a training checkpoint captures and restores (named for errors)."""
+    return {"train_dl": learn.train_dl}
+
+
+def _keeps_position(dl: Any) -> bool:
+    """Whether ``dl`` resumes from its own position: it has ``state_dict``/``load_state_dict`` and
+    loads in this process. With worker processes torchdata's snapshot restores the order but not
+    what the workers' RNGs had drawn (random augmentations would differ), so those are replayed."""
+    return (callable(getattr(dl, "state_dict", None)) and callable(getattr(dl, "load_state_dict", None))
+            and not getattr(dl, "num_workers", 0))
+
+
+def loader_position(dl: Any, batch: int) -> Any:
+    """``dl.state_dict()`` mid-epoch (``batch > 0``) for a loader that keeps its own position; else
+    None. Never asked at an epoch's end: there is no position to keep, and loading a finished one
+    would make (and drop) an extra iterator, drawing from the RNGs the next epoch needs."""
+    return dl.state_dict() if batch > 0 and _keeps_position(dl) else None
+
+
+def batches_to_replay(dl: Any, pending: dict[str, Any]) -> int:
+    """Called on a mid-epoch resume after the epoch-start RNG is back and before ``iter(dl)``: loads
+    the loader's saved position when there is one (and it can take it) and returns 0, else returns
+    the number of batches to draw and drop (those already trained on)."""
+    position = pending.get("loader")
+    if position is not None and _keeps_position(dl):
+        dl.load_state_dict(position)
+        return 0
+    return len(pending["partial"]["moms"])
+
+
 def capture(learn: Learner, epoch: int, batch: int, partial: dict[str, Any] | None) -> dict[str, Any] | None:
     """The full training state at (``epoch``, next ``batch``). Model, optimizer and schedule are
     the same on every data-parallel rank; RNG and the epoch's recorded part are per rank, gathered
@@ -116,7 +158,8 @@ def capture(learn: Learner, epoch: int, batch: int, partial: dict[str, Any] | No
     for fn in learn._hooks["after_epoch"]:  # per-step series (GradStats...) into the recorder first
         if hasattr(getattr(fn, "__self__", None), "flush"):
             fn.__self__.flush(learn)
-    local = {"rng": get_rng_state((learn.train_dl,)), "partial": partial,
+    local = {"rng": get_rng_state(rng_loaders(learn)), "partial": partial,
+             "loader": loader_position(learn.train_dl, batch),
              "epoch_rng": learn.checkpointer.epoch_rng if batch > 0 else None}
     ranks = D.gather_to_rank0(local)
     if ranks is None:
@@ -197,14 +240,14 @@ class Checkpointer:
         learn.recorder.load_state_dict(unpack_floats(state["recorder"]))
         learn.nan_skipped = int(state["nan_skipped"])
         mine = state["ranks"][learn.rank]  # each data-parallel rank has its own RNG and epoch part
-        set_rng_state(mine["rng"], (learn.train_dl,))
+        set_rng_state(mine["rng"], rng_loaders(learn))
         learn._pending = mine if state["position"]["batch"] > 0 else None
         return state["position"]["epoch"]
 
     # ---- the loop's calls -----------------------------------------------------------------------
     def epoch_start(self, learn: Learner) -> None:
         """Remember the RNG as the epoch begins (a loader draws its order from it)."""
-        self.epoch_rng = get_rng_state((learn.train_dl,)) if self.folder is not None else None
+        self.epoch_rng = get_rng_state(rng_loaders(learn)) if self.folder is not None else None
         if not hasattr(self, "_done"):  # the budget counts from the fit's start, with a first guess of a
             # write's cost (corrected by the first write): ~3 ms plus the weights and two optimizer
             # states at 300 MB/s, the speed measured here for a 25M-parameter state.
