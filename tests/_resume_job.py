@@ -111,7 +111,7 @@ class KillAt(oc.Callback):
 
     @staticmethod
     def _kill(learn) -> None:
-        R.wait_for_writes(learn)  # joins the checkpoint writer: the last scheduled write is durable
+        learn.checkpointer.wait(learn)  # joins the checkpoint writer: the last scheduled write is durable
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -139,7 +139,7 @@ def test_negative_control_without_rng_restore(tmp_path, reference, monkeypatch):
     """Prove the comparison has teeth: resuming without restoring the RNG state differs."""
     with pytest.raises(RuntimeError):
         _run(tmp_path, [RaiseAt(8)])
-    monkeypatch.setattr("onecycle.loop.set_rng_state", lambda state, loaders=(): None)
+    monkeypatch.setattr("onecycle.learner.set_rng_state", lambda state, loaders=(): None)
     learn = _run(tmp_path, resume=True)
     with pytest.raises(AssertionError):
         assert_same(final_state(learn), reference())
@@ -205,16 +205,15 @@ def test_sigkill_then_resume_stateful_loader_with_workers(tmp_path, stop):
     _check_killed_and_resumed(_drive(tmp_path, [("stateful_workers", stop)]), "stateful_workers", stop)
 
 
-@pytest.mark.xfail(strict=True, reason="Core v2 loop")
 def test_short_fit_has_a_checkpoint_after_its_first_epoch_with_the_default_budget(tmp_path):
     """Short fits are resumable too: the time budget may thin writes, never remove them all. The
-    model is big enough (1M parameters) that today's budget skips every write but the last."""
+    model is big enough (1M parameters) that the budget alone would skip every write but the last."""
     seen = []
 
     class Look(oc.Callback):
         def before_epoch(self, learn):
             if learn.epoch == 1:
-                R.wait_for_writes(learn)
+                learn.checkpointer.wait(learn)
                 path = tmp_path / R.CKPT_NAME
                 seen.append(position(path) if path.exists() else None)
 
@@ -291,7 +290,7 @@ def test_nan_at_k_stops_with_weights_of_k_minus_1(tmp_path):
     learn = make_learner(0)
     learn.loss_fn = _nan_at(6)
     torch.manual_seed(42)
-    with pytest.raises(R.NonFiniteLossError, match="epoch 0, iteration 5"):
+    with pytest.raises(R.NonFiniteLossError, match="epoch 1, iteration 5"):  # epochs count from 1
         learn.fit_one_cycle(3, 0.1, checkpoint_dir=tmp_path, every=2, ckpt_budget=None)  # no write skipped
     ref = make_learner(0)
 
@@ -310,14 +309,14 @@ def test_nan_at_k_stops_with_weights_of_k_minus_1(tmp_path):
 @pytest.mark.parametrize(("budget", "every", "expected"), [
     (None, None, [(1, 0), (2, 0), (3, 0)]),  # every epoch end
     (None, 5, [(0, 5), (0, 10), (1, 0), (1, 3), (1, 8), (2, 0), (2, 1), (2, 6), (2, 11), (3, 0)]),  # 12 steps/epoch
-    (1e-9, None, [(3, 0)]),  # a tiny budget: only the last epoch end
-    (1e-9, 5, [(3, 0)]),
+    (1e-9, None, [(1, 0), (3, 0)]),  # a tiny budget: only the first and the last epoch ends
+    (1e-9, 5, [(1, 0), (3, 0)]),
 ])
 def test_ckpt_budget_decides_which_scheduled_writes_happen(tmp_path, monkeypatch, budget, every, expected):
     written = []
-    real_save = R.save
-    monkeypatch.setattr(R, "save", lambda learn, state: (written.append(
-        (state["position"]["epoch"], state["position"]["batch"])), real_save(learn, state))[1])
+    real_save = C.CheckpointWriter.save
+    monkeypatch.setattr(C.CheckpointWriter, "save", lambda writer, state, path: (written.append(
+        (state["position"]["epoch"], state["position"]["batch"])), real_save(writer, state, path))[1])
     learn = make_learner(0)
     learn.fit_one_cycle(3, 0.1, checkpoint_dir=tmp_path, every=every, ckpt_budget=budget)
     assert written == expected
@@ -327,8 +326,21 @@ def test_ckpt_budget_decides_which_scheduled_writes_happen(tmp_path, monkeypatch
 def test_nan_skip_counts_and_continues():
     learn = make_learner(0)
     learn.loss_fn = _nan_at(3)
-    learn.fit_one_cycle(1, 0.1, on_nan="skip")
+    seen = []
+
+    class Weights(oc.Callback):  # the weights as each batch begins
+        def before_batch(self, learn):
+            seen.append([p.detach().clone() for p in learn.model.parameters()])
+
+    learn.fit_one_cycle(1, 0.1, on_nan="skip", callbacks=[Weights()])
     assert learn.nan_skipped == 1 and learn.scheduler.step_count == 11
+    same = [all(torch.equal(a, b) for a, b in zip(seen[i], seen[i + 1])) for i in range(len(seen) - 1)]
+    assert same == [i == 2 for i in range(11)]  # the NaN batch (the 3rd) changed nothing; every other one did
+    learn = make_learner(0)
+    learn.loss_fn = _nan_at(3)
+    seen.clear()
+    learn.fit_one_cycle(1, 0.1, on_nan="off", callbacks=[Weights()])  # negative control: no guard, NaN weights
+    assert learn.nan_skipped == 0 and not all(torch.isfinite(p).all() for p in learn.model.parameters())
 
 
 def test_save_load_weights_and_optimizer(tmp_path):

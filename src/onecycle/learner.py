@@ -422,8 +422,8 @@ class Learner(Fastai07Learner):
                     self.opt.step()
                 self.call("after_step")
                 self.opt.zero_grad(set_to_none=True)
+            self.checkpointer.step_end(self)  # an `every`-step checkpoint when due; a clean stop on a signal
         self.call("after_batch")
-        self.checkpointer.batch_end(self)  # a mid-epoch checkpoint or a clean stop, at step ends
         return self.loss
 
     def forward(self, batch: Any, model: nn.Module | None = None) -> tuple[Any, torch.Tensor | None, Any]:

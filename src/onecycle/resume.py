@@ -254,9 +254,9 @@ class Checkpointer:
             size = 3 * sum(p.numel() * p.element_size() for p in learn.model.parameters())
             self._done, self._cost = time.perf_counter(), 0.003 + size / 300e6
 
-    def batch_end(self, learn: Learner) -> None:
+    def step_end(self, learn: Learner) -> None:
         """After an optimizer step: the ``every``-step checkpoint when due, and a pending signal."""
-        if not learn.stepped or learn.iter >= learn.batches - 1:
+        if learn.iter >= learn.batches - 1:
             return  # epoch ends are epoch_end's
         due = (self.every is not None and learn.scheduler.step_count % self.every == 0 and self._due(learn))
         if due:
