@@ -33,6 +33,9 @@ def split_batch(batch: Any, batch_fn: Callable | None = None, keep_target: bool 
         if not (isinstance(out, tuple) and len(out) == 3 and isinstance(out[1], Mapping)):
             raise TypeError(f"batch_fn must return (args, kwargs, target) with kwargs a dict, got {_kind(out)}")
         args, kwargs, target = out
+        if not isinstance(args, (tuple, list)):  # tuple(a tensor) would split it into its rows
+            raise TypeError(f"batch_fn must return (args, kwargs, target) with args a tuple of positional "
+                            f"arguments, got args of type {type(args).__name__}; return ((x,), {{}}, y) for one input")
         return tuple(args), dict(kwargs), target
     if isinstance(batch, Mapping):
         kwargs = dict(batch)
