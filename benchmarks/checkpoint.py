@@ -104,12 +104,13 @@ def recorder_growth(folder: str) -> None:
 
 
 class Counted:
-    """Wraps onecycle.resume.capture and save to count writes and the caller's seconds inside them.
-    ``sync``: write in the caller's thread (``atomic_save``) instead of the background writer."""
+    """Wraps onecycle.resume.capture and the checkpoint writer's save to count writes and the
+    caller's seconds inside them. ``sync``: write in the caller's thread (``atomic_save``) instead of
+    the background writer."""
 
     def __init__(self, sync: bool = False) -> None:
         self.calls, self.seconds, self.sync = 0, 0.0, sync
-        self.capture, self.save = R.capture, R.save
+        self.capture, self.save = R.capture, C.CheckpointWriter.save
 
     def __enter__(self) -> Counted:
         def capture(*a, **k):
@@ -119,22 +120,22 @@ class Counted:
             finally:
                 self.seconds += time.perf_counter() - start
 
-        def save(learn, state):
+        def save(writer, state, path):
             start = time.perf_counter()
             try:
                 if self.sync:
-                    C.atomic_save(state, Path(learn.checkpoint_dir) / R.CKPT_NAME)
+                    C.atomic_save(state, path)
                 else:
-                    self.save(learn, state)
+                    self.save(writer, state, path)
             finally:
                 self.seconds += time.perf_counter() - start
                 self.calls += 1
 
-        R.capture, R.save = capture, save
+        R.capture, C.CheckpointWriter.save = capture, save
         return self
 
     def __exit__(self, *exc) -> None:
-        R.capture, R.save = self.capture, self.save
+        R.capture, C.CheckpointWriter.save = self.capture, self.save
 
 
 def overhead(args) -> None:

@@ -40,14 +40,14 @@ def step_costs(task, opts, reps: int = 30) -> dict[str, tuple[float, float]]:
         torch.manual_seed(0)
         model = create_model(task.default_model, task.in_shape, task.n_out)
         learn = oc.Learner(model, task.train_dl, loss_fn=task.loss_fn, opt=opt, quiet=True)
-        learn.setup_loop()
+        learn.create_opt()
         learners[opt] = learn
     batch = next(iter(task.train_dl))
     times = {o: ([], []) for o in opts}
     for _ in range(reps):
         for opt, learn in learners.items():
             t0 = time.perf_counter()
-            learn.train_step(batch, step=False)
+            learn.forward(batch, learn.model)[1].backward()  # move, forward, loss, backward
             t1 = time.perf_counter()
             learn.opt.step()
             t2 = time.perf_counter()

@@ -35,9 +35,9 @@ import torch
 
 from onecycle import Learner
 from onecycle.data import load_task
-from onecycle.lr_finder import DEFAULT_RULE, SUGGESTERS
 from onecycle.models import create_model
 from onecycle.resume import NonFiniteLossError
+from onecycle.suggest import DEFAULT_RULE, SUGGESTERS
 
 # denser near the optimum: accuracy after 20 epochs drops fast on both sides of it
 SWEEPS = {"sgd": [0.03, 0.1, 0.2, 0.25, 0.3, 0.35, 0.5, 1.0],

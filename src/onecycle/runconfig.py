@@ -88,9 +88,9 @@ class FindConfig:
 
     def validate(self) -> None:
         from .data import TASKS
-        from .learner import OPTIMIZERS
-        from .lr_finder import SUGGESTERS
         from .models import MODELS
+        from .optim import OPTIMIZERS
+        from .suggest import SUGGESTERS
         if self.task not in TASKS and not is_ref(self.task):
             raise _bad("task", f"one of {sorted(TASKS)} or package.module:function", self.task)
         if self.model and self.model not in MODELS and not is_ref(self.model):
