@@ -147,6 +147,17 @@ def test_split_output_transformers_model_output():
     assert own is None and preds is logits
 
 
+def test_split_batch_and_to_device_on_a_transformers_batch_encoding():
+    transformers = pytest.importorskip("transformers")
+    ids, y = torch.arange(6).view(2, 3), torch.tensor([0, 2])
+    enc = transformers.BatchEncoding({"input_ids": ids, "attention_mask": torch.ones(2, 3), "labels": y})
+    args, kwargs, target = split_batch(enc)  # a UserDict, not a dict: a Mapping all the same
+    assert args == () and set(kwargs) == {"input_ids", "attention_mask"} and target is y
+    assert "labels" in enc  # the tokenizer's batch itself is left as it was
+    moved = to_device(enc, torch.device("meta"))
+    assert set(moved) == set(enc) and all(v.device.type == "meta" for v in moved.values())
+
+
 # ---- batch_size -------------------------------------------------------------------------------
 def test_batch_size():
     assert batch_size(torch.zeros(3, 4, dtype=torch.long), torch.randn(3, 4, 7)) == 12  # targets, not samples
@@ -219,7 +230,7 @@ def _fit(train, valid=None, out="tensor", epochs=2, **kw):
     model = Net(out)
     init = {k: v.clone() for k, v in model.state_dict().items()}
     learn = oc.Learner(model, train, valid, device="cpu", quiet=True, metrics=[accuracy], **kw)
-    learn.fit_one_cycle(epochs, 0.05)
+    learn.fit_one_cycle(epochs, 0.5)
     return learn, init
 
 

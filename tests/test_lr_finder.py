@@ -399,7 +399,7 @@ def test_without_a_learner_uses_the_optimizer_as_is():
             wds.append(learn.opt.param_groups[0]["weight_decay"])
 
     before = (json.dumps(repr(opt.state_dict())), [p.detach().clone() for p in model.parameters()])
-    res = lf.lr_find(model, opt, F.cross_entropy, _dl(), _dl(24, 8, 1), [accuracy], num_it=12, callbacks=[Wd()])
+    res = oc.lr_find(model, opt, F.cross_entropy, _dl(), _dl(24, 8, 1), [accuracy], num_it=12, callbacks=[Wd()])
     assert len(res.lrs) == 12 and len(res.metrics["accuracy"]) == 12 and set(wds) == {1e-3}
     assert json.dumps(repr(opt.state_dict())) == before[0]
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before[1]))

@@ -6,8 +6,9 @@ imported only when used.
 
 from . import metrics, optim, schedules
 from .callbacks import Callback, CancelFit, GradStats
+from .compat import lr_find
 from .learner import Learner, default_device
-from .lr_finder import LRFinder, LRFindResult, lr_find
+from .lr_finder import LRFinder, LRFindResult
 from .optim import OPTIMIZERS
 from .optim.groups import get_hyper, set_hyper
 from .optim.scheduler import Scheduler

@@ -173,6 +173,19 @@ def _atomic_write(path: str, chunks: list[bytes | memoryview], mode: int | None 
     fsync_dir(folder)
 
 
+def atomic_write_bytes(path: str | os.PathLike, data: bytes, mode: int | None = None) -> None:
+    """The one atomic write: ``data`` to a same-folder temp file, fsync, rename onto ``path``, fsync
+    of the folder (made if missing). A crash leaves the old file or the new one, never half of one.
+    ``mode``: the new file's permissions (default: an existing file's, else per the umask)."""
+    path = _check_path(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    _atomic_write(path, [data], mode)
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
 def _is_ref(o: Any) -> bool:
     """Whether ``o`` is a ``(MARK, i)`` tensor reference (or user data that looks like one)."""
     return type(o) is tuple and len(o) == 2 and type(o[0]) is str and o[0] == MARK
@@ -685,3 +698,12 @@ def load_weights(path: str | os.PathLike, model: torch.nn.Module, opt: torch.opt
     model.load_state_dict(state["model"], strict=strict)
     if opt is not None:
         opt.load_state_dict(state["opt"])
+
+
+def restore_modes(modes: list[tuple[torch.nn.Module, bool]]) -> None:
+    """Each module back in its saved train/eval mode (``[(m, m.training) for m in model.modules()]``),
+    parents first, each through its own ``train()``: a parent's call resets its children, which are
+    checked after it."""
+    for m, training in modes:
+        if m.training != training:
+            m.train(training)

@@ -52,7 +52,7 @@ def _slug(label: dict[str, Any]) -> str:
 def prepare_cells(folder: Path, grid: list[tuple[dict[str, Any], FitConfig]], jobs: int) -> list[Cell]:
     """A sub-folder per cell holding ``cell.json``, its full config (``run_dir`` included). Torch
     threads are shared out between the jobs."""
-    from .recorder import atomic_write_text
+    from .checkpoint import atomic_write_text
     threads = max(1, (os.cpu_count() or 1) // jobs)
     cells = []
     for i, (label, cfg) in enumerate(grid):
@@ -113,7 +113,7 @@ def compare(ccfg: CompareConfig, grid: list[tuple[dict[str, Any], FitConfig]], i
     """Run a grid of fits (``runconfig.expand_grid``) under one compare folder, ``ccfg.jobs`` at a
     time, then write its table, overlay plot and report. Returns the folder and the signal that
     stopped it early (None when every run got its turn)."""
-    from .recorder import atomic_write_text
+    from .checkpoint import atomic_write_text
     from .report import compare_outputs, default_metric
     folder = run_folder(ccfg.out, ccfg.name)
     cells = prepare_cells(folder, grid, ccfg.jobs)

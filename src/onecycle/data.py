@@ -12,12 +12,12 @@ from __future__ import annotations
 import copy
 import hashlib
 import importlib
+import io
 import json
 import os
 import platform
 import random
 import sysconfig
-import tempfile
 import warnings
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -30,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from onecycle.metrics import accuracy, bits_per_char
+from .checkpoint import atomic_write_bytes
+from .metrics import accuracy, bits_per_char
 
 __all__ = [
     "TensorLoader", "LMLoader", "Task", "TASKS", "load_task", "cache_dir", "cached_arrays",
@@ -374,20 +375,12 @@ def _cache_path(task: str, options: dict) -> Path:
 
 
 def _save_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write to a temporary file in the same folder, then rename: readers never see half a file."""
+    """The arrays as one .npz, written atomically (readers never see half a file); a cache that
+    cannot be written is a warning, not an error."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, **arrays)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)  # mkstemp makes it private; the cache is plain shareable data
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, buf.getvalue(), mode=0o644)  # plain shareable data
     except OSError as err:
         warnings.warn(f"could not write the data cache {path}: {err}", stacklevel=3)
 

@@ -30,8 +30,9 @@ from . import distributed as D
 from . import schedules as S
 from .batches import split_batch, split_output, to_device
 from .callbacks import Callback, CancelFit, TrustRatios, hooks_of
-from .checkpoint import load_weights, save_weights
+from .checkpoint import load_weights, restore_modes, save_weights
 from .legacy import Fastai07Learner
+from .lr_finder import find
 from .metrics import MetricAccumulator, named_metrics
 from .optim import OPTIMIZERS
 from .optim.groups import DECOUPLED_WD, DecoupledWeightDecay, get_hyper, layer_groups, normalized_wd, spread_lrs
@@ -588,7 +589,6 @@ class Learner(Fastai07Learner):
     def lr_find(self, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100, **kw: Any) -> Any:
         """LR range test with validation loss and metrics at every step (``lr_finder.lr_find``);
         returns an ``LRFindResult``. Model, optimizer, RNG and history are restored afterwards."""
-        from .lr_finder import find
         return find(self, start_lr=start_lr, end_lr=end_lr, num_it=num_it, **kw)
 
     # ---- evaluation -------------------------------------------------------------------------
@@ -656,13 +656,6 @@ def _evaluating(model: nn.Module) -> Iterator[None]:
         yield
     finally:
         restore_modes(modes)
-
-
-def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
-    """Each module back in its saved train/eval mode, parents first, through its own ``train()``."""
-    for m, training in modes:
-        if m.training != training:
-            m.train(training)
 
 
 # torch.backends.cudnn.benchmark is process-wide: fits running at once (threads, or lr_find inside a

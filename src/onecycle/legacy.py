@@ -1,7 +1,7 @@
 """The fastai 0.7 spellings of the seed forum thread, as thin aliases over the modern API.
 
 - ``learn.fit(lr, n_cycle, cycle_len=E, use_clr_beta=(div, pct, mom_max, mom_min))``: 1cycles in
-  the seed's linear three-phase shape; ``learn.fit(lr, epochs)``: a constant LR; ``cycle_len``
+  fastai 0.7's linear three-phase shape; ``learn.fit(lr, epochs)``: a constant LR; ``cycle_len``
   alone: cosine annealing restarting every cycle (SGDR).
 - ``learn.lr_find2(start_lr, end_lr, num_it, linear=False, stop_dv=True)``: ``lr_find`` with the
   fastai 0.7 defaults and argument names; ``learn.sched`` is then its result.

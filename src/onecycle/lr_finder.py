@@ -23,30 +23,26 @@ whatever the exit: restored from ``state_dict()``s and an RNG capture taken befo
 from __future__ import annotations
 
 import copy
-import itertools
 import json
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch import nn
-
 from . import checks as C
 from . import schedules as S
 from .callbacks import Callback, CancelFit
-from .checkpoint import get_rng_state, set_rng_state
+from .checkpoint import atomic_write_text, get_rng_state, restore_modes, set_rng_state
 from .legacy import Fastai07History
 from .optim.groups import spread_lrs
 from .optim.scheduler import Scheduler
-from .recorder import Recorder, atomic_write_text
+from .recorder import Recorder
 from .resume import Checkpointer, NonFiniteLossError
 from .suggest import DEFAULT_RULE, SUGGESTERS, divergence_bound, ema, median_suggestion, suggest
 
-__all__ = ["LRFindResult", "LRFinder", "lr_find", "find"]
+__all__ = ["LRFindResult", "LRFinder", "find"]
 
 
 # ---- the result ------------------------------------------------------------------------------
@@ -252,7 +248,6 @@ class _Snapshot:
     def restore(self, learn: Any, rng: bool = True) -> None:
         """Everything as it was; ``rng=False`` leaves the RNGs (and loader generators) where they
         are: between the runs of a multi-run test, a DataLoader then shuffles afresh."""
-        from .learner import restore_modes
         learn.model.load_state_dict(self.model)
         for p, g in self.grads:  # copies: a snapshot may be restored again (between runs)
             p.grad = None if g is None else g.clone()
@@ -373,23 +368,3 @@ def find(learn: Any, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100
                           else [res.suggestion * r for r in ratios])
     learn.no_suggestion_reason = None if res.suggestion is not None else "; ".join([res.stop_reason, *res.notes])
     return res
-
-
-def lr_find(model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable | None, train_dl: Iterable,
-            valid_dl: Iterable | None = None, metrics: Sequence[Callable] = (), *, start_lr: Any = 1e-7,
-            end_lr: Any = 10.0, num_it: int = 100, step_mode: str = "exp", stop_div: bool = True,
-            div_th: float = 4.0, with_valid: bool | None = None, val_batches: int = 1,
-            amp: bool | str = False, accum: int = 1, clip: float | None = None, batch_fn: Callable | None = None,
-            callbacks: Sequence[Callback] = (), rule: str | None = None, runs: int = 1) -> LRFindResult:
-    """The LR range test without a Learner: ``optimizer`` (its groups, state and weight decay) is
-    used as it is and restored afterwards, like the model. Runs on the model's device."""
-    from .learner import Learner
-    C.check_type("optimizer", optimizer, torch.optim.Optimizer)
-    C.check_type("model", model, nn.Module)
-    device = next(itertools.chain(model.parameters(), model.buffers()), torch.empty(0)).device
-    learn = Learner(model, train_dl, valid_dl, loss_fn, metrics=metrics, clip=clip, device=device,
-                    amp=amp, accum=accum, batch_fn=batch_fn, quiet=True)
-    learn.use_opt(optimizer)
-    return find(learn, start_lr, end_lr, num_it, step_mode=step_mode, stop_div=stop_div, div_th=div_th,
-                with_valid=with_valid, val_batches=val_batches, callbacks=callbacks, rule=rule, runs=runs,
-                use_wd=False)

@@ -26,7 +26,7 @@ def save_figure(fig: Any, path: str | os.PathLike | None, dpi: int = 100) -> Any
     if path is not None:
         import io
 
-        from .recorder import atomic_write_bytes
+        from .checkpoint import atomic_write_bytes
         buf = io.BytesIO()
         fig.savefig(buf, format="png", dpi=dpi)
         atomic_write_bytes(path, buf.getvalue())
@@ -96,7 +96,7 @@ def plot_series(rec: Any, prefixes: Sequence[str], log: bool = True,
 def _finder_panel(ax: Any, lrs: Sequence[float], values: Sequence[float], window: slice, smoothed: bool,
                   title: str, color: str) -> None:
     """One finder curve against the LR: raw points faint, the smoothed curve (EMA) solid."""
-    from .recorder import SmoothLoss
+    from .suggest import SmoothLoss
     if not values:
         ax.text(0.5, 0.5, "no points (with_valid=False, or none recorded)", ha="center", va="center",
                 transform=ax.transAxes)

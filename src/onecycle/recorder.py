@@ -15,61 +15,22 @@ import json
 import math
 import numbers
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Recorder", "SmoothLoss", "atomic_write_text", "atomic_write_bytes"]
+from .checkpoint import atomic_write_text
+from .legacy import Fastai07History
+from .suggest import SmoothLoss
 
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write through a temporary file in the same folder and rename: a crash leaves the old file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes files private (0600); results are for sharing
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-class SmoothLoss:
-    """Bias-corrected exponential moving average (beta 0.98), as fastai's finder and recorder use."""
-
-    def __init__(self, beta: float = 0.98) -> None:
-        self.beta, self.avg, self.count = beta, 0.0, 0
-
-    def add(self, value: float) -> float:
-        self.count += 1
-        self.avg = self.beta * self.avg + (1 - self.beta) * value
-        return self.avg / (1 - self.beta ** self.count)
-
-    def state_dict(self) -> dict:
-        return {"beta": self.beta, "avg": self.avg, "count": self.count}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.beta, self.avg, self.count = state["beta"], state["avg"], state["count"]
+__all__ = ["Recorder"]
 
 
 _ITER_FIELDS = ("group_lrs", "moms", "losses", "smooth_losses")
 _EPOCH_FIELDS = ("train_losses", "val_losses", "times", "epoch_iters")
 
 
-class Recorder:
+class Recorder(Fastai07History):
     """History of a Learner's training. ``lrs`` is the last (head) group's LR, as fastai 0.7 plotted."""
 
     def __init__(self, metric_names: Iterable[str] = ()) -> None:
@@ -127,15 +88,10 @@ class Recorder:
         """Append to an extra per-step series."""
         self.series.setdefault(name, []).append(float(value))
 
-    # ---- the seed's names -------------------------------------------------------------------
+    # ---- names fastai 0.7 used -------------------------------------------------------------------
     @property
     def lrs(self) -> list[float]:
         return self.group_lrs[-1] if self.group_lrs else []
-
-    @property
-    def rec_metrics(self) -> list[list[float]]:
-        """Per epoch, the list of metric values (fastai 0.7's layout)."""
-        return [list(v) for v in zip(*(self.metrics[n] for n in self.metric_names))]
 
     @property
     def n_epochs(self) -> int:
@@ -223,7 +179,7 @@ class Recorder:
         return plots.plot_series(self, prefixes=("trust_mean/", "trust_min/", "trust_max/"), **kw)
 
     def plot(self, **kw: Any):
-        """The seed's ``sched.plot()`` after a fit: losses against iterations."""
+        """fastai 0.7's ``sched.plot()`` after a fit: losses against iterations."""
         return self.plot_losses(**kw)
 
 

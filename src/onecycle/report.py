@@ -146,7 +146,7 @@ class _Page:
         self.parts.append(f"<pre>{html.escape(text)}</pre>")
 
     def write(self, path: Path) -> Path:
-        from .recorder import atomic_write_text
+        from .checkpoint import atomic_write_text
         style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
                  "table{border-collapse:collapse;margin:1em 0;font-size:14px}"
                  "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}th{background:#f3f3f3}"
@@ -277,8 +277,8 @@ def compare_outputs(folder: str | Path) -> list[Path]:
     """A compare folder's ``summary.txt``/``summary.csv`` (the table), ``compare.png`` (overlay per
     configuration) and ``report.html``, from its ``compare.json`` and each cell's ``result.json``
     (read again: cells resumed or run by hand after an interrupted grid count when redrawn)."""
+    from .checkpoint import atomic_write_text
     from .plots import plot_overlay
-    from .recorder import atomic_write_text
     folder = Path(folder)
     data = read_json(folder / "compare.json")
     for res in data["results"]:

@@ -120,7 +120,7 @@ class FitConfig(FindConfig):
     epochs: int = _opt(20, "epochs")
     lr: str = _opt("auto", "peak LR: a number, LO:HI spread over the model's param groups, or auto (the "
                    "finder's suggestion)")
-    schedule: str = _opt("cos", "LR schedule: cos (fastai's 1cycle), clr_beta (the seed's linear 1cycle), "
+    schedule: str = _opt("cos", "LR schedule: cos (fastai's 1cycle), clr_beta (fastai 0.7's linear 1cycle), "
                          "const, step, triangular")
     div: float = _opt(25.0, "cos/clr_beta/triangular: the LR starts (and for clr_beta, triangular ends) at peak/div")
     div_final: float = _opt(1e5, "cos: the LR ends at peak/div_final")

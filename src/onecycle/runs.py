@@ -236,7 +236,7 @@ class _Run:
         return run
 
     def write(self) -> None:
-        from .recorder import atomic_write_text
+        from .checkpoint import atomic_write_text
         if self.main:
             atomic_write_text(self.folder / "config.json", json.dumps(self.meta, indent=2, default=str))
 
@@ -246,7 +246,7 @@ class _Run:
             self._lock = None
 
     def write_result(self, result: dict[str, Any]) -> None:
-        from .recorder import atomic_write_text
+        from .checkpoint import atomic_write_text
         if self.main:
             atomic_write_text(self.folder / "result.json", json.dumps(result, indent=2, default=str))
 

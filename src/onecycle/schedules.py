@@ -137,7 +137,7 @@ def combine(pcts: Sequence[float], scheds: Sequence[Schedule]) -> Combined:
 @dataclass(frozen=True)
 class Repeat:
     """``sched`` run ``n`` times over the progress range, restarting at each cycle's start
-    (the seed's ``n_cycle``)."""
+    (fastai 0.7's ``n_cycle``)."""
     sched: Schedule
     n: int
 
@@ -164,7 +164,7 @@ def _snap(x: float) -> float:
 
 @dataclass(frozen=True)
 class ClrBeta:
-    """The seed's ``use_clr_beta`` (fastai 0.7 ``CircularLR_beta``) over a cycle of ``nb``
+    """fastai 0.7's ``use_clr_beta`` (its ``CircularLR_beta``) over a cycle of ``nb``
     iterations: linear up from ``1/div`` to 1 and back in ``2c`` iterations,
     ``c = int(nb * (1 - pct/100) / 2)``, then linear down to ``(1 - 0.99)/div``. ``t = pct * nb``."""
     nb: int
@@ -286,7 +286,7 @@ def cos_one_cycle(div: float = 25.0, div_final: float = 1e5, pct_start: float = 
 
 def clr_beta(nb: int, div: float, pct: float, mom_max: float | None = None,
              mom_min: float | None = None) -> OneCycle:
-    """The seed's ``use_clr_beta=(div, pct, mom_max, mom_min)`` over a cycle of ``nb`` iterations."""
+    """fastai 0.7's ``use_clr_beta=(div, pct, mom_max, mom_min)`` over a cycle of ``nb`` iterations."""
     if isinstance(nb, bool) or not isinstance(nb, int) or nb < 1:
         raise ValueError(f"nb (iterations per cycle) must be an int >= 1, got {nb!r}")
     div = check_number("div", div, low=0, low_open=True)

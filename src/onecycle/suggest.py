@@ -16,10 +16,25 @@ from typing import Any
 
 import numpy as np
 
-from .recorder import SmoothLoss
+__all__ = ["SmoothLoss", "ema", "valley", "slide", "minimum", "steep", "val_steep", "val_min", "suggest",
+           "median_suggestion", "divergence_bound", "SUGGESTERS", "DEFAULT_RULE"]
 
-__all__ = ["valley", "slide", "minimum", "steep", "val_steep", "val_min", "suggest", "median_suggestion", "ema",
-           "divergence_bound", "SUGGESTERS", "DEFAULT_RULE"]
+class SmoothLoss:
+    """Bias-corrected exponential moving average (beta 0.98), as fastai's finder and recorder use."""
+
+    def __init__(self, beta: float = 0.98) -> None:
+        self.beta, self.avg, self.count = beta, 0.0, 0
+
+    def add(self, value: float) -> float:
+        self.count += 1
+        self.avg = self.beta * self.avg + (1 - self.beta) * value
+        return self.avg / (1 - self.beta ** self.count)
+
+    def state_dict(self) -> dict:
+        return {"beta": self.beta, "avg": self.avg, "count": self.count}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.beta, self.avg, self.count = state["beta"], state["avg"], state["count"]
 
 
 # ---- suggestions: pure functions of a recorded curve ---------------------------------------------

@@ -1,0 +1,108 @@
+"""The package's shape: no import cycles among its modules, no private torch names in it, the
+fastai 0.7 spellings in one module, the public API importable."""
+
+import ast
+import pathlib
+import re
+
+import onecycle as oc
+from onecycle import legacy
+
+SRC = pathlib.Path(oc.__file__).parent
+
+
+def _modules():
+    for path in sorted(SRC.rglob("*.py")):
+        parts = path.relative_to(SRC.parent).with_suffix("").parts
+        yield ".".join(parts[:-1] if parts[-1] == "__init__" else parts), path
+
+
+def _imports(name, path):
+    """Package modules ``name`` imports, lazily or not, outside ``if TYPE_CHECKING:`` blocks."""
+    tree = ast.parse(path.read_text())
+    skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
+            for child in node.body for n in ast.walk(child)}
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    for node in ast.walk(tree):
+        if id(node) in skip or not isinstance(node, ast.ImportFrom) or not node.level:
+            continue
+        base = package.split(".")[: len(package.split(".")) - node.level + 1]
+        target = ".".join(base + ([node.module] if node.module else []))
+        yield target
+        yield from (f"{target}.{alias.name}" for alias in node.names)
+
+
+def _graph():
+    mods = dict(_modules())
+    graph = {}
+    for name, path in mods.items():
+        # a package's __init__ re-exports its modules: importing one of them runs it, not a cycle
+        graph[name] = {t for t in _imports(name, path) if t in mods and t != name and not name.startswith(t + ".")}
+    return graph
+
+
+def _cycle(graph):
+    """One import cycle (a list of module names), or None."""
+    state = {}
+
+    def visit(n, stack):
+        state[n] = "open"
+        for m in sorted(graph[n]):
+            if state.get(m) == "open":
+                return stack[stack.index(m):] + [m]
+            if m not in state and (found := visit(m, stack + [m])):
+                return found
+        state[n] = "done"
+        return None
+
+    for n in sorted(graph):
+        if n not in state and (found := visit(n, [n])):
+            return found
+    return None
+
+
+def test_no_import_cycles():
+    graph = _graph()
+    assert _cycle(graph) is None
+    # the layering the design names: the loop sits above the finder, recording below plotting
+    assert "onecycle.lr_finder" in graph["onecycle.learner"] and "onecycle.learner" not in graph["onecycle.lr_finder"]
+    assert "onecycle.plots" not in graph["onecycle.learner"] and "onecycle.recorder" not in graph["onecycle.plots"]
+
+
+def test_the_cycle_check_finds_a_cycle():  # negative control
+    assert _cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _cycle({"a": {"b"}, "b": set()}) is None
+
+
+PRIVATE = re.compile(r"torch\._(?!_|foreach_)\w+|\b_optimizer_step_\w+|__wrapped__|__code__|_global_optimizer_\w+"
+                     r"|\._profiler")
+
+
+def test_no_private_torch_names():
+    """torch's ``_foreach_*`` kernels inside optimizers are the accepted exception (torch and timm
+    use them); nothing else private: it breaks on the next torch release."""
+    found = [f"{path.name}:{i}: {m.group()}" for _, path in _modules()
+             for i, line in enumerate(path.read_text().splitlines(), 1) for m in PRIVATE.finditer(line)]
+    assert found == []
+    assert PRIVATE.search("x = torch._C._foo") and not PRIVATE.search("torch._foreach_mul_(a, 2)")
+
+
+def test_fastai_07_spellings_live_in_legacy_only():
+    assert oc.Learner.fit is legacy.Fastai07Learner.fit and oc.Learner.lr_find2 is legacy.Fastai07Learner.lr_find2
+    assert oc.Learner.sched is legacy.Fastai07Learner.sched and oc.Learner.opt_fn is legacy.Fastai07Learner.opt_fn
+    assert oc.Recorder.rec_metrics is legacy.Fastai07History.rec_metrics
+    assert oc.LRFindResult.rec_metrics is legacy.Fastai07History.rec_metrics
+    spellings = {"use_clr_beta", "lr_find2", "stop_dv", "opt_fn", "rec_metrics"}
+    for name, path in _modules():
+        if name == "onecycle.legacy":
+            continue
+        text = path.read_text()
+        tree = ast.parse(text)
+        names = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+        names |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
+        names |= {n.arg for n in ast.walk(tree) if isinstance(n, ast.arg | ast.keyword)}
+        assert not names & spellings, f"{name} uses the fastai 0.7 names {names & spellings}"
+        lines = text.splitlines()
+        for i, line in enumerate(lines):  # a docstring that names one says it is fastai 0.7's
+            if any(re.search(rf"\b{s}\b", line) for s in spellings) or re.search(r"learn\.sched\b", line):
+                assert "fastai 0.7" in lines[i - 1] + line, f"{name}:{i + 1}: {line.strip()}"
