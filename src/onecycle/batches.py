@@ -42,7 +42,7 @@ def split_batch(batch: Any, batch_fn: Callable | None = None, keep_target: bool 
         key = next((k for k in TARGET_KEYS if k in kwargs), None)
         if key is None:
             return (), kwargs, None
-        return (), kwargs, kwargs.pop(key)
+        return (), kwargs, kwargs[key] if keep_target else kwargs.pop(key)
     if isinstance(batch, (tuple, list)):
         if len(batch) >= 2:
             return tuple(batch[:-1]), {}, batch[-1]
