@@ -409,7 +409,7 @@ def test_without_a_learner_uses_the_optimizer_as_is():
     opt.step()  # no gradients: a step changes nothing, and no schedule hook is left to move the LR
     assert opt.param_groups[0]["lr"] == 0.1 and all(torch.equal(p, q) for p, q in zip(model.parameters(), before))
     with pytest.raises(TypeError, match="optimizer"):
-        lf.lr_find(model, "sgd", F.cross_entropy, _dl())
+        oc.lr_find(model, "sgd", F.cross_entropy, _dl())
 
 
 def test_bf16_autocast_runs_and_restores():

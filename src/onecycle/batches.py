@@ -91,8 +91,8 @@ def batch_size(target: Any, preds: Any) -> int:
         return target.numel()
     if target is not None and hasattr(target, "__len__"):
         return len(target)
-    first = preds if isinstance(preds, torch.Tensor) else next(
-        (v for v in (preds.values() if isinstance(preds, Mapping) else ()) if isinstance(v, torch.Tensor)), None)
+    values = preds.values() if isinstance(preds, Mapping) else preds if isinstance(preds, (tuple, list)) else [preds]
+    first = next((v for v in values if isinstance(v, torch.Tensor)), None)
     return int(first.shape[0]) if first is not None and first.ndim else 1
 
 

@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .checkpoint import atomic_write_bytes
+from .checks import check_bool, check_int
 from .metrics import accuracy, bits_per_char
 
 __all__ = [
@@ -41,18 +42,6 @@ __all__ = [
 
 Device = torch.device | str | None
 EVAL_CHUNK_BYTES = 64 << 10  # TensorLoader.eval_batches: data per forward pass without gradients
-
-
-def _check_pos_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
-def _check_bool(value: object, name: str) -> bool:
-    if not isinstance(value, bool):
-        raise TypeError(f"{name} must be a bool, got {value!r}")
-    return value
 
 
 def _as_tensor(data: object, name: str, device: Device) -> torch.Tensor:
@@ -110,9 +99,9 @@ class TensorLoader:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise TypeError(f"seed must be an int, got {seed!r}")
         self.tensors, self.n, self.seed = data, n, seed
-        self.batch_size = _check_pos_int(batch_size, "batch_size")
-        self.shuffle = _check_bool(shuffle, "shuffle")
-        self.drop_last = _check_bool(drop_last, "drop_last")
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.shuffle = check_bool("shuffle", shuffle)
+        self.drop_last = check_bool("drop_last", drop_last)
         self.rank, self.world_size, self.epoch = 0, 1, 0
         self._gen = torch.Generator()
         self._gen.manual_seed(seed)
@@ -204,7 +193,7 @@ class TensorLoader:
         when it holds fewer samples than ``world_size``, some ranks get an empty batch (still
         yielded, so all ranks take the same number of steps).
         """
-        _check_pos_int(world_size, "world_size")
+        check_int("world_size", world_size, 1)
         if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
             raise ValueError(f"rank must be an int in [0, {world_size}), got {rank!r}")
         if self.world_size != 1:
@@ -212,7 +201,7 @@ class TensorLoader:
                              f"{self.world_size})")
         other = copy.copy(self)
         other.rank, other.world_size = rank, world_size
-        other.drop_last = _check_bool(drop_last, "drop_last")
+        other.drop_last = check_bool("drop_last", drop_last)
         other._gen = torch.Generator()  # the cached state (an immutable snapshot) is shared
         other._check_nonempty()
         return other
@@ -234,8 +223,8 @@ class LMLoader:
         if stream.ndim != 1 or not integer:
             raise ValueError(f"ids must be a 1-d integer sequence, got {stream.dtype} of shape "
                              f"{tuple(stream.shape)}")
-        self.batch_size = _check_pos_int(batch_size, "batch_size")
-        self.bptt = _check_pos_int(bptt, "bptt")
+        self.batch_size = check_int("batch_size", batch_size, 1)
+        self.bptt = check_int("bptt", bptt, 1)
         cols = stream.numel() // batch_size
         if cols < 2:
             raise ValueError(f"ids holds {stream.numel()} tokens: fewer than 2 per row for "
@@ -443,7 +432,7 @@ def mnist1d_task(batch_size: int | None = None, seed: int = 0, device: Device = 
                  num_samples: int = 5000, name: str = "mnist1d") -> Task:
     """MNIST-1D (Greydanus 2020): 4000 train / 1000 test signals of shape (1, 40), 10 classes.
     ``seed`` only changes the training shuffle; the data is always the published set."""
-    _check_pos_int(num_samples, "num_samples")
+    check_int("num_samples", num_samples, 1)
     arrays = cached_arrays(name, {"num_samples": num_samples}, lambda: _mnist1d_arrays(num_samples))
     return _classification(name, arrays, (1, arrays["x"].shape[-1]), 10, "cnn", batch_size or 128,
                            seed, device)
@@ -536,7 +525,7 @@ def charlm_task(batch_size: int | None = None, seed: int = 0, device: Device = N
     ``info["vocab"]`` is the id-to-character string."""
     for value, arg in ((bptt, "bptt"), (train_chars, "train_chars"), (valid_chars, "valid_chars"),
                        (valid_every, "valid_every"), (min_count, "min_count")):
-        _check_pos_int(value, arg)
+        check_int(arg, value, 1)
     if valid_every < 2:
         raise ValueError(f"valid_every must be at least 2, got {valid_every!r}")
     root = Path(sysconfig.get_paths()["stdlib"])
@@ -568,7 +557,7 @@ def load_task(name: str, batch_size: int | None = None, seed: int = 0, device: D
     if name not in TASKS:
         raise ValueError(f"name must be one of {sorted(TASKS)}, got {name!r}")
     if batch_size is not None:
-        _check_pos_int(batch_size, "batch_size")
+        check_int("batch_size", batch_size, 1)
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise TypeError(f"seed must be an int, got {seed!r}")
     return TASKS[name](batch_size=batch_size, seed=seed, device=device, **options)

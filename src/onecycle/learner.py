@@ -432,7 +432,7 @@ class Learner(Fastai07Learner):
         autocast: ``(predictions, loss, target)``; the loss is None when there is none to compute
         (no target and no ``.loss`` from the model)."""
         args, kwargs, target = split_batch(batch, self.batch_fn, keep_target=self.loss_fn is None)
-        args, kwargs = to_device(args, self.device, self.channels_last), to_device(kwargs, self.device)
+        args, kwargs = to_device((args, kwargs), self.device, self.channels_last)
         target = to_device(target, self.device)
         with self.autocast():
             own_loss, preds = split_output((model or self._train_model)(*args, **kwargs))
@@ -630,10 +630,14 @@ class Learner(Fastai07Learner):
 
 
 def _concat(values: list[Any]) -> Any:
-    """Batches of tensors (or dicts of them) joined on the CPU, floats as float32."""
+    """Batches of tensors (or dicts or tuples of them) joined on the CPU, floats as float32."""
+    if not values:
+        raise ValueError("dl yielded no batch")
     first = values[0]
     if isinstance(first, Mapping):
         return {k: _concat([v[k] for v in values]) for k in first}
+    if isinstance(first, tuple):  # a model returning several outputs: each joined over the batches
+        return tuple(_concat([v[i] for v in values]) for i in range(len(first)))
     if isinstance(first, torch.Tensor):
         out = torch.cat([v.detach().cpu() for v in values])
         return out.float() if out.is_floating_point() else out

@@ -36,6 +36,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .batches import batch_size
+
 __all__ = ["accuracy", "top_k_accuracy", "perplexity", "bits_per_char", "metric_name", "named_metrics",
            "MetricAccumulator"]
 
@@ -160,12 +162,6 @@ def _average(metric: object) -> str:
     return getattr(metric, "average", None) or getattr(getattr(metric, "func", None), "average", None) or ""
 
 
-def _batch_size(preds: Any, target: Any) -> int:
-    if isinstance(target, torch.Tensor):
-        return target.numel()
-    return len(preds) if target is None else len(target)
-
-
 def _row(values: list, device: torch.device) -> torch.Tensor:
     """Per-batch values as one float64 row on ``device``; 0-d tensors are stacked without a host sync."""
     if values and all(isinstance(v, torch.Tensor) for v in values):
@@ -207,7 +203,7 @@ class MetricAccumulator:
         """One batch. ``loss``: its mean loss when already known (a model's own ``output.loss``), else
         ``loss_fn(preds, target)``; with neither the batch adds no loss. Weight: ``target.numel()``
         (``len(preds)`` when the target is None)."""
-        n = _batch_size(preds, target)
+        n = batch_size(target, preds)
         if n == 0:  # a data-parallel rank's empty share of the last batch: nothing to add
             return
         if loss is None and self.loss_fn is not None:

@@ -18,16 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .checks import check_int
+
 __all__ = [
     "MODELS", "create_model", "GroupedModule", "MLP", "MNIST1DConv", "BasicBlock", "ResNet1d",
     "CifarResNet", "LockedDropout", "WeightDropLSTM", "AWDLSTM", "embedding_dropout",
 ]
-
-
-def _check_pos_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
 
 
 def _check_shape(in_shape: object, name: str = "in_shape") -> tuple[int, ...]:
@@ -36,7 +32,7 @@ def _check_shape(in_shape: object, name: str = "in_shape") -> tuple[int, ...]:
     if not isinstance(shape, (tuple, list)) or not shape:
         raise TypeError(f"{name} must be a non-empty tuple of positive ints, got {in_shape!r}")
     for dim in shape:
-        _check_pos_int(dim, name)
+        check_int(name, dim, 1)
     return tuple(shape)
 
 
@@ -85,11 +81,11 @@ class MLP(GroupedModule):
         n_in = math.prod(_check_shape(in_shape))
         layers = []
         for width in hidden:
-            parts = [nn.Linear(n_in, _check_pos_int(width, "hidden")), nn.ReLU(inplace=True)]
+            parts = [nn.Linear(n_in, check_int("hidden", width, 1)), nn.ReLU(inplace=True)]
             layers.append(nn.Sequential(*parts, *([nn.Dropout(dropout)] if dropout else [])))
             n_in = width
         self.body = nn.ModuleList(layers)
-        self.head = nn.Linear(n_in, _check_pos_int(n_out, "n_out"))
+        self.head = nn.Linear(n_in, check_int("n_out", n_out, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
@@ -115,7 +111,7 @@ class MNIST1DConv(GroupedModule):
         super().__init__()
         self.in_shape = _channels_length(_check_shape(in_shape))
         c_in, length = self.in_shape
-        ch = _check_pos_int(channels, "channels")
+        ch = check_int("channels", channels, 1)
         self.convs = nn.ModuleList([nn.Conv1d(c_in, ch, 5, stride=2, padding=1),
                                     nn.Conv1d(ch, ch, 3, stride=2, padding=1),
                                     nn.Conv1d(ch, ch, 3, stride=2, padding=1)])
@@ -123,7 +119,7 @@ class MNIST1DConv(GroupedModule):
             length = _conv_len(length, conv)
         if length < 1:
             raise ValueError(f"in_shape {in_shape!r} is too short for three stride-2 convolutions")
-        self.head = nn.Linear(ch * length, _check_pos_int(n_out, "n_out"))
+        self.head = nn.Linear(ch * length, check_int("n_out", n_out, 1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.reshape(x.shape[0], *self.in_shape)  # (B, L) works as well as (B, C, L)
@@ -193,16 +189,16 @@ class _ResNet(GroupedModule):
         super().__init__()
         if not widths:
             raise ValueError(f"widths must name at least one stage, got {widths!r}")
-        _check_pos_int(n_blocks, "n_blocks")
+        check_int("n_blocks", n_blocks, 1)
         self.stem = nn.Sequential(_CONV[dim](c_in, widths[0], 3, 1, 1, bias=False), _NORM[dim](widths[0]),
                                   nn.ReLU(inplace=True))
         stages, prev = [], widths[0]
         for i, width in enumerate(widths):
-            stages.append(_stage(dim, prev, _check_pos_int(width, "widths"), n_blocks, 1 if i == 0 else 2,
+            stages.append(_stage(dim, prev, check_int("widths", width, 1), n_blocks, 1 if i == 0 else 2,
                                  shortcut))
             prev = width
         self.stages = nn.ModuleList(stages)
-        self.head = nn.Linear(prev, _check_pos_int(n_out, "n_out"))
+        self.head = nn.Linear(prev, check_int("n_out", n_out, 1))
         for m in self.modules():
             if isinstance(m, (nn.Conv1d, nn.Conv2d)):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -326,13 +322,13 @@ class AWDLSTM(GroupedModule):
                  output_p: float = 0.2, weight_p: float = 0.2, tie_weights: bool = True) -> None:
         super().__init__()
         _check_shape(in_shape)
-        n_out, n_layers = _check_pos_int(n_out, "n_out"), _check_pos_int(n_layers, "n_layers")
+        n_out, n_layers = check_int("n_out", n_out, 1), check_int("n_layers", n_layers, 1)
         if not 0.0 <= embed_p < 1.0:
             raise ValueError(f"embed_p must be in [0, 1), got {embed_p!r}")
         self.embed_p = embed_p
-        self.encoder = nn.Embedding(n_out, _check_pos_int(emb_size, "emb_size"))
-        last = emb_size if tie_weights else _check_pos_int(hidden_size, "hidden_size")
-        sizes = [emb_size] + [_check_pos_int(hidden_size, "hidden_size")] * (n_layers - 1) + [last]
+        self.encoder = nn.Embedding(n_out, check_int("emb_size", emb_size, 1))
+        last = emb_size if tie_weights else check_int("hidden_size", hidden_size, 1)
+        sizes = [emb_size] + [check_int("hidden_size", hidden_size, 1)] * (n_layers - 1) + [last]
         self.rnns = nn.ModuleList(WeightDropLSTM(sizes[i], sizes[i + 1], weight_p) for i in range(n_layers))
         self.input_drop, self.output_drop = LockedDropout(input_p), LockedDropout(output_p)
         self.hidden_drop = LockedDropout(hidden_p)
@@ -396,4 +392,4 @@ def create_model(name: str, in_shape: Sequence[int], n_out: int, **kw) -> nn.Mod
     model's constructor (e.g. ``hidden=(512,)`` for the MLP, ``shortcut="B"`` for the ResNets)."""
     if name not in MODELS:
         raise ValueError(f"name must be one of {sorted(MODELS)}, got {name!r}")
-    return MODELS[name](_check_shape(in_shape), _check_pos_int(n_out, "n_out"), **kw)
+    return MODELS[name](_check_shape(in_shape), check_int("n_out", n_out, 1), **kw)

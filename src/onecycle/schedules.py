@@ -16,29 +16,14 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from .checks import check_number
+
 __all__ = [
     "lin", "cos", "exp", "const", "combine", "repeat", "Lin", "Cos", "Exp", "Const", "Combined",
     "Repeat", "ClrBeta", "TorchOneCycle", "OneCycle", "cos_one_cycle", "clr_beta", "torch_one_cycle",
-    "check_number",
 ]
 
 Schedule = Callable[[float], float]
-
-
-def check_number(name: str, value: object, *, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False) -> float:
-    """Return ``value`` as a float after checking it is a finite real number inside the range;
-    raise ``TypeError``/``ValueError`` naming ``name`` and the value otherwise."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) and not hasattr(value, "__float__"):
-        raise TypeError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {value!r}")
-    if low is not None and (v < low or (low_open and v == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value!r}")
-    if high is not None and (v > high or (high_open and v == high)):
-        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
-    return v
 
 
 @dataclass(frozen=True)
