@@ -523,3 +523,167 @@ def test_validate_restores_modes_through_each_modules_own_train():
     learn.predict()
     assert [m.training for m in model.modules()] == [True, True, False, False]
     assert model[1].noise_on is False
+
+
+# ---- Core v2: fixes found in trials ------------------------------------------------------------
+def _weights(learn):
+    return [p.detach().clone() for p in learn.model.parameters()]
+
+
+def _same(a, b):
+    return len(a) == len(b) and all(torch.equal(x, y) for x, y in zip(a, b))
+
+
+def test_zero_d_tensors_and_arrays_are_numbers_wherever_an_lr_is_taken():
+    import numpy as np
+
+    ref = _learner()
+    ref.fit_one_cycle(2, 0.05)
+    for lr in (torch.tensor(0.05, dtype=torch.float64), np.array(0.05), np.float64(0.05)):
+        learn = _learner()
+        learn.fit_one_cycle(2, lr)
+        assert _same(_weights(learn), _weights(ref))
+    learn, ref32 = _learner(), _learner()  # a float32 tensor is the float32 number it holds
+    learn.fit_one_cycle(2, torch.tensor(0.05))
+    ref32.fit_one_cycle(2, float(torch.tensor(0.05)))
+    assert _same(_weights(learn), _weights(ref32)) and not _same(_weights(learn), _weights(ref))
+    a, b = _learner().lr_find(num_it=12), _learner().lr_find(torch.tensor(1e-7, dtype=torch.float64), np.array(10.0),
+                                                       num_it=12)
+    assert a.lrs == b.lrs and a.losses == b.losses
+    assert oc.optim.spread_lrs(torch.tensor(0.1, dtype=torch.float64), 2) == [0.1, 0.1]
+    with pytest.raises(TypeError, match="lr"):
+        oc.optim.spread_lrs(torch.tensor([0.1, 0.2, 0.3]).reshape(3, 1), 3)  # not numbers: 1-element rows
+
+
+def test_duplicate_metric_names_are_refused_and_names_can_be_given():
+    from functools import partial
+
+    from onecycle.metrics import top_k_accuracy
+
+    top1, top2 = partial(top_k_accuracy, k=1), partial(top_k_accuracy, k=2)
+    def learner(metrics):
+        torch.manual_seed(0)
+        return oc.Learner(TwoGroup(), _data(), _data(30, 7, 1), metrics=metrics, device="cpu", quiet=True)
+
+    with pytest.raises(ValueError, match="top_k_accuracy"):
+        learner([top1, top2])
+    learn = learner({"top1": top1, "top2": top2})
+    learn.fit_one_cycle(1, 0.05)
+    x = torch.cat([b[0] for b in learn.valid_dl])
+    y = torch.cat([b[1] for b in learn.valid_dl])
+    with torch.no_grad():
+        logits = learn.model.eval()(x)
+    top = logits.topk(2, dim=1).indices
+    want1 = (top[:, 0] == y).float().mean().item()
+    want2 = (top == y[:, None]).any(1).float().mean().item()
+    assert learn.recorder.metrics["top1"] == [pytest.approx(want1)] and learn.recorder.metrics["top2"] == [
+        pytest.approx(want2)] and want1 < want2
+
+
+def test_a_metric_collection_records_one_column_per_key():
+    torchmetrics = pytest.importorskip("torchmetrics")
+    coll = torchmetrics.MetricCollection({"acc": torchmetrics.classification.MulticlassAccuracy(3, average="micro"),
+                                          "f1": torchmetrics.classification.MulticlassF1Score(3, average="macro")})
+    torch.manual_seed(0)
+    learn = oc.Learner(TwoGroup(), _data(), _data(30, 7, 1), metrics=[coll], device="cpu", quiet=True)
+    learn.fit_one_cycle(2, 0.05)
+    assert set(learn.recorder.metrics) == {"acc", "f1"} and len(learn.recorder.metrics["acc"]) == 2
+    x = torch.cat([b[0] for b in learn.valid_dl])
+    y = torch.cat([b[1] for b in learn.valid_dl])
+    with torch.no_grad():
+        pred = learn.model.eval()(x).argmax(1)
+    assert learn.recorder.metrics["acc"][-1] == pytest.approx((pred == y).float().mean().item())
+
+
+def test_an_empty_validation_loader_is_refused_at_fit_start():
+    learn = _learner()
+    learn.valid_dl = DataLoader(TensorDataset(torch.zeros(0, 5), torch.zeros(0, dtype=torch.long)), batch_size=4)
+    before = _weights(learn)
+    with pytest.raises(ValueError, match="valid_dl is empty"):
+        learn.fit_one_cycle(1, 0.05)
+    assert _same(_weights(learn), before) and learn.opt is None and learn.recorder.n_epochs == 0
+
+
+def test_freeze_on_one_group_says_how_to_define_groups():
+    learn = oc.Learner(nn.Linear(5, 3), _data(), quiet=True, device="cpu")
+    with pytest.raises(ValueError, match=r"groups=.*param_groups\(\)"):
+        learn.freeze()
+    assert all(p.requires_grad for p in learn.model.parameters())
+    learn.unfreeze()  # nothing to unfreeze: fine
+    two = oc.Learner(nn.Sequential(nn.Linear(5, 8), nn.Linear(8, 3)), _data(), quiet=True, device="cpu",
+                     groups=lambda m: [list(m[0].parameters()), list(m[1].parameters())])
+    two.freeze()
+    assert [p.requires_grad for p in two.model.parameters()] == [False, False, True, True]
+
+
+def test_a_users_grad_scaler_is_used():
+    calls = []
+
+    class Scaler(torch.amp.GradScaler):
+        def scale(self, outputs):
+            calls.append("scale")
+            return super().scale(outputs)
+
+        def step(self, optimizer, *args, **kwargs):
+            calls.append("step")
+            return super().step(optimizer, *args, **kwargs)
+
+    learn = _learner(scaler=Scaler("cpu", init_scale=2.0**10))
+    learn.fit_one_cycle(1, 0.05)
+    ref = _learner()
+    ref.fit_one_cycle(1, 0.05)
+    # a power-of-two scale unscales exactly in fp32: the same training, and the scaler ran every step
+    assert _same(_weights(learn), _weights(ref)) and calls == ["scale", "step"] * 7
+    with pytest.raises(TypeError, match="scaler"):
+        _learner(scaler="fp16")
+
+
+class _Stream(torch.utils.data.IterableDataset):
+    """A stream of batches without a length."""
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(0)
+        for _ in range(1000):
+            yield torch.randn(10, 5, generator=g), torch.randint(0, 3, (10,), generator=g)
+
+
+def test_steps_per_epoch_for_a_loader_without_len():
+    stream = DataLoader(_Stream(), batch_size=None)
+    learn = oc.Learner(TwoGroup(), stream, quiet=True, device="cpu")
+    with pytest.raises(TypeError, match="steps_per_epoch"):
+        learn.fit_one_cycle(2, 0.05)
+    learn.fit_one_cycle(2, 0.05, steps_per_epoch=4)
+    rec = learn.recorder
+    assert len(rec.losses) == 8 and rec.epoch_iters == [4, 8] and learn.scheduler.step_count == 8
+    assert rec.lrs[0] == pytest.approx(0.05 / 25) and rec.lrs[-1] < rec.lrs[2]  # the 1cycle over 8 steps
+    learn = oc.Learner(TwoGroup(), stream, quiet=True, device="cpu", accum=2)
+    learn.fit_one_cycle(1, 0.05, steps_per_epoch=3)
+    assert len(learn.recorder.losses) == 6 and learn.scheduler.step_count == 3
+
+
+def test_an_error_inside_fit_shuts_down_the_loader_workers():
+    import multiprocessing
+
+    ds = TensorDataset(torch.randn(64, 5), torch.randint(0, 3, (64,)))
+    learn = oc.Learner(TwoGroup(), DataLoader(ds, batch_size=8, num_workers=2), quiet=True, device="cpu")
+
+    class Boom(oc.Callback):
+        def after_batch(self, learn):
+            if learn.iter == 2:
+                raise RuntimeError("boom")
+
+    assert multiprocessing.active_children() == []
+    with pytest.raises(RuntimeError, match="boom") as info:
+        learn.fit_one_cycle(1, 0.05, callbacks=[Boom()])
+    assert info.value is not None  # the traceback is still held here
+    assert multiprocessing.active_children() == []
+
+
+def test_a_nan_in_the_finders_first_batch_says_why_there_is_no_suggestion():
+    learn = _learner()
+    learn.loss_fn = lambda pred, y: F.cross_entropy(pred, y) * float("nan")
+    res = learn.lr_find(num_it=20)
+    assert res.suggestion is None and res.losses == []
+    assert res.stop_reason.startswith("non-finite loss nan at iteration 0")
+    with pytest.raises(ValueError, match="lr_find gave none: non-finite loss nan at iteration 0"):
+        learn.fit_one_cycle(1)

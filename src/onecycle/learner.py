@@ -33,7 +33,7 @@ from .callbacks import Callback, CancelFit, TrustRatios, hooks_of
 from .checkpoint import load_weights, restore_modes, save_weights
 from .legacy import Fastai07Learner
 from .lr_finder import find
-from .metrics import MetricAccumulator, named_metrics
+from .metrics import MetricAccumulator, metric_columns, named_metrics
 from .optim import OPTIMIZERS
 from .optim.groups import DECOUPLED_WD, DecoupledWeightDecay, get_hyper, layer_groups, normalized_wd, spread_lrs
 from .optim.scheduler import Scheduler, check_momentum_schedule
@@ -113,7 +113,7 @@ class Learner(Fastai07Learner):
             self.model = self.model.to(memory_format=torch.channels_last)
         self._compiled: nn.Module | None = None
         self._ddp = D.wrap(self.model, self.device) if self.world_size > 1 else None
-        self.recorder = Recorder(self.metrics)
+        self.recorder = Recorder(metric_columns(self.metrics))
         self.opt: torch.optim.Optimizer | None = None
         self.scheduler: Scheduler | None = None
         self.scaler: torch.amp.GradScaler | None = None

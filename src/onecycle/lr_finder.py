@@ -313,7 +313,7 @@ def _result(runs: list[LRFinder], cfg: _Config, names: Iterable[str]) -> LRFindR
     """The result of the first run's curves; with more runs, each rule's suggestion is the median
     over all of them (``median_suggestion``)."""
     first = runs[0].history
-    (suggestions, notes), *others = [suggest(f.history.group_lrs[-1], f.history.smooth_losses,
+    (suggestions, notes), *others = [suggest(f.history.lrs, f.history.smooth_losses,
                                              f.history.series.get("val_loss", []), skip_start=cfg.num_it // 10)
                                      for f in runs]
     per_run = [dict(suggestions), *(found for found, _ in others)]
@@ -329,7 +329,7 @@ def _result(runs: list[LRFinder], cfg: _Config, names: Iterable[str]) -> LRFindR
     series = first.series
     metrics = {name: [] for name in names}  # every metric, with or without validation
     metrics.update((name, list(values)) for name, values in series.items() if name != "val_loss")
-    return LRFindResult(list(first.group_lrs[-1]), [list(g) for g in first.group_lrs], list(first.losses),
+    return LRFindResult(list(first.lrs), [list(g) for g in first.group_lrs], list(first.losses),
                         list(first.smooth_losses), list(series.get("val_loss", [])), metrics, list(first.moms),
                         suggestions, chosen, cfg.rule, runs[0].stop_reason, notes, cfg.step_mode, cfg.num_it,
                         per_run if len(runs) > 1 else [])

@@ -39,7 +39,7 @@ import torch.nn.functional as F
 from .batches import batch_size
 
 __all__ = ["accuracy", "top_k_accuracy", "perplexity", "bits_per_char", "metric_name", "named_metrics",
-           "MetricAccumulator"]
+           "metric_columns", "MetricAccumulator"]
 
 
 def _flat(preds: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -99,6 +99,20 @@ def _check_metric(metric: object, where: str) -> None:
     if not (_is_stateful(metric) or callable(metric)):
         raise TypeError(f"{where} must be a function (preds, targets) -> number or an object with "
                         f"update/compute/reset (torchmetrics), got {metric!r} ({type(metric).__name__})")
+
+
+def metric_columns(metrics: Mapping[str, Any]) -> list[str]:
+    """The columns ``named_metrics``' result records, as far as they are known before any batch: a
+    ``MetricCollection``'s keys (its own, or prefixed by the name you gave it), every other metric's
+    name. A function that returns a dict adds its keys at the first epoch instead."""
+    out = []
+    for name, m in metrics.items():
+        keys = m.keys() if _is_stateful(m) and callable(getattr(m, "keys", None)) else None
+        if keys is None:
+            out.append(name)
+        else:
+            out += [str(k) if name == metric_name(m) else f"{name}_{k}" for k in keys]
+    return out
 
 
 def named_metrics(metrics: Iterable[Any] | Mapping[str, Any] | None) -> dict[str, Any]:
