@@ -1,7 +1,8 @@
 """User tasks for the command-line tests (``--task _cli_task:tiny``): a small synthetic classification
-problem, a slow variant for the Ctrl-C test, and broken ones for the error messages."""
+problem, a gated variant for the Ctrl-C test, and broken ones for the error messages."""
 
 import time
+from pathlib import Path
 
 import torch
 
@@ -12,11 +13,14 @@ NOT_CALLABLE = 3
 
 
 class SlowLoader:
-    """A TensorLoader that sleeps ``delay`` seconds per batch: a run long enough to interrupt on
-    any machine, with the loader protocol (len, set_epoch, batch_size) the exact resume relies on."""
+    """A TensorLoader that sleeps ``delay`` seconds per batch and, with ``gate`` (a folder), stops
+    before its ``gate_at``-th batch (counted from 1 over the process's life): it creates
+    ``gate/waiting`` and waits there until ``gate/go`` exists, so a test can signal a run that is
+    certainly mid-training, then let it go on. A run resumed after ``go`` exists does not wait.
+    The loader protocol (len, set_epoch, batch_size) the exact resume relies on is the inner one's."""
 
-    def __init__(self, inner: TensorLoader, delay: float) -> None:
-        self.inner, self.delay = inner, delay
+    def __init__(self, inner: TensorLoader, delay: float, gate: str = "", gate_at: int = 0) -> None:
+        self.inner, self.delay, self.gate, self.gate_at, self.served = inner, delay, gate, gate_at, 0
 
     def __len__(self) -> int:
         return len(self.inner)
@@ -27,13 +31,26 @@ class SlowLoader:
     def set_epoch(self, epoch: int) -> None:
         self.inner.set_epoch(epoch)
 
+    def _wait_at_gate(self) -> None:
+        folder = Path(self.gate)
+        if (folder / "go").exists():
+            return
+        (folder / "waiting").touch()
+        while not (folder / "go").exists():  # the test signals this process, then creates go
+            time.sleep(0.005)
+
     def __iter__(self):
         for batch in self.inner:
-            time.sleep(self.delay)
+            self.served += 1
+            if self.gate and self.served == self.gate_at:
+                self._wait_at_gate()
+            if self.delay:
+                time.sleep(self.delay)
             yield batch
 
 
-def tiny(batch_size: int = 16, seed: int = 0, n: int = 256, slow: float = 0.0) -> Task:
+def tiny(batch_size: int = 16, seed: int = 0, n: int = 256, slow: float = 0.0, gate: str = "",
+         gate_at: int = 20) -> Task:
     """Four Gaussian blobs in 8 dimensions (the data is fixed; ``seed`` only shuffles)."""
     g = torch.Generator().manual_seed(1234)
     centers = torch.randn(4, 8, generator=g) * 2
@@ -41,7 +58,9 @@ def tiny(batch_size: int = 16, seed: int = 0, n: int = 256, slow: float = 0.0) -
     x = centers[y] + torch.randn(n + 64, 8, generator=g)
     train = TensorLoader(x[:n], y[:n], batch_size=batch_size, shuffle=True, seed=seed)
     valid = TensorLoader(x[n:], y[n:], batch_size=64)
-    return Task("tiny", SlowLoader(train, slow) if slow else train, valid, cross_entropy, [accuracy], (8,), 4, "mlp")
+    if slow or gate:
+        train = SlowLoader(train, slow, gate, gate_at)
+    return Task("tiny", train, valid, cross_entropy, [accuracy], (8,), 4, "mlp")
 
 
 def broken(batch_size: int = 16, seed: int = 0) -> Task:

@@ -83,10 +83,29 @@ def test_round_trip_realistic_payload(tmp_path):
     assert_same(payload, loaded)
     assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]
 
-    model2, opt2 = trained_model_and_optimizer()
+    # a twin that differs before the load: another seed, another number of steps, another LR
+    torch.manual_seed(1)
+    model2 = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
+    opt2 = torch.optim.SGD(model2.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-4)
+    for _ in range(3):
+        opt2.zero_grad()
+        model2(torch.randn(16, 4)).pow(2).mean().backward()
+        opt2.step()
+    for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
+        assert not torch.equal(a, b)  # every weight, buffer and the step counter differ
+    with pytest.raises(AssertionError):
+        assert_same(opt.state_dict(), opt2.state_dict())
     model2.load_state_dict(loaded["model"])
     opt2.load_state_dict(loaded["optimizer"])
+    assert_same(model.state_dict(), model2.state_dict())
     assert_same(opt.state_dict(), opt2.state_dict())
+    # and both continue identically: the same step from the same state gives the same weights
+    x = torch.randn(16, 4)
+    for m, o in ((model, opt), (model2, opt2)):
+        o.zero_grad()
+        m(x).pow(2).mean().backward()
+        o.step()
+    assert_same(model.state_dict(), model2.state_dict())
 
 
 def test_header_carries_sha256_and_length_of_payload(tmp_path):

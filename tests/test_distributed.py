@@ -1,15 +1,15 @@
 """Data-parallel training under torchrun with 2 CPU processes (gloo)."""
 
+import math
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _ddp_job import learner  # noqa: E402
+from _ddp_job import first_difference, learner  # noqa: E402
 
 JOB = Path(__file__).parent / "_ddp_job.py"
 
@@ -51,15 +51,20 @@ def test_lr_find_identical_on_both_ranks_and_restored(tmp_path):
     r0, r1 = ranks(tmp_path)
     for key in ("lrs", "losses", "val_losses", "suggestion"):
         assert r0[key] == r1[key], key
-    assert r0["same_model"] and r1["same_model"] and r0["same_opt"] and r1["same_opt"]
+    assert r0["same_model"] and r1["same_model"]
+    assert r0["same_opt"] is None and r1["same_opt"] is None, (r0["same_opt"], r1["same_opt"])
 
 
+@pytest.mark.timeout(400)
 def test_one_rank_raising_ends_the_job_promptly(tmp_path):
-    start = time.monotonic()
-    res = torchrun(tmp_path, "raise", timeout=60)
-    assert res.returncode != 0
-    assert time.monotonic() - start < 30
-    assert "boom on purpose" in res.stderr and "raised on rank 1 of 2" in res.stderr
+    """Rank 1 raises mid-fit while rank 0 waits in a collective: the job ends (the generous timeouts
+    only guard against a hang) with torchrun's failure status, naming the rank and the error; no
+    rank finishes its fit."""
+    res = torchrun(tmp_path, "raise", timeout=300)
+    assert res.returncode == 1, res.stderr[-3000:]
+    assert "boom on purpose at batch 5" in res.stderr
+    assert "raised on rank 1 of 2" in res.stderr
+    assert not list(tmp_path.glob("rank*.pt"))
 
 
 def test_checkpoint_at_world_size_2_resumes_bit_identically(tmp_path):
@@ -73,14 +78,18 @@ def test_checkpoint_at_world_size_2_resumes_bit_identically(tmp_path):
     assert res.returncode == 0, res.stderr[-3000:]
     for a, b in zip(ranks(ref_dir), ranks(run_dir)):
         for part in ("model", "opt", "recorder"):
-            assert str(a[part]) == str(b[part]) or _equal(a[part], b[part]), part
+            assert first_difference(a[part], b[part], part) is None, first_difference(a[part], b[part], part)
 
 
-def _equal(a, b):
-    if isinstance(a, torch.Tensor):
-        return torch.equal(a, b)
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_equal(x, y) for x, y in zip(a, b))
-    return a == b or (a != a and b != b)
+def test_first_difference_is_exact():
+    """The comparison the tests above rely on sees a difference in the last bit, which printing hides."""
+    x = torch.tensor([1.5, 2.25])
+    y = x.clone()
+    y[1] = torch.nextafter(y[1], torch.tensor(3.0))
+    assert str(x) == str(y)  # what the old comparison looked at
+    assert first_difference({"w": [x]}, {"w": [x.clone()]}) is None
+    assert first_difference({"w": [x]}, {"w": [y]}) == "['w'][0]: tensors differ"
+    assert first_difference({"lr": 0.1}, {"lr": 0.1}) is None
+    assert first_difference({"lr": 0.1}, {"lr": math.nextafter(0.1, 1)}) == "['lr']: 0.1 vs 0.10000000000000002"
+    assert first_difference(x, x.double()) == ": tensors differ"
+    assert first_difference([1, 2], [1, 2, 3]) == ": lengths 2 vs 3"

@@ -51,10 +51,35 @@ def test_param_groups_cover_every_parameter_once(name):
     assert len(ids) == len(set(ids)) and set(ids) == {id(p) for p in model.parameters()}
 
 
-def test_param_groups_run_in_an_optimizer():
-    model = create_model("cnn", (1, 40), 10)
-    groups = [{"params": g, "lr": 0.1 * (i + 1)} for i, g in enumerate(model.param_groups())]
-    torch.optim.SGD(groups, lr=0.1)
+@pytest.mark.parametrize("name", ["mlp", "cnn", "resnet1d", "lstm"])
+def test_param_groups_run_in_an_optimizer(name):
+    """The groups go into torch's SGD as they are: each parameter in exactly one optimizer group, and
+    a step moves each group by its own LR (torch.add(p, grad, alpha=-lr), torch's own update), the
+    group at LR 0 not at all, whichever group that is."""
+    in_shape, _, n_out = CASES[name]
+    torch.manual_seed(0)
+    model = create_model(name, in_shape, n_out).train()
+    n_groups = len(model.param_groups())
+    for frozen in range(n_groups):
+        lrs = [0.0 if i == frozen else 0.05 * (i + 1) for i in range(n_groups)]
+        opt = torch.optim.SGD([{"params": g, "lr": lr} for g, lr in zip(model.param_groups(), lrs)], lr=1.0)
+        owner = [i for i, g in enumerate(opt.param_groups) for _ in g["params"]]
+        ids = [id(p) for g in opt.param_groups for p in g["params"]]
+        assert sorted(ids) == sorted(id(p) for p in model.parameters()) and len(set(ids)) == len(ids)
+        torch.manual_seed(1)
+        out = model(_batch(name))
+        F.cross_entropy(out.reshape(-1, n_out), torch.randint(0, n_out, out.shape[:-1]).reshape(-1)).backward()
+        params = [p for g in opt.param_groups for p in g["params"]]
+        expected = [torch.add(p.detach(), p.grad, alpha=-lrs[i]) for p, i in zip(params, owner)]
+        before = [p.detach().clone() for p in params]
+        opt.step()
+        opt.zero_grad()
+        for p, want, old, i in zip(params, expected, before, owner):
+            assert torch.equal(p, want)
+            if i == frozen:
+                assert torch.equal(p, old)
+        moved = {i for p, old, i in zip(params, before, owner) if not torch.equal(p, old)}
+        assert moved == set(range(n_groups)) - {frozen}
 
 
 def test_cnn_matches_the_mnist1d_reference_sizes():

@@ -182,9 +182,49 @@ def test_lars_momentum_and_lr_cycling_honoured(foreach):
     assert not torch.allclose(params[0].detach(), constant[0], rtol=0, atol=1e-9)
 
 
-def test_lars_weight_decay_is_applied_by_the_optimizer():
-    assert LARS.applies_weight_decay is True
-    assert LAMB.applies_weight_decay is True
+@FOREACH
+def test_lars_weight_decay_is_applied_by_the_optimizer(foreach):
+    """With a zero gradient the trust ratio falls back to 1, so one step is pure L2 decay by hand:
+    ``w * (1 - lr * wd)`` for the 2-D weight; the excluded 1-D bias does not move. With a gradient,
+    one step is ``w - lr * eta ||w|| / (||g|| + wd ||w||) * (g + wd * w)``."""
+    w, b = make_tensors(SHAPES, 3)
+    params = leaf([w, b])
+    opt = LARS(params, lr=0.5, momentum=0.9, weight_decay=0.1, eta=0.02, foreach=foreach)
+    run(opt, params, [[torch.zeros_like(w), torch.zeros_like(b)]])
+    torch.testing.assert_close(params[0].detach(), w * (1 - 0.5 * 0.1), rtol=0, atol=1e-15)
+    assert torch.equal(params[1].detach(), b)
+
+    g = make_tensors([(4, 3)], 4)[0]
+    p = leaf([w])
+    run(LARS(p, lr=0.5, momentum=0.9, weight_decay=0.1, eta=0.02, foreach=foreach), p, [[g]])
+    ratio = 0.02 * norm(w) / (norm(g) + 0.1 * norm(w))
+    torch.testing.assert_close(p[0].detach(), w - 0.5 * ratio * (g + 0.1 * w), rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("name", ["lars", "lamb"])
+def test_learner_leaves_weight_decay_to_lars_and_lamb(name):
+    """Trained by the Learner with ``wd``, one step of LARS (or LAMB) equals the optimizer's own step
+    with ``weight_decay=wd`` on a twin: the decay is applied once, not also by the loop."""
+    import onecycle as oc
+    from onecycle.data import TensorLoader
+
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3), torch.randint(0, 2, (8,))
+    model = torch.nn.Linear(3, 2)
+    twin, no_decay = copy.deepcopy(model), copy.deepcopy(model)
+    learn = oc.Learner(model, TensorLoader(x, y, batch_size=8), None, opt=name, wd=0.3, quiet=True, device="cpu")
+    learn.fit(0.5, 1)
+    ref_cls = LARS if name == "lars" else LAMB
+    kw = {"momentum": 0.9} if name == "lars" else {"betas": (0.9, 0.99), "eps": 1e-6}
+    for wd, net in ((0.3, twin), (0.0, no_decay)):
+        ref = ref_cls(net.parameters(), lr=0.5, weight_decay=wd, **kw)
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        ref.step()
+    torch.testing.assert_close(model.weight, twin.weight, rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(model.bias, twin.bias, rtol=1e-6, atol=1e-7)
+    # the tolerance above sees the decay: the same step without it lands outside it (and the loop's own
+    # decoupled decay, lr * wd * w = 0.15 * w on top, would land much further)
+    assert not torch.allclose(model.weight, no_decay.weight, rtol=1e-6, atol=1e-7)
 
 
 # ----------------------------------------------------------------------------------------- LAMB

@@ -5,7 +5,7 @@ import torch
 
 from onecycle import schedules as S
 from onecycle.optim.groups import get_hyper, set_hyper, spread_lrs
-from onecycle.optim.scheduler import Scheduler
+from onecycle.optim.scheduler import Scheduler, check_momentum_schedule
 
 
 def _model():
@@ -38,18 +38,104 @@ def test_hand_written_loop_matches_onecycle_lr():
 
 
 def test_counts_only_real_steps_and_holds_past_end():
-    p = torch.nn.Parameter(torch.zeros(2))
-    opt = torch.optim.SGD([p], lr=1.0, momentum=0.9)
-    sched = Scheduler(opt, 4, lr=S.lin(1.0, 0.0))
-    assert opt.param_groups[0]["lr"] == 1.0
-    for _ in range(3):  # accumulation: backward without a step does not advance
-        p.grad = torch.ones(2)
-    assert sched.step_count == 0
-    for k in range(1, 7):
+    """Gradient accumulation (a step every 2 batches, real backward passes) and a step that torch's
+    GradScaler skips on an inf gradient: only the steps that really happened advance the schedule,
+    and past ``total_steps`` the LR holds at the schedule's end."""
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=1.0)
+    sched = Scheduler(opt, 4, lr=S.lin(1.0, 0.5))
+    scaler = torch.amp.GradScaler("cpu", init_scale=8.0)
+    x, y = torch.randn(12, 2, 3), torch.randn(12, 2, 1)
+    x[5, 0, 0] = float("inf")  # batch 5 closes the third accumulation window: that step is skipped
+    counts, lrs, skipped_ok = [], [], None
+    for i in range(12):
+        scaler.scale(torch.nn.functional.mse_loss(model(x[i]), y[i])).backward()
+        if i % 2 == 1:
+            before = [p.detach().clone() for p in model.parameters()]
+            scaler.step(opt)
+            scaler.update()
+            changed = [not torch.equal(a, p) for a, p in zip(before, model.parameters())]
+            if i == 5:
+                skipped_ok = not any(changed) and scaler.get_scale() == 4.0  # skipped, scale backed off
+            else:
+                assert all(changed)  # a real step
+            opt.zero_grad()
+        else:
+            assert model.weight.grad is not None  # a backward without a step
+        counts.append(sched.step_count)
+        lrs.append(opt.param_groups[0]["lr"])
+    assert skipped_ok
+    # hand-computed: steps after batches 1, 3, 7, 9, 11 (5 is skipped); lr = 1 - count/8, held at 0.5
+    assert counts == [0, 1, 1, 2, 2, 2, 2, 3, 3, 4, 4, 5]
+    assert lrs == [1.0, 0.875, 0.875, 0.75, 0.75, 0.75, 0.75, 0.625, 0.625, 0.5, 0.5, 0.5]
+    assert sched.pct == 1.0
+
+
+def _two_groups(lr0=0.1, lr1=0.02):
+    a, b = torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(2))
+    return torch.optim.SGD([{"params": [a], "lr": lr0, "weight_decay": 0.01},
+                            {"params": [b], "lr": lr1, "weight_decay": 0.04}], lr=0.5, momentum=0.9)
+
+
+def _trace(opt, steps):
+    """(lr, weight_decay) of every group after construction and after each of ``steps`` steps."""
+    for g in opt.param_groups:
+        for p in g["params"]:
+            p.grad = torch.ones_like(p)
+    out = [[(g["lr"], g["weight_decay"]) for g in opt.param_groups]]
+    for _ in range(steps):
         opt.step()
-        assert sched.step_count == k
-        assert opt.param_groups[0]["lr"] == pytest.approx(max(1 - k / 4, 0.0))
-    assert sched.pct == 1.0  # past the end: holds, never raises
+        out.append([(g["lr"], g["weight_decay"]) for g in opt.param_groups])
+    return out
+
+
+def test_created_twice_does_not_compound_and_matches_lambdalr():
+    """A second Scheduler on the same optimizer (a notebook cell run again) reads the base LR the
+    first kept in ``initial_lr``, as two torch LambdaLR in a row do: same LRs as one scheduler."""
+    shape, wd_shape, total = S.lin(0.25, 1.0), S.lin(1.0, 0.5), 4
+
+    def make(opt):
+        return Scheduler(opt, total, lr=shape, weight_decay=wd_shape)
+
+    once = _two_groups()
+    make(once)
+    twice = _two_groups()
+    make(twice)
+    make(twice)
+    assert [g["initial_lr"] for g in twice.param_groups] == [0.1, 0.02]
+    assert [g["initial_weight_decay"] for g in twice.param_groups] == [0.01, 0.04]
+    got_once, got_twice = _trace(once, 6), _trace(twice, 6)
+    assert got_twice == got_once
+    # torch's own answer: two LambdaLR in a row on one optimizer, stepped by the second
+    ref = _two_groups()
+    lam = lambda k: shape(min(k / total, 1.0))  # noqa: E731
+    torch.optim.lr_scheduler.LambdaLR(ref, lam)
+    second = torch.optim.lr_scheduler.LambdaLR(ref, lam)
+    ref_lrs = [[g["lr"] for g in ref.param_groups]]
+    for p in (q for g in ref.param_groups for q in g["params"]):
+        p.grad = torch.ones_like(p)
+    for _ in range(6):
+        ref.step()
+        second.step()
+        ref_lrs.append([g["lr"] for g in ref.param_groups])
+    assert [[lr for lr, _ in row] for row in got_twice] == ref_lrs
+    # and by hand: base * (0.25 + 0.75 * min(k/4, 1)); weight decay base * (1 - 0.5 * min(k/4, 1))
+    for k, row in enumerate(got_twice):
+        q = min(k / 4, 1.0)
+        flat = [v for pair in row for v in pair]
+        assert flat == pytest.approx([0.1 * (0.25 + 0.75 * q), 0.01 * (1 - 0.5 * q),
+                                      0.02 * (0.25 + 0.75 * q), 0.04 * (1 - 0.5 * q)])
+
+
+def test_initial_lr_set_by_the_caller_is_the_base():
+    """Whoever wants a new base (the Learner, each fit) sets ``initial_lr`` before making one."""
+    opt = _two_groups()
+    Scheduler(opt, 4, lr=S.const(0.5)).remove()
+    for g, peak in zip(opt.param_groups, (0.3, 0.06)):
+        g["initial_lr"] = peak
+    Scheduler(opt, 4, lr=S.const(0.5))
+    assert [g["lr"] for g in opt.param_groups] == [0.15, 0.03]
 
 
 def test_momentum_of_adam_family_and_three_betas():
@@ -75,8 +161,10 @@ def test_momentum_of_adam_family_and_three_betas():
 
 def test_warns_once_without_momentum():
     opt = torch.optim.Adagrad([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
-    with pytest.warns(UserWarning, match="momentum is not scheduled"):
+    with pytest.warns(UserWarning, match=r"^Adagrad has neither 'momentum' nor 'betas': momentum is not scheduled$") \
+            as caught:
         sched = Scheduler(opt, 10, lr=S.const(1.0), momentum=S.const(0.9))
+    assert len(caught) == 1 and caught[0].filename == __file__  # points at the caller's line
     assert "momentum" not in sched.scheds
 
 
@@ -102,11 +190,17 @@ def test_state_dict_round_trip():
     for _ in range(3):
         opt.step()
     state = s1.state_dict()
+    assert state == {"step_count": 3, "total_steps": 10, "base": {"lr": [1.0]},
+                     "scheds": {"lr": "Lin(start=1.0, end=0.0)"}}
     s1.remove()
-    opt2 = torch.optim.SGD([p], lr=1.0, momentum=0.9)
+    opt2 = torch.optim.SGD([p], lr=0.3, momentum=0.9)  # another base before the load
     s2 = Scheduler(opt2, 10, lr=S.lin(1.0, 0.0))
+    assert opt2.param_groups[0]["initial_lr"] == 0.3
     s2.load_state_dict(state)
     assert s2.step_count == 3 and opt2.param_groups[0]["lr"] == pytest.approx(0.7)
+    assert opt2.param_groups[0]["initial_lr"] == 1.0  # the group's copy of the base agrees with the load
+    opt2.step()
+    assert opt2.param_groups[0]["lr"] == pytest.approx(0.6)
     with pytest.raises(ValueError, match="total_steps"):
         Scheduler(opt2, 11, lr=S.lin(1.0, 0.0)).load_state_dict(state)
 
@@ -122,15 +216,42 @@ def test_hyper_helpers_and_spread():
 
 
 @pytest.mark.parametrize("bad,arg", [
-    (lambda o: Scheduler(o, 0), "total_steps"),
+    (lambda o: Scheduler(o, 0), "total_steps must be an int >= 1, got 0"),
     (lambda o: Scheduler(o, 2.5), "total_steps"),
-    (lambda o: Scheduler("nope", 5), "optimizer"),
+    (lambda o: Scheduler(o, True), "total_steps"),
+    (lambda o: Scheduler("nope", 5), "optimizer must be a torch.optim.Optimizer, got str"),
     (lambda o: Scheduler(o, 5, lr=3.0), "lr"),
-    (lambda o: Scheduler(o, 5, momentum=lambda p: 1.0), "momentum schedule gives 1.0 at progress 0"),
+    (lambda o: Scheduler(o, 5, momentum=lambda p: 1.0),
+     r"momentum schedule gives 1.0 at progress 0: momentum \(or beta1\) must be a number in \[0, 1\)$"),
     (lambda o: Scheduler(o, 5, momentum=lambda p: 0.9 if p < 0.5 else -0.1),
      "momentum schedule gives -0.1 at progress 0.5"),
+    (lambda o: Scheduler(o, 5, momentum=lambda p: False), "momentum schedule gives False at progress 0"),
+    (lambda o: Scheduler(o, 5, momentum=lambda p: "0.9"), "momentum schedule gives '0.9' at progress 0"),
+    (lambda o: Scheduler(o, 5, decoupled_wd=S.const(1.0)), "param group has no 'decoupled_wd' to schedule"),
 ])
 def test_scheduler_bad_input(bad, arg):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
     with pytest.raises((ValueError, TypeError), match=arg):
         bad(opt)
+
+
+def test_momentum_check_reads_21_evenly_spaced_points_and_accepts_zero():
+    seen = []
+    check_momentum_schedule(lambda p: seen.append(p) or 0.0)  # 0 is a valid momentum
+    assert seen == [i / 20 for i in range(21)]
+    seen.clear()
+    check_momentum_schedule(lambda p: seen.append(p) or 0.5, points=5)
+    assert seen == [0.0, 0.25, 0.5, 0.75, 1.0]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    Scheduler(opt, 5, momentum=S.const(0.0))
+    assert opt.param_groups[0]["momentum"] == 0.0
+
+
+def test_a_single_step_schedule():
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.4)
+    sched = Scheduler(opt, 1, lr=S.lin(1.0, 0.25))
+    assert opt.param_groups[0]["lr"] == 0.4
+    p.grad = torch.ones(1)
+    opt.step()
+    assert sched.pct == 1.0 and opt.param_groups[0]["lr"] == 0.1

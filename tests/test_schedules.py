@@ -65,7 +65,9 @@ def test_clr_beta_matches_closed_form(nb):
         assert p.mom(t / nb) == pytest.approx(mom, abs=1e-12)
 
 
-def _run_pair(opt_cls, n_groups, total, kw, opt_kw):
+def _run_pair(opt_cls, n_groups, total, kw, opt_kw, shift=0):
+    """Torch's OneCycleLR on one optimizer, our Scheduler with ``torch_one_cycle`` on a twin;
+    ``shift`` moves ours that many steps ahead (the negative control)."""
     params = [[torch.nn.Parameter(torch.randn(3))] for _ in range(n_groups)]
     peaks = [0.1 * (i + 1) for i in range(n_groups)]
     clones = [[torch.nn.Parameter(p[0].detach().clone())] for p in params]
@@ -75,8 +77,30 @@ def _run_pair(opt_cls, n_groups, total, kw, opt_kw):
     mom_kw = {"base_momentum": kw.get("base_momentum", 0.85), "max_momentum": kw.get("max_momentum", 0.95)}
     args = {k: v for k, v in kw.items() if k not in mom_kw}
     policy = S.torch_one_cycle(total, **args, **mom_kw)
-    ours = Scheduler(opt_o, total, lr=policy.lr, momentum=policy.mom)
+    lr, mom = policy.lr, policy.mom
+    if shift:
+        lr, mom = (lambda p: policy.lr(p + shift / total)), (lambda p: policy.mom(p + shift / total))
+    ours = Scheduler(opt_o, total, lr=lr, momentum=mom)
     return opt_t, ref, opt_o, ours
+
+
+def _parity_mismatches(opt_t, ref, opt_o, total, key):
+    """Every (step, group, what) where our LR or momentum differs from OneCycleLR's, stepping both."""
+    bad = []
+    for step in range(total):
+        for i, (gt, go) in enumerate(zip(opt_t.param_groups, opt_o.param_groups)):
+            if go["lr"] != pytest.approx(gt["lr"], rel=1e-9, abs=1e-12):
+                bad.append((step, i, "lr"))
+            mt = gt[key][0] if key == "betas" else gt[key]
+            mo = go[key][0] if key == "betas" else go[key]
+            if mo != pytest.approx(mt, abs=1e-9):
+                bad.append((step, i, "momentum"))
+        for o in (opt_t, opt_o):
+            for g in o.param_groups:
+                g["params"][0].grad = torch.zeros(3)
+            o.step()
+        ref.step()
+    return bad
 
 
 @pytest.mark.parametrize("anneal", ["cos", "linear"])
@@ -87,19 +111,24 @@ def test_parity_with_torch_onecycle(anneal, three_phase, opt_cls, opt_kw, n_grou
     total = 37
     kw = dict(pct_start=0.3, anneal_strategy=anneal, three_phase=three_phase, div_factor=25.0,
               final_div_factor=1e4)
-    opt_t, ref, opt_o, ours = _run_pair(opt_cls, n_groups, total, kw, opt_kw)
+    opt_t, ref, opt_o, _ = _run_pair(opt_cls, n_groups, total, kw, opt_kw)
     key = "betas" if opt_cls is torch.optim.Adam else "momentum"
-    for _ in range(total):
-        for gt, go in zip(opt_t.param_groups, opt_o.param_groups):
-            assert go["lr"] == pytest.approx(gt["lr"], rel=1e-9, abs=1e-12)
-            mt = gt[key][0] if key == "betas" else gt[key]
-            mo = go[key][0] if key == "betas" else go[key]
-            assert mo == pytest.approx(mt, abs=1e-9)
-        for o in (opt_t, opt_o):
-            for g in o.param_groups:
-                g["params"][0].grad = torch.zeros(3)
-            o.step()
-        ref.step()
+    assert _parity_mismatches(opt_t, ref, opt_o, total, key) == []
+
+
+@pytest.mark.parametrize("shift", [1, -1])
+@pytest.mark.parametrize("anneal", ["cos", "linear"])
+def test_parity_check_detects_a_schedule_one_step_off(shift, anneal):
+    """Negative control: the same comparison, with our schedule one step ahead (or behind) of
+    torch's, reports a mismatch in LR and momentum of every group at nearly every step."""
+    total = 37
+    kw = dict(pct_start=0.3, anneal_strategy=anneal, three_phase=False, div_factor=25.0, final_div_factor=1e4)
+    opt_t, ref, opt_o, _ = _run_pair(torch.optim.SGD, 2, total, kw, {"momentum": 0.9}, shift=shift)
+    bad = _parity_mismatches(opt_t, ref, opt_o, total, "momentum")
+    assert {what for _, _, what in bad} == {"lr", "momentum"}
+    assert {i for _, i, _ in bad} == {0, 1}
+    # a one-step shift agrees only where the schedule is flat: at most the held end step(s)
+    assert len({step for step, _, _ in bad}) >= total - 2
 
 
 # ---- property tests: every accepted schedule stays finite, positive, and at most the peak ----

@@ -5,9 +5,13 @@ so it counts only steps that really happened: a step a GradScaler skipped on ove
 inside an accumulation window, does not advance it. Past ``total_steps`` every value holds at the
 schedule's end; nothing ever raises "tried to step N times".
 
-``lr`` and ``weight_decay`` schedules multiply each group's own base value (captured when the
-scheduler is made), so discriminative LRs come free; every other key, ``momentum`` included, is
-absolute.
+``lr``, ``weight_decay`` and ``decoupled_wd`` schedules multiply each group's own base value, so
+discriminative LRs come free; every other key, ``momentum`` included, is absolute. The base is kept
+where torch's LR schedulers keep it, in the group itself: ``group.setdefault("initial_lr", group["lr"])``
+(``initial_weight_decay``, ``initial_decoupled_wd`` likewise). A second scheduler made on the same
+optimizer (a notebook cell run twice) therefore reads the same base instead of the first one's start
+value, as two ``LambdaLR`` in a row do; whoever wants a new base (the Learner, each fit) sets
+``group["initial_lr"]`` before making the scheduler.
 """
 
 from __future__ import annotations
@@ -20,9 +24,14 @@ import torch
 
 from .groups import get_hyper, momentum_key, set_hyper
 
-__all__ = ["Scheduler", "RELATIVE_KEYS", "check_momentum_schedule"]
+__all__ = ["Scheduler", "RELATIVE_KEYS", "check_momentum_schedule", "initial_key"]
 
 RELATIVE_KEYS = frozenset({"lr", "weight_decay", "decoupled_wd"})
+
+
+def initial_key(key: str) -> str:
+    """The param-group key holding ``key``'s base value: ``initial_lr`` as in torch's schedulers."""
+    return f"initial_{key}"
 
 
 def check_momentum_schedule(fn: Callable[[float], float], points: int = 21) -> None:
@@ -72,10 +81,11 @@ class Scheduler:
 
     @staticmethod
     def _base(group: dict, key: str) -> float:
+        """The group's ``initial_<key>``, set from its current value the first time (torch's rule)."""
         value = get_hyper(group, key)
         if value is None:
             raise ValueError(f"param group has no {key!r} to schedule")
-        return value
+        return float(group.setdefault(initial_key(key), value))
 
     @property
     def pct(self) -> float:
@@ -86,11 +96,6 @@ class Scheduler:
         v = self.scheds[key](pct)
         base = self.base.get(key)
         return [b * v for b in base] if base is not None else [v] * len(self.optimizer.param_groups)
-
-    def values(self, pct: float | None = None) -> dict[str, list[float]]:
-        """Every scheduled key's value per group at ``pct`` (default: now)."""
-        pct = self.pct if pct is None else pct
-        return {key: self._per_group(key, pct) for key in self.scheds}
 
     def apply(self) -> None:
         """Write the values for the current progress into the optimizer (every step)."""
@@ -117,4 +122,7 @@ class Scheduler:
             raise ValueError(f"total_steps differs: saved {state['total_steps']}, now {self.total_steps}")
         self.step_count = int(state["step_count"])
         self.base = {k: list(v) for k, v in state["base"].items()}
+        for key, bases in self.base.items():  # the groups' copy agrees (an old optimizer state may lack it)
+            for group, b in zip(self.optimizer.param_groups, bases):
+                group[initial_key(key)] = b
         self.apply()

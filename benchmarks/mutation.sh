@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Mutation testing with mutmut 3 (the `mutation` extra): each module against its own test file(s),
+# printing "module: killed / total (score)" per module. Usage:
+#   benchmarks/mutation.sh [MODULE ...]     # e.g. schedules optim/scheduler; default: every module below
+# MUTMUT_WORKERS (default 1) sets mutmut's --max-children; MUTATION_TREE another tree to copy from. Runs in a scratch copy of the working tree
+# (mutmut writes a mutants/ folder and reads its config from pyproject.toml in the current folder):
+# the repository's [tool.mutmut] section holds the shared settings, this script adds the module and
+# its tests. KEEP=1 keeps the scratch copies (to `mutmut show <name>` a survivor there).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PY="${PYTHON:-$ROOT/.venv/bin/python}"
+TREE="${MUTATION_TREE:-$ROOT}"  # the tree whose src/, tests/ and pyproject.toml are copied
+MUTMUT="$(dirname "$PY")/mutmut"
+WORKERS="${MUTMUT_WORKERS:-1}"
+
+# module key | files to mutate (under src/onecycle) | test files
+TARGETS=(
+  "schedules|schedules.py|tests/test_schedules.py"
+  "optim/scheduler|optim/scheduler.py|tests/test_scheduler.py"
+  "suggest|suggest.py|tests/test_suggest.py"
+  "checkpoint+resume|checkpoint.py resume.py|tests/test_checkpoint.py tests/test_resume.py"
+  "metrics|metrics.py|tests/test_metrics.py"
+)
+
+[[ -x "$MUTMUT" ]] || { echo "mutmut not found at $MUTMUT: pip install -e '.[mutation]'" >&2; exit 2; }
+
+SELECTED=("$@")
+wanted() {  # is target $1 selected on the command line (none given: all)?
+  (( ${#SELECTED[@]} == 0 )) && return 0
+  local t
+  for t in "${SELECTED[@]}"; do [[ "$t" == "$1" ]] && return 0; done
+  return 1
+}
+
+run_one() {  # key, files, tests
+  local key="$1" files="$2" tests="$3" f
+  for f in $tests; do
+    if [[ ! -f "$TREE/$f" ]]; then echo "$key: skipped ($f does not exist yet)"; return 0; fi
+  done
+  local work
+  work="$(mktemp -d "${TMPDIR:-/tmp}/onecycle-mutation.XXXXXX")"
+  cp -r "$TREE/src" "$TREE/tests" "$TREE/pyproject.toml" "$work/"
+  find "$work" -name __pycache__ -prune -exec rm -rf {} +
+  # the module and its tests go into the [tool.mutmut] table, right under its header
+  "$PY" - "$work/pyproject.toml" "$files" "$tests" <<'PYEOF'
+import json, sys, tomllib
+path, files, tests = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
+text = open(path).read()
+assert "mutmut" in tomllib.loads(text).get("tool", {}), "pyproject.toml has no [tool.mutmut] section"
+extra = (f"only_mutate = {json.dumps(['src/onecycle/' + f for f in files])}\n"
+         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}\n")
+text = text.replace("[tool.mutmut]\n", "[tool.mutmut]\n" + extra, 1)
+tomllib.loads(text)  # still valid
+open(path, "w").write(text)
+PYEOF
+  echo "== $key: mutating $files against $tests (in $work)" >&2
+  (cd "$work" && "$MUTMUT" run --max-children "$WORKERS" >"$work/mutmut.log" 2>&1) || {
+    echo "$key: mutmut failed, see the end of its log:" >&2; tail -n 30 "$work/mutmut.log" >&2; return 1; }
+  (cd "$work" && "$MUTMUT" export-cicd-stats >/dev/null && "$MUTMUT" results >"$work/survivors.txt")
+  "$PY" - "$key" "$work/mutants/mutmut-cicd-stats.json" <<'PYEOF'
+import json, sys
+key, s = sys.argv[1], json.load(open(sys.argv[2]))
+total = s["total"] - s["skipped"]
+killed = s["killed"] + s["timeout"]
+print(f"{key}: {killed} / {total} killed ({100 * killed / max(total, 1):.1f}%); survived {s['survived']}, "
+      f"no tests {s['no_tests']}, suspicious {s['suspicious']}, timeout {s['timeout']}")
+PYEOF
+  sed 's/^/    /' "$work/survivors.txt"
+  [[ "${KEEP:-0}" == 1 ]] || rm -rf "$work"
+}
+
+status=0
+for t in "${TARGETS[@]}"; do
+  IFS='|' read -r key files tests <<<"$t"
+  if wanted "$key"; then run_one "$key" "$files" "$tests" || status=1; fi
+done
+exit $status
