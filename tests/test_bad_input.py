@@ -117,7 +117,7 @@ def test_fit_epochs(epochs):
 
 
 @pytest.mark.xfail(strict=True, reason="Core v2: an LR beyond float32's range (valid: positive and finite) "
-                                       "crashes in onecycle's SGD with a RuntimeError (float overflow)")
+                                       "crashes in torch's SGD with a RuntimeError (float overflow)")
 def test_fit_lr_beyond_float32_trains_or_reports_divergence():
     learn = _learn()
     _trained(lambda: learn.fit(1e39, 1), learn, BATCHES, moves=False, may_diverge=True)
@@ -287,11 +287,10 @@ def test_clip_setter(value):
 @given(value=junk)
 def test_freeze_to(value):
     learn = _learn()
-    if type(value) is int and -1 <= value <= 1:  # one param group
+    if type(value) is int and value == 0:  # one param group: unfreezing is all there is to do
         learn.freeze_to(value)
-        frozen = value == 1  # groups[:1] of one group: all; [:0] and [:-1]: none
-        assert all(p.requires_grad is not frozen for p in learn.model.parameters())
-    else:
+        assert all(p.requires_grad for p in learn.model.parameters())
+    else:  # freezing part of a one-group model cannot mean anything: refused, saying how to make groups
         _rejected(lambda: learn.freeze_to(value), learn, "freeze_to")
 
 
@@ -308,8 +307,6 @@ def test_schedule_divs(value):
             oc.schedules.clr_beta(100, value, 10)
 
 
-@pytest.mark.xfail(strict=True, reason="Core v2: LARS/LAMB compare momentum/betas with < before checking the "
-                                       "type, so None, a string or a list raise a TypeError not naming them")
 @SETTINGS
 @given(value=junk)
 def test_optimizer_momentum(value):
@@ -327,11 +324,8 @@ def test_optimizer_momentum(value):
 # ---- Core v2: 0-d tensors and arrays as LRs ----------------------------------------------------------
 ZERO_D = [pytest.param(torch.tensor, id="tensor"), pytest.param(np.array, id="numpy"),
           pytest.param(lambda v: torch.tensor(v, dtype=torch.float64), id="tensor64")]  # v -> a 0-d value
-CORE_V2_0D = pytest.mark.xfail(strict=True, reason="Core v2: spread_lrs treats anything with __len__ as a "
-                                                   "sequence, so a 0-d tensor/array fails to iterate")
 
 
-@CORE_V2_0D
 @pytest.mark.parametrize("lr", ZERO_D)
 def test_zero_d_lr_in_fit_one_cycle(lr):
     learn = _learn()
@@ -339,14 +333,12 @@ def test_zero_d_lr_in_fit_one_cycle(lr):
     assert max(learn.recorder.lrs) == pytest.approx(0.1)
 
 
-@CORE_V2_0D
 @pytest.mark.parametrize("lr", ZERO_D)
 def test_zero_d_lr_in_lr_find(lr):
     learn = _learn()
     _found(lambda: learn.lr_find(start_lr=lr(1e-5), end_lr=lr(1.0), num_it=5), learn, 5)
 
 
-@CORE_V2_0D
 @pytest.mark.parametrize("lr", ZERO_D)
 def test_zero_d_lr_in_spread_lrs(lr):
     assert oc.optim.spread_lrs(lr(0.1), 3) == pytest.approx([0.1, 0.1, 0.1])
@@ -379,11 +371,7 @@ def _core_v2(what):
 
 @pytest.mark.parametrize("how", sorted(_fits()))
 @pytest.mark.parametrize("train", [pytest.param(42, id="not-iterable"), pytest.param("dataset", id="a-dataset")])
-def test_train_dl_checked_before_the_first_step(how, train, request):
-    if train == "dataset":
-        request.applymarker(_core_v2("a Dataset passed as train_dl is not refused before training"))
-    elif how == "lr_find":
-        request.applymarker(_core_v2("lr_find fails on a non-iterable train_dl with a TypeError not naming it"))
+def test_train_dl_checked_before_the_first_step(how, train):
     train_dl = _dataset() if train == "dataset" else train
     try:
         learn = _learn(train=train_dl)
@@ -403,10 +391,12 @@ def test_empty_train_dl(how):
     _rejected(lambda: _fits()[how](learn), learn, "train_dl")
 
 
-@_core_v2("an empty valid_dl fails after the first epoch, in MetricAccumulator, not naming valid_dl")
 @pytest.mark.parametrize("how", ["fit", "fit_one_cycle"])
 def test_empty_valid_dl_at_fit_start(how):
-    learn = _learn(valid=_empty_loader())
+    with pytest.raises(ValueError, match="valid_dl is empty"):
+        _learn(valid=_empty_loader())  # refused by the constructor already
+    learn = _learn()
+    learn.valid_dl = _empty_loader()  # and by a fit, when set afterwards
     before = _state(learn)
     with pytest.raises((ValueError, TypeError), match="valid_dl"):
         _fits()[how](learn)

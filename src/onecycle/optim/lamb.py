@@ -14,6 +14,8 @@ from torch.optim.optimizer import Optimizer, ParamsT
 
 from onecycle.optim.trust import TrustStatsMixin, buckets_adapted_first, is_adapted, trust_ratio, trust_ratios
 
+from ..checks import check_number
+
 __all__ = ["LAMB"]
 
 
@@ -70,6 +72,12 @@ class LAMB(TrustStatsMixin, Optimizer):
         exclude_1d: bool = True,
         foreach: bool | None = None,
     ) -> None:
+        for name, value in (("lr", lr), ("eps", eps), ("weight_decay", weight_decay)):
+            check_number(name, value)  # a number first (TypeError naming it), then its range below
+        if not isinstance(betas, (tuple, list)) or len(betas) != 2:
+            raise ValueError(f"Invalid betas: betas={betas!r} (must be a pair (b1, b2))")
+        for i, beta in enumerate(betas):
+            check_number(f"betas[{i}]", beta)
         if lr < 0.0:
             raise ValueError(f"Invalid learning rate: lr={lr} (must be >= 0)")
         if len(betas) != 2:

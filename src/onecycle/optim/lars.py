@@ -13,6 +13,8 @@ from torch.optim.optimizer import Optimizer, ParamsT
 
 from onecycle.optim.trust import TrustStatsMixin, buckets_adapted_first, is_adapted, trust_ratio, trust_ratios
 
+from ..checks import check_number
+
 __all__ = ["LARS"]
 
 
@@ -71,6 +73,9 @@ class LARS(TrustStatsMixin, Optimizer):
         eps: float = 0.0,
         foreach: bool | None = None,
     ) -> None:
+        for name, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay), ("eta", eta),
+                            ("eps", eps)):
+            check_number(name, value)  # a number first (TypeError naming it), then its range below
         if lr < 0.0:
             raise ValueError(f"Invalid learning rate: lr={lr} (must be >= 0)")
         if not 0.0 <= momentum < 1.0:
