@@ -469,7 +469,7 @@ def test_curves_shorter_than_the_skip_windows():
         learn.fit_one_cycle(1)  # the next fit says why there is no suggestion
 
 
-def _ema(values, beta=0.98):
+def _ema(values, beta):
     """The bias-corrected EMA, written out."""
     out, avg = [], 0.0
     for i, v in enumerate(values):
@@ -483,7 +483,7 @@ def test_suggestions_skip_the_first_tenth_and_last_five():
     res = _scripted_learner(values).lr_find(num_it=40, with_valid=False)
     lrs = [1e-7 * (10 / 1e-7) ** (i / 39) for i in range(40)]
     assert res.lrs == pytest.approx(lrs, rel=1e-12)
-    smooth = _ema([float(torch.tensor(v)) for v in values])  # the scripted losses are float32 tensors
+    smooth = _ema([float(torch.tensor(v)) for v in values], 1 - 10 / 40)  # float32 losses; beta 1 - 10/num_it
     assert res.smooth_losses == pytest.approx(smooth, rel=1e-12)
     low = 4 + int(np.argmin(smooth[4:-5]))  # the skip window: the first 40 // 10 and the last 5 points
     assert int(np.argmin(smooth)) < 4 and res.suggestions["minimum"] == pytest.approx(lrs[low] / 10, rel=1e-12)
@@ -544,10 +544,10 @@ def _scripted_learner(values):
 
 
 def _reference_stop(values, div_th):
-    """The documented rule: bias-corrected EMA (beta 0.98); best from iteration 10 on; stop when
+    """The documented rule: bias-corrected EMA (beta 1 - 10/num_it); best from iteration 10 on; stop when
     the smoothed loss exceeds the best plus (div_th - 1) times the larger of its fall from the first
     smoothed value and its own size. Returns the number of recorded points."""
-    smooth, best = _ema(values), math.inf
+    smooth, best = _ema(values, 1 - 10 / len(values)), math.inf
     for i, s in enumerate(smooth):
         if i >= 10:
             best = min(best, s)
@@ -562,7 +562,7 @@ def test_stop_div_rule_uses_div_th_and_best_from_iteration_10(div_th):
     res = _scripted_learner(values).lr_find(num_it=80, div_th=div_th)
     n = _reference_stop(values[:80], div_th)
     assert n < 80 and len(res.losses) == n and res.stop_reason.startswith(f"diverged at iteration {n - 1}")
-    assert res.smooth_losses == pytest.approx(_ema(res.losses), rel=1e-12)  # beta 0.98
+    assert res.smooth_losses == pytest.approx(_ema(res.losses, 1 - 10 / 80), rel=1e-12)  # beta 1 - 10/num_it
     # a spike before iteration 10 does not stop the test: no best is tracked yet
     spike = [1.0] * 5 + [1000.0] + [1.0] * 30
     assert len(_scripted_learner(spike).lr_find(num_it=30, div_th=div_th).losses) == 30

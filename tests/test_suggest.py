@@ -64,9 +64,43 @@ def test_val_min_and_its_light_smoothing():
     lrs = [10.0 ** (k / 10 - 6) for k in range(60)]
     val = [2.0] * 30 + [2.0 - 0.05 * k for k in range(20)] + [1.05 + 0.1 * k for k in range(10)]
     out, _ = sg.suggest(lrs, val, val, skip_start=0, skip_end=0)
-    # raw minimum at point 49; the EMA 0.9 curve bottoms out at 53, the 0.98 one at 56
-    assert out["val_min"] == lrs[53] / 2 and np.argmin(sg.ema(val)) == 56
+    # raw minimum at point 49; smoothed with 1 - 10/60 it bottoms out 2 points later
+    smooth = _ema(val, 1 - 10 / 60)
+    assert int(np.argmin(val)) == 49 and int(np.argmin(smooth)) == 51 and out["val_min"] == lrs[51] / 2
     assert sg.DEFAULT_RULE in sg.SUGGESTERS
+
+
+def _ema(values, beta):
+    """The bias-corrected EMA, written out."""
+    out, avg = [], 0.0
+    for i, v in enumerate(values):
+        avg = beta * avg + (1 - beta) * v
+        out.append(avg / (1 - beta ** (i + 1)))
+    return out
+
+
+@pytest.mark.parametrize("n", [40, 100, 300])
+def test_the_smoothing_does_not_lag_a_symmetric_dip(n):
+    """The smoothed curve's minimum lies within a tenth of the curve (in log LR, on an even log grid)
+    of the raw dip, at any length; fastai's fixed 0.98 lands far past it."""
+    x = np.linspace(-7, 1, n)  # log10 LR
+    dip = x[n // 2]
+    loss = 1 + (x - dip) ** 2  # symmetric about the dip
+    smooth = _ema(loss, sg.smoothing_beta(n))
+    assert sg.ema(loss, sg.smoothing_beta(n)) == pytest.approx(smooth, rel=1e-12)
+    span = x[-1] - x[0]
+    assert abs(x[int(np.argmin(smooth))] - dip) <= 0.1 * span
+    assert abs(x[int(np.argmin(_ema(loss, 0.98)))] - dip) > 0.1 * span if n <= 100 else True  # the old lag
+
+
+def test_the_smoothing_follows_a_step_within_a_tenth_of_the_curve():
+    n = 100
+    step = [2.0] * 50 + [1.0] * 50
+    smooth = _ema(step, sg.smoothing_beta(n))
+    # within 5% of the new level at most n/10 + a few points after the step: e-folding time 1/(1-beta) = 10
+    settled = next(i for i in range(50, n) if smooth[i] < 1.05)
+    assert settled - 50 <= 3 * 10 and sg.smoothing_beta(n) == pytest.approx(0.9)
+    assert sg.smoothing_beta(5) == 0.5 and sg.smoothing_beta(1000) == pytest.approx(0.99)
 
 
 def test_median_suggestion_over_runs():

@@ -40,6 +40,7 @@ from .optim.scheduler import Scheduler, check_momentum_schedule
 from .progress import Progress
 from .recorder import Recorder
 from .resume import Checkpointer, NonFiniteLossError, batches_to_replay, rng_loaders, set_rng_state
+from .suggest import smoothing_beta
 
 __all__ = ["Learner", "CKPT_BUDGET", "default_device", "cudnn_benchmark"]
 
@@ -299,7 +300,7 @@ class Learner(Fastai07Learner):
         self.n_epochs, self.batches, self.scheduler, self.checkpointer = epochs, batches, scheduler, ckpt
         self._setup(callbacks)
         state = ckpt.load(self)  # a checkpoint to resume from, checked before anything changes
-        self.recorder.reset()
+        self.recorder.reset(smoothing_beta(epochs * batches))  # a lag of ~10% of the fit's iterations
         self.nan_skipped, self._pending = 0, None
         self.progress = Progress(self.recorder.metric_names, quiet=self.quiet)
         start_epoch = ckpt.restore(self, state) if state is not None else start_epoch

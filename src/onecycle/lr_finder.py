@@ -11,7 +11,8 @@ short), the last iteration trains at ``end_lr``. The loader is looped over as of
 batch), then with validation the loss and metrics on the next ``val_batches`` batches of a cycling
 validation iterator (``Learner.validate``), all into a ``Recorder`` (the history type of ``fit``).
 It cancels the fit at ``num_it``, or with ``stop_div`` when the smoothed loss (bias-corrected EMA,
-beta 0.98, the curve the suggestion rules read) diverges (``suggest.divergence_bound``, with the
+``suggest.smoothing_beta(num_it)``: 0.9 for 100 iterations; the curve the suggestion rules read
+and the plot draws) diverges (``suggest.divergence_bound``, with the
 best tracked from iteration 10). A non-finite loss stops it before the step (the loop's NaN guard).
 
 Afterwards the model (parameters, buffers, gradients, train/eval modes), the optimizer, the
@@ -40,7 +41,7 @@ from .optim.groups import spread_lrs
 from .optim.scheduler import Scheduler
 from .recorder import Recorder
 from .resume import Checkpointer, NonFiniteLossError
-from .suggest import DEFAULT_RULE, SUGGESTERS, divergence_bound, ema, median_suggestion, suggest
+from .suggest import DEFAULT_RULE, SUGGESTERS, divergence_bound, ema, median_suggestion, smoothing_beta, suggest
 
 __all__ = ["LRFindResult", "LRFinder", "find"]
 
@@ -69,7 +70,8 @@ class LRFindResult(Fastai07History):
 
     @property
     def smooth_val_losses(self) -> list[float]:
-        return ema(self.val_losses)
+        """The validation curve as the rules read it (the training curve's smoothing)."""
+        return ema(self.val_losses, smoothing_beta(self.num_it or len(self.lrs)))
 
     def plot(self, smoothed: bool = True, n_skip: int = 10, n_skip_end: int = 5,
              save: str | os.PathLike | None = None) -> Any:
@@ -174,7 +176,7 @@ class LRFinder(Callback):
 
     def __init__(self, cfg: _Config, valid: Iterator | None) -> None:
         self.cfg, self.valid = cfg, valid
-        self.history, self.best, self.stop_reason = Recorder(), math.inf, ""
+        self.history, self.best, self.stop_reason = Recorder(smooth_beta=smoothing_beta(cfg.num_it)), math.inf, ""
         self._window: list[float] = []
         self._lrs: list[float] = []
 
@@ -314,7 +316,8 @@ def _result(runs: list[LRFinder], cfg: _Config, names: Iterable[str]) -> LRFindR
     over all of them (``median_suggestion``)."""
     first = runs[0].history
     (suggestions, notes), *others = [suggest(f.history.lrs, f.history.smooth_losses,
-                                             f.history.series.get("val_loss", []), skip_start=cfg.num_it // 10)
+                                             f.history.series.get("val_loss", []), skip_start=cfg.num_it // 10,
+                                             beta=f.history.smoother.beta)
                                      for f in runs]
     per_run = [dict(suggestions), *(found for found, _ in others)]
     if len(runs) > 1:

@@ -1,7 +1,8 @@
 """Recorder: the training history as plain Python lists of floats.
 
 Per iteration: the LR of every param group, momentum, raw loss and its smoothed value (a
-bias-corrected EMA, beta 0.98); per epoch: train loss, validation loss, every metric, wall time.
+bias-corrected EMA whose factor a fit sets from its length, ``suggest.smoothing_beta``); per epoch:
+train loss, validation loss, every metric, wall time.
 Extra per-step series (gradient statistics, trust ratios) live in ``series``. Never tensors, so
 nothing keeps a graph or device memory alive. It saves to JSON and CSV and loads back; plotting is
 ``plots.py``'s job (the methods here only forward).
@@ -33,11 +34,12 @@ _EPOCH_FIELDS = ("train_losses", "val_losses", "times", "epoch_iters")
 class Recorder(Fastai07History):
     """History of a Learner's training. ``lrs`` is the last (head) group's LR, as fastai 0.7 plotted."""
 
-    def __init__(self, metric_names: Iterable[str] = ()) -> None:
+    def __init__(self, metric_names: Iterable[str] = (), smooth_beta: float = 0.98) -> None:
         self.metric_names = list(metric_names)
-        self.reset()
+        self.reset(smooth_beta)
 
-    def reset(self) -> None:
+    def reset(self, smooth_beta: float | None = None) -> None:
+        """Empty the history; ``smooth_beta``: the EMA factor of ``smooth_losses`` from now on."""
         self.group_lrs: list[list[float]] = []  # [group][iteration]
         self.moms: list[float] = []
         self.losses: list[float] = []
@@ -48,7 +50,7 @@ class Recorder(Fastai07History):
         self.times: list[float] = []
         self.epoch_iters: list[int] = []  # iterations done at each epoch's end
         self.series: dict[str, list[float]] = {}
-        self.smoother = SmoothLoss()
+        self.smoother = SmoothLoss(self.smoother.beta if smooth_beta is None else smooth_beta)
 
     # ---- writing (the loop calls these) -------------------------------------------------------
     def add_iterations(self, lrs: list[list[float]], moms: list[float], losses: list[float]) -> None:
@@ -111,7 +113,7 @@ class Recorder(Fastai07History):
         self.metrics = {k: list(v) for k, v in state["metrics"].items()}
         self.series = {k: list(v) for k, v in state.get("series", {}).items()}
         self.smoother = SmoothLoss()
-        self.smoother.load_state_dict(state["smoother"])
+        self.smoother.load_state_dict(state["smoother"])  # its beta too
 
     def save_json(self, path: str | os.PathLike) -> Path:
         atomic_write_text(path, json.dumps(self.state_dict(), allow_nan=True))

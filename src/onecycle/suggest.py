@@ -16,13 +16,22 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["SmoothLoss", "ema", "valley", "slide", "minimum", "steep", "val_steep", "val_min", "suggest",
-           "median_suggestion", "divergence_bound", "SUGGESTERS", "DEFAULT_RULE"]
+__all__ = ["SmoothLoss", "ema", "smoothing_beta", "valley", "slide", "minimum", "steep", "val_steep", "val_min",
+           "suggest", "median_suggestion", "divergence_bound", "SUGGESTERS", "DEFAULT_RULE"]
+
+def smoothing_beta(n: int) -> float:
+    """The EMA factor for a curve of ``n`` points: ``1 - 10/n`` (0.9 for the finder's default 100
+    iterations; at least 0.5). Its lag, ``beta / (1 - beta)`` points, is about a tenth of the curve
+    whatever its length, so a smoothed dip sits within ~10% of the raw one (fastai's fixed 0.98 lags
+    49 points: half of a 100-point curve)."""
+    return max(0.5, 1.0 - 10.0 / max(int(n), 1))
+
 
 class SmoothLoss:
-    """Bias-corrected exponential moving average (beta 0.98), as fastai's finder and recorder use."""
+    """Bias-corrected exponential moving average (the one smoothing the finder, its rules, its stop
+    and the plots use; ``smoothing_beta`` picks the factor for a curve's length)."""
 
-    def __init__(self, beta: float = 0.98) -> None:
+    def __init__(self, beta: float = 0.9) -> None:
         self.beta, self.avg, self.count = beta, 0.0, 0
 
     def add(self, value: float) -> float:
@@ -38,8 +47,8 @@ class SmoothLoss:
 
 
 # ---- suggestions: pure functions of a recorded curve ---------------------------------------------
-def ema(values: Iterable[float], beta: float = 0.98) -> list[float]:
-    """Bias-corrected exponential moving average (the finder's smoothing)."""
+def ema(values: Iterable[float], beta: float = 0.9) -> list[float]:
+    """Bias-corrected exponential moving average of ``values`` (``SmoothLoss`` over a list)."""
     s = SmoothLoss(beta)
     return [s.add(float(v)) for v in values]
 
@@ -135,8 +144,7 @@ def val_steep(lrs: Sequence[float], val_losses: Sequence[float]) -> float:
 
 
 def val_min(lrs: Sequence[float], val_losses: Sequence[float], div: float = 2.0) -> float:
-    """``1/div`` of the LR at the lowest validation loss. ``suggest`` feeds it the validation curve
-    smoothed lightly (EMA beta 0.9): the 0.98 of the training curve lags past the minimum."""
+    """``1/div`` of the LR at the lowest (smoothed) validation loss."""
     x, y = _finite_prefix(lrs, val_losses, 1, "val_min")
     return float(x[int(np.argmin(y))]) / div
 
@@ -145,9 +153,8 @@ SUGGESTERS: dict[str, Callable[[Sequence[float], Sequence[float]], float]] = {
     "valley": valley, "slide": slide, "minimum": minimum, "steep": steep, "val_steep": val_steep,
     "val_min": val_min,
 }
-# The curve each rule reads: the training loss smoothed as fastai does (EMA 0.98), the validation
-# loss smoothed the same way, or lightly (EMA 0.9).
-_CURVE = {"val_steep": "val", "val_min": "val_light"}
+# The rules that read the (smoothed) validation curve; the others read the smoothed training loss.
+_CURVE = {"val_steep": "val", "val_min": "val"}
 # Chosen by benchmarks/suggestion_quality.py (MNIST-1D CNN, 20-epoch 1cycle, SGD and AdamW, the
 # torch default of 2 threads): the rule with the smallest worst-case accuracy gap to the best swept
 # peak. Seeds 0-2: 0.47 / 0.47 points (SGD / AdamW), the issue's target of 0.5 met; seeds 3-5:
@@ -163,11 +170,15 @@ DEFAULT_RULE = "val_min"
 
 
 def suggest(lrs: Sequence[float], smooth_losses: Sequence[float], val_losses: Sequence[float] = (),
-            skip_start: int = 10, skip_end: int = 5) -> tuple[dict[str, float | None], list[str]]:
+            skip_start: int = 10, skip_end: int = 5, beta: float | None = None
+            ) -> tuple[dict[str, float | None], list[str]]:
     """Every rule on the curves without their first ``skip_start`` and last ``skip_end`` points
-    (fastai: ``num_it // 10`` and 5). ``val_losses`` are the raw per-step validation losses. A rule
-    that cannot answer gives None and a note instead of raising."""
-    curves = {"train": list(smooth_losses), "val": ema(val_losses), "val_light": ema(val_losses, 0.9)}
+    (fastai: ``num_it // 10`` and 5). ``smooth_losses``: the smoothed training loss (as recorded);
+    ``val_losses``: the raw per-step validation losses, smoothed here with ``beta`` (default
+    ``smoothing_beta(len(lrs))``, the training curve's). A rule that cannot answer gives None and a
+    note instead of raising."""
+    beta = smoothing_beta(len(lrs)) if beta is None else beta
+    curves = {"train": list(smooth_losses), "val": ema(val_losses, beta)}
     out: dict[str, float | None] = {}
     notes: list[str] = []
     n = len(lrs)
