@@ -48,11 +48,11 @@ def assert_same(a, b, where="obj"):
         assert a == b, where
 
 
-def trained_model_and_optimizer():
-    torch.manual_seed(0)
+def trained_model_and_optimizer(seed=0, lr=0.1, steps=2):
+    torch.manual_seed(seed)
     model = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
-    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9, weight_decay=1e-4)
-    for _ in range(2):
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    for _ in range(steps):
         opt.zero_grad()
         model(torch.randn(16, 4)).pow(2).mean().backward()
         opt.step()
@@ -84,13 +84,7 @@ def test_round_trip_realistic_payload(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["ckpt.pt"]
 
     # a twin that differs before the load: another seed, another number of steps, another LR
-    torch.manual_seed(1)
-    model2 = torch.nn.Sequential(torch.nn.Linear(4, 8), torch.nn.BatchNorm1d(8), torch.nn.Linear(8, 2))
-    opt2 = torch.optim.SGD(model2.parameters(), lr=0.5, momentum=0.9, weight_decay=1e-4)
-    for _ in range(3):
-        opt2.zero_grad()
-        model2(torch.randn(16, 4)).pow(2).mean().backward()
-        opt2.step()
+    model2, opt2 = trained_model_and_optimizer(seed=1, lr=0.5, steps=3)
     for a, b in zip(model.state_dict().values(), model2.state_dict().values()):
         assert not torch.equal(a, b)  # every weight, buffer and the step counter differ
     with pytest.raises(AssertionError):

@@ -20,6 +20,7 @@ from onecycle.checkpoint import get_rng_state, set_rng_state
 from onecycle.metrics import accuracy
 from onecycle.optim.groups import spread_lrs
 from onecycle.suggest import DEFAULT_RULE, SUGGESTERS
+from test_suggest import _ema
 
 
 class Net(nn.Module):
@@ -467,15 +468,6 @@ def test_curves_shorter_than_the_skip_windows():
     res.plot()  # nothing left after the skips: an empty figure, no crash
     with pytest.raises(ValueError, match="no lr_find suggestion.*gave none: completed num_it=5"):
         learn.fit_one_cycle(1)  # the next fit says why there is no suggestion
-
-
-def _ema(values, beta):
-    """The bias-corrected EMA, written out."""
-    out, avg = [], 0.0
-    for i, v in enumerate(values):
-        avg = beta * avg + (1 - beta) * v
-        out.append(avg / (1 - beta ** (i + 1)))
-    return out
 
 
 def test_suggestions_skip_the_first_tenth_and_last_five():
