@@ -179,3 +179,143 @@ def test_torch_shape_bounded(total, pct_start, x, three, anneal):
 def test_bad_schedule_input(call, arg):
     with pytest.raises((ValueError, TypeError), match=arg):
         call()
+
+
+# ---- exact boundaries and messages of every validator (each value at, just inside, just outside) ------
+@pytest.mark.parametrize("call,message", [
+    (lambda: S.check_number("x", True), r"^x must be a number, got True$"),
+    (lambda: S.check_number("x", "1"), r"^x must be a number, got '1'$"),
+    (lambda: S.check_number("x", None), r"^x must be a number, got None$"),
+    (lambda: S.check_number("x", math.inf), r"^x must be finite, got inf$"),
+    (lambda: S.check_number("x", 0, low=0, low_open=True), r"^x must be > 0, got 0$"),
+    (lambda: S.check_number("x", -1, low=0), r"^x must be >= 0, got -1$"),
+    (lambda: S.check_number("x", 1, high=1, high_open=True), r"^x must be < 1, got 1$"),
+    (lambda: S.check_number("x", 2, high=1), r"^x must be <= 1, got 2$"),
+    (lambda: S.exp(1, 0), r"^end must be > 0, got 0$"),
+    (lambda: S.exp(0, 1), r"^start must be > 0, got 0$"),
+    (lambda: S.combine([0.5], [S.const(1), S.const(1)]),
+     r"^pcts and scheds must have the same non-zero length, got 1 and 2$"),
+    (lambda: S.combine([], []), r"^pcts and scheds must have the same non-zero length, got 0 and 0$"),
+    (lambda: S.combine([1.5, -0.5], [S.const(1), S.const(1)]), r"^pcts\[1\] must be >= 0, got -0.5$"),
+    (lambda: S.combine([0.5, 0.5 + 1e-6], [S.const(1), S.const(1)]), r"^pcts must sum to 1"),
+    (lambda: S.repeat(S.const(1), 0), r"^n_cycle must be an int >= 1, got 0$"),
+    (lambda: S.repeat(S.const(1), True), r"^n_cycle must be an int >= 1, got True$"),
+    (lambda: S.repeat(S.const(1), 2.0), r"^n_cycle must be an int >= 1, got 2.0$"),
+    (lambda: S.cos_one_cycle(div=0), r"^div must be > 0, got 0$"),
+    (lambda: S.cos_one_cycle(div_final=0), r"^div_final must be > 0, got 0$"),
+    (lambda: S.cos_one_cycle(pct_start=-0.1), r"^pct_start must be >= 0, got -0.1$"),
+    (lambda: S.cos_one_cycle(pct_start=1.1), r"^pct_start must be <= 1, got 1.1$"),
+    (lambda: S.cos_one_cycle(moms=(0.95, 1.0, 0.95)), r"^moms\[1\] must be < 1, got 1.0$"),
+    (lambda: S.cos_one_cycle(moms=(-0.1, 0.5)), r"^moms\[0\] must be >= 0, got -0.1$"),
+    (lambda: S.cos_one_cycle(moms=[0.9] * 4),
+     r"^moms must be a tuple of 2 or 3 momentums, got \[0.9, 0.9, 0.9, 0.9\]$"),
+    (lambda: S.cos_one_cycle(moms=0.9), r"^moms must be a tuple of 2 or 3 momentums, got 0.9$"),
+    (lambda: S.clr_beta(0, 10, 10), r"^nb \(iterations per cycle\) must be an int >= 1, got 0$"),
+    (lambda: S.clr_beta(True, 10, 10), r"^nb \(iterations per cycle\) must be an int >= 1, got True$"),
+    (lambda: S.clr_beta(4.0, 10, 10), r"^nb \(iterations per cycle\) must be an int >= 1, got 4.0$"),
+    (lambda: S.clr_beta(100, 0, 10), r"^div must be > 0, got 0$"),
+    (lambda: S.clr_beta(100, 10, 100), r"^pct must be < 100, got 100$"),
+    (lambda: S.clr_beta(100, 10, -1), r"^pct must be >= 0, got -1$"),
+    (lambda: S.clr_beta(3, 10, 40), r"^a cycle of nb=3 iterations is too short for pct=40.0: the rising phase would "
+                                    r"have no iteration$"),
+    (lambda: S.clr_beta(100, 10, 10, 0.95, None), r"^mom_max and mom_min go together, got 0.95 and None$"),
+    (lambda: S.clr_beta(100, 10, 10, None, 0.85), r"^mom_max and mom_min go together, got None and 0.85$"),
+    (lambda: S.clr_beta(100, 10, 10, 1.0, 0.85), r"^mom_max must be < 1, got 1.0$"),
+    (lambda: S.clr_beta(100, 10, 10, -0.1, 0.85), r"^mom_max must be >= 0, got -0.1$"),
+    (lambda: S.clr_beta(100, 10, 10, 0.95, 1.0), r"^mom_min must be < 1, got 1.0$"),
+    (lambda: S.clr_beta(100, 10, 10, 0.95, -0.1), r"^mom_min must be >= 0, got -0.1$"),
+    (lambda: S.torch_one_cycle(1), r"^total_steps must be an int >= 2, got 1$"),
+    (lambda: S.torch_one_cycle(True), r"^total_steps must be an int >= 2, got True$"),
+    (lambda: S.torch_one_cycle(10.0), r"^total_steps must be an int >= 2, got 10.0$"),
+    (lambda: S.torch_one_cycle(10, anneal_strategy="COS"), r"^anneal_strategy must be 'cos' or 'linear', got 'COS'$"),
+    (lambda: S.torch_one_cycle(10, pct_start=0), r"^pct_start must be > 0, got 0$"),
+    (lambda: S.torch_one_cycle(10, pct_start=1), r"^pct_start must be < 1, got 1$"),
+    (lambda: S.torch_one_cycle(10, div_factor=0), r"^div_factor must be > 0, got 0$"),
+    (lambda: S.torch_one_cycle(10, final_div_factor=0), r"^final_div_factor must be > 0, got 0$"),
+    (lambda: S.torch_one_cycle(10, base_momentum=1.0), r"^moms\[0\] must be < 1, got 1.0$"),
+    (lambda: S.torch_one_cycle(10, max_momentum=-0.5), r"^moms\[1\] must be >= 0, got -0.5$"),
+])
+def test_validators_exact_messages(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call()
+
+
+def test_validators_accept_their_boundaries():
+    assert S.check_number("x", 0, low=0) == 0.0 and S.check_number("x", 1, high=1) == 1.0
+    assert S.check_number("x", torch.tensor(0.5), low=0, high=1) == 0.5  # anything with __float__
+    assert S.check_number("x", 3) == 3.0 and type(S.check_number("x", 3)) is float
+    assert S.exp(1e-300, 1e-300)(0.5) == 1e-300
+    assert S.combine([0.0, 1.0], [S.const(7), S.lin(0, 1)])(0.5) == 0.5
+    assert S.repeat(S.lin(0, 1), 1) == S.lin(0, 1)  # one cycle: the schedule itself
+    p = S.cos_one_cycle(div=1e-3, div_final=1e-3, pct_start=0.5, moms=(0.0, 0.0))
+    assert p.lr(0.0) == pytest.approx(1000.0) and p.mom(0.5) == 0.0
+    assert S.cos_one_cycle(pct_start=1.0).lr(1.0) == pytest.approx(1.0)
+    assert S.cos_one_cycle(pct_start=0.0).lr(0.0) == pytest.approx(1.0)  # no warm-up: starts at the peak
+    assert S.clr_beta(2, 10, 0).lr(0.0) == pytest.approx(0.1)  # nb=2, pct=0: c=1, the shortest legal cycle
+    assert S.clr_beta(4, 10, 50).lr(0.25) == pytest.approx(1.0)  # c = int(4 * 0.5 / 2) = 1
+    assert S.clr_beta(100, 10, 10, 0.0, 0.0).mom(0.0) == 0.0
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
+    ref = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=2)  # the shortest: same as torch
+    assert S.torch_one_cycle(2).lr(0.0) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12)
+    opt.step()
+    ref.step()
+    assert S.torch_one_cycle(2).lr(0.5) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12)
+    assert S.torch_one_cycle(10, base_momentum=0.0, max_momentum=0.0).mom(0.5) == 0.0
+
+
+def test_defaults_are_the_documented_ones():
+    assert S.cos_one_cycle() == S.cos_one_cycle(25.0, 1e5, 0.25, (0.95, 0.85, 0.95))
+    assert S.cos_one_cycle(moms=(0.9, 0.8)) == S.cos_one_cycle(moms=(0.9, 0.8, 0.9))  # two: mirrored back
+    assert S.cos_one_cycle(moms=None).mom is None
+    p = S.cos_one_cycle(moms=(0.9, 0.8, 0.7))
+    assert (p.mom(0.0), p.mom(0.25), p.mom(1.0)) == pytest.approx((0.9, 0.8, 0.7))
+    # torch's OneCycleLR defaults: pct_start 0.3, cos, div 25, final div 1e4, two phases, moms 0.85/0.95
+    assert S.torch_one_cycle(100) == S.torch_one_cycle(100, 0.3, "cos", 25.0, 1e4, False, 0.85, 0.95)
+    lr = S.torch_one_cycle(100).lr
+    assert lr(0.0) == pytest.approx(1 / 25) and lr(0.99) == pytest.approx(1 / 25 / 1e4)
+    assert S.torch_one_cycle(100, base_momentum=None).mom is None
+    assert S.clr_beta(100, 10, 10).mom is None
+
+
+def test_snap_boundary_and_ramp_peak():
+    """Progress times a step count lands within 1e-7 of the step it stands for: snapped to it."""
+    shape = S.clr_beta(10, 10, 0)  # c = 5: up over steps 0..5, down over 5..10
+    assert shape.lr(0.5) == 1.0 and shape.lr(0.5 - 1e-9) == 1.0  # snapped onto the peak step
+    assert shape.lr(0.5 - 1e-6) < 1.0  # 1e-5 steps off: not snapped
+    assert shape.lr(0.5 + 1e-6) < 1.0
+    assert shape.lr(0.0) == pytest.approx(0.1) and shape.lr(1.0) == pytest.approx(0.1)
+
+
+def test_combined_and_repeat_at_edges():
+    f = S.combine([0.5, 0.5], [S.lin(0, 1), S.lin(10, 20)])
+    assert f(0.5) == 1.0  # the edge belongs to the first phase
+    assert f(0.5 + 1e-12) == pytest.approx(10.0)
+    assert f(1.0) == 20.0
+    g = S.combine([0.5, 0.5, 0.0], [S.lin(0, 1), S.lin(10, 20), S.const(5)])
+    assert g(1.0) == 20.0  # a zero-width last phase is never the one that answers inside [0, 1]
+    r = S.repeat(S.lin(0, 1), 3)
+    assert r(1 / 3) == 0.0 and r(1.0) == 1.0 and r(0.5) == pytest.approx(0.5)
+
+
+def test_step_and_triangular_closed_forms():
+    st_ = S.step((0.5, 0.75), 0.1)
+    assert [st_(p) for p in (0.0, 0.49, 0.5, 0.74, 0.75, 1.0)] == pytest.approx([1, 1, 0.1, 0.1, 0.01, 0.01])
+    assert S.step() == S.Step((0.5, 0.75), 0.1)
+    assert S.step([0.2], 0.5)(0.2) == 0.5
+    tri = S.triangular(4.0, 2)
+    assert [tri(p) for p in (0, 0.125, 0.25, 0.375, 0.5, 1)] == pytest.approx([0.25, 0.625, 1, 0.625, 0.25, 0.25])
+    assert S.triangular() == S.Triangular(4.0, 1) and S.triangular(1.0, 1)(0.3) == 1.0
+    for call, message in [
+        (lambda: S.step(0.5), r"^milestones must be a sequence of fractions, got 0.5$"),
+        (lambda: S.step((0.0,)), r"^milestones\[0\] must be > 0, got 0.0$"),
+        (lambda: S.step((0.5, 1.0)), r"^milestones\[1\] must be < 1, got 1.0$"),
+        (lambda: S.step((0.5, 0.5)), r"^milestones must increase, got \[0.5, 0.5\]$"),
+        (lambda: S.step((0.5,), 0), r"^gamma must be > 0, got 0$"),
+        (lambda: S.step((0.5,), 1.5), r"^gamma must be <= 1, got 1.5$"),
+        (lambda: S.triangular(0.5), r"^div must be >= 1, got 0.5$"),
+        (lambda: S.triangular(4.0, 0), r"^cycles must be an int >= 1, got 0$"),
+        (lambda: S.triangular(4.0, True), r"^cycles must be an int >= 1, got True$"),
+    ]:
+        with pytest.raises((ValueError, TypeError), match=message):
+            call()
+    assert S.step((0.5,), 1)(0.9) == 1.0  # gamma 1 is allowed (no decay)
