@@ -75,11 +75,21 @@ def test_fit_constant_lr_seed_order():
 def test_fit_one_cycle_matches_closed_form_and_adamw_beta1():
     learn = _learner(opt="adamw")
     learn.fit_one_cycle(2, 0.01)
-    pol = oc.schedules.cos_one_cycle()
     n = len(learn.recorder.lrs)
+
+    def cos(a, b, p):  # fastai's cosine annealing from a to b at progress p of a phase
+        return a + (b - a) / 2 * (1 - math.cos(math.pi * p))
+
+    def closed(pct):  # fastai v2's 1cycle (div 25, div_final 1e5, pct_start 0.25, moms 0.95-0.85-0.95)
+        if pct <= 0.25:
+            return cos(0.01 / 25, 0.01, pct / 0.25), cos(0.95, 0.85, pct / 0.25)
+        return cos(0.01, 0.01 / 1e5, (pct - 0.25) / 0.75), cos(0.85, 0.95, (pct - 0.25) / 0.75)
+
+    assert n == 14
     for i in range(n):
-        assert learn.recorder.lrs[i] == pytest.approx(0.01 * pol.lr(i / n), rel=1e-12)
-        assert learn.recorder.moms[i] == pytest.approx(pol.mom(i / n), abs=1e-12)
+        lr, mom = closed(i / n)
+        assert learn.recorder.lrs[i] == pytest.approx(lr, rel=1e-12)
+        assert learn.recorder.moms[i] == pytest.approx(mom, abs=1e-12)
     assert learn.opt.param_groups[0]["betas"][1] == 0.99
 
 
@@ -99,7 +109,10 @@ def test_training_reduces_loss_and_predict_validate():
     with torch.no_grad():
         torch.testing.assert_close(preds, learn.model.eval()(x))
     learn.model.train()
-    assert learn.model.training  # predict/validate restore the mode
+    learn.model[1].eval()  # a mixed model: predict and validate put every module back as it was
+    learn.predict()
+    learn.validate()
+    assert [m.training for m in learn.model.modules()] == [True, True, False, True]
 
 
 def test_metric_weighting_uneven_last_batch():
@@ -309,9 +322,17 @@ def test_accumulation_steps_schedule_per_optimizer_step():
 
 def test_amp_bf16_on_cpu_runs():
     learn = _learner(amp=True)
+    dtypes = []
+    learn.model.head.register_forward_hook(lambda m, args, out: dtypes.append(out.dtype))
     learn.fit_one_cycle(1, 0.05)
+    ref = _learner()
+    ref.fit_one_cycle(1, 0.05)
     assert learn.amp_dtype == torch.bfloat16 and learn.scaler is None
-    assert all(math.isfinite(v) for v in learn.recorder.losses)
+    assert set(dtypes) == {torch.bfloat16} and len(dtypes) == 7 + 5  # 7 training batches, 5 validation
+    assert all(p.dtype == torch.float32 for p in learn.model.parameters())  # weights stay fp32
+    # bf16 forward passes: losses near the fp32 run's, not equal to them
+    assert learn.recorder.losses != ref.recorder.losses
+    assert learn.recorder.losses == pytest.approx(ref.recorder.losses, rel=0.05)
 
 
 def test_progress_table_and_quiet(capsys):
