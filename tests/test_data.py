@@ -526,9 +526,9 @@ def test_same_device_reads_a_bare_cuda_as_the_current_device(monkeypatch):
     dev = torch.device
     for current in (0, 1):
         monkeypatch.setattr(torch.cuda, "current_device", lambda current=current: current)
-        assert data._same_device(dev("cuda:0"), dev("cuda")) is (current == 0)
-        assert data._same_device(dev("cuda"), dev("cuda:1")) is (current == 1)
-    assert not data._same_device(dev("cuda:0"), dev("cuda:1")) and not data._same_device(dev("cpu"), dev("cuda"))
+        assert data.same_device(dev("cuda:0"), dev("cuda")) is (current == 0)
+        assert data.same_device(dev("cuda"), dev("cuda:1")) is (current == 1)
+    assert not data.same_device(dev("cuda:0"), dev("cuda:1")) and not data.same_device(dev("cpu"), dev("cuda"))
 
 
 def test_lr_find_places_the_data_once_and_leaves_it_placed(monkeypatch):

@@ -591,3 +591,22 @@ def test_plot_marks_every_suggestion_in_every_panel():
         vlines = sorted(line.get_xdata()[0] for line in ax.lines
                         if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1])
         assert marks and vlines == marks
+
+
+def test_negative_control_the_restore_check_sees_a_missing_restore(monkeypatch):
+    """The fingerprint and RNG checks above fail when the finder's restore is broken: without the RNG
+    restore, and without the weights' restore."""
+    learn = _learner()
+    before, rng = _fingerprint(learn), get_rng_state()
+    monkeypatch.setattr(lf, "set_rng_state", lambda state, loaders=(): None)
+    learn.lr_find(num_it=10)
+    with pytest.raises(AssertionError):
+        _assert_restored(learn, before, rng)
+    monkeypatch.undo()
+    learn = _learner()
+    before, rng = _fingerprint(learn), get_rng_state()
+    monkeypatch.setattr(torch.nn.Module, "load_state_dict", lambda self, state, strict=True: None)
+    learn.lr_find(num_it=10)
+    monkeypatch.undo()
+    with pytest.raises(AssertionError):
+        _assert_restored(learn, before, rng)

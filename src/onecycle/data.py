@@ -37,7 +37,7 @@ from .metrics import accuracy, bits_per_char
 __all__ = [
     "TensorLoader", "LMLoader", "Task", "TASKS", "load_task", "cache_dir", "cached_arrays",
     "cross_entropy", "sequence_cross_entropy", "mnist1d_task", "mnist1d_large_task", "digits_task",
-    "charlm_task", "UNKNOWN",
+    "charlm_task", "UNKNOWN", "place_on_device", "place_loaders", "same_device",
 ]
 
 Device = torch.device | str | None
@@ -281,7 +281,7 @@ def place_on_device(loader: object, device: Device) -> bool:
     batch. Other loaders are left alone. Returns whether the data is now on ``device``."""
     place_loaders((loader,), device)
     tensors = _device_tensors(loader)
-    return tensors is not None and all(_same_device(t.device, torch.device(device)) for t in tensors)
+    return tensors is not None and all(same_device(t.device, torch.device(device)) for t in tensors)
 
 
 def place_loaders(loaders: Iterable[object], device: Device) -> None:
@@ -290,7 +290,7 @@ def place_loaders(loaders: Iterable[object], device: Device) -> None:
     device, free, spent, seen = torch.device(device), None, 0, set()
     for loader in loaders:
         tensors = _device_tensors(loader)
-        if tensors is None or id(loader) in seen or all(_same_device(t.device, device) for t in tensors):
+        if tensors is None or id(loader) in seen or all(same_device(t.device, device) for t in tensors):
             continue
         seen.add(id(loader))
         need = sum(t.numel() * t.element_size() for t in tensors) * (2 if getattr(loader, "shuffle", False) else 1)
@@ -302,7 +302,7 @@ def place_loaders(loaders: Iterable[object], device: Device) -> None:
             spent += need
 
 
-def _same_device(a: torch.device, b: torch.device) -> bool:
+def same_device(a: torch.device, b: torch.device) -> bool:
     """``cuda`` and ``cuda:0`` are the same device when 0 is the current one."""
     if a.type != b.type:
         return False
