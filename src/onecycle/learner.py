@@ -493,6 +493,8 @@ class Learner(Fastai07Learner):
         # applying a NaN update). Data-parallel ranks must agree, or their replicas would diverge.
         if self.world_size > 1:
             return not bool(D.all_reduce_sum((~torch.isfinite(loss)).any().float()))
+        if loss.numel() == 1:
+            return math.isfinite(loss.item())  # ~1 us on the CPU, against a kernel or two
         return bool(torch.isfinite(loss).all())
 
     def _non_finite(self) -> None:
