@@ -420,6 +420,34 @@ def test_bf16_autocast_runs_and_restores():
     assert len(res.losses) == 8
     assert _fingerprint(learn) == before
 
+@pytest.mark.parametrize("exit_path", ["normal", "error_after_unscale"])
+def test_a_users_grad_scaler_is_left_as_it_was(exit_path):
+    """The finder steps with a copy of ``scaler=``: its scale and growth count come back, and an error
+    between ``unscale_`` and ``update`` does not leave it refusing the next fit's ``unscale_``."""
+    def run(find):
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=2)
+        learn = _learner(scaler=scaler)
+        learn.fit_one_cycle(1, 0.05)
+        before = scaler.state_dict()
+        if find and exit_path == "normal":
+            learn.lr_find(num_it=12)
+        elif find:
+            class Boom(oc.Callback):
+                def after_backward(self, learn):
+                    if learn.iter == 2:
+                        raise RuntimeError("boom")
+
+            with pytest.raises(RuntimeError, match="boom"):
+                learn.lr_find(num_it=12, callbacks=[Boom()])
+        assert scaler.state_dict() == before and learn.user_scaler is scaler
+        learn.fit_one_cycle(1, 0.05)
+        return learn
+
+    found, alone = run(True), run(False)
+    assert all(torch.equal(a, b) for a, b in zip(found.model.state_dict().values(), alone.model.state_dict().values()))
+    assert found.recorder.losses == alone.recorder.losses
+
+
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_fp16_restores():

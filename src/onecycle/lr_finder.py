@@ -16,8 +16,8 @@ and the plot draws) diverges (``suggest.divergence_bound``, with the
 best tracked from iteration 10). A non-finite loss stops it before the step (the loop's NaN guard).
 
 Afterwards the model (parameters, buffers, gradients, train/eval modes), the optimizer, the
-Learner's history and loop state, every RNG, loader generators and ``set_epoch`` are as before,
-whatever the exit: restored from ``state_dict()``s and an RNG capture taken before. The one change:
+Learner's history and loop state, a ``GradScaler`` of the user's (the test steps with a copy), every
+RNG, loader generators and ``set_epoch`` are as before, whatever the exit: restored from ``state_dict()``s and an RNG capture taken before. The one change:
 ``learn.suggested_lr``. The suggestion rules are in ``suggest.py``.
 """
 
@@ -226,8 +226,8 @@ def _cycle(dl: Iterable, name: str) -> Iterator[Any]:
 
 
 # ---- the snapshot: what the test changes, from state_dicts ------------------------------------------
-_LOOP_STATE = ("epoch", "iter", "n_epochs", "batches", "scheduler", "scaler", "nan_skipped", "on_nan", "quiet",
-               "pred", "loss", "target", "stepped", "checkpointer", "_sched")
+_LOOP_STATE = ("epoch", "iter", "n_epochs", "batches", "scheduler", "scaler", "user_scaler", "nan_skipped", "on_nan",
+               "quiet", "pred", "loss", "target", "stepped", "checkpointer", "_sched")
 
 
 class _Snapshot:
@@ -297,6 +297,8 @@ def _run(learn: Any, cfg: _Config, set_epoch: bool, run: int = 0) -> LRFinder:
     valid = _cycle(learn.valid_dl, "valid_dl") if cfg.with_valid else None
     finder = LRFinder(cfg, valid)
     learn.on_nan, learn.quiet = "raise", True
+    if learn.user_scaler is not None:  # a copy: the user's GradScaler keeps its scale, and no error leaves
+        learn.user_scaler = copy.deepcopy(learn.user_scaler)  # it stuck mid-step ("unscale_() already called")
     try:
         learn._fit(first + epochs, batches, sched, Checkpointer(), [finder, *cfg.callbacks], start_epoch=first,
                    validate=False)
