@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # only for annotations: callbacks never import the loop
     from .learner import Learner
 
-__all__ = ["Callback", "CancelFit", "HOOKS", "hooks_of", "StepSeries", "GradStats", "TrustRatios"]
+__all__ = ["Callback", "CancelFit", "HOOKS", "hooks_of", "check_callbacks", "StepSeries", "GradStats", "TrustRatios"]
 
 HOOKS = ("before_fit", "before_epoch", "before_batch", "after_backward", "after_step", "after_batch",
          "before_validate", "after_validate", "after_epoch", "after_fit")
@@ -47,6 +47,20 @@ class Callback:
     def after_validate(self, learn: Learner) -> None: ...
     def after_epoch(self, learn: Learner) -> None: ...
     def after_fit(self, learn: Learner) -> None: ...
+
+
+def check_callbacks(callbacks: object) -> list[Callback]:
+    """``callbacks`` as a list, each an object with hooks: ``hooks_of`` would silently skip a class
+    passed for an instance (``[MyCallback]``) or a function."""
+    if isinstance(callbacks, Callback) or not hasattr(callbacks, "__iter__"):
+        raise TypeError(f"callbacks must be a list of Callback instances, got {callbacks!r}")
+    out = list(callbacks)  # type: ignore[call-overload]
+    for cb in out:
+        if isinstance(cb, type):
+            raise TypeError(f"callbacks holds the class {cb.__name__}, not an instance: pass {cb.__name__}()")
+        if not any(callable(getattr(cb, name, None)) for name in HOOKS):
+            raise TypeError(f"callbacks must hold Callback instances (objects with hook methods), got {cb!r}")
+    return out
 
 
 def hooks_of(callbacks: list[Callback]) -> dict[str, list]:

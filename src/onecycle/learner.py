@@ -29,7 +29,7 @@ from . import checks as C
 from . import distributed as D
 from . import schedules as S
 from .batches import split_batch, split_output, to_device
-from .callbacks import Callback, CancelFit, TrustRatios, hooks_of
+from .callbacks import Callback, CancelFit, TrustRatios, check_callbacks, hooks_of
 from .checkpoint import load_weights, restore_modes, save_weights
 from .legacy import Fastai07Learner
 from .lr_finder import find
@@ -105,7 +105,7 @@ class Learner(Fastai07Learner):
         self.train_dl = D.shard_loader(train_dl, self.rank, self.world_size, train=True)
         self.valid_dl = D.shard_loader(valid_dl, self.rank, self.world_size, train=False)
         self.loss_fn, self.batch_fn, self.user_scaler = loss_fn, batch_fn, scaler
-        self.groups, self.callbacks = groups, list(callbacks)
+        self.groups, self.callbacks = groups, check_callbacks(callbacks)
         self.quiet = quiet or self.rank != 0  # one progress display: rank 0's
         self.compile, self.cudnn_benchmark = bool(compile), cudnn_benchmark
         self.channels_last = (channels_last if channels_last is not None else
@@ -265,6 +265,7 @@ class Learner(Fastai07Learner):
             raise ValueError(f"on_nan must be 'raise', 'skip' or 'off', got {on_nan!r}")
         if mom_sched is not None:
             check_momentum_schedule(mom_sched)
+        callbacks = check_callbacks(callbacks)
         batches = self._batches_per_epoch(steps_per_epoch)
         self._check_valid_dl()
         opt, peaks, wds = self._prepare_opt(lr, wd)
@@ -284,7 +285,7 @@ class Learner(Fastai07Learner):
         if self._wd_hook is not None:  # no decay all fit long: no hook to call every step
             self._wd_hook.set_active(any(wds) or DECOUPLED_WD in scheds)
         try:
-            self._fit(epochs, batches, scheduler, ckpt, list(callbacks))
+            self._fit(epochs, batches, scheduler, ckpt, callbacks)
         finally:
             scheduler.remove()
             if self._wd_hook is not None:

@@ -34,7 +34,7 @@ from typing import Any
 
 from . import checks as C
 from . import schedules as S
-from .callbacks import Callback, CancelFit
+from .callbacks import Callback, CancelFit, check_callbacks
 from .checkpoint import atomic_write_text, get_rng_state, restore_modes, set_rng_state
 from .legacy import Fastai07History
 from .optim.groups import spread_lrs
@@ -164,7 +164,7 @@ def _config(learn: Any, start_lr: Any, end_lr: Any, num_it: int, step_mode: str,
         raise ValueError(f"rule must be one of {sorted(SUGGESTERS)}, got {rule!r}")
     wds = C.per_group("wd", learn.wd if wd is None else wd, n, low=0) if use_wd else None
     return _Config(starts, ratio, num_it, step_mode, bool(stop_div), div_th, with_valid,
-                   C.check_int("val_batches", val_batches, 1), wds, list(callbacks), rule, C.check_int("runs", runs, 1))
+                   C.check_int("val_batches", val_batches, 1), wds, check_callbacks(callbacks), rule, C.check_int("runs", runs, 1))
 
 
 # ---- the callback ------------------------------------------------------------------------------
