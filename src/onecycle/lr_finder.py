@@ -17,8 +17,8 @@ best tracked from iteration 10). A non-finite loss stops it before the step (the
 
 Afterwards the model (parameters, buffers, gradients, train/eval modes), the optimizer, the
 Learner's history and loop state, a ``GradScaler`` of the user's (the test steps with a copy), every
-RNG, loader generators and ``set_epoch`` are as before, whatever the exit: restored from ``state_dict()``s and an RNG capture taken before. The one change:
-``learn.suggested_lr``. The suggestion rules are in ``suggest.py``.
+RNG, loader generators and ``set_epoch`` are as before, whatever the exit: restored from
+``state_dict()``s and an RNG capture taken before. The one change: ``learn.suggested_lr``. The suggestion rules are in ``suggest.py``.
 """
 
 from __future__ import annotations
@@ -164,7 +164,8 @@ def _config(learn: Any, start_lr: Any, end_lr: Any, num_it: int, step_mode: str,
         raise ValueError(f"rule must be one of {sorted(SUGGESTERS)}, got {rule!r}")
     wds = C.per_group("wd", learn.wd if wd is None else wd, n, low=0) if use_wd else None
     return _Config(starts, ratio, num_it, step_mode, bool(stop_div), div_th, with_valid,
-                   C.check_int("val_batches", val_batches, 1), wds, check_callbacks(callbacks), rule, C.check_int("runs", runs, 1))
+                   C.check_int("val_batches", val_batches, 1), wds, check_callbacks(callbacks), rule,
+                   C.check_int("runs", runs, 1))
 
 
 # ---- the callback ------------------------------------------------------------------------------
