@@ -292,6 +292,25 @@ def test_callbacks_order_cancel_and_after_fit_always():
     assert calls[-1] == "after_fit_on_error"
 
 
+def test_a_callback_class_or_function_is_refused_not_skipped():
+    class Stop(oc.Callback):
+        def after_batch(self, learn):
+            raise oc.CancelFit
+
+    learn = _learner()
+    for bad, match in [([Stop], r"class Stop, not an instance: pass Stop\(\)"), ([print], "Callback instances"),
+                       (Stop(), "a list of Callback instances")]:
+        with pytest.raises(TypeError, match=match):
+            learn.fit(0.1, 1, callbacks=bad)
+        with pytest.raises(TypeError, match=match):
+            learn.lr_find(num_it=5, callbacks=bad)
+        with pytest.raises(TypeError, match=match):
+            _learner(callbacks=bad)
+    assert learn.opt is None and learn.recorder.losses == []  # refused before anything changed
+    learn.fit(0.1, 1, callbacks=[Stop()])
+    assert len(learn.recorder.losses) == 1
+
+
 def test_hooks_dispatched_only_to_overriders():
     class OnlyEpoch(oc.Callback):
         def after_epoch(self, learn):

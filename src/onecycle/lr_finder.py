@@ -18,7 +18,8 @@ best tracked from iteration 10). A non-finite loss stops it before the step (the
 Afterwards the model (parameters, buffers, gradients, train/eval modes), the optimizer, the
 Learner's history and loop state, a ``GradScaler`` of the user's (the test steps with a copy), every
 RNG, loader generators and ``set_epoch`` are as before, whatever the exit: restored from
-``state_dict()``s and an RNG capture taken before. The one change: ``learn.suggested_lr``. The suggestion rules are in ``suggest.py``.
+``state_dict()``s and an RNG capture taken before. The one change: ``learn.suggested_lr``. The
+suggestion rules are in ``suggest.py``.
 """
 
 from __future__ import annotations
