@@ -701,6 +701,19 @@ def test_steps_per_epoch_for_a_loader_without_len():
     assert len(learn.recorder.losses) == 6 and learn.scheduler.step_count == 3
 
 
+def test_steps_per_epoch_on_a_sized_loader():
+    """At most what the loader gives: the last window of an epoch is closed by the loader's last batch
+    (no gradient left over, the whole schedule run), and more steps than it gives is refused."""
+    learn = oc.Learner(TwoGroup(), _data(80, 8), quiet=True, device="cpu", accum=3)  # 10 batches: 4 steps
+    learn.fit_one_cycle(2, 0.05, steps_per_epoch=4)
+    assert learn.scheduler.step_count == learn.scheduler.total_steps == 8
+    assert all(p.grad is None for p in learn.model.parameters())
+    learn.fit_one_cycle(1, 0.05, steps_per_epoch=2)  # shorter epochs
+    assert len(learn.recorder.losses) == 6 and learn.scheduler.step_count == 2
+    with pytest.raises(ValueError, match="steps_per_epoch=5 is more than train_dl's 10 batches give"):
+        learn.fit_one_cycle(1, 0.05, steps_per_epoch=5)
+
+
 def test_an_error_inside_fit_shuts_down_the_loader_workers():
     import multiprocessing
 

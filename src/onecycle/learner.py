@@ -257,7 +257,7 @@ class Learner(Fastai07Learner):
         scheduled point. ``on_nan``: ``"raise"`` (``NonFiniteLossError``) or ``"skip"`` a batch
         whose loss is not finite, before it updates anything; ``"off"`` removes the check (and its
         per-batch read on CUDA). ``steps_per_epoch``: optimizer steps per epoch, for a loader
-        without ``len()`` (an epoch also ends when the loader does).
+        without ``len()`` (an epoch also ends when the loader does), or fewer than a loader gives.
         """
         epochs = C.check_int("epochs", epochs, 1)
         ckpt = Checkpointer(checkpoint_dir, every, ckpt_budget, resume, reschedule)  # checks its arguments
@@ -512,7 +512,13 @@ class Learner(Fastai07Learner):
 
     def _batches_per_epoch(self, steps_per_epoch: int | None = None) -> int:
         if steps_per_epoch is not None:
-            return C.check_int("steps_per_epoch", steps_per_epoch, 1) * self.accum
+            steps, n = C.check_int("steps_per_epoch", steps_per_epoch, 1), C.loader_len(self.train_dl)
+            if n is None:
+                return steps * self.accum
+            if steps > -(-n // self.accum):  # the schedule would stop part way, at the loader's end
+                raise ValueError(f"steps_per_epoch={steps} is more than train_dl's {n} batches give "
+                                 f"({-(-n // self.accum)} steps with accum={self.accum})")
+            return min(steps * self.accum, n)  # the loader's last batch closes its (shorter) window
         try:
             n = len(self.train_dl)  # type: ignore[arg-type]
         except TypeError:
