@@ -701,6 +701,20 @@ def test_steps_per_epoch_for_a_loader_without_len():
     assert len(learn.recorder.losses) == 6 and learn.scheduler.step_count == 3
 
 
+def test_a_schedule_that_is_not_a_function_is_named_before_anything_changes():
+    learn = _learner()
+    for kw, name in [(dict(lr_sched="cos"), "lr_sched"), (dict(mom_sched=0.9), "mom_sched"),
+                     (dict(wd_sched=0.1), "wd_sched"), (dict(extra_scheds={"eps": 1e-8}), r"extra_scheds\['eps'\]")]:
+        kw.setdefault("lr_sched", oc.schedules.const(1.0))
+        with pytest.raises(TypeError, match=f"^{name} must be a schedule"):
+            learn.fit_sched(1, 0.1, **kw)
+    assert learn.opt is None  # not made, so not set
+    learn.fit_sched(1, 0.1, oc.schedules.const(1.0))
+    with pytest.raises(TypeError, match="lr_sched"):
+        learn.fit_sched(1, 0.5, None)
+    assert [g["lr"] for g in learn.opt.param_groups] == [0.1, 0.1]
+
+
 def test_steps_per_epoch_on_a_sized_loader():
     """At most what the loader gives: the last window of an epoch is closed by the loader's last batch
     (no gradient left over, the whole schedule run), and more steps than it gives is refused."""

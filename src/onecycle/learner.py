@@ -263,6 +263,11 @@ class Learner(Fastai07Learner):
         ckpt = Checkpointer(checkpoint_dir, every, ckpt_budget, resume, reschedule)  # checks its arguments
         if on_nan not in ("raise", "skip", "off"):
             raise ValueError(f"on_nan must be 'raise', 'skip' or 'off', got {on_nan!r}")
+        scheds_in = {"lr_sched": lr_sched, "mom_sched": mom_sched, "wd_sched": wd_sched,
+                     **{f"extra_scheds[{k!r}]": fn for k, fn in dict(extra_scheds or {}).items()}}
+        for name, fn in scheds_in.items():  # checked here: the optimizer is made and set below
+            if not callable(fn) and not (fn is None and name in ("mom_sched", "wd_sched")):
+                raise TypeError(f"{name} must be a schedule (a function of progress in [0, 1]), got {fn!r}")
         if mom_sched is not None:
             check_momentum_schedule(mom_sched)
         callbacks = check_callbacks(callbacks)
