@@ -369,6 +369,23 @@ def test_predict_with_targets_on_labelled_batches():
         _assert_modes_restored(learn.model)
 
 
+def test_predict_returns_ids_as_targets_without_calling_loss_fn():
+    """A test set of (inputs, id) pairs: predict needs no loss, and the ids come back in order (a
+    last batch shorter than the others included)."""
+    class WithIds(Dataset):
+        def __len__(self):
+            return len(XV)
+
+        def __getitem__(self, i):
+            return XV[i], f"id{i}"
+
+    learn, expected = _predict_learner(Stochastic())
+    preds, ids = learn.predict(DataLoader(WithIds(), batch_size=10), with_targets=True)
+    torch.testing.assert_close(preds, expected)
+    assert ids == [f"id{i}" for i in range(len(XV))]
+    _assert_modes_restored(learn.model)
+
+
 def test_predict_dict_outputs_give_dicts_of_stacked_tensors():
     learn, expected = _predict_learner(Stochastic("pair"))
     preds = learn.predict(DataLoader(TensorDataset(XV), batch_size=10))

@@ -434,10 +434,11 @@ class Learner(Fastai07Learner):
         self.call("after_batch")
         return self.loss
 
-    def forward(self, batch: Any, model: nn.Module | None = None) -> tuple[Any, torch.Tensor | None, Any]:
+    def forward(self, batch: Any, model: nn.Module | None = None,
+                with_loss: bool = True) -> tuple[Any, torch.Tensor | None, Any]:
         """Move one batch to the device and run ``model`` (default the training model) under
         autocast: ``(predictions, loss, target)``; the loss is None when there is none to compute
-        (no target and no ``.loss`` from the model)."""
+        (no target and no ``.loss`` from the model), or, for ``loss_fn``, when not ``with_loss``."""
         args, kwargs, target = split_batch(batch, self.batch_fn, keep_target=self.loss_fn is None)
         args, kwargs = to_device((args, kwargs), self.device, self.channels_last)
         target = to_device(target, self.device)
@@ -446,7 +447,7 @@ class Learner(Fastai07Learner):
             if self.loss_fn is None:
                 loss = own_loss
             else:
-                loss = None if target is None else self.loss_fn(preds, target)
+                loss = None if target is None or not with_loss else self.loss_fn(preds, target)
         if loss is None and torch.is_grad_enabled():
             raise ValueError("no loss for this batch: it has no target and the model returned no .loss "
                              "(give batches a target, or use a model that computes its loss with loss_fn=None)")
@@ -635,7 +636,7 @@ class Learner(Fastai07Learner):
         preds, targets = [], []
         with _evaluating(self.model):
             for batch in _eval_batches(dl):
-                p, _, y = self.forward(batch, self.model)
+                p, _, y = self.forward(batch, self.model, with_loss=False)  # targets may be ids: no loss_fn
                 preds.append(p)
                 targets.append(y)
         out = _concat(preds)
@@ -651,7 +652,8 @@ def _concat(values: list[Any]) -> Any:
     first = values[0]
     if isinstance(first, Mapping):
         return {k: _concat([v[k] for v in values]) for k in first}
-    if isinstance(first, tuple):  # a model returning several outputs: each joined over the batches
+    if isinstance(first, tuple) and any(isinstance(x, (torch.Tensor, Mapping, tuple)) for x in first):
+        # a model returning several outputs: each joined over the batches (a tuple of ids is flattened below)
         return tuple(_concat([v[i] for v in values]) for i in range(len(first)))
     if isinstance(first, torch.Tensor):
         out = torch.cat([v.detach().cpu() for v in values])
