@@ -47,6 +47,12 @@ __all__ = ["Learner", "CKPT_BUDGET", "default_device", "cudnn_benchmark"]
 CKPT_BUDGET = 0.005  # fit's default share of training time for checkpoints (RESULTS.md 4b)
 
 
+# torch's public BatchNorm classes (their common base class is private); a lazy
+# one becomes a BatchNormNd at its first forward.
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+                nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d)
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -575,7 +581,7 @@ class Learner(Fastai07Learner):
         for g in groups:
             for p in g:
                 p.requires_grad_(id(p) not in frozen)
-        self._frozen_bn = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+        self._frozen_bn = [m for m in self.model.modules() if isinstance(m, _BATCH_NORMS)
                            and any(id(p) in frozen for p in m.parameters())] if bn_freeze else []
 
     def freeze(self, bn_freeze: bool = False) -> None:
