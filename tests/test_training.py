@@ -77,6 +77,19 @@ def test_groups_from_modules_split_function_or_parameter_lists(groups):
     assert [p.requires_grad for p in model.parameters()] == [False, False, True, True]
 
 
+def test_groups_must_hold_every_parameter_of_the_model_and_only_those():
+    model = Plain()
+    for groups, err, match in [
+        ([model.a], ValueError, r"leave out 2 of the model's parameters \(b.weight, b.bias\)"),  # b would never train
+        ([model.a, model.b, Plain().a], ValueError, "2 parameters that are not the model's"),
+        (5, TypeError, "groups must be a list"),
+    ]:
+        learn = oc.Learner(model, _dl(), quiet=True, device="cpu", groups=groups)
+        with pytest.raises(err, match=match):
+            learn.fit(0.1, 1)
+        assert learn.opt is None
+
+
 def test_freeze_unfreeze_requires_grad_exactly():
     learn = _learn()
     m = learn.model

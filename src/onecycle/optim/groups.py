@@ -82,6 +82,9 @@ def layer_groups(model: nn.Module, groups: object = None) -> list[list[nn.Parame
         groups = groups(model)
     if isinstance(groups, nn.Module):
         groups = [groups]
+    if not hasattr(groups, "__iter__") or isinstance(groups, str):
+        raise TypeError(f"groups must be a list of modules or of parameter lists, or a function of the model, "
+                        f"got {groups!r}")
     out = [[p for p in _params(g)] for g in groups]
     seen: set[int] = set()
     for i, g in enumerate(out):
@@ -93,6 +96,15 @@ def layer_groups(model: nn.Module, groups: object = None) -> list[list[nn.Parame
             if id(p) in seen:
                 raise ValueError(f"a parameter of shape {tuple(p.shape)} appears in two param groups")
             seen.add(id(p))
+    # A parameter left out would silently never train; one from elsewhere would train another model.
+    missing = [name for name, p in model.named_parameters() if id(p) not in seen]
+    if missing:
+        names = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        raise ValueError(f"the layer groups leave out {len(missing)} of the model's parameters ({names}): "
+                         "every parameter must be in exactly one group")
+    foreign = len(seen - {id(p) for p in model.parameters()})
+    if foreign:
+        raise ValueError(f"the layer groups hold {foreign} parameters that are not the model's")
     return out
 
 
