@@ -701,6 +701,12 @@ def test_steps_per_epoch_for_a_loader_without_len():
     assert len(learn.recorder.losses) == 6 and learn.scheduler.step_count == 3
 
 
+def test_a_bad_device_is_named():
+    for bad in ("gpu", 3.5):
+        with pytest.raises(ValueError, match=f"device must be a torch.device .*got {bad!r}"):
+            oc.Learner(TwoGroup(), _data(), device=bad)
+
+
 def test_a_schedule_that_is_not_a_function_is_named_before_anything_changes():
     learn = _learner()
     for kw, name in [(dict(lr_sched="cos"), "lr_sched"), (dict(mom_sched=0.9), "mom_sched"),

@@ -98,6 +98,12 @@ class Learner(Fastai07Learner):
             raise TypeError(f"cudnn_benchmark must be True, False or None, got {cudnn_benchmark!r}")
         if amp not in (False, True, "bf16", "fp16"):
             raise ValueError(f"amp must be False, True, 'bf16' or 'fp16', got {amp!r}")
+        if device is not None:
+            try:
+                device = torch.device(device)
+            except (RuntimeError, TypeError):
+                raise ValueError(f"device must be a torch.device or a name such as 'cpu' or 'cuda:0', "
+                                 f"got {device!r}") from None
         self.metrics = named_metrics(metrics)
         self.opt_func = opt
         self.wd = C.check_number("wd", wd, low=0)
@@ -106,7 +112,7 @@ class Learner(Fastai07Learner):
         if distributed or (distributed is None and D.env_world()[2] > 1):
             self.rank, self.world_size, dist_device = D.setup(C.check_number("dist_timeout", dist_timeout, low=1))
         self.scale_lr = bool(scale_lr)
-        self.device = torch.device(device) if device is not None else dist_device or default_device()
+        self.device = device if device is not None else dist_device or default_device()
         self.model = model.to(self.device)
         self.train_dl = D.shard_loader(train_dl, self.rank, self.world_size, train=True)
         self.valid_dl = D.shard_loader(valid_dl, self.rank, self.world_size, train=False)
