@@ -292,6 +292,22 @@ def test_callbacks_order_cancel_and_after_fit_always():
     assert calls[-1] == "after_fit_on_error"
 
 
+@pytest.mark.parametrize("hook", ["after_step", "before_batch"])
+def test_a_cancelled_fit_leaves_no_gradient_for_the_next(hook):
+    """CancelFit in after_step comes before zero_grad, and in before_batch may come inside an
+    accumulation window: either way the next fit must not start with those gradients."""
+    class Stop(oc.Callback):
+        def _stop(self, learn):
+            if learn.iter == 3:
+                raise oc.CancelFit
+
+    setattr(Stop, hook, Stop._stop)
+    learn = _learner(accum=2)
+    learn.fit_one_cycle(2, 0.05, callbacks=[Stop()])
+    assert len(learn.recorder.losses) == (4 if hook == "after_step" else 3)
+    assert all(p.grad is None for p in learn.model.parameters())
+
+
 def test_a_callback_class_or_function_is_refused_not_skipped():
     class Stop(oc.Callback):
         def after_batch(self, learn):

@@ -398,6 +398,8 @@ class Learner(Fastai07Learner):
                 bar.update(i, self.epoch_losses)
         except CancelFit:
             self._end_epoch()  # a cancelled epoch's iterations are history too
+            # Cancelled in after_step (before zero_grad) or inside a window: no gradient for the next fit.
+            self.opt.zero_grad(set_to_none=True)
             raise
         finally:
             it = None  # the last reference: a DataLoader's workers shut down now, also on an error
