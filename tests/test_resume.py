@@ -233,6 +233,24 @@ def test_resume_true_without_checkpoint_says_so(tmp_path):
     assert learn.recorder.n_epochs == 0
 
 
+def test_resume_with_a_schedule_function_of_ones_own(tmp_path):
+    """A process that resumes defines the same function at another address: not a different schedule."""
+    def make_schedule():
+        def my_sched(pct):
+            return 1.0 - 0.9 * pct
+        return my_sched
+
+    with pytest.raises(RuntimeError, match="crash"):
+        make_learner(0, [RaiseAt(16)]).fit_sched(3, 0.1, make_schedule(), checkpoint_dir=tmp_path, every=5,
+                                                 ckpt_budget=None)
+    first = FirstStep()
+    learn = make_learner(0, [first])
+    learn.fit_sched(3, 0.1, make_schedule(), checkpoint_dir=tmp_path, every=5, ckpt_budget=None, resume=True)
+    assert first.step == 15 and len(learn.recorder.losses) == STEPS
+    with pytest.raises(ValueError, match="cannot resume: schedules differs"):  # another function still differs
+        make_learner(0).fit_sched(3, 0.1, oc.schedules.const(1.0), checkpoint_dir=tmp_path, resume=True)
+
+
 @pytest.mark.parametrize("change,key", [
     (lambda l: l.fit_one_cycle(4, 0.1, checkpoint_dir=l._d, resume=True), "epochs"),
     (lambda l: l.fit_one_cycle(3, 0.2, checkpoint_dir=l._d, resume=True), "peaks"),

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import threading
 import time
@@ -76,12 +77,18 @@ def signature(learn: Learner, epochs: int) -> dict[str, Any]:
         "steps_per_epoch": -(-learn.batches // learn.accum),
         "batch_size": getattr(learn.train_dl, "batch_size", None),
         "accum": learn.accum,
-        "schedules": {k: repr(v) for k, v in sched.scheds.items()},
+        "schedules": {k: _describe(v) for k, v in sched.scheds.items()},
         "peaks": {k: list(v) for k, v in sched.base.items()},
         "layout": [[[name, list(shape)] for name, shape in g]
                    for g in named_layout(learn.model, learn.layer_groups())],
         "world_size": learn.world_size,
     }
+
+
+def _describe(fn: Any) -> str:
+    """A schedule's repr without memory addresses (``<function f at 0x...>``): the same in the
+    process that resumes as in the one that wrote the checkpoint."""
+    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(fn))
 
 
 def check_consistent(saved: dict[str, Any], now: dict[str, Any], reschedule: bool) -> None:
