@@ -179,9 +179,11 @@ def overlay_runs(folders: Sequence[Path], out: Path) -> tuple[list[Path], list[s
     page = Page(f"Overlay of {len(folders)} runs")
     for w in warnings:
         page.raw(f'<p class="warn">Warning: {html.escape(w)}</p>')
-    rows = [[name, v["task"], v["opt"], v["lr"], v["status"], v["final"].get("val_loss"),
-             v["final"].get(v["metric"]) if v["metric"] else None, v["seconds"]] for name, v in facts.items()]
-    page.table(["run", "task", "optimizer", "lr", "status", "val_loss", "final metric", "seconds"], rows)
+    metric = next((v["metric"] for v in facts.values() if v["metric"]), "val_loss")
+    rows = [[name, v["task"], v["opt"], v["lr"], v["status"], v["final"].get("val_loss"), v["final"].get(metric),
+             v["seconds"]] for name, v in facts.items()]
+    page.table(["run", "task", "optimizer", "peak LR", "status", "final val_loss", f"final {metric}", "time"], rows,
+               kinds=["run", "task", "opt", "lr", "status", "val_loss", metric, "seconds"])
     page.image(out / "overlay.png", dict(PLOTS)["overlay.png"])
     return [out / "overlay.png", page.write(out / "report.html")], warnings
 
@@ -193,7 +195,7 @@ _STYLE = (
     "border-bottom:1px solid #ddd}table{border-collapse:collapse;margin:.6em 0;font-size:14px}"
     "td,th{border:1px solid #d4d4d4;padding:3px 9px;text-align:right;font-variant-numeric:tabular-nums;"
     "white-space:nowrap}td.t{white-space:normal}"
-    "th{background:#f3f3f3}td:first-child,th:first-child,td.t{text-align:left}tr.best td{background:#eef7ee}"
+    "th{background:#f3f3f3}td:first-child,th:first-child,td.t,th.t{text-align:left}tr.best td{background:#eef7ee}"
     "figure{margin:1em 0}img{display:block;max-width:100%;height:auto}figcaption{color:#555;font-size:13px}"
     "pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:12.5px}"
     ".card{border:1px solid #cfd8e3;background:#f8fafc;border-radius:8px;padding:1em 1.3em;margin:0 0 1em}"
@@ -238,7 +240,9 @@ class Page:
         """``kinds[i]``: the column name that picks column ``i``'s number format (its header by default);
         a cell may be ready markup as ``("html", markup)``."""
         kinds = list(kinds or header)
-        head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+        text = [isinstance(v, str) and not _numeric(v) for v in rows[0]] if rows else [False] * len(header)
+        head = "".join(f'<th class="t">{html.escape(str(h))}</th>' if t else f"<th>{html.escape(str(h))}</th>"
+                       for h, t in zip(header, text))
         body = []
         for i, row in enumerate(rows):
             cells = [v[1] if isinstance(v, tuple) and v[:1] == ("html",) else html.escape(fmt_value(k, v))

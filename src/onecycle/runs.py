@@ -354,6 +354,7 @@ def run_find(cfg: FindConfig, started: float | None = None) -> Path:
     started (``time.perf_counter()``), so the time split counts startup too."""
     learn, task = build_learner(cfg)
     run = _Run.create(cfg, "find", f"find-{task.name}-{cfg.opt}", task, learn, started)
+    run.times = {"finder": 0.0, "plotting": 0.0}  # nothing trains
     status, res = "failed", None
     try:
         res = _lr_find(learn, cfg, run)
