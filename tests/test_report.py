@@ -257,3 +257,23 @@ def test_compare_status_line_counts_cells_and_reads_their_epochs(tmp_path):
     status.tick([1, 2])
     assert stream.getvalue().splitlines()[-1].split("] ", 1)[1].startswith(
         "1/3 done, 2 running, 0 queued | opt=adamw: epoch 1/3; opt=lamb: epoch 1/3 | ETA ")
+
+
+@pytest.mark.parametrize("command, layer", [
+    ("fit", {"task": "mnist1d", "model": "resnet1d", "model_opts": {"width": 8}, "moms": [], "grad_stats": True,
+             "lr": "0.001:0.01", "wd": 0.05, "schedule": "step", "milestones": [0.3, 0.9], "rule": "val_min"}),
+    ("fit", {"task": "digits", "threads": 0, "batch_size": 32, "task_opts": {"name": "a b"}}),  # not the task threads
+    ("demo", {"epochs": 2, "opt": "sgd"}),
+    ("find", {"task": "charlm", "clip": 0.0, "num_it": 50}),  # clip 0: not the task's 0.25
+])
+def test_reproduce_command_round_trips(command, layer):
+    from onecycle.runconfig import FindConfig
+    from onecycle.runs import reproduce_command
+    cls = FindConfig if command == "find" else FitConfig
+    base = [("demo", {"task": "mnist1d", "name": "demo"})] if command == "demo" else []
+    cfg = make_config(cls, [*base, ("test", layer)])
+    argv = shlex.split(reproduce_command(command, cfg))
+    args = build_parser().parse_args(argv[1:])
+    again = make_config(cls, _layers(args, cls, base[0][1] if base else None))
+    assert argv[:2] == ["onecycle", command] and again == cfg
+    assert "--out" not in argv and "--name" not in argv
