@@ -197,34 +197,21 @@ def _compare_page(folder: Path, data: dict, header: list[str], rows: list[list[A
     return page.write(folder / "report.html")
 
 
-# ---- figures plots.py has no counterpart for (matplotlib imported lazily, as there) ---------------------
+# ---- the data of compare's own figures (plots.py draws them) -----------------------------------------
 def plot_seeds(groups: dict[str, list[dict]], metric: str, save: Path) -> Any:
     """One row per configuration: a dot per seed's final ``metric``, a bar at their mean."""
-    from matplotlib.figure import Figure
-
-    from .plots import save_figure
-    items = [(k, t, v) for k, (t, runs) in enumerate(groups.items()) if (v := _finite([r["metric"] for r in runs
-                                                                                     if r["ok"]]))]
-    if not items:
+    from .plots import plot_seed_dots
+    rows = [(t, v) for t, runs in groups.items() if (v := _finite([r["metric"] for r in runs if r["ok"]]))]
+    if not rows:
         return None
-    pct = is_fraction(metric) and all(0 <= x <= 1 for *_, v in items for x in v)
-    scale = 100.0 if pct else 1.0
-    fig = Figure(figsize=(11, 0.9 + 0.45 * len(items)), layout="constrained")
-    ax = fig.subplots()
-    for y, (k, _, values) in enumerate(reversed(items)):  # the colours of compare.png and finders.png
-        ax.scatter([v * scale for v in values], [y] * len(values), s=40, color=f"C{k % 10}", zorder=3,
-                   edgecolor="black", linewidth=0.5)
-        ax.plot([statistics.mean(values) * scale] * 2, [y - 0.3, y + 0.3], color=f"C{k % 10}", lw=2.5)
-    ax.set_yticks(range(len(items)), [t for _, t, _ in reversed(items)])
-    ax.set_ylim(-0.6, len(items) - 0.4)
-    ax.set_xlabel(f"final {metric}" + (" (%)" if pct else "") + ("  (lower is better)" if lower_is_better(metric)
-                                                                    else "  (higher is better)"))
-    ax.grid(axis="x", alpha=0.3)
-    return save_figure(fig, save)
+    pct = is_fraction(metric) and all(0 <= x <= 1 for _, v in rows for x in v)
+    label = f"final {metric}" + (" (%)" if pct else "") + (
+        "  (lower is better)" if lower_is_better(metric) else "  (higher is better)")
+    return plot_seed_dots([(t, [x * (100.0 if pct else 1.0) for x in v]) for t, v in rows], label, save)
 
 
-def _finder_curves(runs: list[dict], folder: Path) -> list[tuple[Any, list[float], list[float], float | None]]:
-    """(result, LRs, the curve its rule read, the LR it chose) for each seed that ran the finder."""
+def _finder_curves(runs: list[dict], folder: Path) -> list[tuple[list[float], list[float], float | None, str]]:
+    """(LRs, the curve its rule read, the LR it chose, which curve) for each seed that ran the finder."""
     from .lr_finder import LRFindResult
     out = []
     for r in runs:
@@ -234,43 +221,19 @@ def _finder_curves(runs: list[dict], folder: Path) -> list[tuple[Any, list[float
         res = LRFindResult.load_json(path)
         n = len(res.lrs)
         cut = slice(min(n // 10, max(n - 2, 0)), max(n - 5, min(n // 10, max(n - 2, 0)) + 2))
-        curve = res.smooth_val_losses if res.rule.startswith("val_") else res.smooth_losses
-        out.append((res, res.lrs[cut], curve[cut], res.suggestion))
+        val = res.rule.startswith("val_")
+        curve = res.smooth_val_losses if val else res.smooth_losses
+        out.append((res.lrs[cut], curve[cut], res.suggestion, "validation" if val else "training"))
     return out
 
 
 def plot_finders(groups: dict[str, list[dict]], folder: Path, save: Path) -> Any:
     """Every run's finder curve (the smoothed loss its rule read) against the LR, one colour per
-    configuration, with a dot where each seed's finder chose its LR. The y-axis stops at 1.5x the
-    highest starting loss, so the diverged tails do not squash the dips."""
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    from .plots import save_figure
+    configuration, with a dot where each seed's finder chose its LR."""
+    from .plots import plot_finder_overlay
     curves = {t: c for t, runs in groups.items() if (c := _finder_curves(runs, folder))}
     if not curves:
         return None
-    fig = Figure(figsize=(11, 4.2), layout="constrained")
-    ax = fig.subplots()
-    lows, starts, kinds = [], [], set()
-    for k, (title, items) in enumerate(curves.items()):
-        color = f"C{k % 10}"
-        for i, (res, lrs, ys, chosen) in enumerate(items):
-            ax.plot(lrs, ys, color=color, lw=1.4, alpha=0.85, label=title if i == 0 else None)
-            finite = [y for y in ys if math.isfinite(y)]
-            lows.append(min(finite, default=math.nan))
-            starts.append(finite[0] if finite else math.nan)
-            kinds.add("validation" if res.rule.startswith("val_") else "training")
-            if chosen and len(lrs) > 1:
-                y = float(np.interp(math.log(chosen), np.log(lrs), ys))
-                ax.plot([chosen], [y], "o", color=color, markersize=7, markeredgecolor="black", zorder=4)
-    ax.set_xscale("log")
-    low, top = min(_finite(lows), default=0.0), 1.5 * max(_finite(starts), default=1.0)
-    if top > low:
-        ax.set_ylim(low - 0.05 * (top - low), top)
-    ax.plot([], [], "o", color="white", markeredgecolor="black", label="LR the finder chose (one per seed)")
-    ax.set(xlabel="learning rate (log scale)", ylabel=f"smoothed {' / '.join(sorted(kinds))} loss",
-           title="LR range tests: the curve each suggestion rule read")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
-    return save_figure(fig, save)
+    kinds = sorted({kind for items in curves.values() for *_, kind in items})
+    return plot_finder_overlay({t: [c[:3] for c in items] for t, items in curves.items()},
+                               f"smoothed {' / '.join(kinds)} loss", save)

@@ -24,7 +24,7 @@ from .suggest import ema, smoothing_beta
 
 __all__ = ["plot_lr", "plot_losses", "plot_metrics", "plot_dashboard", "plot_series", "plot_finder", "plot_overlay",
            "save_figure", "iteration_epochs", "finder_ylim", "rule_name", "stop_words", "momentum_label",
-           "WIDTH", "DPI", "RULE_NAMES"]
+           "plot_seed_dots", "plot_finder_overlay", "WIDTH", "DPI", "RULE_NAMES"]
 
 WIDTH, DPI = 11.0, 200
 CHOSEN = "crimson"
@@ -538,4 +538,53 @@ def plot_overlay(groups: Any, save: str | os.PathLike | None = None) -> Any:
         if 0 < low and high > 100 * low:  # a diverged run would flatten every other curve
             ax.set_yscale("log")
     axes[0][-1].legend(fontsize="small")
+    return save_figure(fig, save)
+
+
+def plot_seed_dots(rows: Sequence[tuple[str, Sequence[float]]], xlabel: str,
+                   save: str | os.PathLike | None = None) -> Any:
+    """One row per configuration (``(title, values)``): a dot per seed's value, a bar at their mean,
+    in the colours of the other compare plots (row k in ``C{k}``)."""
+    fig, axes = _figure(height=0.9 + 0.45 * len(rows))
+    ax = axes[0][0]
+    for y, (k, (_, values)) in enumerate(reversed(list(enumerate(rows)))):
+        ax.scatter(list(values), [y] * len(values), s=40, color=f"C{k % 10}", zorder=3, edgecolor="black",
+                   linewidth=0.5)
+        ax.plot([sum(values) / len(values)] * 2, [y - 0.3, y + 0.3], color=f"C{k % 10}", lw=2.5)
+    ax.set_yticks(range(len(rows)), [t for t, _ in reversed(rows)])
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+    ax.set_xlabel(xlabel)
+    ax.grid(axis="x", alpha=0.3)
+    return save_figure(fig, save)
+
+
+def plot_finder_overlay(curves: dict[str, Sequence[tuple[Sequence[float], Sequence[float], float | None]]],
+                        ylabel: str, save: str | os.PathLike | None = None) -> Any:
+    """Finder curves against the LR, one colour per configuration (``title -> [(lrs, curve, chosen
+    LR), ...]``), a dot on each curve at its chosen LR. The y-axis stops at 1.5x the highest
+    starting value, so diverged tails do not squash the dips."""
+    import numpy as np
+    fig, axes = _figure(height=4.2)
+    ax = axes[0][0]
+    lows, starts = [], []
+    for k, (title, items) in enumerate(curves.items()):
+        color = f"C{k % 10}"
+        for i, (lrs, ys, chosen) in enumerate(items):
+            ax.plot(lrs, ys, color=color, lw=1.4, alpha=0.85, label=title if i == 0 else None)
+            finite = [y for y in ys if math.isfinite(y)]
+            lows.append(min(finite, default=math.nan))
+            starts.append(finite[0] if finite else math.nan)
+            if chosen and len(lrs) > 1:
+                y = float(np.interp(math.log(chosen), np.log(lrs), ys))
+                ax.plot([chosen], [y], "o", color=color, markersize=7, markeredgecolor="black", zorder=4)
+    ax.set_xscale("log")
+    lows, starts = [v for v in lows if math.isfinite(v)], [v for v in starts if math.isfinite(v)]
+    low, top = min(lows, default=0.0), 1.5 * max(starts, default=1.0)
+    if top > low:
+        ax.set_ylim(low - 0.05 * (top - low), top)
+    ax.plot([], [], "o", color="white", markeredgecolor="black", label="LR the finder chose (one per seed)")
+    ax.set(xlabel="learning rate (log scale)", ylabel=ylabel,
+           title="LR range tests: the curve each suggestion rule read")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     return save_figure(fig, save)
