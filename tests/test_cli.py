@@ -76,16 +76,17 @@ def test_demo_prints_finder_table_and_folder(demo_run):
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("LR finder") and any("<- suggestion" in ln for ln in lines)
     assert any(ln.split()[:2] == ["epoch", "train_loss"] for ln in lines)
-    assert [ln.split()[0] for ln in lines if ln.strip()[:1].isdigit()] == ["0", "1"]  # one row per epoch
+    assert [ln.split()[0] for ln in lines if ln.strip()[:1].isdigit()] == ["1", "2"]  # one row per epoch, from 1
     assert lines[-1] == f"run folder: {folder}"
+    assert lines[-2] == f"report: {folder / 'report.html'}" and lines[-3].startswith("finished in ")
+    assert lines[-4].startswith("accuracy: best ")  # the summary: best and final metric, where the time went
     assert folder.name.endswith("-demo")
 
 
 def test_demo_folder_holds_every_promised_file(demo_run):
     folder, _ = demo_run
     promised = ["config.json", "history.json", "epochs.csv", "iterations.csv", "lr_find.json", "last.ckpt",
-                "model.pt", "result.json", "report.html", "lr_find.png", "lr_mom.png", "losses.png", "metrics.png",
-                "grad_stats.png"]
+                "model.pt", "result.json", "report.html", "lr_find.png", "dashboard.png", "grad_stats.png"]
     assert not [f for f in promised if not (folder / f).is_file()]
     meta = json.loads((folder / "config.json").read_text())
     assert meta["config"]["task"] == "mnist1d" and meta["config"]["model"] == "cnn" and meta["config"]["epochs"] == 2
@@ -98,16 +99,16 @@ def test_demo_folder_holds_every_promised_file(demo_run):
 def test_demo_report_embeds_every_plot(demo_run):
     folder, _ = demo_run
     pngs = _report_pngs(folder / "report.html")
-    assert len(pngs) == len(list(folder.glob("*.png"))) == 5
+    assert len(pngs) == len(list(folder.glob("*.png"))) == 3  # the dashboard, the finder, gradient statistics
     assert all(p.startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
     assert "val_min" in (folder / "report.html").read_text()  # the finder's suggestions table
 
 
 def test_plot_redraws_one_run_and_overlays_several(demo_run, tmp_path, capsys):
     folder, _ = demo_run
-    (folder / "losses.png").unlink()
+    (folder / "dashboard.png").unlink()
     assert main(["plot", str(folder)]) == 0
-    assert (folder / "losses.png").is_file()
+    assert (folder / "dashboard.png").is_file()
     assert main(["fit", *TINY, "--epochs", "2", "--out", str(tmp_path / "runs"), "--name", "a"]) == 0
     other = _only_folder(tmp_path / "runs")
     capsys.readouterr()
@@ -144,9 +145,10 @@ def test_compare_grid_reports_a_failing_run_and_finishes_the_rest(tmp_path, monk
         assert " 0/1 " in rows[f"task=_cli_task:broken opt={opt}"]
         assert "RuntimeError: broken task: the data is gone" in rows[f"task=_cli_task:broken opt={opt}"]
     assert "epochs to accuracy >= 0.5" in out and out.rstrip().endswith(f"compare folder: {folder}")
-    for name in ("compare.png", "summary.txt", "summary.csv", "report.html", "compare.json"):
+    assert "2/4 runs finished in " in out and f"report: {folder / 'report.html'}" in out
+    for name in ("compare.png", "seeds.png", "summary.txt", "summary.csv", "report.html", "compare.json"):
         assert (folder / name).is_file(), name
-    assert len(_report_pngs(folder / "report.html")) == 1
+    assert len(_report_pngs(folder / "report.html")) == len(list(folder.glob("*.png"))) == 2
     cells = sorted(p for p in folder.iterdir() if p.is_dir())
     assert len(cells) == 4 and all((c / "cell.json").is_file() and (c / "log.txt").is_file() for c in cells)
     ok = [c for c in cells if (c / "history.json").is_file()]

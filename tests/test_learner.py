@@ -375,7 +375,7 @@ def test_progress_table_and_quiet(capsys):
     learn.fit(0.1, 2)
     out = capsys.readouterr().out.splitlines()
     assert out[0].split() == ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
-    assert len(out) == 3 and out[2].split()[0] == "1"
+    assert len(out) == 3 and out[1].split()[0] == "1" and out[2].split()[0] == "2"  # epochs from 1
     learn.quiet = True
     learn.fit(0.1, 1)
     assert capsys.readouterr().out == ""

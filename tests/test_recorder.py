@@ -132,7 +132,7 @@ def test_progress_header_from_first_row_and_new_columns():
     prog.epoch_row(1, 0.9, {"val_loss": 0.4, "MulticlassAccuracy": 0.5, "f1": 0.125}, 1.0)
     lines = [line.split() for line in out.getvalue().splitlines()]
     assert lines[0] == ["epoch", "train_loss", "valid_loss", "MulticlassAccuracy", "time"]
-    assert lines[1] == ["0", "1.000000", "0.500000", "0.250000", "1.0s"]
+    assert lines[1] == ["1", "1.000000", "0.500000", "0.250000", "1.0s"]  # epochs numbered from 1
     assert lines[2] == ["epoch", "train_loss", "valid_loss", "MulticlassAccuracy", "f1", "time"]
-    assert lines[3] == ["1", "0.900000", "0.400000", "0.500000", "0.125000", "1.0s"]
+    assert lines[3] == ["2", "0.900000", "0.400000", "0.500000", "0.125000", "1.0s"]
     assert len(lines) == 4

@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import signal
 import sys
+import time
 import tomllib
 from collections.abc import Iterator, Sequence
 from dataclasses import MISSING, fields
@@ -142,29 +143,31 @@ def _layers(args: argparse.Namespace, cls: type, base: dict[str, Any] | None = N
 def cmd_fit(args: argparse.Namespace) -> int:
     from .runconfig import make_config
     from .runs import resume_fit, run_fit
+    started = args.started
     if getattr(args, "resume", None):
         extra = sorted(set(_given(args, FitConfig)) - _RESUME_KEEPS) + (["config"] if args.config else [])
         if extra:
             raise ConfigError(f"--resume continues {args.resume} exactly with its own config: drop "
                               + ", ".join("--" + k.replace("_", "-") for k in extra), "resume")
         given = _given(args, FitConfig)
-        resume_fit(args.resume, quiet=given.get("quiet"), threads=given.get("threads"))
+        resume_fit(args.resume, quiet=given.get("quiet"), threads=given.get("threads"), started=started)
         return 0
     base = {"task": "mnist1d", "name": "demo"} if args.command == "demo" else None
     cfg = make_config(FitConfig, _layers(args, FitConfig, base))
-    run_fit(cfg, command=args.command)
+    run_fit(cfg, command=args.command, started=started)
     return 0
 
 
 def cmd_find(args: argparse.Namespace) -> int:
     from .runconfig import make_config
     from .runs import run_find
-    run_find(make_config(FindConfig, _layers(args, FindConfig)))
+    run_find(make_config(FindConfig, _layers(args, FindConfig)), started=args.started)
     return 0
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from .report import overlay_runs, redraw
+    from .compare_report import compare_outputs
+    from .report import fmt_value, overlay_runs, redraw, run_facts
     from .runs import run_folder
     folders = [Path(r) for r in args.runs]
     for f in folders:
@@ -172,15 +175,22 @@ def cmd_plot(args: argparse.Namespace) -> int:
                 not (f / "lr_find.json").exists():
             raise ConfigError(f"runs: {str(f)!r} is not a run or compare folder (no history.json)", "runs")
     if len(folders) == 1:
-        written = redraw(folders[0])
-    else:
-        written = overlay_runs(folders, run_folder(args.out, args.name))
+        written = compare_outputs(folders[0]) if (folders[0] / "compare.json").exists() else redraw(folders[0])
+        print("\n".join(map(str, written)))
+        return 0
+    for f in folders:  # what is being overlaid, so a mismatch shows before anyone reads the plot
+        v = run_facts(f)
+        print(f"{f}: task {v['task']}, optimizer {v['opt']}, peak LR {fmt_value('lr', v['lr'])}")
+    written, warnings = overlay_runs(folders, run_folder(args.out, args.name))
+    for w in warnings:
+        print(f"onecycle plot: warning: {w}", file=sys.stderr)
     print("\n".join(map(str, written)))
     return 0
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare
+    from .compare_report import compare_summary
     from .runconfig import expand_grid, make_config, read_grid_file
     path = getattr(args, "grid", "")
     file_compare, file_base, axes = read_grid_file(path) if path else ({}, {}, {})
@@ -196,7 +206,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
             base[key] = value[0] if types[key] in (int, float, str) else value
     grid = expand_grid([(path, file_base), ("command line", base)], axes)
     folder, signum = compare(ccfg, grid, {"axes": axes, "base": {**file_base, **base}, "argv": sys.argv[1:]})
-    print((folder / "summary.txt").read_text(encoding="utf-8") + f"compare folder: {folder}")
+    table = (folder / "summary.txt").read_text(encoding="utf-8")
+    print(table + "\n".join(compare_summary(folder)) + f"\ncompare folder: {folder}")
     return 0 if signum is None else 128 + signum
 
 
@@ -228,6 +239,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     SIGINT / SIGTERM stopped it after saving. Training errors propagate (exit 1 with a traceback)."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    # A run's time counts from the process start when this is the process's own command line (no
+    # argv given: ``python -m onecycle``, the ``onecycle`` script), from now when called as a function.
+    from .runs import process_started
+    args.started = process_started() if argv is None else time.perf_counter()
     try:
         with _sigterm_interrupts():
             return COMMANDS[args.command](args)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import checks as C
+from . import progress
 from . import schedules as S
 from .callbacks import Callback, CancelFit, check_callbacks
 from .checkpoint import atomic_write_text, get_rng_state, restore_modes, set_rng_state
@@ -75,15 +76,17 @@ class LRFindResult(Fastai07History):
         return ema(self.val_losses, smoothing_beta(self.num_it or len(self.lrs)))
 
     def plot(self, smoothed: bool = True, n_skip: int = 10, n_skip_end: int = 5,
-             save: str | os.PathLike | None = None) -> Any:
-        """Training loss, validation loss and every metric against the LR; returns the Figure."""
+             save: str | os.PathLike | None = None, **kw: Any) -> Any:
+        """Training loss, validation loss and every metric against the LR, the curves the rules read,
+        the chosen suggestion marked on them; returns the Figure. ``kw``: ``ylim_factor``, ``band``,
+        ``div`` (``plots.plot_finder``)."""
         from . import plots
-        return plots.plot_finder(self, smoothed=smoothed, n_skip=n_skip, n_skip_end=n_skip_end, save=save)
+        return plots.plot_finder(self, smoothed=smoothed, n_skip=n_skip, n_skip_end=n_skip_end, save=save, **kw)
 
-    def plot_lr(self, save: str | os.PathLike | None = None) -> Any:
-        """fastai 0.7's ``sched.plot_lr()``: LR (every group) and momentum against iterations."""
+    def plot_lr(self, save: str | os.PathLike | None = None, **kw: Any) -> Any:
+        """fastai 0.7's ``sched.plot_lr()``: LR (every distinct group) and momentum against iterations."""
         from . import plots
-        return plots.plot_lr(self, save=save)
+        return plots.plot_lr(self, save=save, **kw)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -176,11 +179,20 @@ class LRFinder(Callback):
 
     order = 50  # after the user's callbacks: one that cancels at a batch end cancels before its step is recorded
 
-    def __init__(self, cfg: _Config, valid: Iterator | None) -> None:
-        self.cfg, self.valid = cfg, valid
+    def __init__(self, cfg: _Config, valid: Iterator | None, quiet: bool = True, run: int = 0) -> None:
+        self.cfg, self.valid, self.quiet, self.run = cfg, valid, quiet, run
+        self.bar: Any = None
         self.history, self.best, self.stop_reason = Recorder(smooth_beta=smoothing_beta(cfg.num_it)), math.inf, ""
         self._window: list[float] = []
         self._lrs: list[float] = []
+
+    def before_fit(self, learn: Any) -> None:
+        run = f" run {self.run + 1}/{self.cfg.runs}" if self.cfg.runs > 1 else ""
+        self.bar = progress.finder_bar(self.cfg.num_it, self.quiet, desc=f"lr_find{run}")
+
+    def after_fit(self, learn: Any) -> None:
+        if self.bar is not None:
+            self.bar.close(len(self.history.losses))
 
     def after_batch(self, learn: Any) -> None:
         if not self._window:
@@ -199,6 +211,8 @@ class LRFinder(Callback):
             for name, value in learn.validate([next(self.valid) for _ in range(cfg.val_batches)]).items():
                 h.log(name, value)
         smooth = h.smooth_losses[-1]
+        if self.bar is not None:
+            self.bar.update(i, self._lrs[-1], smooth)
         if i >= 10:  # the first steps are noisy and their loss is still falling: no best yet
             self.best = min(self.best, smooth)
         bound = divergence_bound(self.best, h.smooth_losses[0], cfg.div_th)
@@ -297,8 +311,8 @@ def _run(learn: Any, cfg: _Config, set_epoch: bool, run: int = 0) -> LRFinder:
     epochs = -(-cfg.num_it * learn.accum // n) if n is not None else cfg.num_it
     first = run * epochs if set_epoch else 0
     valid = _cycle(learn.valid_dl, "valid_dl") if cfg.with_valid else None
-    finder = LRFinder(cfg, valid)
-    learn.on_nan, learn.quiet = "raise", True
+    finder = LRFinder(cfg, valid, quiet=learn.quiet, run=run)  # the user's setting: the finder's bar shows unless quiet
+    learn.on_nan, learn.quiet = "raise", True  # no epoch table or bar inside the test
     if learn.user_scaler is not None:  # a copy: the user's GradScaler keeps its scale, and no error leaves
         learn.user_scaler = copy.deepcopy(learn.user_scaler)  # it stuck mid-step ("unscale_() already called")
     try:

@@ -6,6 +6,10 @@ train loss, validation loss, every metric, wall time.
 Extra per-step series (gradient statistics, trust ratios) live in ``series``. Never tensors, so
 nothing keeps a graph or device memory alive. It saves to JSON and CSV and loads back; plotting is
 ``plots.py``'s job (the methods here only forward).
+
+Epochs are numbered from 1 outside Python: ``epochs.csv``'s first column, and ``history.json`` says so
+(``"epoch_numbering": "from 1"``: index ``i`` of a per-epoch list is epoch ``i + 1``). Iterations count
+from 0. A file written before the key existed loads the same way.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ __all__ = ["Recorder"]
 
 _ITER_FIELDS = ("group_lrs", "moms", "losses", "smooth_losses")
 _EPOCH_FIELDS = ("train_losses", "val_losses", "times", "epoch_iters")
+EPOCH_NUMBERING = "from 1"  # how the JSON and CSV exports number epochs
 
 
 class Recorder(Fastai07History):
@@ -116,7 +121,7 @@ class Recorder(Fastai07History):
         self.smoother.load_state_dict(state["smoother"])  # its beta too
 
     def save_json(self, path: str | os.PathLike) -> Path:
-        atomic_write_text(path, json.dumps(self.state_dict(), allow_nan=True))
+        atomic_write_text(path, json.dumps({**self.state_dict(), "epoch_numbering": EPOCH_NUMBERING}, allow_nan=True))
         return Path(path)
 
     @classmethod
@@ -142,8 +147,9 @@ class Recorder(Fastai07History):
         return header, rows
 
     def epoch_rows(self) -> tuple[list[str], list[list]]:
+        """One row per epoch, numbered from 1."""
         header = ["epoch", "train_loss", "val_loss", *self.metric_names, "time", "iterations"]
-        rows = [[e, self.train_losses[e], self.val_losses[e], *[self.metrics[n][e] for n in self.metric_names],
+        rows = [[e + 1, self.train_losses[e], self.val_losses[e], *[self.metrics[n][e] for n in self.metric_names],
                  self.times[e], self.epoch_iters[e]] for e in range(self.n_epochs)]
         return header, rows
 
@@ -161,8 +167,14 @@ class Recorder(Fastai07History):
 
     # ---- plots (drawn by plots.py) ----------------------------------------------------------
     def plot_lr(self, **kw: Any):
+        """LR (one line per distinct group) and momentum (``momentum_label="beta1"`` for Adam) by epoch."""
         from . import plots
         return plots.plot_lr(self, **kw)
+
+    def plot_dashboard(self, **kw: Any):
+        """LR, momentum, losses and every metric on one shared epoch axis (``plots.plot_dashboard``)."""
+        from . import plots
+        return plots.plot_dashboard(self, **kw)
 
     def plot_losses(self, **kw: Any):
         from . import plots

@@ -27,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from .callbacks import Callback
-from .report import read_json, redraw, summarize
+from .report import draw_plots, read_json, run_report, summarize
 from .runconfig import ConfigError, FindConfig, FitConfig, is_ref, make_config, parse_lr
 
 __all__ = ["resolve_ref", "build_learner", "run_find", "run_fit", "resume_fit", "read_run_config", "SaveHistory",
-           "TensorBoardLogger", "tensorboard_writer", "versions", "run_folder"]
+           "TensorBoardLogger", "tensorboard_writer", "versions", "run_folder", "ValidationTimer", "process_started",
+           "reproduce_command"]
 
 
 # ---- references to the user's code: package.module:function ------------------------------------
@@ -216,22 +217,38 @@ def _lock_folder(folder: Path) -> Any:
 class _Run:
     """A run folder and its ``config.json`` (rewritten when something gets resolved, e.g. the LR)."""
 
-    def __init__(self, folder: Path, meta: dict[str, Any]) -> None:
+    def __init__(self, folder: Path, meta: dict[str, Any], started: float | None = None) -> None:
         self.folder, self.meta = folder, meta
         self.main = _main_process()  # under torchrun only rank 0 writes the folder
         self._lock = _lock_folder(folder) if self.main else None
+        # Where this process's time went (seconds); "other" (startup, data, checkpoints, saving) is
+        # the rest of the wall time since ``started`` (a time.perf_counter() value).
+        self.started = time.perf_counter() if started is None else started
+        self.times = {"finder": 0.0, "training": 0.0, "validation": 0.0, "plotting": 0.0}
+
+    def time_split(self) -> dict[str, float]:
+        """This process's time split, added to what an earlier process of the same run (a resume)
+        recorded in ``result.json``; ``total`` is their sum."""
+        now = {**self.times, "total": time.perf_counter() - self.started}
+        now["other"] = max(0.0, now["total"] - sum(self.times.values()))
+        old = (read_json(self.folder / "result.json") or {}).get("time") or {}
+        return {k: round(now[k] + float(old.get(k, 0.0)), 4) for k in ("total", *self.times, "other")}
 
     @classmethod
-    def create(cls, cfg: FindConfig, command: str, default_name: str, task: Any, learn: Any) -> _Run:
+    def create(cls, cfg: FindConfig, command: str, default_name: str, task: Any, learn: Any,
+               started: float | None = None) -> _Run:
         folder = _shared_folder(learn, lambda: _new_folder(cfg, default_name))
         n_params = sum(p.numel() for p in learn.model.parameters())
         resolved = {"task": {"name": task.name, "in_shape": list(task.in_shape), "n_out": task.n_out,
                              **{k: v for k, v in task.info.items() if isinstance(v, (int, float))}},
                     "model": type(learn.model).__name__, "n_params": n_params,
+                    "model_name": cfg.model or (task.default_model if task.model is None
+                                                else type(learn.model).__name__),
                     "metrics": list(learn.recorder.metric_names)}
         meta = {"command": command, "config": dataclasses.asdict(cfg), "resolved": resolved,
-                "versions": versions(), "argv": sys.argv[1:], "started": time.strftime("%Y-%m-%d %H:%M:%S")}
-        run = cls(folder, meta)
+                "versions": versions(), "argv": sys.argv[1:], "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+                "reproduce": reproduce_command(command, cfg)}
+        run = cls(folder, meta, started)
         run.write()
         return run
 
@@ -251,6 +268,44 @@ class _Run:
             atomic_write_text(self.folder / "result.json", json.dumps(result, indent=2, default=str))
 
 
+def process_started() -> float:
+    """When this process started, as a ``time.perf_counter()`` value (so a run's time counts the
+    interpreter's startup and imports); now, where the system does not say (no ``/proc``)."""
+    now = time.perf_counter()
+    try:
+        fields_ = Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()
+        since_boot = float(Path("/proc/uptime").read_text().split()[0])
+        age = since_boot - int(fields_[19]) / os.sysconf("SC_CLK_TCK")  # field 22: start time in ticks
+    except (OSError, ValueError, IndexError):
+        return now
+    return now - age if 0 <= age < 3600 else now
+
+
+def reproduce_command(command: str, cfg: FindConfig) -> str:
+    """The command line that runs ``cfg`` again: every option whose value differs from the default
+    it would get (the task's defaults included); where the run folder goes is left out."""
+    import shlex
+    from dataclasses import fields
+    base = {"task": "mnist1d", "name": "demo"} if command == "demo" else {}
+    ref = make_config(type(cfg), [("defaults", {**base, "task": cfg.task})])  # the task's defaults
+    bare = make_config(type(cfg), [("defaults", base)])  # what the command runs without --task
+    args = ["onecycle", command]
+    for f in fields(cfg):
+        value = getattr(cfg, f.name)
+        if f.name in ("out", "name", "run_dir", "quiet") or value == getattr(ref if f.name != "task" else bare, f.name):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            args.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, dict):
+            args += [flag, *(f"{k}={json.dumps(v) if isinstance(v, str) else v}" for k, v in value.items())]
+        elif isinstance(value, list):
+            args += [flag, *(repr(v) for v in value)]
+        else:
+            args += [flag, repr(value) if isinstance(value, float) else str(value)]
+    return shlex.join(args)
+
+
 def _say(cfg: FindConfig, *lines: str) -> None:
     if not cfg.quiet and _main_process():
         print("\n".join(lines), flush=True)
@@ -259,7 +314,9 @@ def _say(cfg: FindConfig, *lines: str) -> None:
 def _lr_find(learn: Any, cfg: FindConfig, run: _Run) -> Any:
     """The LR range test; its curves and plot go into the run folder, every suggestion is printed."""
     kw = {"rule": cfg.rule} if cfg.rule else {}
+    start = time.perf_counter()
     res = learn.lr_find(start_lr=cfg.start_lr, end_lr=cfg.end_lr, num_it=cfg.num_it, runs=cfg.finder_runs, **kw)
+    run.times["finder"] += time.perf_counter() - start
     if run.main:
         res.save_json(run.folder / "lr_find.json")
     run.meta["resolved"]["lr_find"] = {"suggestions": res.suggestions, "rule": res.rule, "suggestion": res.suggestion,
@@ -274,24 +331,80 @@ def _lr_find(learn: Any, cfg: FindConfig, run: _Run) -> Any:
     return res
 
 
-def run_find(cfg: FindConfig) -> Path:
+def _card_facts(run: _Run, cfg: FindConfig) -> dict[str, Any]:
+    """What the report's card shows besides the results: task, model, optimizer, schedule, where the
+    peak LR came from, the command that reproduces the run."""
+    from .plots import rule_name
+    resolved = run.meta["resolved"]
+    finder = resolved.get("lr_find") or {}
+    given = getattr(cfg, "lr", "auto") != "auto"
+    facts = {"task": resolved["task"]["name"], "model": cfg.model or resolved.get("model_name") or resolved["model"],
+             "n_params": resolved["n_params"], "opt": cfg.opt, "wd": cfg.wd,
+             "lr_source": f"the command line (--lr {cfg.lr})" if given else
+             f"the LR finder: {rule_name(finder['rule'])}" if finder.get("rule") else "the LR finder",
+             "command": run.meta.get("reproduce", "")}
+    if isinstance(cfg, FitConfig):
+        facts["schedule"] = cfg.schedule
+    return facts
+
+
+def run_find(cfg: FindConfig, started: float | None = None) -> Path:
     """The LR range test in a new run folder: curves (``lr_find.json``), the multi-panel plot,
-    every suggestion printed, ``result.json`` and ``report.html``."""
+    every suggestion printed, ``result.json`` and ``report.html``. ``started``: when the process
+    started (``time.perf_counter()``), so the time split counts startup too."""
     learn, task = build_learner(cfg)
-    run = _Run.create(cfg, "find", f"find-{task.name}-{cfg.opt}", task, learn)
-    status = "failed"
+    run = _Run.create(cfg, "find", f"find-{task.name}-{cfg.opt}", task, learn, started)
+    run.times = {"finder": 0.0, "plotting": 0.0}  # nothing trains
+    status, res = "failed", None
     try:
         res = _lr_find(learn, cfg, run)
         status = "finished"
     finally:
-        run.write_result({"status": status, "suggestion": run.meta["resolved"].get("lr_find", {}).get("suggestion")})
-        if run.main:
-            _guarded(redraw, run.folder)
+        found = run.meta["resolved"].get("lr_find", {})
+        _save_outputs(run, {"status": status, "suggestion": found.get("suggestion"), "lr": found.get("suggestion"),
+                            **_card_facts(run, cfg)})
         run.close()
     _barrier(learn)
-    _say(cfg, f"LR suggestion: {res.suggestion:.3g}" if res.suggestion else "no LR suggestion",
-         f"run folder: {run.folder}")
+    result = read_json(run.folder / "result.json") or {}
+    _say(cfg, f"LR suggestion: {res.suggestion:.3g} ({res.rule} rule)" if res.suggestion else "no LR suggestion",
+         *summary_lines(result, run.folder), f"run folder: {run.folder}")
     return run.folder
+
+
+def _save_outputs(run: _Run, result: dict[str, Any]) -> None:
+    """Draw the plots (timed), then write ``result.json`` with the time split, then ``report.html``
+    (which shows it). Best effort: never raises."""
+    if not run.main:
+        return
+    start = time.perf_counter()
+    _guarded(draw_plots, run.folder)
+    run.times["plotting"] += time.perf_counter() - start
+    result["time"] = run.time_split()
+    result["seconds"] = result["time"]["total"]
+    _guarded(run.write_result, result)
+    _guarded(run_report, run.folder)
+
+
+def summary_lines(result: dict[str, Any], folder: Path) -> list[str]:
+    """The two or three lines a command ends with: the headline metric (best and final, with their
+    epochs), where the time went, the report's path."""
+    from .report import fmt_seconds, fmt_value
+    lines = []
+    metric = result.get("metric")
+    best, final = result.get("best", {}), result.get("final", {})
+    if metric in best:
+        epochs = result.get("best_epoch", {})
+        text = (f"{metric}: best {fmt_value(metric, best[metric])} (epoch {epochs.get(metric, '-')}), "
+                f"final {fmt_value(metric, final.get(metric))} (epoch {result.get('epochs_done')})")
+        if metric != "val_loss" and "val_loss" in final:
+            text += f"; val_loss final {fmt_value('val_loss', final['val_loss'])}"
+        lines.append(text)
+    split = result.get("time") or {}
+    if split:
+        parts = ", ".join(f"{k} {fmt_seconds(v)}" for k, v in split.items() if k != "total" and v >= 0.005)
+        lines.append(f"{result.get('status', 'done')} in {fmt_seconds(split['total'])} ({parts})")
+    lines.append(f"report: {folder / 'report.html'}")
+    return lines
 
 
 # ---- callbacks the command line adds -------------------------------------------------------------
@@ -306,6 +419,27 @@ class SaveHistory(Callback):
     def after_epoch(self, learn: Any) -> None:
         learn.recorder.save_json(self.folder / "history.json")
         learn.recorder.save_csv(self.folder)
+
+
+class ValidationTimer(Callback):
+    """Seconds spent validating in the epochs this process completed (``before_validate`` to
+    ``after_validate``); the rest of those epochs' recorded times is training."""
+    order = 1000  # last before validating is the closest to it
+
+    def before_fit(self, learn: Any) -> None:
+        self.first_epoch, self.validation, self._pending = learn.recorder.n_epochs, 0.0, 0.0
+
+    def before_validate(self, learn: Any) -> None:
+        self._start = time.perf_counter()
+
+    def after_validate(self, learn: Any) -> None:
+        self._pending = time.perf_counter() - self._start
+
+    def after_epoch(self, learn: Any) -> None:  # only epochs the recorder holds count
+        self.validation, self._pending = self.validation + self._pending, 0.0
+
+    def training(self, rec: Any) -> float:
+        return max(0.0, sum(rec.times[self.first_epoch:]) - self.validation)
 
 
 def _check_tensorboard() -> None:
@@ -400,9 +534,9 @@ def _peaks(learn: Any, cfg: FitConfig, run: _Run) -> list[float]:
     return peaks
 
 
-def _fit_callbacks(cfg: FitConfig, run: _Run) -> list[Callback]:
+def _fit_callbacks(cfg: FitConfig, run: _Run, timer: ValidationTimer) -> list[Callback]:
     from .callbacks import GradStats
-    cbs: list[Callback] = [GradStats()] if cfg.grad_stats else []
+    cbs: list[Callback] = [timer, *([GradStats()] if cfg.grad_stats else [])]
     if not run.main:
         return cbs
     folder = run.folder
@@ -412,15 +546,16 @@ def _fit_callbacks(cfg: FitConfig, run: _Run) -> list[Callback]:
     return cbs
 
 
-def run_fit(cfg: FitConfig, command: str = "fit") -> Path:
+def run_fit(cfg: FitConfig, command: str = "fit", started: float | None = None) -> Path:
     """Train ``cfg`` in a new run folder; returns the folder. ``KeyboardInterrupt`` (Ctrl-C, or
-    ``TrainingInterrupted`` with ``.signum`` for SIGTERM) propagates after everything is saved."""
+    ``TrainingInterrupted`` with ``.signum`` for SIGTERM) propagates after everything is saved.
+    ``started``: when the process started (``time.perf_counter()``): the time split counts startup."""
     if cfg.tensorboard:
         _check_tensorboard()  # before the data is loaded: a missing package fails at once
     learn, task = build_learner(cfg)
     model = cfg.model or task.default_model
     run = _Run.create(cfg, command, f"{task.name}-{model}-{cfg.opt}-{cfg.schedule}" if command == "fit" else command,
-                      task, learn)
+                      task, learn, started)
     return _train(learn, task, cfg, run, resume=False)
 
 
@@ -435,14 +570,15 @@ def read_run_config(folder: str | os.PathLike) -> dict[str, Any]:
     return meta
 
 
-def resume_fit(folder: str | os.PathLike, quiet: bool | None = None, threads: int | None = None) -> Path:
+def resume_fit(folder: str | os.PathLike, quiet: bool | None = None, threads: int | None = None,
+               started: float | None = None) -> Path:
     """Continue the run in ``folder`` exactly: same config, same peak LR, from ``last.ckpt`` (from
     the start when it has none, e.g. interrupted during the finder)."""
     folder = Path(folder)
     meta = read_run_config(folder)
     overrides = {k: v for k, v in (("quiet", quiet), ("threads", threads)) if v is not None}
     cfg = make_config(FitConfig, [(str(folder / "config.json"), meta["config"]), ("command line", overrides)])
-    run = _Run(folder, meta)
+    run = _Run(folder, meta, started)
     try:
         learn, task = build_learner(cfg)
     except BaseException:
@@ -455,12 +591,13 @@ def resume_fit(folder: str | os.PathLike, quiet: bool | None = None, threads: in
 
 
 def _train(learn: Any, task: Any, cfg: FitConfig, run: _Run, resume: bool) -> Path:
-    start = time.perf_counter()
     status, error, signum = "failed", None, None
+    timer = ValidationTimer()
+    timer.before_fit(learn)  # in case the fit fails before it starts
     try:
         peaks = _peaks(learn, cfg, run)
         lr_sched, mom_sched = schedules_for(cfg, len(task.train_dl))
-        learn.fit_sched(cfg.epochs, peaks, lr_sched, mom_sched, callbacks=_fit_callbacks(cfg, run),
+        learn.fit_sched(cfg.epochs, peaks, lr_sched, mom_sched, callbacks=_fit_callbacks(cfg, run, timer),
                         checkpoint_dir=run.folder, every=cfg.every or None, ckpt_budget=cfg.ckpt_budget or None,
                         resume=resume)
         status = "finished"
@@ -476,10 +613,12 @@ def _train(learn: Any, task: Any, cfg: FitConfig, run: _Run, resume: bool) -> Pa
         error = f"{type(err).__name__}: {err}"
         raise
     finally:
-        _finish(learn, run, cfg, status, error, signum, time.perf_counter() - start)
+        run.times["training"] += timer.training(learn.recorder)
+        run.times["validation"] += timer.validation
+        _finish(learn, run, cfg, status, error, signum)
         run.close()
     _barrier(learn)
-    _say(cfg, f"run folder: {run.folder}")
+    _say(cfg, *summary_lines(read_json(run.folder / "result.json") or {}, run.folder), f"run folder: {run.folder}")
     return run.folder
 
 
@@ -491,20 +630,16 @@ def _barrier(learn: Any) -> None:
         dist.barrier()
 
 
-def _finish(learn: Any, run: _Run, cfg: FitConfig, status: str, error: str | None, signum: int | None,
-            seconds: float) -> None:
-    """Save what exists: history, result, plots, report. Never raises (the run's own error matters)."""
+def _finish(learn: Any, run: _Run, cfg: FitConfig, status: str, error: str | None, signum: int | None) -> None:
+    """Save what exists: history, plots, result, report. Never raises (the run's own error matters)."""
     if not run.main:
         return
     rec = learn.recorder
     _guarded(rec.save_json, run.folder / "history.json")
     _guarded(rec.save_csv, run.folder)
-    old = read_json(run.folder / "result.json") or {}
     result = {"status": status, "error": error, "signal": signum, "epochs": cfg.epochs,
-              "lr": run.meta["resolved"].get("lr"), "seconds": old.get("seconds", 0.0) + seconds,
-              **summarize(rec)}
-    _guarded(run.write_result, result)
-    _guarded(redraw, run.folder)
+              "lr": run.meta["resolved"].get("lr"), **_card_facts(run, cfg), **summarize(rec)}
+    _save_outputs(run, result)
 
 
 def _guarded(fn: Callable, *args: Any) -> Any:

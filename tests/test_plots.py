@@ -1,0 +1,360 @@
+"""Plots read back from the Figure's artists (line data, limits, ticks, legend texts) against
+references computed here: the finder plot draws the rules' curves, keeps the diverged tail out of its
+y-limits and puts the chosen suggestion on the curve in every panel; the dashboard shares one epoch
+axis numbered from 1; epochs count from 1 in the table, the CSV and the JSON; the finder's bar."""
+
+import csv
+import io
+import json
+import math
+import struct
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+import onecycle as oc
+from onecycle import plots
+from onecycle.lr_finder import LRFindResult
+from onecycle.progress import Progress, finder_bar
+from onecycle.recorder import Recorder
+
+
+def _ema(values, beta):
+    """Bias-corrected EMA by hand, the reference for the drawn curves."""
+    out, avg = [], 0.0
+    for k, v in enumerate(values, 1):
+        avg = beta * avg + (1 - beta) * v
+        out.append(avg / (1 - beta ** k))
+    return out
+
+
+def _finder(n=100, explode=False, stop="completed num_it=100 iterations", suggestion=1e-2, rule="val_min"):
+    """A hand-made range test: losses with a dip at LR 0.03 (log-symmetric), optionally exploding to 1e6
+    over the last fifth; accuracy mirrors the loss."""
+    lrs = [1e-5 * 1e6 ** (i / (n - 1)) for i in range(n)]
+    rng = np.random.default_rng(0)
+    dip = [2.0 - 1.5 * math.exp(-(math.log10(lr / 0.03)) ** 2) for lr in lrs]
+    losses = [d + 0.05 * float(rng.standard_normal()) for d in dip]
+    if explode:
+        losses = [v if i < 0.8 * n else 10 ** (6 * (i - 0.8 * n) / (0.2 * n - 1)) for i, v in enumerate(losses)]
+    beta = 1 - 10 / n
+    val = [v + 0.1 for v in losses]
+    acc = [max(0.0, 1.0 - v / 2.5) for v in losses]
+    suggestions = {"valley": 3e-3, "slide": 1e-4, "minimum": 3e-3, "steep": 5e-3, "val_steep": 6e-3,
+                   "val_min": 1.5e-2}
+    suggestions[rule] = suggestion
+    return LRFindResult(lrs=lrs, group_lrs=[lrs], losses=losses, smooth_losses=_ema(losses, beta), val_losses=val,
+                        metrics={"accuracy": acc}, moms=[0.9] * n, suggestions=suggestions, suggestion=suggestion,
+                        rule=rule, stop_reason=stop, num_it=n)
+
+
+def _by_gid(ax, gid):
+    return [a for a in [*ax.lines, *ax.patches] if a.get_gid() == gid]
+
+
+def _curve(ax):
+    (line,) = _by_gid(ax, "curve")
+    return np.asarray(line.get_xdata(), float), np.asarray(line.get_ydata(), float)
+
+
+# ---- the finder plot --------------------------------------------------------------------------------------
+def test_drawn_curves_are_the_curves_the_rules_read():
+    res = _finder()
+    fig = res.plot()  # fastai 0.7's defaults: n_skip=10, n_skip_end=5
+    axes = fig.axes
+    assert [ax.get_ylabel() for ax in axes] == ["training loss", "validation loss", "accuracy"]
+    x, y = _curve(axes[0])
+    assert list(x) == res.lrs[10:95] and list(y) == res.smooth_losses[10:95]  # exactly the recorded curve
+    assert list(_curve(axes[1])[1]) == pytest.approx(_ema(res.val_losses, 0.9)[10:95], rel=1e-12)
+    assert list(_curve(axes[1])[1]) == res.smooth_val_losses[10:95]
+    assert list(_curve(axes[2])[1]) == pytest.approx(_ema(res.metrics["accuracy"], 0.9)[10:95], rel=1e-12)
+    (raw,) = _by_gid(axes[0], "raw")  # the raw points, faint
+    assert list(raw.get_ydata()) == res.losses[10:95] and raw.get_alpha() < 0.5 and raw.get_linestyle() == "None"
+    assert all(ax.get_xscale() == "log" for ax in axes)
+    fig = res.plot(n_skip=3, n_skip_end=0, smoothed=False)
+    assert list(_curve(fig.axes[0])[1]) == res.losses[3:] and not _by_gid(fig.axes[0], "raw")
+    for bad in ({"n_skip": -1}, {"n_skip_end": 1.5}, {"band": 0.5}, {"div": 1}, {"ylim_factor": 0}):
+        with pytest.raises(ValueError):
+            res.plot(**bad)
+
+
+@pytest.mark.parametrize("smoothed", [True, False])
+def test_suggestion_marker_lies_on_the_drawn_curve_in_every_panel(smoothed):
+    res = _finder(suggestion=7.3e-3)
+    fig = res.plot(smoothed=smoothed)
+    for ax in fig.axes:
+        x, y = _curve(ax)
+        (mark,) = _by_gid(ax, "suggestion")
+        mx, my = mark.get_xdata()[0], mark.get_ydata()[0]
+        assert mx == 7.3e-3
+        k = int(np.searchsorted(x, mx))  # the curve interpolated in log LR between its two neighbours
+        t = (math.log(mx) - math.log(x[k - 1])) / (math.log(x[k]) - math.log(x[k - 1]))
+        assert my == pytest.approx(y[k - 1] + t * (y[k] - y[k - 1]), rel=1e-9)
+        (band,) = _by_gid(ax, "band")  # good LRs: a factor 2 either side
+        assert band.get_x() == pytest.approx(7.3e-3 / 2) and band.get_x() + band.get_width() == pytest.approx(14.6e-3)
+        (cycle,) = _by_gid(ax, "one_cycle")  # the 1cycle range: peak/25 up to the peak
+        assert cycle.get_x() == pytest.approx(7.3e-3 / 25)
+        assert cycle.get_x() + cycle.get_width() == pytest.approx(7.3e-3)
+    fig = res.plot(band=3, div=10)
+    assert _by_gid(fig.axes[0], "band")[0].get_x() == pytest.approx(7.3e-3 / 3)
+    assert _by_gid(fig.axes[0], "one_cycle")[0].get_x() == pytest.approx(7.3e-4)
+
+
+def test_marker_on_a_linear_sweep_interpolates_in_lr():
+    res = _finder(suggestion=0.37)
+    res.lrs = res.group_lrs[0] = [0.01 * (i + 1) for i in range(100)]
+    res.step_mode = "linear"
+    ax = res.plot().axes[0]
+    x, y = _curve(ax)
+    (mark,) = _by_gid(ax, "suggestion")
+    assert ax.get_xscale() == "linear"
+    assert mark.get_ydata()[0] == pytest.approx(float(np.interp(0.37, x, y)), rel=1e-9)
+
+
+def test_y_limits_leave_out_a_diverging_tail():
+    res = _finder(explode=True, stop="diverged at iteration 99 (lr 10): smoothed loss 2e+05 above 6 (best 0.5, "
+                                        "start 2, div_th 4)")
+    assert max(res.losses) == pytest.approx(1e6)
+    fig = res.plot(n_skip=0, n_skip_end=0)
+    start = res.smooth_losses[0]
+    for ax in fig.axes[:2]:
+        bottom, top = ax.get_ylim()
+        x, y = _curve(ax)
+        assert top < 2.5 * start and bottom < min(y)  # the dip fills the panel, not the explosion
+        (up,) = [m for m in _by_gid(ax, "clipped") if m.get_marker() == "^"]
+        assert set(up.get_ydata()) == {top} and len(up.get_xdata()) >= 15  # every point above, on the edge
+    low, high = fig.axes[2].get_ylim()  # accuracy: its range where the training loss stayed in range
+    assert -0.1 < low and high < 1.1
+    bottom, top = plots.finder_ylim([2.0, 1.0, 0.5, 1e6], factor=2.0)
+    assert top == pytest.approx(0.5 + 2 * 1.5 + 0.05 * (3.5 - 0.5))  # from the smoothed minimum, not the tail
+    assert bottom == pytest.approx(0.5 - 2 * 0.05 * 3.0)
+
+
+def test_title_says_why_the_test_stopped():
+    diverged = ("diverged at iteration 81 (lr 0.351): smoothed loss 7.698 above 5.494 "
+                "(best 1.374, start 2.321, div_th 4)")
+    cases = {"completed num_it=100 iterations": "ran all 100 steps, up to LR 10",
+             diverged: "stopped at LR 0.351 (step 82 of 100): the smoothed training loss blew up to 7.698, "
+                       "past its limit 5.494",
+             "non-finite loss nan at iteration 40 (lr 2.1): stopped before stepping":
+                 "stopped at LR 2.1 (step 41 of 100): the training loss became nan",
+             "cancelled by a callback after 100 iterations": "cancelled by a callback after 100 steps, at LR 10"}
+    for reason, words in cases.items():
+        assert plots.stop_words(reason, _finder().lrs, 100) == words
+        assert _finder(stop=reason).plot().get_suptitle() == "LR range test: " + words
+
+
+def test_one_legend_with_plain_names_other_rules_muted():
+    res = _finder()
+    fig = res.plot()
+    assert len(fig.legends) == 1 and not any(ax.get_legend() for ax in fig.axes)
+    texts = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "chosen: lowest validation loss / 2 (val_min) = 0.01" in texts
+    assert "steepest training-loss fall (steep): 0.005" in texts
+    assert "good LRs: 0.005 to 0.02 (x2 either side)" in texts
+    assert "1cycle range: 0.0004 up to the peak 0.01 (div 25)" in texts
+    others = sorted(v for k, v in res.suggestions.items() if k != "val_min")
+    for ax in fig.axes:  # the other rules: thin grey vertical lines
+        grey = sorted(line.get_xdata()[0] for line in ax.lines if line.get_color() == "0.5")
+        assert grey == others and all(line.get_linewidth() < 1 for line in ax.lines if line.get_color() == "0.5")
+
+
+def test_a_fallback_rule_is_the_one_marked():
+    res = _finder(suggestion=5e-3, rule="steep")  # as if val_min gave None and steep answered
+    res.suggestions["val_min"], res.rule = None, "val_min"
+    texts = [t.get_text() for t in res.plot().legends[0].get_texts()]
+    assert "chosen: steepest training-loss fall (steep) = 0.005" in texts
+
+
+def test_plot_from_a_dict_equals_plot_from_the_result():
+    res = _finder()
+    a, b = res.plot(), plots.plot_finder(json.loads(json.dumps(res.to_dict())))
+    for ax, bx in zip(a.axes, b.axes):
+        assert list(_curve(ax)[1]) == list(_curve(bx)[1]) and ax.get_ylim() == bx.get_ylim()
+
+
+def _tiny_learner(quiet=True):
+    torch.manual_seed(0)
+    x, y = torch.randn(96, 4), torch.randint(0, 2, (96,))
+    dl = DataLoader(TensorDataset(x, y), batch_size=16)
+    return oc.Learner(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)), dl, dl,
+                      metrics=[oc.metrics.accuracy], device="cpu", quiet=quiet)
+
+
+def test_a_real_lr_find_draws_its_own_curves(tmp_path):
+    res = _tiny_learner().lr_find(num_it=40, stop_div=False)
+    fig = res.plot(n_skip=4, n_skip_end=2, save=tmp_path / "finder.png")
+    n = len(res.lrs)
+    assert list(_curve(fig.axes[0])[1]) == res.smooth_losses[4:n - 2]
+    assert list(_curve(fig.axes[1])[1]) == res.smooth_val_losses[4:n - 2]
+    for ax in fig.axes:
+        marks = _by_gid(ax, "suggestion")
+        if marks:
+            x, y = _curve(ax)
+            mx = marks[0].get_xdata()[0]
+            assert mx == res.suggestion
+            assert marks[0].get_ydata()[0] == pytest.approx(float(np.interp(np.log(mx), np.log(x), y)), rel=1e-9)
+    assert _png_size(tmp_path / "finder.png")[0] == 2200  # an 1100-px column at 2x
+
+
+# ---- saving -----------------------------------------------------------------------------------------------
+def _png_size(path):
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_save_png_at_2x_and_svg_by_suffix(tmp_path):
+    fig = plots.plot_metrics(_history())
+    plots.save_figure(fig, tmp_path / "m.png")
+    assert _png_size(tmp_path / "m.png") == (2200, round(fig.get_figheight() * 200))
+    plots.save_figure(fig, tmp_path / "m.svg")
+    assert b"<svg" in (tmp_path / "m.svg").read_bytes()[:500]
+
+
+# ---- a run's history: the dashboard and its parts ---------------------------------------------------------
+def _history():
+    """Two epochs of 4 iterations and a half-done third; groups 0 and 1 identical, group 2 a tenth."""
+    rec = Recorder(["accuracy", "error"])
+    for epoch, (val, acc, err) in enumerate([(0.9, 0.5, 0.4), (0.7, 0.75, 0.3)]):
+        lrs = [[0.1 * (epoch * 4 + i + 1)] * 2 + [0.01 * (epoch * 4 + i + 1)] for i in range(4)]
+        rec.add_iterations(lrs, [0.9] * 4, [2.0 - 0.2 * (epoch * 4 + i) for i in range(4)])
+        rec.add_epoch(1.0, {"val_loss": val, "accuracy": acc, "error": err}, 1.0)
+    rec.add_iterations([[0.9, 0.9, 0.09]] * 2, [0.9] * 2, [0.3, 0.2])
+    return rec
+
+
+def _ticks(ax):
+    return [t.get_text() for t in ax.get_xticklabels()]
+
+
+def test_iteration_epochs_hand_values():
+    assert plots.iteration_epochs(10, [4, 8]) == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5]
+    assert plots.iteration_epochs(5, [2, 5]) == pytest.approx([0.5, 1.0, 1 + 1 / 3, 1 + 2 / 3, 2.0])
+    assert plots.iteration_epochs(3, []) == pytest.approx([1 / 3, 2 / 3, 1.0])
+
+
+def test_dashboard_shares_one_epoch_axis_numbered_from_1():
+    rec = _history()
+    fig = plots.plot_dashboard(rec, momentum_label="beta1")
+    ax_lr, ax_mom, ax_loss, ax_acc, ax_err = fig.axes
+    assert all(ax.get_xlabel() == "epoch" and ax.get_ylabel() for ax in fig.axes)  # every axis labelled
+    assert all(_ticks(ax) == ["1", "2", "3"] for ax in fig.axes)  # whole epochs from 1
+    assert all(ax.get_xlim() == ax_lr.get_xlim() for ax in fig.axes) and ax_lr.get_xlim()[0] == 0
+    assert ax_mom.get_ylabel() == "beta1"
+    lines = ax_lr.get_lines()  # identical groups drawn once, labelled
+    assert [line.get_label() for line in lines] == ["groups 0-1", "group 2"]
+    assert list(lines[0].get_xdata()) == [0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5]
+    assert list(lines[0].get_ydata()) == rec.group_lrs[0] and list(lines[1].get_ydata()) == rec.group_lrs[2]
+    raw, smooth, val = ax_loss.get_lines()
+    assert list(raw.get_ydata()) == rec.losses and list(smooth.get_ydata()) == rec.smooth_losses
+    assert raw.get_alpha() < 0.5 and list(val.get_xdata()) == [1, 2] and list(val.get_ydata()) == [0.9, 0.7]
+    (best,) = _by_gid(ax_acc, "best")  # higher is better for accuracy, lower for error
+    assert (best.get_xdata()[0], best.get_ydata()[0]) == (2, 0.75) and "best 0.75 at epoch 2" in ax_acc.get_title()
+    (best,) = _by_gid(ax_err, "best")
+    assert (best.get_xdata()[0], best.get_ydata()[0]) == (2, 0.3)
+    assert plots.plot_dashboard(rec, log_loss=True).axes[2].get_yscale() == "log"
+
+
+def test_dashboard_from_plain_data_and_forwarded():
+    rec = _history()
+    a, b = rec.plot_dashboard(), plots.plot_dashboard(json.loads(json.dumps(rec.state_dict())))
+    for ax, bx in zip(a.axes, b.axes):
+        assert [list(x.get_ydata()) for x in ax.lines] == [list(x.get_ydata()) for x in bx.lines]
+    assert a.axes[1].get_ylabel() == "momentum"
+
+
+def test_lr_losses_and_metrics_on_the_same_epoch_axis():
+    rec = _history()
+    lr, losses, metrics = rec.plot_lr(momentum_label="beta1"), rec.plot_losses(), rec.plot_metrics()
+    axes = [*lr.axes, *losses.axes, *metrics.axes]
+    assert all(_ticks(ax) == ["1", "2", "3"] and ax.get_xlabel() == "epoch" and ax.get_ylabel() for ax in axes)
+    assert len({ax.get_xlim() for ax in axes}) == 1
+    assert [line.get_label() for line in lr.axes[0].get_lines()] == ["groups 0-1", "group 2"]
+    assert lr.axes[1].get_ylabel() == "beta1"
+    assert [len(_by_gid(ax, "best")) for ax in metrics.axes] == [1, 1]
+    one = Recorder()  # one group: one line, no legend
+    one.add_iterations([[0.1], [0.2]], [0.9, 0.8], [1.0, 0.5])
+    one.add_epoch(0.75, {"val_loss": 0.6}, 1.0)
+    assert len(one.plot_lr().axes[0].get_lines()) == 1 and one.plot_lr().axes[0].get_legend() is None
+
+
+def test_epoch_ticks_thin_out_and_still_start_at_1():
+    rec = Recorder(["accuracy"])
+    for e in range(40):
+        rec.add_iterations([[0.1]], [0.9], [1.0])
+        rec.add_epoch(1.0, {"val_loss": 1.0, "accuracy": e / 40}, 1.0)
+    ticks = _ticks(rec.plot_metrics().axes[0])
+    assert ticks == ["1", "5", "10", "15", "20", "25", "30", "35", "40"]
+
+
+def test_finder_lr_plot_runs_in_iterations_with_distinct_groups():
+    res = _finder()
+    res.group_lrs = [res.lrs, res.lrs]
+    fig = res.plot_lr()
+    assert fig.axes[0].get_xlabel() == "iteration" and len(fig.axes[0].get_lines()) == 1
+    assert fig.axes[0].get_lines()[0].get_label() == "all 2 groups (identical)"
+    assert plots.momentum_label("adamw") == "beta1" and plots.momentum_label("sgd") == "momentum"
+
+
+# ---- epochs numbered from 1: the table, the CSV, the JSON -------------------------------------------------
+def test_epochs_from_1_in_the_table_csv_and_json(tmp_path):
+    out = io.StringIO()
+    prog = Progress(["accuracy"], stream=out)
+    for e in range(3):
+        prog.epoch_row(e, 1.0, {"val_loss": 0.5, "accuracy": 0.5}, 1.0)
+    assert [line.split()[0] for line in out.getvalue().splitlines()] == ["epoch", "1", "2", "3"]
+    rec = _history()
+    _, ep_path = rec.save_csv(tmp_path)
+    rows = list(csv.reader(ep_path.open()))
+    assert [r[0] for r in rows] == ["epoch", "1", "2"] and float(rows[2][3]) == 0.75
+    path = rec.save_json(tmp_path / "h.json")
+    assert json.loads(path.read_text())["epoch_numbering"] == "from 1"
+    assert Recorder.load_json(path).state_dict() == rec.state_dict()
+    old = tmp_path / "old.json"  # written before the key existed
+    old.write_text(json.dumps(rec.state_dict()))
+    assert Recorder.load_json(old).state_dict() == rec.state_dict()
+
+
+def test_a_real_fit_numbers_epochs_from_1_everywhere(tmp_path, capsys):
+    learn = _tiny_learner(quiet=False)
+    learn.fit(0.05, 2)
+    table = capsys.readouterr().out.splitlines()
+    assert [line.split()[0] for line in table] == ["epoch", "1", "2"]
+    _, ep_path = learn.recorder.save_csv(tmp_path)
+    assert [r[0] for r in csv.reader(ep_path.open())][1:] == ["1", "2"]
+    assert all(_ticks(ax) == ["1", "2"] for ax in learn.recorder.plot_dashboard().axes)
+
+
+# ---- the finder's progress bar ------------------------------------------------------------------------------
+def test_finder_bar_shows_the_lr_and_the_best_smoothed_loss():
+    out = io.StringIO()
+    bar = finder_bar(3, file=out, interval=0.0)
+    for i, (lr, loss) in enumerate([(1e-3, 2.0), (1e-2, 1.25), (1e-1, 5.0)]):
+        bar.update(i, lr, loss)
+    assert bar.best == 1.25
+    text = out.getvalue()
+    assert "lr_find" in text and "lr=0.1" in text and "best=1.25" in text and "3/3" in text
+    bar.close(3)
+    quiet = io.StringIO()
+    finder_bar(3, quiet=True, file=quiet).update(0, 1e-3, 2.0)
+    assert quiet.getvalue() == ""
+
+
+class _TTY(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_lr_find_shows_its_bar_unless_quiet(monkeypatch, quiet):
+    learn = _tiny_learner(quiet=quiet)
+    err = _TTY()
+    monkeypatch.setattr(sys, "stderr", err)
+    learn.lr_find(num_it=12)
+    assert ("lr_find" in err.getvalue() and "best=" in err.getvalue()) is not quiet
+    assert learn.quiet is quiet  # the finder's own quiet is undone
