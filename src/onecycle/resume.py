@@ -226,6 +226,7 @@ class Checkpointer:
         self.signum: int | None = None
         self.signature: dict | None = None
         self.epoch_rng: dict | None = None
+        self.writes = 0  # checkpoints this fit has handed to the writer
 
     # ---- resuming -------------------------------------------------------------------------------
     def load(self, learn: Learner) -> dict[str, Any] | None:
@@ -273,7 +274,9 @@ class Checkpointer:
 
     def epoch_end(self, learn: Learner) -> None:
         if self.folder is not None:
-            first_or_last = learn.epoch + 1 in (1, learn.n_epochs) or not os.path.exists(self.path)
+            # the first epoch end of a fit (a resumed one too) and its last always write: a short fit
+            # is resumable whatever the budget (not a look at the disk: the writer may still be at it)
+            first_or_last = self.writes == 0 or learn.epoch + 1 == learn.n_epochs
             if first_or_last or self._due(learn):
                 self._write(learn, learn.epoch + 1, 0)
         self._check_signal(learn, learn.epoch + 1, 0)
@@ -325,6 +328,7 @@ class Checkpointer:
             self.writer.save(state, self.path)
         self._done = time.perf_counter()
         self._cost = self._done - start  # this thread's part; the writer adds its own
+        self.writes += 1
 
     def _due(self, learn: Learner) -> bool:
         """Whether a scheduled write fits in the budget: the last write must have finished at least
