@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from onecycle import schedules as S
+from onecycle.optim import scheduler as sched_module
 from onecycle.optim.groups import get_hyper, set_hyper, spread_lrs
 from onecycle.optim.scheduler import Scheduler, check_momentum_schedule
 
@@ -164,7 +165,9 @@ def test_warns_once_without_momentum():
     with pytest.warns(UserWarning, match=r"^Adagrad has neither 'momentum' nor 'betas': momentum is not scheduled$") \
             as caught:
         sched = Scheduler(opt, 10, lr=S.const(1.0), momentum=S.const(0.9))
-    assert len(caught) == 1 and caught[0].filename == __file__  # points at the caller's line
+    # attributed to the caller, not to the scheduler module (not compared with __file__: mutmut's
+    # trampoline adds a frame between the two)
+    assert len(caught) == 1 and caught[0].filename != sched_module.__file__
     assert "momentum" not in sched.scheds
 
 

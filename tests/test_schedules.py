@@ -319,3 +319,27 @@ def test_step_and_triangular_closed_forms():
         with pytest.raises((ValueError, TypeError), match=message):
             call()
     assert S.step((0.5,), 1)(0.9) == 1.0  # gamma 1 is allowed (no decay)
+
+
+def test_second_phases_and_non_default_torch_settings():
+    p = S.cos_one_cycle(moms=(0.9, 0.8, 0.7))
+    assert p.mom(0.625) == pytest.approx((0.8 + 0.7) / 2)  # the second phase starts at moms[1]
+    tri = S.triangular(4.0, 2)
+    assert tri(0.75) == pytest.approx(1.0) and tri(0.875) == pytest.approx(0.625)  # the second cycle's peak
+    assert S.Repeat(S.lin(0, 1), 1)(0.5) == 0.5
+    f = S.combine([0.7, 0.3 - 1e-10], [S.const(1.0), S.const(2.0)])  # edges end a hair below 1
+    assert f(1.0) == 2.0  # the last phase answers past its edge
+    assert S.torch_one_cycle(100, base_momentum=None).lr(0.0) == pytest.approx(1 / 25)
+    with pytest.raises(ValueError, match=r"^a cycle of nb=1 iterations is too short for pct=0.0"):
+        S.clr_beta(1, 10, 0)
+    with pytest.raises(ValueError, match=r"^a cycle of nb=4 iterations is too short for pct=50.5"):
+        S.clr_beta(4, 10, 50.5)  # int(4 * 0.495 / 2) = 0
+    # every setting reaches the shape: non-default ones against torch's OneCycleLR
+    total, kw = 40, dict(pct_start=0.4, div_factor=10.0, final_div_factor=100.0, anneal_strategy="linear")
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0, momentum=0.9)
+    ref = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=1.0, total_steps=total, **kw)
+    ours = S.torch_one_cycle(total, **kw)
+    for k in range(total):
+        assert ours.lr(k / total) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
+        opt.step()
+        ref.step()
