@@ -337,7 +337,6 @@ class Learner(Fastai07Learner):
                 e.add_note(f"onecycle: raised on rank {self.rank} of {self.world_size}")
             raise
         finally:
-            self.progress.close()
             try:
                 ckpt.wait(self, failure)  # the fit returns (or raises) with its checkpoint on disk
             finally:

@@ -83,8 +83,6 @@ class Progress:
         cells.append(f"{seconds:.1f}s")
         print("  ".join(c.rjust(w) for c, w in zip(cells, widths)), file=self.stream, flush=True)
 
-    def close(self) -> None: ...
-
 
 class _FinderBar:
     """Steps done of the range test, the current LR and the best smoothed loss so far."""
