@@ -164,3 +164,133 @@ def test_divergence_bound_is_a_fall_or_the_best_not_a_ratio():
     assert sg.divergence_bound(-5.0, -1.0, 4.0) == -5.0 + 3 * 5.0
     assert sg.divergence_bound(-5.0, -4.0, 2.0) == 0.0
     assert sg.divergence_bound(0.0, 1.0, 4.0) == 3.0
+
+
+# ---- contracts the rules above leave open: defaults, error messages, boundaries ---------------------
+def test_smooth_loss_defaults_and_state_dict_round_trip():
+    # the default factor is 0.9: [1, 0] smooths to 1 and 0.09 / (1 - 0.81)
+    assert sg.ema([1.0, 0.0]) == pytest.approx([1.0, 0.09 / 0.19], rel=1e-12)
+    s = sg.SmoothLoss()
+    assert s.add(1.0) == pytest.approx(1.0) and s.add(0.0) == pytest.approx(0.09 / 0.19, rel=1e-12)
+    s = sg.SmoothLoss(0.8)
+    for v in (3.0, 2.0, 4.0):
+        s.add(v)
+    state = s.state_dict()
+    assert state == {"beta": 0.8, "avg": pytest.approx(0.2 * (0.8**2 * 3 + 0.8 * 2 + 4), rel=1e-12), "count": 3}
+    t = sg.SmoothLoss(0.3)  # the loaded state replaces its factor too
+    t.load_state_dict(state)
+    assert t.state_dict() == state
+    assert t.add(1.0) == s.add(1.0) == pytest.approx(_ema([3.0, 2.0, 4.0, 1.0], 0.8)[-1], rel=1e-12)
+
+
+def test_finite_prefix_errors_name_the_rule():
+    for rule, need in [("valley", 2), ("slide", 16), ("minimum", 1), ("steep", 2), ("val_steep", 2), ("val_min", 1)]:
+        fn = sg.SUGGESTERS[rule]
+        with pytest.raises(ValueError, match=rf"^{rule} needs at least {need} finite points, got 0 \(of 0\)$"):
+            fn([], [])
+        shapes = r"got \(3,\) and \(2,\)$"
+        with pytest.raises(ValueError, match=rf"^{rule}: lrs and losses must be 1-d of one length, {shapes}"):
+            fn(LRS[:3], [2.0, 1.0])
+    shapes = r"got \(1, 2\) and \(1, 2\)$"
+    with pytest.raises(ValueError, match=rf"^minimum: lrs and losses must be 1-d of one length, {shapes}"):
+        sg.minimum([LRS[:2]], [[2.0, 1.0]])
+
+
+def test_a_zero_lr_or_a_missing_point_cuts_the_curve():
+    # LR 0 is not on the log axis: the curve ends before it
+    with pytest.raises(ValueError, match=r"^minimum needs at least 1 finite points, got 0 \(of 3\)$"):
+        sg.minimum([0.0, 1e-3, 1e-2], [3.0, 1.0, 2.0])
+    assert sg.minimum([1e-3, 0.0, 1e-2], [3.0, 1.0, 0.5]) == 1e-4
+    # None reads as NaN (numbers, not objects): it cuts the curve like NaN does
+    assert sg.minimum([1e-3, 1e-2, None], [3.0, 2.0, 1.0]) == 1e-3
+    assert sg.minimum(LRS[:4], [3.0, 2.0, None, 1.0]) == LRS[1] / 10
+    # integer inputs are read as floats: the answer is a float, and integer losses never wrap
+    assert type(sg.valley([1, 2, 3], [3, 2, 1])) is float
+    assert sg.steep([1, 10, 100], np.array([5, 3, 4], dtype=np.uint8)) == 1.0
+
+
+def test_slide_defaults_and_arguments_against_fastai():
+    lrs = [10.0 ** (k / 10 - 6) for k in range(40)]
+    x = np.arange(40)
+    losses = list(np.round(2 + 0.001 * (x - 25) ** 2 + 0.05 * np.random.default_rng(0).standard_normal(40), 3))
+    ref = _fastai_slide(lrs, losses)  # fastai's defaults: lr_diff 15, thresh 0.005
+    # the curve tells the defaults apart from their neighbours
+    assert ref != _fastai_slide(lrs, losses, 16) and ref != _fastai_slide(lrs, losses, 15, 1.005)
+    assert sg.slide(lrs, losses) == ref == lrs[21]
+    assert sg.slide(lrs, losses, adjust_value=2.0) == 2 * lrs[21]
+    with pytest.raises(ValueError, match=r"^slide needs at least 3 finite points, got 2 \(of 2\)$"):
+        sg.slide(LRS[:2], [1.0, 2.0], lr_diff=2)
+    assert sg.slide(LRS[:3], [1.0, 2.0, 4.0], lr_diff=2, thresh=10.0) == LRS[0]  # lr_diff + 1 points suffice
+    for bad in (0, -1, True, 2.0, "2"):
+        with pytest.raises(ValueError, match=rf"^lr_diff must be an int >= 1, got {bad!r}$"):
+            sg.slide(LRS, [1.0] * 8, lr_diff=bad)
+
+
+def test_slide_stops_when_the_gradients_differ_by_exactly_thresh():
+    # np.gradient [1, 2, 4, 6, 8, 10, 12, 13]: the last window's ends differ by exactly 3, not more
+    assert sg.slide(LRS, [0, 1, 4, 9, 16, 25, 36, 49], lr_diff=2, thresh=3.0) == LRS[5]
+    assert _fastai_slide(LRS, [0, 1, 4, 9, 16, 25, 36, 49], lr_diff=2, thresh=3.0) == LRS[5]
+
+
+def test_slopes_per_log_lr_and_a_repeated_lr():
+    lrs = np.array([1.0, 2.0, 2.0, 2.2, 20.0])
+    loss = np.array([3.0, 2.0, 1.0, 0.9, 0.0])
+    slopes = sg._slopes(lrs, loss)
+    expected = [-1 / math.log(2), math.nan, -0.1 / math.log(1.1), -0.9 / math.log(20 / 2.2)]
+    np.testing.assert_allclose(slopes, expected, rtol=1e-12)
+    # steepest per log LR: 1 -> 2 (-1.44), not 2.2 -> 20 (-0.41) nor the repeated LR's fall of 1
+    assert sg.steep([1.0, 2.0, 20.0], [3.0, 2.0, 0.0]) == 1.0
+    assert sg.steep([1e-4, 1e-3, 1e-3, 1e-2], [5.0, 4.8, 1.0, 0.9]) == 1e-4
+    # a fine grid (log steps under 1)
+    fine = [10.0 ** (k / 10 - 4) for k in range(5)]
+    assert sg.steep(fine, [5.0, 4.9, 4.0, 3.95, 3.9]) == fine[1]
+    with pytest.raises(ValueError, match=r"^steep: the LR never increases along the curve$"):
+        sg.steep([1e-3, 1e-3, 1e-3], [3.0, 2.0, 1.0])
+
+
+def test_val_steep_and_val_min_boundaries():
+    assert sg.val_steep(LRS[:2], [2.0, 1.0]) == LRS[0]  # two points, the minimum at the second
+    never = r"^val_steep: the validation loss never falls before its minimum$"
+    with pytest.raises(ValueError, match=never):  # the minimum at the first point
+        sg.val_steep(LRS[:3], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=never):  # the only fall is at a repeated LR
+        sg.val_steep([1e-3, 1e-3], [2.0, 1.0])
+    with pytest.raises(ValueError, match=never):  # flat, then the fall at a repeated LR: flat is no fall
+        sg.val_steep([1e-3, 1e-2, 1e-2], [1.0, 1.0, 0.5])
+    assert sg.val_min([1e-3], [2.0]) == 5e-4  # one point suffices
+
+
+def test_suggest_default_skip_windows_and_notes():
+    lrs = [10.0 ** (k / 4 - 6) for k in range(20)]
+    # the default window is points 10..14 of 20: its first point is the lowest
+    train = [0.0] * 10 + [1.0, 3.0, 3.0, 3.0, 2.0] + [0.0] * 5
+    out, notes = sg.suggest(lrs, train)
+    assert out["minimum"] == lrs[10] / 10
+    # ... and its last point is the lowest
+    out, notes = sg.suggest(lrs, [0.0] * 10 + [3.0, 3.0, 3.0, 3.0, 1.0] + [0.0] * 5)
+    assert out["minimum"] == lrs[14] / 10
+    assert set(out) == set(sg.SUGGESTERS) and out["val_steep"] is None and out["val_min"] is None
+    assert notes == [
+        "slide needs at least 16 finite points, got 5 (of 5) after skipping the first 10 and last 5 of 20 points",
+        "val_steep: no validation curve (with_valid=False, or no point recorded)",
+        "val_min: no validation curve (with_valid=False, or no point recorded)",
+    ]
+    # an empty training curve: its rules fail on their own, not as "no validation curve"
+    out, notes = sg.suggest(LRS, [], [1.0] * 8, skip_start=0, skip_end=0)
+    assert out["valley"] is None and notes[0].startswith("valley: lrs and losses must be 1-d of one length")
+    assert out["val_min"] == LRS[0] / 2
+
+
+def test_suggest_smooths_the_validation_curve_with_the_given_beta():
+    lrs = [10.0 ** (k / 10 - 6) for k in range(60)]
+    val = [2.0] * 30 + [2.0 - 0.05 * k for k in range(20)] + [1.05 + 0.1 * k for k in range(10)]
+    # beta 0.5 lags one point (the default 1 - 10/60 two: see test_val_min_and_its_light_smoothing)
+    assert int(np.argmin(_ema(val, 0.5))) == 50
+    out, _ = sg.suggest(lrs, val, val, skip_start=0, skip_end=0, beta=0.5)
+    assert out["val_min"] == lrs[50] / 2
+
+
+def test_median_suggestion_of_four_and_five():
+    runs = [{"val_min": v} for v in (0.4, 0.1, 0.8, 0.2)]
+    assert sg.median_suggestion(runs) == pytest.approx(math.sqrt(0.2 * 0.4))
+    assert sg.median_suggestion(runs + [{"val_min": 0.3}]) == 0.3
