@@ -20,6 +20,7 @@ TARGETS=(
   "optim/scheduler|optim/scheduler.py|tests/test_scheduler.py"
   "suggest|suggest.py|tests/test_suggest.py"
   "checkpoint+resume|checkpoint.py resume.py|tests/test_checkpoint.py tests/test_resume.py"
+  "checkpoint|checkpoint.py|tests/test_checkpoint.py"  # alone: test_resume forks SIGKILLed jobs, slow per mutant
   "metrics|metrics.py|tests/test_metrics.py"
 )
 
