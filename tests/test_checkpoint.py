@@ -804,3 +804,193 @@ def test_set_rng_state_refuses_another_generator_layout_naming_the_loader():
         get_rng_state(owns)  # a bare loader: iterating it would draw batches
     with pytest.raises(TypeError, match="loaders must be"):
         set_rng_state(state, owns)
+
+
+# --- save_weights / load_weights, atomic_write_bytes / atomic_write_text, restore_modes ---
+
+
+def _weights_model(seed):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 2))
+
+
+def _trained_opt(model):
+    opt = torch.optim.Adam(model.parameters(), lr=0.01)
+    model(torch.randn(5, 3)).sum().backward()
+    opt.step()
+    return opt
+
+
+def _assert_same_weights(model, reference):
+    got, want = model.state_dict(), reference.state_dict()
+    assert list(got) == list(want)
+    for key in want:
+        assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), key
+
+
+def test_save_weights_without_optimizer_round_trips_the_weights(tmp_path):
+    src, dst = _weights_model(0), _weights_model(1)
+    path = tmp_path / "w.pt"
+    assert ckpt.save_weights(path, src) == path
+    assert path.read_bytes().startswith(ckpt.MAGIC)
+    saved = safe_load(path)
+    assert list(saved) == ["model"]
+    assert_same(saved["model"], src.state_dict())
+    ckpt.load_weights(path, dst)  # default device and strict
+    _assert_same_weights(dst, src)
+    ckpt.load_weights(str(path), dst, device=None)
+    _assert_same_weights(dst, src)
+    with pytest.raises(ValueError, match=r"^with_opt=True but .*w\.pt holds no optimizer state$"):
+        ckpt.load_weights(path, dst, opt=torch.optim.SGD(dst.parameters(), lr=0.1))
+
+
+def test_save_weights_with_optimizer_round_trips_both(tmp_path):
+    src = _weights_model(0)
+    opt = _trained_opt(src)
+    path = tmp_path / "wo.pt"
+    assert ckpt.save_weights(str(path), src, opt) == path
+    saved = safe_load(path)
+    assert list(saved) == ["model", "opt"]
+    assert_same(saved["opt"], opt.state_dict())
+    dst = _weights_model(1)
+    dst_opt = torch.optim.Adam(dst.parameters(), lr=0.5)
+    ckpt.load_weights(path, dst, dst_opt)
+    _assert_same_weights(dst, src)
+    assert_same(dst_opt.state_dict(), opt.state_dict())
+    assert dst_opt.param_groups[0]["lr"] == 0.01
+
+
+def test_weights_in_safetensors_format(tmp_path):
+    src, dst = _weights_model(0), _weights_model(1)
+    path = tmp_path / "w.safetensors"
+    assert ckpt.save_weights(path, src) == path
+    assert not path.read_bytes().startswith(ckpt.MAGIC)
+    loaded, want = load_safetensors(path), src.state_dict()
+    assert sorted(loaded) == sorted(want)
+    assert all(torch.equal(loaded[k], want[k]) for k in want)
+    ckpt.load_weights(path, dst)
+    _assert_same_weights(dst, src)
+    opt = torch.optim.SGD(src.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"^with_opt=True: safetensors holds weights only; use a \.pt path$"):
+        ckpt.save_weights(tmp_path / "o.safetensors", src, opt)
+    assert not (tmp_path / "o.safetensors").exists()
+    with pytest.raises(ValueError, match=r"^with_opt=True: safetensors holds weights only$"):
+        ckpt.load_weights(path, dst, opt)
+    partial = {k: v for k, v in src.state_dict().items() if not k.startswith("2.")}
+    save_safetensors(partial, tmp_path / "p.safetensors")
+    with pytest.raises(RuntimeError, match="Missing key"):
+        ckpt.load_weights(tmp_path / "p.safetensors", dst)
+    fresh = _weights_model(2)
+    ckpt.load_weights(tmp_path / "p.safetensors", fresh, strict=False)
+    assert torch.equal(fresh[0].weight, src[0].weight)
+    assert torch.equal(fresh[2].weight, _weights_model(2)[2].weight)
+
+
+def test_load_weights_reads_a_plain_torch_save_state_dict(tmp_path):
+    src, dst = _weights_model(0), _weights_model(1)
+    path = tmp_path / "plain.pth"
+    torch.save(src.state_dict(), path)
+    ckpt.load_weights(path, dst)
+    _assert_same_weights(dst, src)
+    with pytest.raises(ValueError, match="holds no optimizer state"):
+        ckpt.load_weights(path, dst, torch.optim.SGD(dst.parameters(), lr=0.1))
+
+
+def test_load_weights_strict_false_tolerates_a_missing_key(tmp_path):
+    src = _weights_model(0)
+    partial = {k: v for k, v in src.state_dict().items() if k != "2.bias"}
+    path = tmp_path / "partial.pt"
+    atomic_save({"model": partial}, path)
+    dst = _weights_model(1)
+    with pytest.raises(RuntimeError, match=r"Missing key.*2\.bias"):
+        ckpt.load_weights(path, dst)
+    before = dst[2].bias.detach().clone()
+    ckpt.load_weights(path, dst, strict=False)
+    assert torch.equal(dst[2].bias, before)
+    assert torch.equal(dst[2].weight, src[2].weight)
+    assert torch.equal(dst[1].running_mean, src[1].running_mean)
+    with pytest.raises(ValueError, match="is a directory"):
+        ckpt.load_weights(tmp_path, dst)
+
+
+def test_atomic_write_bytes_content_folders_and_modes(tmp_path):
+    path = tmp_path / "a" / "b" / "f.bin"
+    ckpt.atomic_write_bytes(path, b"\x00one\xff")
+    assert path.read_bytes() == b"\x00one\xff"
+    old = os.umask(0o027)
+    try:
+        ckpt.atomic_write_bytes(tmp_path / "a" / "new.bin", b"x")
+        new_text = tmp_path / "a" / "new.txt"
+        ckpt.atomic_write_text(str(new_text), "t")
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "a" / "new.bin").st_mode & 0o777 == 0o640
+    assert os.stat(new_text).st_mode & 0o777 == 0o640
+    os.chmod(path, 0o604)
+    ckpt.atomic_write_bytes(str(path), b"second")  # the folder exists now
+    assert path.read_bytes() == b"second"
+    assert os.stat(path).st_mode & 0o777 == 0o604
+    ckpt.atomic_write_bytes(path, b"third", mode=0o600)
+    assert path.read_bytes() == b"third"
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert sorted(os.listdir(tmp_path / "a")) == ["b", "new.bin", "new.txt"]
+    assert os.listdir(tmp_path / "a" / "b") == ["f.bin"]
+    with pytest.raises(ValueError, match="is a directory"):
+        ckpt.atomic_write_bytes(tmp_path / "a", b"x")
+
+
+def test_atomic_write_text_is_utf8_and_keeps_the_old_mode(tmp_path):
+    path = tmp_path / "sub" / "t.txt"
+    text = "naïve – ∑ 🚀\nline two\n"
+    ckpt.atomic_write_text(path, text)
+    assert path.read_bytes() == text.encode("utf-8")
+    os.chmod(path, 0o640)
+    ckpt.atomic_write_text(path, "é")
+    assert path.read_bytes() == b"\xc3\xa9"
+    assert os.stat(path).st_mode & 0o777 == 0o640
+    assert os.listdir(path.parent) == ["t.txt"]
+
+
+def test_atomic_write_leaves_no_temp_file_and_the_old_file_after_an_error(tmp_path, monkeypatch):
+    path = tmp_path / "f.txt"
+    ckpt.atomic_write_text(path, "old")
+
+    def fail(src, dst):
+        raise OSError(errno.EIO, "replace failed")
+
+    monkeypatch.setattr(ckpt.os, "replace", fail)
+    with pytest.raises(OSError, match="replace failed"):
+        ckpt.atomic_write_bytes(path, b"new")
+    with pytest.raises(OSError, match="replace failed"):
+        ckpt.atomic_write_text(path, "new")
+    assert os.listdir(tmp_path) == ["f.txt"]
+    assert path.read_bytes() == b"old"
+
+
+def test_restore_modes_puts_back_mixed_train_and_eval_modes():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Dropout(), torch.nn.BatchNorm1d(2)))
+    model.train()
+    model[1][1].eval()  # a frozen BatchNorm inside a training model
+    model[0].eval()
+    modes = [(m, m.training) for m in model.modules()]
+    expected = [training for _, training in modes]
+    assert expected == [True, False, True, True, False]
+    model.eval()
+    ckpt.restore_modes(modes)
+    assert [m.training for m in model.modules()] == expected
+    model.train()  # now the children that should be in eval mode are in train mode
+    ckpt.restore_modes(modes)
+    assert [m.training for m in model.modules()] == expected
+
+
+def test_restore_modes_fixes_children_after_a_parent_reset_them():
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2), torch.nn.Sequential(torch.nn.Dropout(), torch.nn.Dropout()))
+    model.eval()
+    model[1][0].train()
+    modes = [(m, m.training) for m in model.modules()]
+    assert [t for _, t in modes] == [False, False, False, True, False]
+    model.train()  # the parent's train() flips every child too; restoring eval() on it resets them all
+    ckpt.restore_modes(modes)
+    assert [m.training for m in model.modules()] == [False, False, False, True, False]
+    ckpt.restore_modes([])  # nothing to do
+    assert [m.training for m in model.modules()] == [False, False, False, True, False]
