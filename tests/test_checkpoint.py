@@ -994,3 +994,29 @@ def test_restore_modes_fixes_children_after_a_parent_reset_them():
     assert [m.training for m in model.modules()] == [False, False, False, True, False]
     ckpt.restore_modes([])  # nothing to do
     assert [m.training for m in model.modules()] == [False, False, False, True, False]
+
+
+def test_atomic_write_temp_file_sits_beside_the_target_and_a_vanished_one_is_fine(tmp_path, monkeypatch):
+    path = tmp_path / "data.bin"
+    real_replace = os.replace
+    seen = []
+
+    def spy(src, dst):
+        seen.append(src)
+        real_replace(src, dst)
+
+    monkeypatch.setattr(ckpt.os, "replace", spy)
+    ckpt.atomic_write_bytes(path, b"abc")
+    (tmp,) = seen
+    assert os.path.dirname(tmp) == str(tmp_path)
+    name = os.path.basename(tmp)
+    assert name.startswith(".data.bin.") and name.endswith(".tmp") and len(name) > len(".data.bin..tmp")
+
+    def replace_then_fail(src, dst):  # the temp file is gone when the cleanup runs
+        real_replace(src, dst)
+        raise OSError(errno.EIO, "late failure")
+
+    monkeypatch.setattr(ckpt.os, "replace", replace_then_fail)
+    with pytest.raises(OSError, match="late failure"):
+        ckpt.atomic_write_bytes(path, b"new")
+    assert os.listdir(tmp_path) == ["data.bin"]
