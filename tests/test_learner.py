@@ -776,3 +776,16 @@ def test_a_nan_in_the_finders_first_batch_says_why_there_is_no_suggestion():
     assert res.stop_reason.startswith("non-finite loss nan at iteration 0")
     with pytest.raises(ValueError, match="lr_find gave none: non-finite loss nan at iteration 0"):
         learn.fit_one_cycle(1)
+
+
+def test_a_model_whose_len_raises_trains():
+    """torch.compile's wrapper raises on len(): the loop must never take a module's truth value."""
+    class NoLen(TwoGroup):
+        def __len__(self):
+            raise TypeError("NoLen does not support len()")
+
+    torch.manual_seed(0)
+    learn = oc.Learner(NoLen(), _data(), _data(30, 7, 1), metrics=[accuracy], device="cpu", quiet=True)
+    learn.fit_one_cycle(1, 0.05)
+    assert len(learn.recorder.losses) == 7 and learn.recorder.n_epochs == 1
+    assert learn.predict().shape == (30, 3)

@@ -352,7 +352,7 @@ class Learner(Fastai07Learner):
         fp16 = self.amp_dtype == torch.float16
         self.scaler = self.user_scaler or (torch.amp.GradScaler(self.device.type) if fp16 else None)
         self.place_data()
-        base = self._ddp or self.model
+        base = self.model if self._ddp is None else self._ddp
         if self.compile and self._compiled is None:
             self._compiled = torch.compile(base)
         self._train_model = self._compiled if self.compile else base
@@ -456,7 +456,7 @@ class Learner(Fastai07Learner):
         args, kwargs = to_device((args, kwargs), self.device, self.channels_last)
         target = to_device(target, self.device)
         with self.autocast():
-            own_loss, preds = split_output((model or self._train_model)(*args, **kwargs))
+            own_loss, preds = split_output((self._train_model if model is None else model)(*args, **kwargs))
             if self.loss_fn is None:
                 loss = own_loss
             else:
