@@ -120,7 +120,7 @@ class GradStats(StepSeries):
                 continue
             n = sum(g.numel() for g in grads)
             mean_abs = torch.stack([g.abs().sum() for g in grads]).sum() / n
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
             row.append(torch.stack([mean_abs, norm]).float())
         self.add(torch.stack(row))
 

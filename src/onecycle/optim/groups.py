@@ -169,9 +169,10 @@ class DecoupledWeightDecay:
             wd = group.get(DECOUPLED_WD, 0.0)
             if not wd:
                 continue
-            live = [p for p in params if p.grad is not None]
-            if live:
-                torch._foreach_mul_(live, 1.0 - float(group["lr"]) * wd)
+            factor = 1.0 - float(group["lr"]) * wd
+            for p in params:
+                if p.grad is not None:
+                    p.mul_(factor)
 
     def remove(self) -> None:
         self.set_active(False)
