@@ -350,7 +350,8 @@ class Learner(Fastai07Learner):
         self._hooks = hooks_of([*self.callbacks, *callbacks, *auto])
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
         fp16 = self.amp_dtype == torch.float16
-        self.scaler = self.user_scaler or (torch.amp.GradScaler(self.device.type) if fp16 else None)
+        self.scaler = self.user_scaler if self.user_scaler is not None else (
+            torch.amp.GradScaler(self.device.type) if fp16 else None)
         self.place_data()
         base = self.model if self._ddp is None else self._ddp
         if self.compile and self._compiled is None:
