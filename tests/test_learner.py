@@ -292,6 +292,23 @@ def test_callbacks_order_cancel_and_after_fit_always():
     assert calls[-1] == "after_fit_on_error"
 
 
+@pytest.mark.parametrize("error", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_a_failed_or_interrupted_epoch_keeps_its_iterations_in_the_history(error):
+    """What ran before an error or a Ctrl-C is in the recorder, as for a CancelFit: the loss curve
+    up to the failure is there to plot."""
+    class Fail(oc.Callback):
+        def after_batch(self, learn):
+            if learn.epoch == 1 and learn.iter == 2:
+                raise error
+
+    learn = _learner()
+    with pytest.raises(type(error)):
+        learn.fit(0.1, 3, callbacks=[Fail()])
+    per_epoch = learn.recorder.epoch_iters[0]
+    assert len(learn.recorder.losses) == len(learn.recorder.lrs) == per_epoch + 3
+    assert learn.recorder.n_epochs == 1 and all(math.isfinite(x) for x in learn.recorder.losses)
+
+
 @pytest.mark.parametrize("hook", ["after_step", "before_batch"])
 def test_a_cancelled_fit_leaves_no_gradient_for_the_next(hook):
     """CancelFit in after_step comes before zero_grad, and in before_batch may come inside an

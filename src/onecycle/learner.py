@@ -396,10 +396,16 @@ class Learner(Fastai07Learner):
                 window = k if i < n - n % k else n % k  # the last window may be shorter
                 self.one_batch(batch, window, step=(i + 1) % k == 0 or i == n - 1)
                 bar.update(i, self.epoch_losses)
-        except CancelFit:
-            self._end_epoch()  # a cancelled epoch's iterations are history too
-            # Cancelled in after_step (before zero_grad) or inside a window: no gradient for the next fit.
-            self.opt.zero_grad(set_to_none=True)
+        except BaseException as e:
+            # A cancelled, interrupted or failed epoch's iterations are history too (a plot of the loss
+            # up to a Ctrl-C or a NaN). Under data-parallel recording is a collective: only on a
+            # CancelFit, which every rank raises together. It never hides the error being raised.
+            if self.world_size == 1 or isinstance(e, CancelFit):
+                with contextlib.suppress(Exception):
+                    self._end_epoch()
+            if isinstance(e, (CancelFit, KeyboardInterrupt)):
+                # Stopped in after_step (before zero_grad) or inside a window: no gradient for the next fit.
+                self.opt.zero_grad(set_to_none=True)
             raise
         finally:
             it = None  # the last reference: a DataLoader's workers shut down now, also on an error
