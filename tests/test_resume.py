@@ -5,9 +5,12 @@ resumes, NaN handling, weights save/load."""
 
 import copy
 import json
+import math
+import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -320,6 +323,8 @@ def test_nan_at_k_stops_with_weights_of_k_minus_1(tmp_path):
     torch.manual_seed(42)
     ref.fit_one_cycle(3, 0.1, callbacks=[StopAfter5()])
     assert_same(learn.model.state_dict(), ref.model.state_dict())
+    losses = learn.recorder.losses  # the history reaches the NaN, for a plot of what led to it
+    assert len(losses) == 6 and losses[:5] == ref.recorder.losses and math.isnan(losses[5])
     state = safe_load(tmp_path / R.CKPT_NAME)
     assert state["position"] == {"epoch": 0, "batch": 4, "step": 4}  # the last good checkpoint stays
 
@@ -404,7 +409,6 @@ def test_safetensors_export_round_trip(tmp_path):
 
 
 def test_history_is_packed_into_float64_tensors_and_unpacked_exactly(tmp_path):
-    import math
     plain = {"losses": [0.5, -0.0, math.nan, math.inf, 1e-300, 0.1 + 0.2], "epoch_iters": [12, 24],
              "moms": [None, 0.9], "empty": [], "group_lrs": [[0.1, 0.2], [0.3, 0.4]],
              "metrics": {"accuracy": [0.25, 0.75]}, "beta": 0.98}
@@ -420,3 +424,227 @@ def test_history_is_packed_into_float64_tensors_and_unpacked_exactly(tmp_path):
     state = safe_load(tmp_path / R.CKPT_NAME)
     assert isinstance(state["recorder"]["losses"], torch.Tensor)
     assert R.unpack_floats(state["recorder"]) == learn.recorder.state_dict()
+
+
+# ---- clean stops on SIGINT/SIGTERM, in this process ---------------------------------------------
+
+class SignalAfterStep(oc.Callback):
+    """Send ``signum`` to this process ``times`` times after optimizer step ``k`` (1-based)."""
+
+    def __init__(self, k, signum=signal.SIGINT, times=1):
+        self.k, self.signum, self.times, self.seen = k, signum, times, 0
+
+    def after_step(self, learn):
+        self.seen += 1
+        if self.seen == self.k:
+            for _ in range(self.times):
+                os.kill(os.getpid(), self.signum)
+
+
+@pytest.mark.parametrize("signum,k,at", [
+    (signal.SIGINT, 7, (0, 7, 7)),  # mid-epoch: the stop checkpoints the step it was signalled after
+    (signal.SIGTERM, 12, (1, 0, 12)),  # an epoch's last step: the stop comes at the epoch's end
+    (signal.SIGINT, 36, (3, 0, 36)),  # the fit's last step: the end is written, and the stop still reported
+])
+def test_signal_stops_cleanly_with_a_checkpoint_and_resumes_bit_identically(tmp_path, reference, signum, k, at):
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(R.TrainingInterrupted) as stopped:
+        _run(tmp_path, [SignalAfterStep(k, signum)])
+    assert stopped.value.signum == signum and isinstance(stopped.value, KeyboardInterrupt)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # handlers restored
+    assert position(tmp_path / R.CKPT_NAME) == at
+    if at[2] == STEPS:
+        return
+    first = FirstStep()
+    learn = _run(tmp_path, [first], resume=True)
+    assert first.step == at[2]
+    assert_same(final_state(learn), reference())
+
+
+def test_a_second_signal_stops_at_once_and_leaves_the_last_scheduled_checkpoint(tmp_path):
+    with pytest.raises(R.TrainingInterrupted):
+        _run(tmp_path, [SignalAfterStep(7, times=2)])  # raised inside the callback, before any stop point
+    assert position(tmp_path / R.CKPT_NAME) == (0, 5, 5)  # every=5: nothing was written for the stop
+
+
+def test_signal_without_a_checkpoint_folder_stops_after_that_step():
+    learn = make_learner(0)
+    with pytest.raises(R.TrainingInterrupted):
+        learn.fit_one_cycle(3, 0.1, callbacks=[SignalAfterStep(4, signal.SIGTERM)])
+    assert learn.scheduler.step_count == 4 and len(learn.recorder.losses) == 4
+
+
+def test_fit_in_another_thread_leaves_the_signal_handlers_alone():
+    seen = []
+
+    class Handlers(oc.Callback):
+        def before_fit(self, learn):
+            seen.append(signal.getsignal(signal.SIGINT))
+
+    learn = make_learner(0, [Handlers()])
+    t = threading.Thread(target=learn.fit_one_cycle, args=(1, 0.1))
+    t.start()
+    t.join(timeout=300)  # a hang guard only
+    assert not t.is_alive() and learn.scheduler.step_count == 12
+    assert seen == [signal.default_int_handler]
+
+
+# ---- what must match for a resume, and how a mismatch is reported ---------------------------------
+
+def test_signature_holds_the_fits_shape_worked_out_by_hand(tmp_path):
+    learn = make_learner(0)
+    learn.accum = 5  # 12 batches: windows of 5, 5 and 2, so 3 steps an epoch (ceil, not floor)
+    learn.fit_one_cycle(2, 0.1, checkpoint_dir=tmp_path)
+    sig = safe_load(tmp_path / R.CKPT_NAME)["signature"]
+    assert {k: sig[k] for k in ("epochs", "batches_per_epoch", "steps_per_epoch", "batch_size", "accum",
+                                "peaks", "world_size")} == {
+        "epochs": 2, "batches_per_epoch": 12, "steps_per_epoch": 3, "batch_size": 8, "accum": 5,
+        "peaks": {"lr": [0.1]}, "world_size": 1}
+    assert sig["layout"] == [[["0.weight", [16, 6]], ["0.bias", [16]], ["3.weight", [3, 16]], ["3.bias", [3]]]]
+    assert set(sig["schedules"]) == {"lr", "momentum"} and "0x" not in str(sig["schedules"])
+    assert learn.scheduler.step_count == 6
+
+
+def test_describe_drops_memory_addresses_only():
+    def f(pct):
+        return pct
+    assert " at 0x" in repr(f) and R._describe(f) == repr(f).split(" at 0x")[0] + ">"
+    assert R._describe(oc.schedules.const(0.5)) == repr(oc.schedules.const(0.5))
+
+
+SIG = {"epochs": 3, "batches_per_epoch": 12, "schedules": {"lr": "cos"}, "layout": [[["w", [2]]]], "world_size": 1}
+
+
+def test_check_consistent_names_the_first_difference_layout_before_the_schedule():
+    R.check_consistent(SIG, dict(SIG), reschedule=False)
+    now = dict(SIG, epochs=4, layout=[[["w", [3]]]])
+    with pytest.raises(ValueError, match=r"layout differs: checkpoint has \[\[\['w', \[2\]\]\]\], this fit has "
+                                         r"\[\[\['w', \[3\]\]\]\]$"):  # no reschedule hint: none can bridge it
+        R.check_consistent(SIG, now, reschedule=True)
+    with pytest.raises(ValueError, match=r"^cannot resume: epochs differs: checkpoint has 3, this fit has 4 "
+                                         r"\(pass reschedule=True to continue with the new setting\)$"):
+        R.check_consistent(SIG, dict(SIG, epochs=4), reschedule=False)
+    R.check_consistent(SIG, dict(SIG, epochs=4, schedules={"lr": "lin"}), reschedule=True)
+    with pytest.raises(ValueError, match="world_size differs: checkpoint has 1, this fit has 2$"):
+        R.check_consistent(SIG, dict(SIG, world_size=2), reschedule=True)  # not reschedulable
+    with pytest.raises(ValueError, match="accum differs: checkpoint has None, this fit has 2"):  # a key it lacks
+        R.check_consistent(SIG, dict(SIG, accum=2), reschedule=False)
+
+
+def test_load_for_resume_auto_true_and_foreign_files(tmp_path):
+    assert R.load_for_resume(tmp_path, "auto") is None
+    with pytest.raises(FileNotFoundError, match=f"no checkpoint at {tmp_path / R.CKPT_NAME}"):
+        R.load_for_resume(tmp_path, True)
+    for foreign in ({"model": {}}, {"format": "something-else"}, [1, 2]):
+        C.atomic_save(foreign, tmp_path / R.CKPT_NAME)
+        with pytest.raises(ValueError, match="is not a onecycle training checkpoint"):
+            R.load_for_resume(tmp_path, "auto")
+    C.atomic_save({"format": R.FORMAT, "x": 1}, tmp_path / R.CKPT_NAME)
+    assert R.load_for_resume(tmp_path, True) == {"format": R.FORMAT, "x": 1}
+
+
+@pytest.mark.parametrize("kw,err,arg", [
+    ({"every": True, "folder": "x"}, ValueError, "every"),
+    ({"every": 1.0, "folder": "x"}, ValueError, "every"),
+    ({"every": 0, "folder": "x"}, ValueError, "every"),
+    ({"budget": -0.1}, ValueError, "ckpt_budget"),
+    ({"budget": 1.0001}, ValueError, "ckpt_budget"),
+    ({"budget": "0.1"}, ValueError, "ckpt_budget"),
+    ({"resume": "auto"}, ValueError, "checkpoint_dir"),
+    ({"every": 3}, ValueError, "checkpoint_dir"),
+    ({"resume": 1.5, "folder": "x"}, ValueError, "resume"),
+    ({"folder": b"x"}, TypeError, "checkpoint_dir"),
+])
+def test_checkpointer_rejects(kw, err, arg):
+    with pytest.raises(err, match=arg):
+        R.Checkpointer(**kw)
+
+
+@pytest.mark.parametrize("kw", [{"every": 1, "folder": "x"}, {"budget": 1}, {"budget": 1.0}, {"budget": 1e-9},
+                                {"budget": None}, {"resume": True, "folder": Path("x")},
+                                {"resume": "auto", "folder": "x"}, {"resume": False}])
+def test_checkpointer_accepts(kw):
+    ck = R.Checkpointer(**kw)
+    assert (ck.every, ck.budget, ck.resume) == (kw.get("every"), kw.get("budget", 0.005), kw.get("resume", False))
+
+
+# ---- a loader's own position, and what a mid-epoch resume replays ----------------------------------
+
+class Positioned:
+    """A loader that keeps its own position (``state_dict``/``load_state_dict``)."""
+
+    def __init__(self, num_workers=0):
+        self.num_workers, self.loaded = num_workers, None
+
+    def state_dict(self):
+        return {"at": 3}
+
+    def load_state_dict(self, state):
+        self.loaded = state
+
+
+def test_loader_position_and_batches_to_replay():
+    pending = {"loader": {"at": 3}, "partial": {"moms": [0.9] * 3}}
+    dl = Positioned()
+    assert R.loader_position(dl, 3) == {"at": 3} and R.loader_position(dl, 0) is None  # none at an epoch end
+    assert R.batches_to_replay(dl, pending) == 0 and dl.loaded == {"at": 3}  # it resumes where it was
+    workers = Positioned(num_workers=2)  # its snapshot lacks what the workers' RNGs drew: replayed
+    assert R.loader_position(workers, 3) is None
+    assert R.batches_to_replay(workers, pending) == 3 and workers.loaded is None
+    plain = DataLoader(TensorDataset(torch.zeros(4)), batch_size=1)
+    assert R.loader_position(plain, 3) is None
+    assert R.batches_to_replay(plain, dict(pending, loader=None)) == 3
+    half = Positioned()
+    half.load_state_dict = None  # a state_dict alone is not a position it can return to
+    assert R.loader_position(half, 3) is None and R.batches_to_replay(half, pending) == 3
+
+
+# ---- the time budget and the last write ---------------------------------------------------------
+
+class FakeWriter:
+    def __init__(self, busy=False, seconds=0.0, error=None):
+        self.busy, self.seconds, self.error, self.waited = busy, seconds, error, 0
+
+    def wait(self):
+        self.waited += 1
+        if self.error is not None:
+            raise self.error
+
+
+@pytest.mark.parametrize("busy,ago,cost,writer_s,budget,due", [
+    (False, 1.0, 0.01, 0.0, 0.01, True),  # 1 s ago >= 0.01 / 0.01 = 1 s (the boundary is due)
+    (False, 0.9, 0.01, 0.0, 0.01, False),
+    (False, 2.9, 0.01, 0.01, 0.01, False),  # the writer's time counts twice: (0.01 + 0.02) / 0.01 = 3 s
+    (False, 3.1, 0.01, 0.01, 0.01, True),
+    (True, 100.0, 0.01, 0.0, 0.01, False),  # never while the last write is still going
+    (True, 0.0, 1.0, 1.0, None, True),  # no budget: every scheduled write
+])
+def test_a_scheduled_write_is_due_when_it_fits_the_budget(monkeypatch, busy, ago, cost, writer_s, budget, due):
+    ck = R.Checkpointer(folder="x", budget=budget)
+    ck.writer = FakeWriter(busy, writer_s)
+    ck._done, ck._cost = 1000.0, cost
+    monkeypatch.setattr(R.time, "perf_counter", lambda: 1000.0 + ago)
+    learn = make_learner(0)
+    assert ck._due(learn) is due
+
+
+def test_wait_raises_the_write_error_or_attaches_it_to_a_failure():
+    learn = make_learner(0)
+    ck = R.Checkpointer(folder="x")
+    ck.writer = FakeWriter()
+    ck.wait(learn)
+    ck.writer = FakeWriter(error=OSError("disk full"))
+    with pytest.raises(OSError, match="disk full"):
+        ck.wait(learn)
+    failure = RuntimeError("crash")
+    ck.wait(learn, failure)  # not raised over the failure: noted on it
+    assert failure.__notes__ == ["onecycle: writing the last checkpoint also failed: OSError: disk full"]
+    assert ck.writer.waited == 2
+
+
+def test_a_failed_last_write_is_raised_by_the_fit(tmp_path, monkeypatch):
+    def fail(writer, state, path):
+        raise OSError("no space left")
+    monkeypatch.setattr(C.CheckpointWriter, "save", fail)
+    with pytest.raises(OSError, match="no space left"):
+        make_learner(0).fit_one_cycle(1, 0.1, checkpoint_dir=tmp_path)
