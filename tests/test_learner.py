@@ -1,6 +1,7 @@
 """The Learner: schedules as trained, bad input, metric weighting, wd, clip, callbacks."""
 
 import math
+import warnings
 
 import pytest
 import torch
@@ -732,6 +733,46 @@ def test_steps_per_epoch_for_a_loader_without_len():
     learn = oc.Learner(TwoGroup(), stream, quiet=True, device="cpu", accum=2)
     learn.fit_one_cycle(1, 0.05, steps_per_epoch=3)
     assert len(learn.recorder.losses) == 6 and learn.scheduler.step_count == 3
+
+
+class _Short(torch.utils.data.IterableDataset):
+    """``n`` batches without a length, the same ones on every pass."""
+
+    def __init__(self, n):
+        self.n = n
+
+    def __iter__(self):
+        g = torch.Generator().manual_seed(0)
+        for _ in range(self.n):
+            yield torch.randn(10, 5, generator=g), torch.randint(0, 3, (10,), generator=g)
+
+
+def test_a_stream_shorter_than_steps_per_epoch_warns_and_carries_no_gradient_over():
+    """7 batches an epoch where 3 steps of 3 were promised: two steps, then one batch inside a
+    window. It is dropped (no gradient reaches the next epoch's first step, which would then add up
+    4 batches), so training equals that on the 6 batches that make whole windows."""
+    def train(n, steps, **kw):
+        torch.manual_seed(0)
+        learn = oc.Learner(TwoGroup(), DataLoader(_Short(n), batch_size=None), quiet=True, device="cpu", accum=3)
+        learn.fit_sched(2, 0.05, oc.schedules.const(1.0), steps_per_epoch=steps, **kw)
+        return learn
+
+    with pytest.warns(UserWarning, match=r"train_dl ended before the 9 batches an epoch was given, in 2 of 2 epochs "
+                                         r"\(epoch 1: 7\), so the schedule did not reach its end \(step 4 of 6\); "
+                                         r"pass the steps_per_epoch the loader gives. 2 batches that ended inside an "
+                                         r"accumulation window were dropped"):
+        short = train(7, 3)
+    assert short.recorder.epoch_iters == [7, 14] and short.scheduler.step_count == 4
+    assert all(p.grad is None for p in short.model.parameters())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        whole = train(6, 2)
+    assert _same(_weights(short), _weights(whole))
+    with pytest.warns(UserWarning, match=r"\(step 4 of 6\); pass the steps_per_epoch the loader gives$"):
+        train(6, 3)  # ends between windows: nothing dropped
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        short.lr_find(num_it=5)  # the finder runs a stream to its end by design: no warning
 
 
 def test_a_bad_device_is_named():

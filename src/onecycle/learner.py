@@ -17,6 +17,7 @@ import math
 import os
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -143,6 +144,7 @@ class Learner(Fastai07Learner):
         self.progress = Progress((), quiet=True)
         self._hooks, self._trainable, self._train_model = hooks_of([]), [], self.model
         self._bad_window, self._pending, self._sched = False, None, None
+        self._short_epochs: list[tuple[int, int]] = []  # (epoch, batches) of those train_dl ended early
         self._frozen_bn: list[nn.Module] = []
 
     # ---- settings ---------------------------------------------------------------------------
@@ -269,7 +271,9 @@ class Learner(Fastai07Learner):
         scheduled point. ``on_nan``: ``"raise"`` (``NonFiniteLossError``) or ``"skip"`` a batch
         whose loss is not finite, before it updates anything; ``"off"`` removes the check (and its
         per-batch read on CUDA). ``steps_per_epoch``: optimizer steps per epoch, for a loader
-        without ``len()`` (an epoch also ends when the loader does), or fewer than a loader gives.
+        without ``len()``, or fewer than a loader gives. An epoch also ends when the loader does;
+        then a warning says the schedule did not reach its end, and the batches of an accumulation
+        window the loader ended inside are dropped.
         """
         epochs = C.check_int("epochs", epochs, 1)
         ckpt = Checkpointer(checkpoint_dir, every, ckpt_budget, resume, reschedule)  # checks its arguments
@@ -307,7 +311,19 @@ class Learner(Fastai07Learner):
             scheduler.remove()
             if self._wd_hook is not None:
                 self._wd_hook.set_active(True)
+        if self._short_epochs:
+            self._warn_short_epochs(batches)
         return self.recorder
+
+    def _warn_short_epochs(self, batches: int) -> None:
+        """The schedule was laid out for ``batches`` an epoch and train_dl gave fewer: say so."""
+        epoch, got = self._short_epochs[0]
+        dropped = [got % self.accum for _, got in self._short_epochs if got % self.accum]
+        warnings.warn(f"train_dl ended before the {batches} batches an epoch was given, in {len(self._short_epochs)} "
+                      f"of {self.n_epochs} epochs (epoch {epoch + 1}: {got}), so the schedule did not reach its end "
+                      f"(step {self.scheduler.step_count} of {self.scheduler.total_steps}); pass the steps_per_epoch "
+                      "the loader gives" + (f". {sum(dropped)} batches that ended inside an accumulation window were "
+                                             "dropped (no optimizer step)" if dropped else ""), stacklevel=3)
 
     # ---- the loop -----------------------------------------------------------------------------
     def _fit(self, epochs: int, batches: int, scheduler: Scheduler, ckpt: Checkpointer, callbacks: list[Callback],
@@ -319,7 +335,7 @@ class Learner(Fastai07Learner):
         self._setup(callbacks)
         state = ckpt.load(self)  # a checkpoint to resume from, checked before anything changes
         self.recorder.reset(smoothing_beta(epochs * batches))  # a lag of ~10% of the fit's iterations
-        self.nan_skipped, self._pending = 0, None
+        self.nan_skipped, self._pending, self._short_epochs = 0, None, []
         self.progress = Progress(self.recorder.metric_names, quiet=self.quiet)
         start_epoch = ckpt.restore(self, state) if state is not None else start_epoch
         failure = None
@@ -412,6 +428,11 @@ class Learner(Fastai07Learner):
             bar.close()
         if i < 0:
             raise ValueError("train_dl yielded no batch")
+        if i < n - 1:  # the loader ended first (a stream shorter than steps_per_epoch said)
+            self._short_epochs.append((self.epoch, i + 1))
+            if i >= start and not self.stepped:  # inside an accumulation window: those batches are dropped,
+                self.opt.zero_grad(set_to_none=True)  # never carried into the next epoch's first step
+                self._bad_window = False
         done = self._end_epoch()
         return sum(done) / len(done) if done else math.nan
 

@@ -243,7 +243,7 @@ def _cycle(dl: Iterable, name: str) -> Iterator[Any]:
 
 # ---- the snapshot: what the test changes, from state_dicts ------------------------------------------
 _LOOP_STATE = ("epoch", "iter", "n_epochs", "batches", "scheduler", "scaler", "user_scaler", "nan_skipped", "on_nan",
-               "quiet", "pred", "loss", "target", "stepped", "checkpointer", "_sched")
+               "quiet", "pred", "loss", "target", "stepped", "checkpointer", "_sched", "_short_epochs")
 
 
 class _Snapshot:
