@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,44 @@ def test_sigkill_then_resume_is_bit_identical(killed_runs, kind, stop):
 @pytest.mark.parametrize("stop", ["b22", "e2"])
 def test_sigkill_then_resume_stateful_loader_with_workers(tmp_path, stop):
     _check_killed_and_resumed(_drive(tmp_path, [("stateful_workers", stop)]), "stateful_workers", stop)
+
+
+def _persistent_workers_learner(callbacks=()):
+    learn = make_learner(0, callbacks)
+    g = torch.Generator().manual_seed(7)
+    learn.train_dl = DataLoader(learn.train_dl.dataset, batch_size=8, shuffle=True, generator=g, num_workers=2,
+                                persistent_workers=True)
+    return learn
+
+
+def test_resume_at_a_later_epoch_with_persistent_workers_warns(tmp_path):
+    """Persistent workers are seeded once, as the first epoch begins: a resume at epoch 2 starts
+    them afresh, so what they draw differs from an uninterrupted run's (shown by the test
+    below). Said, not silent."""
+    with pytest.raises(RuntimeError, match="crash"):
+        fit(_persistent_workers_learner([RaiseAt(13)]), tmp_path)
+    with pytest.warns(UserWarning, match="resuming at epoch 2 with persistent_workers=True"), \
+            pytest.raises(RuntimeError, match="crash"):
+        fit(_persistent_workers_learner([RaiseAt(1)]), tmp_path, resume=True)
+
+
+def test_persistent_workers_make_a_later_epochs_resume_inexact(tmp_path):
+    ref = _persistent_workers_learner()
+    fit(ref, tmp_path / "ref")
+    with pytest.raises(RuntimeError, match="crash"):
+        fit(_persistent_workers_learner([RaiseAt(7)]), tmp_path / "early")  # epoch 1: exact
+    early = _persistent_workers_learner()
+    with warnings.catch_warnings():  # in epoch 1 both runs start their workers from the same RNG
+        warnings.simplefilter("error", UserWarning)
+        fit(early, tmp_path / "early", resume=True)
+    assert_same(final_state(early), final_state(ref))
+    with pytest.raises(RuntimeError, match="crash"):
+        fit(_persistent_workers_learner([RaiseAt(13)]), tmp_path / "late")
+    late = _persistent_workers_learner()
+    with pytest.warns(UserWarning, match="persistent_workers"):
+        fit(late, tmp_path / "late", resume=True)
+    with pytest.raises(AssertionError, match="model"):
+        assert_same(final_state(late), final_state(ref))
 
 
 def test_short_fit_has_a_checkpoint_after_its_first_epoch_with_the_default_budget(tmp_path):

@@ -10,7 +10,10 @@ batches, schedules, param layout...) is refused before step one.
 draws from (``checkpoint.loader_generators``: its own, its sampler's, its batch sampler's sampler's).
 A DataLoader draws its shuffle and its workers' base seed from those when its iterator is made, so
 resuming mid-epoch replays the epoch-start RNG, makes the iterator, skips the batches already
-trained on, then restores the RNG of the checkpoint moment (:func:`batches_to_replay`). A loader
+trained on, then restores the RNG of the checkpoint moment (:func:`batches_to_replay`). Workers that
+persist across epochs (``persistent_workers=True``) are the exception: they are seeded once, as the
+first epoch begins, so a resume at a later epoch starts them afresh and warns that random numbers
+drawn in them differ from there on. A loader
 that keeps its own position (``state_dict``/``load_state_dict``, e.g. torchdata's
 ``StatefulDataLoader``) and loads in the main process is not replayed: its mid-epoch
 ``state_dict()`` is saved with the checkpoint and loaded before the iterator is made, so it resumes
@@ -31,6 +34,7 @@ import re
 import signal
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -250,7 +254,14 @@ class Checkpointer:
         mine = state["ranks"][learn.rank]  # each data-parallel rank has its own RNG and epoch part
         set_rng_state(mine["rng"], rng_loaders(learn))
         learn._pending = mine if state["position"]["batch"] > 0 else None
-        return state["position"]["epoch"]
+        epoch = state["position"]["epoch"]
+        dl = learn.train_dl
+        if epoch >= 1 and getattr(dl, "persistent_workers", False) and getattr(dl, "num_workers", 0):
+            warnings.warn(f"resuming at epoch {epoch + 1} with persistent_workers=True: train_dl's workers start "
+                          "afresh, where an uninterrupted run's went on from epoch 1, so the random numbers they "
+                          "draw (random augmentations) differ from here on; resume is exact without "
+                          "persistent_workers, or with a dataset that draws none", stacklevel=4)
+        return epoch
 
     # ---- the loop's calls -----------------------------------------------------------------------
     def epoch_start(self, learn: Learner) -> None:
