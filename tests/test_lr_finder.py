@@ -292,6 +292,23 @@ def test_suggested_lr_feeds_fit_one_cycle():
     assert max(learn.recorder.lrs) == pytest.approx(res.suggestion)
 
 
+def test_lr_find_prints_its_summary_unless_quiet_and_shows_it_as_its_repr(capsys):
+    res = _learner(quiet=False).lr_find(num_it=40, end_lr=1e4)  # up to 1e4: it diverges
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == (f"LR finder: stopped at LR {res.lrs[-1]:.3g} (step {len(res.lrs)} of 40): the smoothed training "
+                      f"loss blew up to {res.stop_reason.split('smoothed loss ')[1].split()[0]}, past its limit "
+                      f"{res.stop_reason.split(' above ')[1].split()[0]}")
+    assert [ln.split()[0] for ln in out[1:]] == list(res.suggestions)  # one line per rule, in order
+    chosen = next(ln for ln in out if ln.endswith("<- suggestion"))
+    assert chosen.split()[:2] == [res.rule, f"{res.suggestion:.3g}"] and "lowest validation loss / 2" in chosen
+    assert repr(res).startswith(f"LRFindResult(suggestion={res.suggestion:.3g} (val_min); valley=")
+    assert len(repr(res)) < 300 and repr(res).endswith(f"{res.stopped})")  # not 40 numbers per curve
+    _learner().lr_find(num_it=20)
+    assert capsys.readouterr().out == ""  # quiet
+    res = _learner(quiet=False).lr_find(num_it=20, end_lr=1e-3, rule="valley")  # no divergence: every step
+    assert capsys.readouterr().out.splitlines()[0] == "LR finder: ran all 20 steps, up to LR 0.001"
+
+
 class EpochLoader:
     """A loader with set_epoch, an epoch counter and its own generator."""
 

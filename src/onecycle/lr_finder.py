@@ -49,6 +49,10 @@ __all__ = ["LRFindResult", "LRFinder", "find"]
 
 
 # ---- the result ------------------------------------------------------------------------------
+def _g(x: float | None) -> str:
+    return "None" if x is None else f"{x:.3g}"
+
+
 @dataclass
 class LRFindResult(Fastai07History):
     """Per-iteration curves of one LR range test. ``lrs`` is the head (last) group's LR;
@@ -90,6 +94,27 @@ class LRFindResult(Fastai07History):
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    @property
+    def stopped(self) -> str:
+        """How the test ended, in plain words ("ran all 100 steps, up to LR 10")."""
+        from .plots import stop_words
+        return stop_words(self.stop_reason, self.lrs, self.num_it)
+
+    def summary(self) -> str:
+        """What ``lr_find`` prints: how the test ended, every rule's suggestion in plain words with
+        the chosen one marked, and the notes."""
+        from .plots import RULE_NAMES
+        lines = [f"LR finder: {self.stopped}"]
+        for rule, lr in self.suggestions.items():
+            mark = "  <- suggestion" if rule == self.rule else ""
+            lines.append(f"  {rule:<10} {_g(lr) if lr is not None else '-':<9} {RULE_NAMES.get(rule, '')}{mark}")
+        return "\n".join(lines + [f"  note: {n}" for n in self.notes])
+
+    def __repr__(self) -> str:  # the suggestions, not the curves (a notebook shows this after lr_find())
+        rules = ", ".join(f"{k}={_g(v)}" for k, v in self.suggestions.items())
+        return f"LRFindResult(suggestion={_g(self.suggestion)} ({self.rule}); {rules}; {self.stopped})"
+
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LRFindResult:
@@ -388,4 +413,6 @@ def find(learn: Any, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100
     learn.suggested_lr = (res.suggestion if res.suggestion is None or len(set(ratios)) == 1
                           else [res.suggestion * r for r in ratios])
     learn.no_suggestion_reason = None if res.suggestion is not None else "; ".join([res.stop_reason, *res.notes])
+    if not learn.quiet:
+        print(res.summary(), flush=True)
     return res

@@ -312,7 +312,7 @@ def _say(cfg: FindConfig, *lines: str) -> None:
 
 
 def _lr_find(learn: Any, cfg: FindConfig, run: _Run) -> Any:
-    """The LR range test; its curves and plot go into the run folder, every suggestion is printed."""
+    """The LR range test; its curves and plot go into the run folder (lr_find prints every suggestion)."""
     kw = {"rule": cfg.rule} if cfg.rule else {}
     start = time.perf_counter()
     res = learn.lr_find(start_lr=cfg.start_lr, end_lr=cfg.end_lr, num_it=cfg.num_it, runs=cfg.finder_runs, **kw)
@@ -322,13 +322,7 @@ def _lr_find(learn: Any, cfg: FindConfig, run: _Run) -> Any:
     run.meta["resolved"]["lr_find"] = {"suggestions": res.suggestions, "rule": res.rule, "suggestion": res.suggestion,
                                        "stop_reason": res.stop_reason, "notes": res.notes}
     run.write()
-    lines = [f"LR finder ({len(res.lrs)} iterations{', ' + res.stop_reason if res.stop_reason else ''}):"]
-    for rule, lr in res.suggestions.items():
-        mark = "  <- suggestion" if rule == res.rule else ""
-        lines.append(f"  {rule:<10} {lr:.3g}{mark}" if lr is not None else f"  {rule:<10} -")
-    lines += [f"  note: {n}" for n in res.notes]
-    _say(cfg, *lines)
-    return res
+    return res  # its summary was printed by lr_find (unless quiet)
 
 
 def _card_facts(run: _Run, cfg: FindConfig) -> dict[str, Any]:
