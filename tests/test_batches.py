@@ -360,6 +360,17 @@ def test_predict_on_input_only_batches(dl):
     assert targets is None and torch.equal(preds2, preds)
 
 
+@pytest.mark.parametrize("metrics", [[], [oc.metrics.accuracy]])
+def test_validation_on_batches_without_targets_is_refused_not_read_as_nan(metrics):
+    """A validation loss of no target read NaN (and a metric failed deep inside): named instead."""
+    learn = oc.Learner(Stochastic(), _loader(TensorDataset(X, Y)), device="cpu", quiet=True, metrics=metrics)
+    with pytest.raises(ValueError, match="validation needs a target in every batch .* predict\\(\\) takes"):
+        learn.validate(DataLoader(TensorDataset(XV), batch_size=10))
+    learn.valid_dl = DataLoader(TensorDataset(XV), batch_size=10)
+    with pytest.raises(ValueError, match="validation needs a target"):
+        learn.fit(0.01, 1)
+
+
 def test_predict_with_targets_on_labelled_batches():
     learn, expected = _predict_learner(Stochastic())
     for dl in (DataLoader(TensorDataset(XV, YV), batch_size=10), DataLoader(DictData(XV, YV, "y"), batch_size=10)):

@@ -663,6 +663,10 @@ class Learner(Fastai07Learner):
             acc = MetricAccumulator(None, self.metrics, self.device)
             for batch in _eval_batches(dl):
                 preds, loss, target = self.forward(batch, self.model)
+                if loss is None:  # a loss of nothing would read NaN
+                    raise ValueError("validation needs a target in every batch (or a model that returns its .loss), "
+                                     "and a batch of the validation loader has none; predict() takes batches "
+                                     "without targets")
                 acc.add(preds, target, loss=loss)
         return acc.result(reduce=D.all_reduce_sum if self.world_size > 1 else None)
 
