@@ -209,38 +209,53 @@ def test_sigkill_then_resume_stateful_loader_with_workers(tmp_path, stop):
     _check_killed_and_resumed(_drive(tmp_path, [("stateful_workers", stop)]), "stateful_workers", stop)
 
 
-def _persistent_workers_learner(callbacks=()):
+def _workers_learner(callbacks=(), persistent=True):
     learn = make_learner(0, callbacks)
     g = torch.Generator().manual_seed(7)
     learn.train_dl = DataLoader(learn.train_dl.dataset, batch_size=8, shuffle=True, generator=g, num_workers=2,
-                                persistent_workers=True)
+                                persistent_workers=persistent)
     return learn
 
 
-def test_resume_at_a_later_epoch_with_persistent_workers_warns(tmp_path):
-    """Persistent workers are seeded once, as the first epoch begins: a resume at epoch 2 starts
-    them afresh, so what they draw differs from an uninterrupted run's (shown by the test
-    below). Said, not silent."""
+class StopBeforeFit(oc.Callback):
+    def before_fit(self, learn):  # after the checkpoint is loaded; before any worker starts
+        raise oc.CancelFit
+
+
+@pytest.mark.parametrize("k,persistent,warns", [(13, True, True), (26, True, True), (7, True, False),
+                                                (13, False, False)])
+def test_resume_at_a_later_epoch_with_persistent_workers_warns(tmp_path, k, persistent, warns):
+    """Persistent workers are seeded once, as the first epoch begins: a resume at a later epoch
+    starts them afresh, so what they draw differs from an uninterrupted run's (shown by the test
+    below). Said, not silent; no warning in epoch 1 (both runs start their workers there) or
+    without persistent workers (started every epoch)."""
     with pytest.raises(RuntimeError, match="crash"):
-        fit(_persistent_workers_learner([RaiseAt(13)]), tmp_path)
-    with pytest.warns(UserWarning, match="resuming at epoch 2 with persistent_workers=True"), \
-            pytest.raises(RuntimeError, match="crash"):
-        fit(_persistent_workers_learner([RaiseAt(1)]), tmp_path, resume=True)
+        _run(tmp_path, [RaiseAt(k)], loader="generator")  # the same loader, with no workers
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        fit(_workers_learner([StopBeforeFit()], persistent), tmp_path, resume=True)
+    said = [str(w.message) for w in seen if "persistent_workers" in str(w.message)]
+    epoch = CKPT_BEFORE[f"b{k}"][0] + 1
+    assert said == ([f"resuming at epoch {epoch} with persistent_workers=True: train_dl's workers start afresh, "
+                     "where an uninterrupted run's went on from epoch 1, so the random numbers they draw (random "
+                     "augmentations) differ from here on; resume is exact without persistent_workers, or with a "
+                     "dataset that draws none"] if warns else [])
 
 
-def test_persistent_workers_make_a_later_epochs_resume_inexact(tmp_path):
-    ref = _persistent_workers_learner()
+def test_workers_resume_inexact_when_persistent_past_epoch_1(tmp_path):
+    """What the warning above says, measured with real workers (the other tests start none)."""
+    ref = _workers_learner()
     fit(ref, tmp_path / "ref")
     with pytest.raises(RuntimeError, match="crash"):
-        fit(_persistent_workers_learner([RaiseAt(7)]), tmp_path / "early")  # epoch 1: exact
-    early = _persistent_workers_learner()
+        fit(_workers_learner([RaiseAt(7)]), tmp_path / "early")  # epoch 1: exact
+    early = _workers_learner()
     with warnings.catch_warnings():  # in epoch 1 both runs start their workers from the same RNG
         warnings.simplefilter("error", UserWarning)
         fit(early, tmp_path / "early", resume=True)
     assert_same(final_state(early), final_state(ref))
     with pytest.raises(RuntimeError, match="crash"):
-        fit(_persistent_workers_learner([RaiseAt(13)]), tmp_path / "late")
-    late = _persistent_workers_learner()
+        fit(_workers_learner([RaiseAt(13)]), tmp_path / "late")
+    late = _workers_learner()
     with pytest.warns(UserWarning, match="persistent_workers"):
         fit(late, tmp_path / "late", resume=True)
     with pytest.raises(AssertionError, match="model"):
