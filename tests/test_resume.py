@@ -119,6 +119,18 @@ def test_resume_after_error_is_bit_identical(tmp_path, reference, k):
     assert_same(final_state(_crash_and_resume(tmp_path, k)), reference())
 
 
+def test_per_step_series_resume_exactly_mid_epoch(tmp_path):
+    """GradStats buffers its per-step rows until the epoch ends: a mid-epoch checkpoint holds the
+    rows so far, so the resumed run's series equal an uninterrupted run's, row for row."""
+    ref = _run(tmp_path / "ref", [oc.GradStats()])
+    with pytest.raises(RuntimeError, match="crash"):
+        _run(tmp_path / "run", [oc.GradStats(), RaiseAt(22)])
+    assert len(safe_load(tmp_path / "run" / R.CKPT_NAME)["recorder"]["series"]["grad_norm/0"]) == 20  # mid-epoch 2
+    learn = _run(tmp_path / "run", [oc.GradStats()], resume=True)
+    assert len(ref.recorder.series["grad_norm/0"]) == STEPS
+    assert_same(final_state(learn)["recorder"], final_state(ref)["recorder"])
+
+
 # Kinds whose loader owns a generator, each at a stop where restoring it matters (a later epoch: in
 # epoch 0 a fresh generator is still in its epoch-start state; the stateful loader's own position
 # restores its generator mid-epoch, so it is stopped at an epoch's end).
