@@ -370,15 +370,28 @@ def _core_v2(what):
 
 
 @pytest.mark.parametrize("how", sorted(_fits()))
-@pytest.mark.parametrize("train", [pytest.param(42, id="not-iterable"), pytest.param("dataset", id="a-dataset")])
+@pytest.mark.parametrize("train", [pytest.param(42, id="not-iterable"), pytest.param("dataset", id="a-dataset"),
+                                   pytest.param("tensor", id="a-tensor")])
 def test_train_dl_checked_before_the_first_step(how, train):
-    train_dl = _dataset() if train == "dataset" else train
+    train_dl = {"dataset": _dataset(), "tensor": torch.randn(20, 4)}.get(train, train)
     try:
         learn = _learn(train=train_dl)
     except (ValueError, TypeError) as err:  # the constructor may already refuse it
         assert "train_dl" in str(err)
         return
     _rejected(lambda: _fits()[how](learn), learn, "train_dl")
+
+
+@pytest.mark.parametrize("data", [torch.randn(20, 4), np.zeros((20, 4), dtype=np.float32)], ids=["tensor", "array"])
+def test_predict_and_validate_refuse_a_tensor_or_array(data):
+    """Iterating a tensor yields its rows: predict(x) returned every row's output joined into one
+    flat vector (shape (40,) for 20 rows of 2 outputs). A loader is asked for, by name."""
+    learn = _learn()
+    for call in (learn.predict, learn.validate):
+        with pytest.raises(TypeError, match=r"^dl is a (Tensor|ndarray) of shape \(20, 4\), not a loader: pass a "
+                                            r"loader of batches, e.g. torch.utils.data.DataLoader\(TensorDataset"):
+            call(data)
+    assert learn.predict(DataLoader(TensorDataset(torch.randn(20, 4)), batch_size=8)).shape[0] == 20
 
 
 @pytest.mark.parametrize("how", sorted(_fits()))

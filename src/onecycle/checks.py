@@ -78,8 +78,13 @@ def loader_len(dl: object) -> int | None:
 
 def check_loader(name: str, dl: object) -> None:
     """A loader yields batches: an iterable that is not a ``Dataset`` (those yield samples: wrap
-    them in a ``DataLoader``) and, when it has a length, not empty."""
+    them in a ``DataLoader``) nor a tensor or array (rows), and, when it has a length, not empty."""
+    import torch
     from torch.utils.data import DataLoader, Dataset
+    if isinstance(dl, torch.Tensor) or type(dl).__module__ == "numpy":  # iterating one yields its rows
+        raise TypeError(f"{name} is a {type(dl).__name__} of shape {tuple(dl.shape)}, not a loader: pass a loader "
+                        f"of batches, e.g. torch.utils.data.DataLoader(TensorDataset(x), batch_size=64) (or call "
+                        "the model on it)")
     if isinstance(dl, Dataset) and not isinstance(dl, DataLoader):
         raise TypeError(f"{name} is a {type(dl).__name__}, a Dataset: pass a loader of batches, "
                         f"e.g. torch.utils.data.DataLoader({name}, batch_size=64)")
