@@ -416,3 +416,57 @@ def test_empty_valid_dl_at_fit_start(how):
     assert len(learn.recorder.losses) == 0  # refused before the first step
     after = learn.model.state_dict()
     assert all(torch.equal(after[k], v) for k, v in before.items())
+
+
+
+# ---- what a newcomer mistypes --------------------------------------------------------------------
+@pytest.mark.parametrize("call,kw,message", [
+    ("fit_one_cycle", {"lrmax": 0.1}, "fit_one_cycle() got an unexpected keyword argument 'lrmax'; did you mean "
+                                      "'lr_max'?"),
+    ("fit_one_cycle", {"lr": 0.1}, "fit_one_cycle() got an unexpected keyword argument 'lr'; did you mean 'lr_max'?"),
+    ("fit_one_cycle", {"max_lr": 0.1}, "fit_one_cycle() got an unexpected keyword argument 'max_lr'; did you mean "
+                                       "'lr_max'?"),
+    ("fit_one_cycle", {"resum": True}, "fit_one_cycle() got an unexpected keyword argument 'resum'; did you mean "
+                                       "'resume'?"),
+    ("fit_one_cycle", {"zzz": 1}, "fit_one_cycle() got an unexpected keyword argument 'zzz'"),
+    ("lr_find", {"num_iter": 20}, "lr_find() got an unexpected keyword argument 'num_iter'; did you mean 'num_it'?"),
+    ("lr_find", {"learn": None}, "lr_find() got an unexpected keyword argument 'learn'"),
+    ("fine_tune", {"lr_max": 0.1}, "fine_tune() got an unexpected keyword argument 'lr_max'; did you mean 'base_lr'?"),
+    ("fine_tune", {"checkpoint_dr": "x"}, "fine_tune() got an unexpected keyword argument 'checkpoint_dr'; did you "
+                                         "mean 'checkpoint_dir'?"),
+])
+def test_a_mistyped_keyword_is_named_where_it_was_passed(call, kw, message):
+    """Before: lrmax= said "lr_max is None and no lr_find suggestion is available", lr= "got multiple
+    values for argument 'lr'", num_iter= named the inner find()."""
+    learn = _learn()
+    before = _state(learn)
+    with pytest.raises(TypeError) as err:
+        getattr(learn, call)(1, **kw)
+    assert str(err.value) == message
+    assert len(learn.recorder.losses) == 0
+    assert all(torch.equal(learn.model.state_dict()[k], v) for k, v in before.items())
+
+
+def test_options_passed_on_are_still_taken(tmp_path):
+    learn = _learn()
+    learn.fit_one_cycle(1, 0.1, checkpoint_dir=tmp_path / "a", every=2, on_nan="skip", steps_per_epoch=2)
+    assert learn.scheduler.total_steps == 2 and (tmp_path / "a" / "last.ckpt").exists()
+    res = learn.lr_find(num_it=5, with_valid=False, rule="valley", stop_div=False, end_lr=1.0)
+    assert res.rule == "valley" and res.val_losses == [] and len(res.lrs) == 5 and res.lrs[-1] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("kw,message", [
+    ({"lr_max": "0.1"}, "lr must be a number, a sequence of numbers (one per param group) or a slice, got '0.1'"),
+    ({"lr_max": 0.1, "wd": "0.1"}, "wd must be a number or a sequence of numbers (one per param group), got '0.1'"),
+])
+def test_a_number_as_a_string_is_named_whole(kw, message):
+    """Not read character by character ("lr[0] must be a number, got '0'")."""
+    with pytest.raises(TypeError) as err:
+        _learn().fit_one_cycle(1, **kw)
+    assert str(err.value) == message
+
+
+def test_loss_fn_given_as_a_class_is_named():
+    with pytest.raises(TypeError, match=r"^loss_fn is the class CrossEntropyLoss: pass an instance, "
+                                        r"CrossEntropyLoss\(\), or a function such as F.cross_entropy$"):
+        oc.Learner(nn.Linear(4, 2), _learn().train_dl, loss_fn=nn.CrossEntropyLoss)

@@ -116,6 +116,17 @@ def test_bad_arguments(args, kwargs, error):
         create_model(*args, **kwargs)
 
 
+def test_mlp_hidden_takes_an_int_for_one_layer_and_names_a_string():
+    """``--model-opts hidden=64`` (the natural spelling) failed with "'int' object is not iterable",
+    and ``hidden=abc`` was read letter by letter."""
+    model = create_model("mlp", (64,), 10, hidden=32)
+    assert [m.out_features for m in model.modules() if isinstance(m, nn.Linear)] == [32, 10]
+    assert [m.out_features for m in create_model("mlp", (64,), 10, hidden=[8, 4]).modules()
+            if isinstance(m, nn.Linear)] == [8, 4, 10]
+    with pytest.raises(TypeError, match=r"^hidden must be an int or a list of ints \(layer widths\), got 'abc'$"):
+        create_model("mlp", (64,), 10, hidden="abc")
+
+
 def test_cifar_resnet_depth_must_be_6n_plus_2():
     with pytest.raises(ValueError, match="depth"):
         CifarResNet((3, 32, 32), 10, depth=21)

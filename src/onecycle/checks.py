@@ -4,11 +4,14 @@ or 0-d tensors and arrays (anything with ``__float__`` and no elements beyond on
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import math
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 __all__ = ["check_number", "check_int", "check_bool", "check_type", "is_scalar", "per_group", "check_loader",
-           "loader_len"]
+           "loader_len", "check_keywords"]
 
 
 def is_scalar(value: object) -> bool:
@@ -61,6 +64,8 @@ def check_type(name: str, value: object, kind: type | tuple[type, ...]) -> Any:
 
 def per_group(name: str, value: object, n: int, **limits: Any) -> list[float]:
     """One number per param group: a number for all, or a sequence of ``n``."""
+    if isinstance(value, (str, bytes)):  # not a sequence of one-character numbers
+        raise TypeError(f"{name} must be a number or a sequence of numbers (one per param group), got {value!r}")
     values = [value] * n if is_scalar(value) else list(value)  # type: ignore[call-overload]
     if len(values) != n:
         raise ValueError(f"{name} has {len(values)} values but there are {n} param groups, got {value!r}")
@@ -92,3 +97,26 @@ def check_loader(name: str, dl: object) -> None:
         raise TypeError(f"{name} must be an iterable of batches (a DataLoader), got {type(dl).__name__}")
     if loader_len(dl) == 0:
         raise ValueError(f"{name} is empty (len 0)")
+
+
+_LR_NAMES = ("lr_max", "base_lr", "lr")  # this library's names for the LR, in the order looked for
+_LR_SPELLINGS = {"lr", "lr_max", "max_lr", "base_lr", "learning_rate", "peak_lr", "max_learning_rate"}
+
+
+def check_keywords(where: str, kw: Mapping[str, Any], own: Callable, targets: Iterable[Callable],
+                   sets: Iterable[str] = ()) -> None:
+    """The keyword arguments that ``own`` (called ``where``) passes on through ``**kw`` to
+    ``targets`` (a chain of such calls): one that no target takes, or that ``own`` sets itself
+    (``sets``), is named at once, with the closest name (else it surfaces later as another
+    error, or names an inner function)."""
+    def named(fn: Callable) -> list[str]:
+        params = inspect.signature(fn).parameters.values()
+        return [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    mine, skip = named(own), set(sets)
+    passable = [n for fn in targets for n in named(fn) if n not in mine and n not in skip]
+    for key in kw:
+        if key not in passable:
+            close = [n for n in _LR_NAMES if n in mine][:1] if key in _LR_SPELLINGS else []
+            close = close or difflib.get_close_matches(key, [*mine, *passable], n=1, cutoff=0.5)
+            raise TypeError(f"{where}() got an unexpected keyword argument {key!r}"
+                            + (f"; did you mean {close[0]!r}?" if close and close[0] != key else ""))

@@ -89,6 +89,9 @@ class Learner(Fastai07Learner):
         C.check_loader("train_dl", train_dl)
         if valid_dl is not None:
             C.check_loader("valid_dl", valid_dl)
+        if isinstance(loss_fn, type):
+            raise TypeError(f"loss_fn is the class {loss_fn.__name__}: pass an instance, {loss_fn.__name__}(), or a "
+                            "function such as F.cross_entropy")
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable or None (the model's own .loss), got {loss_fn!r}")
         if batch_fn is not None and not callable(batch_fn):
@@ -238,6 +241,8 @@ class Learner(Fastai07Learner):
         suggestion of the last ``lr_find``. ``wd_norm`` (instead of ``wd``): Loshchilov & Hutter's
         normalized decay, ``wd = wd_norm * sqrt(batch_size / (n_train * epochs))``. ``wd_sched``
         multiplies ``wd`` by a schedule of progress."""
+        C.check_keywords("fit_one_cycle", kw, self.fit_one_cycle, [self.fit_sched],
+                         sets=("lr", "lr_sched", "mom_sched"))
         C.check_int("epochs", epochs, 1)
         if wd_norm is not None:
             if wd is not None:
@@ -631,6 +636,8 @@ class Learner(Fastai07Learner):
         """Transfer learning: a short 1cycle on the head with the body frozen, then one long 1cycle
         on the unfrozen network with discriminative LRs from ``base_lr/2/lr_mult`` to
         ``base_lr/2``. The returned recorder holds the second phase; ``learn.head_history`` the first."""
+        C.check_keywords("fine_tune", kw, self.fine_tune, [self.fit_one_cycle, self.fit_sched],
+                         sets=("lr_max", "lr", "lr_sched", "mom_sched"))
         C.check_int("epochs", epochs, 1)
         C.check_int("freeze_epochs", freeze_epochs, 1)
         C.check_number("base_lr", base_lr, low=0, low_open=True)
@@ -646,6 +653,7 @@ class Learner(Fastai07Learner):
     def lr_find(self, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100, **kw: Any) -> Any:
         """LR range test with validation loss and metrics at every step (``lr_finder.lr_find``);
         returns an ``LRFindResult``. Model, optimizer, RNG and history are restored afterwards."""
+        C.check_keywords("lr_find", kw, self.lr_find, [find], sets=("learn",))
         return find(self, start_lr=start_lr, end_lr=end_lr, num_it=num_it, **kw)
 
     # ---- evaluation -------------------------------------------------------------------------

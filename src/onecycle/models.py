@@ -71,13 +71,18 @@ class GroupedModule(nn.Module):
 
 
 class MLP(GroupedModule):
-    """Flatten, ``hidden`` Linear+ReLU(+Dropout) layers, a linear head: the baseline for tabular input."""
+    """Flatten, ``hidden`` Linear+ReLU(+Dropout) layers (their widths; an int: one layer), a linear
+    head: the baseline for tabular input."""
 
-    def __init__(self, in_shape: Sequence[int], n_out: int, hidden: Sequence[int] = (256, 256),
+    def __init__(self, in_shape: Sequence[int], n_out: int, hidden: int | Sequence[int] = (256, 256),
                  dropout: float = 0.0) -> None:
         super().__init__()
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        if isinstance(hidden, int):
+            hidden = [hidden]
+        if isinstance(hidden, str) or not isinstance(hidden, Sequence):
+            raise TypeError(f"hidden must be an int or a list of ints (layer widths), got {hidden!r}")
         n_in = math.prod(_check_shape(in_shape))
         layers = []
         for width in hidden:

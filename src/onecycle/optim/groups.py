@@ -116,6 +116,9 @@ def spread_lrs(lr: object, n_groups: int, name: str = "lr") -> list[float]:
     """One LR per group: a number for all, a sequence (or array) of one per group, or
     ``slice(lo, hi)`` spread geometrically from the first group to the last (``slice(hi)``: the
     head gets ``hi`` and every other group ``hi/10``, as fastai does)."""
+    if isinstance(lr, (str, bytes)):  # not a sequence of one-character LRs
+        raise TypeError(f"{name} must be a number, a sequence of numbers (one per param group) or a slice, "
+                        f"got {lr!r}")
     if isinstance(lr, slice):
         if lr.step is not None:
             raise ValueError(f"{name} slice takes no step, got {lr!r}")
