@@ -517,6 +517,10 @@ def test_signal_stops_cleanly_with_a_checkpoint_and_resumes_bit_identically(tmp_
     with pytest.raises(R.TrainingInterrupted) as stopped:
         _run(tmp_path, [SignalAfterStep(k, signum)])
     assert stopped.value.signum == signum and isinstance(stopped.value, KeyboardInterrupt)
+    name = "SIGINT" if signum == signal.SIGINT else "SIGTERM"
+    assert str(stopped.value) == (f"training interrupted by signal {signum} ({name}): stopped after optimizer step "
+                                  f"{at[2]} of {STEPS}; the checkpoint {tmp_path / R.CKPT_NAME} continues it exactly: "
+                                  "the same fit with resume=True")
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before  # handlers restored
     assert position(tmp_path / R.CKPT_NAME) == at
     if at[2] == STEPS:
@@ -528,14 +532,17 @@ def test_signal_stops_cleanly_with_a_checkpoint_and_resumes_bit_identically(tmp_
 
 
 def test_a_second_signal_stops_at_once_and_leaves_the_last_scheduled_checkpoint(tmp_path):
-    with pytest.raises(R.TrainingInterrupted):
+    with pytest.raises(R.TrainingInterrupted, match=r"^training interrupted by signal 2 \(SIGINT\): a second signal "
+                                                    r"stops at once, without a checkpoint$"):
         _run(tmp_path, [SignalAfterStep(7, times=2)])  # raised inside the callback, before any stop point
     assert position(tmp_path / R.CKPT_NAME) == (0, 5, 5)  # every=5: nothing was written for the stop
 
 
 def test_signal_without_a_checkpoint_folder_stops_after_that_step():
     learn = make_learner(0)
-    with pytest.raises(R.TrainingInterrupted):
+    with pytest.raises(R.TrainingInterrupted, match=r"signal 15 \(SIGTERM\): stopped after optimizer step 4 of "
+                                                    r"36 \(no checkpoint_dir, so there is no checkpoint to resume "
+                                                    r"from\)$"):
         learn.fit_one_cycle(3, 0.1, callbacks=[SignalAfterStep(4, signal.SIGTERM)])
     assert learn.scheduler.step_count == 4 and len(learn.recorder.losses) == 4
 

@@ -65,10 +65,15 @@ class NonFiniteLossError(FloatingPointError):
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM stopped training at a clean point (after a step or an epoch)."""
+    """SIGINT or SIGTERM stopped training at a clean point (after a step or an epoch); ``detail``
+    says where, and how to continue."""
 
-    def __init__(self, signum: int) -> None:
-        super().__init__(f"training interrupted by signal {signum}")
+    def __init__(self, signum: int, detail: str = "") -> None:
+        try:
+            name = f" ({signal.Signals(signum).name})"
+        except ValueError:
+            name = ""
+        super().__init__(f"training interrupted by signal {signum}{name}" + (f": {detail}" if detail else ""))
         self.signum = signum
 
 
@@ -314,7 +319,7 @@ class Checkpointer:
 
         def handler(signum: int, frame: Any) -> None:
             if self.signum is not None:
-                raise TrainingInterrupted(signum)
+                raise TrainingInterrupted(signum, "a second signal stops at once, without a checkpoint")
             self.signum = signum
 
         old = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -365,7 +370,10 @@ class Checkpointer:
             self.signum = self.signum or signal.SIGTERM
         if self.signum is not None:
             self._write(learn, epoch, batch, _partial(learn) if batch > 0 else None)
-            raise TrainingInterrupted(self.signum)
+            where = f"stopped after optimizer step {learn.scheduler.step_count} of {learn.scheduler.total_steps}"
+            raise TrainingInterrupted(self.signum, where + (
+                f"; the checkpoint {self.path} continues it exactly: the same fit with resume=True"
+                if self.folder is not None else " (no checkpoint_dir, so there is no checkpoint to resume from)"))
 
 
 def _partial(learn: Learner) -> dict[str, Any]:
