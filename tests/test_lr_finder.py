@@ -302,7 +302,7 @@ def test_lr_find_prints_its_summary_unless_quiet_and_shows_it_as_its_repr(capsys
     chosen = next(ln for ln in out if ln.endswith("<- suggestion"))
     assert chosen.split()[:2] == [res.rule, f"{res.suggestion:.3g}"] and "lowest validation loss / 2" in chosen
     assert repr(res).startswith(f"LRFindResult(suggestion={res.suggestion:.3g} (val_min); valley=")
-    assert len(repr(res)) < 300 and repr(res).endswith(f"{res.stopped})")  # not 40 numbers per curve
+    assert len(repr(res)) < 300 and repr(res).endswith(f"{res.outcome})")  # not 40 numbers per curve
     _learner().lr_find(num_it=20)
     assert capsys.readouterr().out == ""  # quiet
     res = _learner(quiet=False).lr_find(num_it=20, end_lr=1e-3, rule="valley")  # no divergence: every step

@@ -96,7 +96,7 @@ class LRFindResult(Fastai07History):
         return asdict(self)
 
     @property
-    def stopped(self) -> str:
+    def outcome(self) -> str:
         """How the test ended, in plain words ("ran all 100 steps, up to LR 10")."""
         from .plots import stop_words
         return stop_words(self.stop_reason, self.lrs, self.num_it)
@@ -105,7 +105,7 @@ class LRFindResult(Fastai07History):
         """What ``lr_find`` prints: how the test ended, every rule's suggestion in plain words with
         the chosen one marked, and the notes."""
         from .plots import RULE_NAMES
-        lines = [f"LR finder: {self.stopped}"]
+        lines = [f"LR finder: {self.outcome}"]
         for rule, lr in self.suggestions.items():
             mark = "  <- suggestion" if rule == self.rule else ""
             lines.append(f"  {rule:<10} {_g(lr) if lr is not None else '-':<9} {RULE_NAMES.get(rule, '')}{mark}")
@@ -113,7 +113,7 @@ class LRFindResult(Fastai07History):
 
     def __repr__(self) -> str:  # the suggestions, not the curves (a notebook shows this after lr_find())
         rules = ", ".join(f"{k}={_g(v)}" for k, v in self.suggestions.items())
-        return f"LRFindResult(suggestion={_g(self.suggestion)} ({self.rule}); {rules}; {self.stopped})"
+        return f"LRFindResult(suggestion={_g(self.suggestion)} ({self.rule}); {rules}; {self.outcome})"
 
 
     @classmethod
