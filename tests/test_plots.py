@@ -64,7 +64,9 @@ def _curve(ax):
 # ---- the finder plot --------------------------------------------------------------------------------------
 def test_drawn_curves_are_the_curves_the_rules_read():
     res = _finder()
-    fig = res.plot()  # fastai 0.7's defaults: n_skip=10, n_skip_end=5
+    x, _ = _curve(res.plot().axes[0])  # by default every step: from the first LR to the one it stopped at
+    assert list(x) == res.lrs and x[-1] == res.lrs[-1]
+    fig = res.plot(n_skip=10, n_skip_end=5)  # fastai 0.7's sched.plot window
     axes = fig.axes
     assert [ax.get_ylabel() for ax in axes] == ["training loss", "validation loss", "accuracy"]
     x, y = _curve(axes[0])

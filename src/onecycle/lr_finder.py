@@ -79,7 +79,7 @@ class LRFindResult(Fastai07History):
         """The validation curve as the rules read it (the training curve's smoothing)."""
         return ema(self.val_losses, smoothing_beta(self.num_it or len(self.lrs)))
 
-    def plot(self, smoothed: bool = True, n_skip: int = 10, n_skip_end: int = 5,
+    def plot(self, smoothed: bool = True, n_skip: int = 0, n_skip_end: int = 0,
              save: str | os.PathLike | None = None, **kw: Any) -> Any:
         """Training loss, validation loss and every metric against the LR, the curves the rules read,
         the chosen suggestion marked on them; returns the Figure. ``kw``: ``ylim_factor``, ``band``,

@@ -449,12 +449,13 @@ def _finder_legend(fig: Any, result: Any, smoothed: bool, band: float, div: floa
     fig.legend(handles=handles, loc="outside lower center", ncols=2, fontsize="small", frameon=False)
 
 
-def plot_finder(result: Any, smoothed: bool = True, n_skip: int = 10, n_skip_end: int = 5,
+def plot_finder(result: Any, smoothed: bool = True, n_skip: int = 0, n_skip_end: int = 0,
                 save: str | os.PathLike | None = None, *, ylim_factor: float = 1.5, band: float = 2.0,
                 div: float = 25.0) -> Any:
     """An LR range test (``LRFindResult`` or its ``to_dict()``): training loss, validation loss and each
-    metric in stacked panels against the LR (log for an exponential sweep), without the first ``n_skip``
-    and last ``n_skip_end`` steps (fastai 0.7's ``sched.plot``).
+    metric in stacked panels against the LR (log for an exponential sweep): every step, so the x-axis
+    reaches the LR the title says the test stopped at and every rule's line is in view (fastai 0.7's
+    ``sched.plot`` left out the first ``n_skip=10`` and last ``n_skip_end=5``; pass them for that).
 
     Drawn: raw points faint; the smoothed curves the rules and the divergence stop read
     (``smooth_losses``, ``smooth_val_losses``; metrics with the same EMA). Loss panels' y-limits leave
