@@ -136,3 +136,13 @@ def test_progress_header_from_first_row_and_new_columns():
     assert lines[2] == ["epoch", "train_loss", "valid_loss", "MulticlassAccuracy", "f1", "time"]
     assert lines[3] == ["2", "0.900000", "0.400000", "0.500000", "0.125000", "1.0s"]
     assert len(lines) == 4
+
+
+def test_repr_is_the_last_epoch_not_the_lists():
+    """A notebook shows this after ``fit_one_cycle(...)``."""
+    assert repr(_filled()) == "Recorder(2 epochs, 4 iterations; epoch 2: train_loss 0.4, valid_loss 0.7, accuracy 0.75)"
+    assert repr(Recorder()) == "Recorder(0 epochs, 0 iterations)"
+    rec = Recorder()
+    rec.add_iterations([[0.1]], [0.9], [2.0])
+    rec.add_epoch(2.0, None, 1.0)  # no validation: no NaN shown
+    assert repr(rec) == "Recorder(1 epoch, 1 iterations; epoch 1: train_loss 2)"

@@ -57,6 +57,13 @@ class Recorder(Fastai07History):
         self.series: dict[str, list[float]] = {}
         self.smoother = SmoothLoss(self.smoother.beta if smooth_beta is None else smooth_beta)
 
+    def __repr__(self) -> str:  # what a notebook shows after fit_one_cycle(...): the last epoch, not lists
+        n = len(self.train_losses)
+        columns = [("train_loss", self.train_losses), ("valid_loss", self.val_losses), *self.metrics.items()]
+        last = [f"{name} {values[-1]:.4g}" for name, values in columns if values and math.isfinite(values[-1])]
+        return (f"Recorder({n} epoch{'' if n == 1 else 's'}, {len(self.losses)} iterations"
+                + (f"; epoch {n}: " + ", ".join(last) if last else "") + ")")
+
     # ---- writing (the loop calls these) -------------------------------------------------------
     def add_iterations(self, lrs: list[list[float]], moms: list[float], losses: list[float]) -> None:
         """Append a block of iterations: ``lrs[i]`` holds every group's LR at iteration ``i``."""
