@@ -531,6 +531,14 @@ def test_signal_stops_cleanly_with_a_checkpoint_and_resumes_bit_identically(tmp_
     assert_same(final_state(learn), reference())
 
 
+def test_training_interrupted_names_the_signal_and_says_more_only_when_told():
+    stop = R.TrainingInterrupted(signal.SIGTERM, "stopped after optimizer step 3 of 9")
+    assert str(stop) == "training interrupted by signal 15 (SIGTERM): stopped after optimizer step 3 of 9"
+    assert stop.signum == signal.SIGTERM and isinstance(stop, KeyboardInterrupt)
+    assert str(R.TrainingInterrupted(signal.SIGINT)) == "training interrupted by signal 2 (SIGINT)"
+    assert str(R.TrainingInterrupted(99)) == "training interrupted by signal 99"  # no such signal: no name
+
+
 def test_a_second_signal_stops_at_once_and_leaves_the_last_scheduled_checkpoint(tmp_path):
     with pytest.raises(R.TrainingInterrupted, match=r"^training interrupted by signal 2 \(SIGINT\): a second signal "
                                                     r"stops at once, without a checkpoint$"):
