@@ -130,12 +130,15 @@ def test_progress_header_from_first_row_and_new_columns():
     prog = Progress([], stream=out)
     prog.epoch_row(0, 1.0, {"val_loss": 0.5, "MulticlassAccuracy": 0.25}, 1.0)
     prog.epoch_row(1, 0.9, {"val_loss": 0.4, "MulticlassAccuracy": 0.5, "f1": 0.125}, 1.0)
+    prog.epoch_row(2, 0.8, {}, 0.0432)  # a short epoch reads in ms, not "0.0s"
+    prog.epoch_row(3, 0.8, {}, 0.949)
     lines = [line.split() for line in out.getvalue().splitlines()]
     assert lines[0] == ["epoch", "train_loss", "valid_loss", "MulticlassAccuracy", "time"]
     assert lines[1] == ["1", "1.000000", "0.500000", "0.250000", "1.0s"]  # epochs numbered from 1
     assert lines[2] == ["epoch", "train_loss", "valid_loss", "MulticlassAccuracy", "f1", "time"]
     assert lines[3] == ["2", "0.900000", "0.400000", "0.500000", "0.125000", "1.0s"]
-    assert len(lines) == 4
+    assert lines[4][-1] == "43ms" and lines[5][-1] == "949ms"
+    assert len(lines) == 6
 
 
 def test_repr_is_the_last_epoch_not_the_lists():

@@ -80,7 +80,7 @@ class Progress:
             self._header_done = True
         cells = [str(epoch + 1), _fmt(train_loss), _fmt(val.get("val_loss", math.nan))]
         cells += [_fmt(val.get(n, math.nan)) for n in self.metric_names]
-        cells.append(f"{seconds:.1f}s")
+        cells.append(f"{seconds:.1f}s" if seconds >= 0.95 else f"{seconds * 1000:.0f}ms")  # not "0.0s"
         print("  ".join(c.rjust(w) for c, w in zip(cells, widths)), file=self.stream, flush=True)
 
 
