@@ -295,6 +295,25 @@ def test_short_fit_has_a_checkpoint_after_its_first_epoch_with_the_default_budge
     assert seen == [(1, 0, 4)]
 
 
+def test_a_resume_says_where_it_continues_from_unless_quiet(tmp_path, capsys):
+    with pytest.raises(RuntimeError, match="crash"):
+        _run(tmp_path, [RaiseAt(7)])
+    path = tmp_path / R.CKPT_NAME
+    learn = make_learner(0)
+    learn.quiet = False
+    fit(learn, tmp_path, resume=True)
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == f"resuming from {path} at optimizer step 5 of 36 (epoch 1, after batch 5)"
+    assert [line.split()[0] for line in out[1:]] == ["epoch", "1", "2", "3"]  # then the table, every epoch
+    learn = make_learner(0)
+    learn.quiet = False
+    fit(learn, tmp_path, resume=True)  # a finished fit: nothing to do, and said so
+    assert capsys.readouterr().out == (f"resuming from {path} at optimizer step 36 of 36 (the end of epoch 3); "
+                                       "the fit is already complete\n")
+    fit(make_learner(0), tmp_path, resume=True)
+    assert capsys.readouterr().out == ""  # quiet
+
+
 def test_resume_true_without_checkpoint_says_so(tmp_path):
     learn = make_learner(0)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):

@@ -60,6 +60,11 @@ class Progress:
     def names(self) -> list[str]:
         return ["epoch", "train_loss", "valid_loss", *self.metric_names, "time"]
 
+    def note(self, text: str) -> None:
+        """A line above the table (unless quiet)."""
+        if not self.quiet:
+            print(text, file=self.stream, flush=True)
+
     def bar(self, n: int, epoch: int, n_epochs: int) -> _Bar | _NoBar:
         if self.quiet or not sys.stderr.isatty():
             return _NoBar()

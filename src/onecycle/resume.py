@@ -259,7 +259,10 @@ class Checkpointer:
         mine = state["ranks"][learn.rank]  # each data-parallel rank has its own RNG and epoch part
         set_rng_state(mine["rng"], rng_loaders(learn))
         learn._pending = mine if state["position"]["batch"] > 0 else None
-        epoch = state["position"]["epoch"]
+        epoch, batch, step = (state["position"][k] for k in ("epoch", "batch", "step"))
+        where = f"epoch {epoch + 1}, after batch {batch}" if batch else f"the end of epoch {epoch}"
+        learn.progress.note(f"resuming from {self.path} at optimizer step {step} of {learn.scheduler.total_steps} "
+                            f"({where})" + ("; the fit is already complete" if epoch >= learn.n_epochs else ""))
         dl = learn.train_dl
         if epoch >= 1 and getattr(dl, "persistent_workers", False) and getattr(dl, "num_workers", 0):
             warnings.warn(f"resuming at epoch {epoch + 1} with persistent_workers=True: train_dl's workers start "
