@@ -444,3 +444,16 @@ def test_torchrun_ranks_share_one_run_folder(tmp_path):
     resumed = subprocess.run(cmd[:6] + ["fit", "--resume", str(folder)], capture_output=True, text=True,
                              timeout=300, env=_env())
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+
+
+@pytest.mark.parametrize("argv,unknown,close", [(["fit", "--lrr", "0.1"], "--lrr 0.1", "--lr"),
+                                                (["find", "--num-iter", "5"], "--num-iter 5", "--num-it"),
+                                                (["plot", "x", "--zz"], "--zz", None)])
+def test_an_unknown_option_is_named_in_the_commands_usage_with_the_closest(capsys, argv, unknown, close):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: onecycle {argv[0]} ")  # the command's own usage, not "onecycle [-h] COMMAND"
+    tail = f" (did you mean {close}?)" if close else ""
+    assert err.rstrip().endswith(f"onecycle {argv[0]}: error: unrecognized arguments: {unknown}{tail}")

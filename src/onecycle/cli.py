@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
+import re
 import signal
 import sys
 import time
@@ -98,6 +100,9 @@ def _given(args: argparse.Namespace, cls: type) -> dict[str, Any]:
 _EPILOG = "Per-task defaults apply to every option left unset; the command line beats --config."
 
 
+SUBCOMMANDS: dict[str, argparse.ArgumentParser] = {}  # the last build_parser()'s, by command
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="onecycle", description="Super-convergence experiments: LR range "
                                      "test, 1cycle training, parallel grids, run folders with history, plots "
@@ -127,6 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="+", metavar="RUN", help="run or compare folders")
     p.add_argument("--out", default="runs", help="folder the overlay folder is made in (default: runs)")
     p.add_argument("--name", default="overlay", help="name of the overlay folder (default: overlay)")
+    SUBCOMMANDS.update(sub.choices)
     return parser
 
 
@@ -238,7 +244,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code: 0, 2 for a bad configuration, 130 / 143 when
     SIGINT / SIGTERM stopped it after saving. Training errors propagate (exit 1 with a traceback)."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # in the command's own usage, which lists its options (not the top level's "COMMAND")
+        command = SUBCOMMANDS[args.command]
+        flag = next((x.split("=")[0] for x in extra if x.startswith("--")), None)
+        close = difflib.get_close_matches(flag, re.findall(r"--[\w-]+", command.format_usage()), n=1) if flag else []
+        command.error(f"unrecognized arguments: {' '.join(extra)}" + (f" (did you mean {close[0]}?)" if close else ""))
     # A run's time counts from the process start when this is the process's own command line (no
     # argv given: ``python -m onecycle``, the ``onecycle`` script), from now when called as a function.
     from .runs import process_started
