@@ -430,7 +430,7 @@ def test_empty_valid_dl_at_fit_start(how):
                                        "'resume'?"),
     ("fit_one_cycle", {"zzz": 1}, "fit_one_cycle() got an unexpected keyword argument 'zzz'"),
     ("lr_find", {"num_iter": 20}, "lr_find() got an unexpected keyword argument 'num_iter'; did you mean 'num_it'?"),
-    ("lr_find", {"learn": None}, "lr_find() got an unexpected keyword argument 'learn'"),
+    ("lr_find", {"learn": None}, "lr_find() got an unexpected keyword argument 'learn': lr_find sets it itself"),
     ("fine_tune", {"lr_max": 0.1}, "fine_tune() got an unexpected keyword argument 'lr_max'; did you mean 'base_lr'?"),
     ("fine_tune", {"checkpoint_dr": "x"}, "fine_tune() got an unexpected keyword argument 'checkpoint_dr'; did you "
                                          "mean 'checkpoint_dir'?"),
@@ -470,3 +470,33 @@ def test_loss_fn_given_as_a_class_is_named():
     with pytest.raises(TypeError, match=r"^loss_fn is the class CrossEntropyLoss: pass an instance, "
                                         r"CrossEntropyLoss\(\), or a function such as F.cross_entropy$"):
         oc.Learner(nn.Linear(4, 2), _learn().train_dl, loss_fn=nn.CrossEntropyLoss)
+
+
+def test_mistyped_keywords_named_with_a_hint_and_none_refused_behind_a_wrapper(tmp_path):
+    learn = _learn()
+    for kw, message in [({"lr_sched": None}, "fit_one_cycle() got an unexpected keyword argument 'lr_sched': "
+                         "fit_one_cycle sets it itself; use fit_sched(epochs, lr, lr_sched, mom_sched) for schedules "
+                         "of your own"),
+                        ({"learning_rate": 0.1}, "fit_one_cycle() got an unexpected keyword argument 'learning_rate'; "
+                         "did you mean 'lr_max'?")]:
+        with pytest.raises(TypeError) as err:
+            learn.fit_one_cycle(1, **kw)
+        assert str(err.value) == message
+    with pytest.raises(TypeError) as err:
+        learn.lr_find(max_lr=1.0)  # no guess between start_lr and end_lr
+    assert str(err.value) == "lr_find() got an unexpected keyword argument 'max_lr'"
+
+    class Wrapped(oc.Learner):  # a subclass (or a mock) whose fit_sched hides what it takes: not second-guessed
+        def fit_sched(self, *args, **kw):
+            return super().fit_sched(*args, **kw)
+
+    wrapped = Wrapped(nn.Linear(4, 2), learn.train_dl, quiet=True, device="cpu")
+    wrapped.fit_one_cycle(1, 0.1, steps_per_epoch=2, checkpoint_dir=tmp_path)
+    assert wrapped.scheduler.total_steps == 2
+
+
+def test_check_loader_refuses_arrays_only():
+    from onecycle.checks import check_loader
+    check_loader("dl", np.arange(5).flat)  # another numpy iterable: no shape to report, not refused
+    with pytest.raises(TypeError, match="dl is a ndarray of shape"):
+        check_loader("dl", np.arange(5))

@@ -757,11 +757,12 @@ def test_a_stream_shorter_than_steps_per_epoch_warns_and_carries_no_gradient_ove
         learn.fit_sched(2, 0.05, oc.schedules.const(1.0), steps_per_epoch=steps, **kw)
         return learn
 
-    with pytest.warns(UserWarning, match=r"train_dl ended before the 9 batches an epoch was given, in 2 of 2 epochs "
+    with pytest.warns(UserWarning, match=r"train_dl ended before the 9 batches an epoch was given, in 2 epochs "
                                          r"\(epoch 1: 7\), so the schedule did not reach its end \(step 4 of 6\); "
                                          r"pass the steps_per_epoch the loader gives. 2 batches that ended inside an "
-                                         r"accumulation window were dropped"):
+                                         r"accumulation window were dropped") as seen:
         short = train(7, 3)
+    assert seen[0].filename == __file__  # the user's line, not the library's
     assert short.recorder.epoch_iters == [7, 14] and short.scheduler.step_count == 4
     assert all(p.grad is None for p in short.model.parameters())
     with warnings.catch_warnings():

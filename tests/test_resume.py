@@ -235,19 +235,23 @@ class StopBeforeFit(oc.Callback):
 
 
 @pytest.mark.parametrize("k,persistent,warns", [(13, True, True), (26, True, True), (7, True, False),
-                                                (13, False, False)])
+                                                (13, False, False), (None, True, False)])
 def test_resume_at_a_later_epoch_with_persistent_workers_warns(tmp_path, k, persistent, warns):
     """Persistent workers are seeded once, as the first epoch begins: a resume at a later epoch
     starts them afresh, so what they draw differs from an uninterrupted run's (shown by the test
     below). Said, not silent; no warning in epoch 1 (both runs start their workers there) or
-    without persistent workers (started every epoch)."""
-    with pytest.raises(RuntimeError, match="crash"):
-        _run(tmp_path, [RaiseAt(k)], loader="generator")  # the same loader, with no workers
+    without persistent workers (started every epoch), nor for a fit already complete (k None)."""
+    if k is None:
+        _run(tmp_path, loader="generator")
+    else:
+        with pytest.raises(RuntimeError, match="crash"):
+            _run(tmp_path, [RaiseAt(k)], loader="generator")  # the same loader, with no workers
     with warnings.catch_warnings(record=True) as seen:
         warnings.simplefilter("always")
         fit(_workers_learner([StopBeforeFit()], persistent), tmp_path, resume=True)
     said = [str(w.message) for w in seen if "persistent_workers" in str(w.message)]
-    epoch = CKPT_BEFORE[f"b{k}"][0] + 1
+    assert all(w.filename == str(JOB) for w in seen if "persistent_workers" in str(w.message))  # the user's line
+    epoch = CKPT_BEFORE[f"b{k}"][0] + 1 if k else 4
     assert said == ([f"resuming at epoch {epoch} with persistent_workers=True: train_dl's workers start afresh, "
                      "where an uninterrupted run's went on from epoch 1, so the random numbers they draw (random "
                      "augmentations) differ from here on; resume is exact without persistent_workers, or with a "
@@ -744,8 +748,10 @@ def test_wait_raises_the_write_error_or_attaches_it_to_a_failure():
 
 
 def test_a_failed_last_write_is_raised_by_the_fit(tmp_path, monkeypatch):
-    def fail(writer, state, path):
+    """The write fails on the writer thread; the fit waits for it and raises its error."""
+    def fail(path, chunks, mode=None):
         raise OSError("no space left")
-    monkeypatch.setattr(C.CheckpointWriter, "save", fail)
+    monkeypatch.setattr(C, "_atomic_write", fail)
     with pytest.raises(OSError, match="no space left"):
         make_learner(0).fit_one_cycle(1, 0.1, checkpoint_dir=tmp_path)
+    assert not (tmp_path / R.CKPT_NAME).exists()

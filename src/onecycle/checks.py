@@ -7,11 +7,13 @@ from __future__ import annotations
 import difflib
 import inspect
 import math
-from collections.abc import Callable, Iterable, Mapping
+import os
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["check_number", "check_int", "check_bool", "check_type", "is_scalar", "per_group", "check_loader",
-           "loader_len", "check_keywords"]
+           "loader_len", "check_keywords", "warn"]
 
 
 def is_scalar(value: object) -> bool:
@@ -84,9 +86,10 @@ def loader_len(dl: object) -> int | None:
 def check_loader(name: str, dl: object) -> None:
     """A loader yields batches: an iterable that is not a ``Dataset`` (those yield samples: wrap
     them in a ``DataLoader``) nor a tensor or array (rows), and, when it has a length, not empty."""
+    import numpy as np
     import torch
     from torch.utils.data import DataLoader, Dataset
-    if isinstance(dl, torch.Tensor) or type(dl).__module__ == "numpy":  # iterating one yields its rows
+    if isinstance(dl, (torch.Tensor, np.ndarray)):  # iterating one yields its rows
         raise TypeError(f"{name} is a {type(dl).__name__} of shape {tuple(dl.shape)}, not a loader: pass a loader "
                         f"of batches, e.g. torch.utils.data.DataLoader(TensorDataset(x), batch_size=64) (or call "
                         "the model on it)")
@@ -103,20 +106,39 @@ _LR_NAMES = ("lr_max", "base_lr", "lr")  # this library's names for the LR, in t
 _LR_SPELLINGS = {"lr", "lr_max", "max_lr", "base_lr", "learning_rate", "peak_lr", "max_learning_rate"}
 
 
-def check_keywords(where: str, kw: Mapping[str, Any], own: Callable, targets: Iterable[Callable],
-                   sets: Iterable[str] = ()) -> None:
+def check_keywords(where: str, kw: Mapping[str, Any], own: Callable, targets: Sequence[Callable],
+                   sets: Mapping[str, str] | None = None) -> None:
     """The keyword arguments that ``own`` (called ``where``) passes on through ``**kw`` to
-    ``targets`` (a chain of such calls): one that no target takes, or that ``own`` sets itself
-    (``sets``), is named at once, with the closest name (else it surfaces later as another
-    error, or names an inner function)."""
-    def named(fn: Callable) -> list[str]:
-        params = inspect.signature(fn).parameters.values()
-        return [p.name for p in params if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
-    mine, skip = named(own), set(sets)
-    passable = [n for fn in targets for n in named(fn) if n not in mine and n not in skip]
+    ``targets`` (a chain of such calls): one that no target takes is named at once, with the
+    closest name (else it surfaces later as another error, or names an inner function); one that
+    ``own`` sets itself, with ``sets[key]``, a hint. Not checked when a target hides what it takes
+    (``*args``, or ``**kwargs`` at the chain's end: a wrapper, a mock)."""
+    sigs = [inspect.signature(fn).parameters.values() for fn in targets]
+    if any(p.kind is p.VAR_POSITIONAL for ps in sigs for p in ps) or any(p.kind is p.VAR_KEYWORD for p in sigs[-1]):
+        return
+    plain = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    mine = [p.name for p in inspect.signature(own).parameters.values() if p.kind in plain]
+    sets = dict(sets or {})
+    passable = [p.name for ps in sigs for p in ps if p.kind in plain and p.name not in mine and p.name not in sets]
     for key in kw:
-        if key not in passable:
-            close = [n for n in _LR_NAMES if n in mine][:1] if key in _LR_SPELLINGS else []
-            close = close or difflib.get_close_matches(key, [*mine, *passable], n=1, cutoff=0.5)
-            raise TypeError(f"{where}() got an unexpected keyword argument {key!r}"
-                            + (f"; did you mean {close[0]!r}?" if close and close[0] != key else ""))
+        if key in passable:
+            continue
+        if key in _LR_SPELLINGS:  # the LR under another library's name: ours, or no guess
+            close = [n for n in _LR_NAMES if n in mine][:1]
+        elif key in sets:
+            raise TypeError(f"{where}() got an unexpected keyword argument {key!r}: {where} sets it itself"
+                            + (f"; {sets[key]}" if sets[key] else ""))
+        else:
+            close = difflib.get_close_matches(key, [*mine, *passable], n=1, cutoff=0.6)
+        raise TypeError(f"{where}() got an unexpected keyword argument {key!r}"
+                        + (f"; did you mean {close[0]!r}?" if close and close[0] != key else ""))
+
+
+def warn(message: str, category: type[Warning] = UserWarning) -> None:
+    """``warnings.warn`` pointing at the first caller outside this package (the user's line, not
+    ``learner.py``); Python 3.11 has no ``skip_file_prefixes``."""
+    package = os.path.dirname(os.path.abspath(__file__))
+    level, frame = 1, inspect.currentframe()
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        level, frame = level + 1, frame.f_back
+    warnings.warn(message, category, stacklevel=level)

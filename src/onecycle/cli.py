@@ -245,11 +245,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     SIGINT / SIGTERM stopped it after saving. Training errors propagate (exit 1 with a traceback)."""
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra:  # in the command's own usage, which lists its options (not the top level's "COMMAND")
+    tokens = list(sys.argv[1:] if argv is None else argv)
+    if extra and tokens.index(args.command) < tokens.index(extra[0]):
+        # after the command: said in its own usage, which lists its options, with the closest one
         command = SUBCOMMANDS[args.command]
         flag = next((x.split("=")[0] for x in extra if x.startswith("--")), None)
-        close = difflib.get_close_matches(flag, re.findall(r"--[\w-]+", command.format_usage()), n=1) if flag else []
+        close = difflib.get_close_matches(flag, re.findall(r"--[\w-]+", command.format_usage()), n=1,
+                                          cutoff=0.75) if flag else []
         command.error(f"unrecognized arguments: {' '.join(extra)}" + (f" (did you mean {close[0]}?)" if close else ""))
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # A run's time counts from the process start when this is the process's own command line (no
     # argv given: ``python -m onecycle``, the ``onecycle`` script), from now when called as a function.
     from .runs import process_started

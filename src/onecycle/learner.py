@@ -17,7 +17,6 @@ import math
 import os
 import threading
 import time
-import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -52,6 +51,11 @@ CKPT_BUDGET = 0.005  # fit's default share of training time for checkpoints (RES
 # one becomes a BatchNormNd at its first forward.
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
                 nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d)
+
+
+# What fit_one_cycle sets itself, each with where to go instead (checks.check_keywords).
+_ONE_CYCLE_SETS = {"lr": "", "lr_sched": "use fit_sched(epochs, lr, lr_sched, mom_sched) for schedules of your own",
+                   "mom_sched": "use fit_sched(epochs, lr, lr_sched, mom_sched) for schedules of your own"}
 
 
 def default_device() -> torch.device:
@@ -241,8 +245,7 @@ class Learner(Fastai07Learner):
         suggestion of the last ``lr_find``. ``wd_norm`` (instead of ``wd``): Loshchilov & Hutter's
         normalized decay, ``wd = wd_norm * sqrt(batch_size / (n_train * epochs))``. ``wd_sched``
         multiplies ``wd`` by a schedule of progress."""
-        C.check_keywords("fit_one_cycle", kw, self.fit_one_cycle, [self.fit_sched],
-                         sets=("lr", "lr_sched", "mom_sched"))
+        C.check_keywords("fit_one_cycle", kw, self.fit_one_cycle, [self.fit_sched], sets=_ONE_CYCLE_SETS)
         C.check_int("epochs", epochs, 1)
         if wd_norm is not None:
             if wd is not None:
@@ -316,7 +319,7 @@ class Learner(Fastai07Learner):
             scheduler.remove()
             if self._wd_hook is not None:
                 self._wd_hook.set_active(True)
-        if self._short_epochs:
+        if self._short_epochs and self.rank == 0:
             self._warn_short_epochs(batches)
         return self.recorder
 
@@ -324,11 +327,12 @@ class Learner(Fastai07Learner):
         """The schedule was laid out for ``batches`` an epoch and train_dl gave fewer: say so."""
         epoch, got = self._short_epochs[0]
         dropped = [got % self.accum for _, got in self._short_epochs if got % self.accum]
-        warnings.warn(f"train_dl ended before the {batches} batches an epoch was given, in {len(self._short_epochs)} "
-                      f"of {self.n_epochs} epochs (epoch {epoch + 1}: {got}), so the schedule did not reach its end "
-                      f"(step {self.scheduler.step_count} of {self.scheduler.total_steps}); pass the steps_per_epoch "
-                      "the loader gives" + (f". {sum(dropped)} batches that ended inside an accumulation window were "
-                                             "dropped (no optimizer step)" if dropped else ""), stacklevel=3)
+        n = len(self._short_epochs)
+        C.warn(f"train_dl ended before the {batches} batches an epoch was given, in {n} epoch{'s' * (n > 1)} "
+               f"(epoch {epoch + 1}: {got}), so the schedule did not reach its end (step "
+               f"{self.scheduler.step_count} of {self.scheduler.total_steps}); pass the steps_per_epoch the loader "
+               "gives" + (f". {sum(dropped)} batches that ended inside an accumulation window were dropped (no "
+                          "optimizer step)" if dropped else ""))
 
     # ---- the loop -----------------------------------------------------------------------------
     def _fit(self, epochs: int, batches: int, scheduler: Scheduler, ckpt: Checkpointer, callbacks: list[Callback],
@@ -637,7 +641,7 @@ class Learner(Fastai07Learner):
         on the unfrozen network with discriminative LRs from ``base_lr/2/lr_mult`` to
         ``base_lr/2``. The returned recorder holds the second phase; ``learn.head_history`` the first."""
         C.check_keywords("fine_tune", kw, self.fine_tune, [self.fit_one_cycle, self.fit_sched],
-                         sets=("lr_max", "lr", "lr_sched", "mom_sched"))
+                         sets={"lr_max": "", **_ONE_CYCLE_SETS})
         C.check_int("epochs", epochs, 1)
         C.check_int("freeze_epochs", freeze_epochs, 1)
         C.check_number("base_lr", base_lr, low=0, low_open=True)
@@ -653,7 +657,7 @@ class Learner(Fastai07Learner):
     def lr_find(self, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100, **kw: Any) -> Any:
         """LR range test with validation loss and metrics at every step (``lr_finder.lr_find``);
         returns an ``LRFindResult``. Model, optimizer, RNG and history are restored afterwards."""
-        C.check_keywords("lr_find", kw, self.lr_find, [find], sets=("learn",))
+        C.check_keywords("lr_find", kw, self.lr_find, [find], sets={"learn": ""})
         return find(self, start_lr=start_lr, end_lr=end_lr, num_it=num_it, **kw)
 
     # ---- evaluation -------------------------------------------------------------------------

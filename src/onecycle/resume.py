@@ -34,7 +34,6 @@ import re
 import signal
 import threading
 import time
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +43,7 @@ import torch
 
 from . import distributed as D
 from .checkpoint import CheckpointWriter, get_rng_state, safe_load, set_rng_state
+from .checks import warn
 from .optim.groups import named_layout
 
 if TYPE_CHECKING:
@@ -264,11 +264,12 @@ class Checkpointer:
         learn.progress.note(f"resuming from {self.path} at optimizer step {step} of {learn.scheduler.total_steps} "
                             f"({where})" + ("; the fit is already complete" if epoch >= learn.n_epochs else ""))
         dl = learn.train_dl
-        if epoch >= 1 and getattr(dl, "persistent_workers", False) and getattr(dl, "num_workers", 0):
-            warnings.warn(f"resuming at epoch {epoch + 1} with persistent_workers=True: train_dl's workers start "
-                          "afresh, where an uninterrupted run's went on from epoch 1, so the random numbers they "
-                          "draw (random augmentations) differ from here on; resume is exact without "
-                          "persistent_workers, or with a dataset that draws none", stacklevel=4)
+        if (1 <= epoch < learn.n_epochs and learn.rank == 0 and getattr(dl, "persistent_workers", False)
+                and getattr(dl, "num_workers", 0)):
+            warn(f"resuming at epoch {epoch + 1} with persistent_workers=True: train_dl's workers start afresh, "
+                 "where an uninterrupted run's went on from epoch 1, so the random numbers they draw (random "
+                 "augmentations) differ from here on; resume is exact without persistent_workers, or with a "
+                 "dataset that draws none")
         return epoch
 
     # ---- the loop's calls -----------------------------------------------------------------------
