@@ -286,7 +286,7 @@ class Checkpointer:
         """After an optimizer step: the ``every``-step checkpoint when due, and a pending signal."""
         if learn.iter >= learn.batches - 1:
             return  # epoch ends are epoch_end's
-        due = (self.every is not None and learn.scheduler.step_count % self.every == 0 and self._due(learn))
+        due = (self.every is not None and learn.scheduler.step_count % self.every == 0 and self.due(learn))
         if due:
             self._write(learn, learn.epoch, learn.iter + 1, _partial(learn))
         if learn.world_size > 1 or self.signum is not None:
@@ -297,7 +297,7 @@ class Checkpointer:
             # the first epoch end of a fit (a resumed one too) and its last always write: a short fit
             # is resumable whatever the budget (not a look at the disk: the writer may still be at it)
             first_or_last = self.writes == 0 or learn.epoch + 1 == learn.n_epochs
-            if first_or_last or self._due(learn):
+            if first_or_last or self.due(learn):
                 self._write(learn, learn.epoch + 1, 0)
         self._check_signal(learn, learn.epoch + 1, 0)
 
@@ -350,10 +350,11 @@ class Checkpointer:
         self._cost = self._done - start  # this thread's part; the writer adds its own
         self.writes += 1
 
-    def _due(self, learn: Learner) -> bool:
-        """Whether a scheduled write fits in the budget: the last write must have finished at least
-        its cost divided by the budget ago. The cost is this thread's part plus twice the writer's:
-        on busy cores the writer slows training about as much again (RESULTS.md 4b)."""
+    def due(self, learn: Learner) -> bool:
+        """Whether a scheduled write fits in the budget now: the last write (or the fit's start,
+        with a first guess of the cost) must have finished at least its cost divided by the budget
+        ago. The cost is this thread's part plus twice the writer's: on busy cores the writer slows
+        training about as much again (RESULTS.md 4b)."""
         if self.budget is None:
             return True
         w = self.writer
