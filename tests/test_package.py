@@ -75,7 +75,7 @@ def test_the_cycle_check_finds_a_cycle():  # negative control
 
 
 PRIVATE = re.compile(r"torch\._(?!_|foreach_)\w+|\b_optimizer_step_\w+|__wrapped__|__code__|_global_optimizer_\w+"
-                     r"|\._profiler|\bnn\.modules\.\w+\._\w+")
+                     r"|\._profiler|\bnn\.modules\.\w+\._\w+|\bf_code\b|\bco_filename\b|\b_getframe\b")
 
 
 def test_no_private_torch_names():
@@ -89,6 +89,7 @@ def test_no_private_torch_names():
     assert set(foreach) <= {"onecycle.optim.lars", "onecycle.optim.lamb", "onecycle.optim.trust"}, foreach
     assert PRIVATE.search("x = torch._C._foo") and not PRIVATE.search("torch._foreach_mul_(a, 2)")
     assert PRIVATE.search("isinstance(m, nn.modules.batchnorm._BatchNorm)") and not PRIVATE.search("nn.BatchNorm1d")
+    assert PRIVATE.search("frame.f_code.co_filename") and not PRIVATE.search("traceback.extract_stack()[-1].filename")
 
 
 def test_fastai_07_spellings_live_in_legacy_only():

@@ -8,6 +8,7 @@ import difflib
 import inspect
 import math
 import os
+import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -137,8 +138,8 @@ def check_keywords(where: str, kw: Mapping[str, Any], own: Callable, targets: Se
 def warn(message: str, category: type[Warning] = UserWarning) -> None:
     """``warnings.warn`` pointing at the first caller outside this package (the user's line, not
     ``learner.py``); Python 3.11 has no ``skip_file_prefixes``."""
-    package = os.path.dirname(os.path.abspath(__file__))
-    level, frame = 1, inspect.currentframe()
-    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
-        level, frame = level + 1, frame.f_back
-    warnings.warn(message, category, stacklevel=level)
+    package = os.path.dirname(os.path.abspath(__file__)) + os.sep
+    stack = traceback.extract_stack()  # oldest first; the last entry is this function
+    inside = next((i for i, f in enumerate(reversed(stack)) if not os.path.abspath(f.filename).startswith(package)),
+                  len(stack))
+    warnings.warn(message, category, stacklevel=inside + 1)
