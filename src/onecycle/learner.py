@@ -326,12 +326,12 @@ class Learner(Fastai07Learner):
     def _warn_short_epochs(self, batches: int) -> None:
         """The schedule was laid out for ``batches`` an epoch and train_dl gave fewer: say so."""
         epoch, got = self._short_epochs[0]
-        dropped = [got % self.accum for _, got in self._short_epochs if got % self.accum]
+        dropped = sum(b % self.accum for _, b in self._short_epochs)  # batches of windows left unfinished
         n = len(self._short_epochs)
         C.warn(f"train_dl ended before the {batches} batches an epoch was given, in {n} epoch{'s' * (n > 1)} "
                f"(epoch {epoch + 1}: {got}), so the schedule did not reach its end (step "
                f"{self.scheduler.step_count} of {self.scheduler.total_steps}); pass the steps_per_epoch the loader "
-               "gives" + (f". {sum(dropped)} batches that ended inside an accumulation window were dropped (no "
+               "gives" + (f". {dropped} batches that ended inside an accumulation window were dropped (no "
                           "optimizer step)" if dropped else ""))
 
     # ---- the loop -----------------------------------------------------------------------------

@@ -115,7 +115,6 @@ class LRFindResult(Fastai07History):
         rules = ", ".join(f"{k}={_g(v)}" for k, v in self.suggestions.items())
         return f"LRFindResult(suggestion={_g(self.suggestion)} ({self.rule}); {rules}; {self.outcome})"
 
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> LRFindResult:
         return cls(**data)
