@@ -409,7 +409,11 @@ def test_empty_valid_dl_at_fit_start(how):
     with pytest.raises(ValueError, match="valid_dl is empty"):
         _learn(valid=_empty_loader())  # refused by the constructor already
     learn = _learn()
-    learn.valid_dl = _empty_loader()  # and by a fit, when set afterwards
+    with pytest.raises(ValueError, match="valid_dl is empty"):
+        learn.valid_dl = _empty_loader()  # by the assignment
+    later = DataLoader(TensorDataset(torch.zeros(4, 4), torch.zeros(4, dtype=torch.long)), batch_size=2)
+    learn.valid_dl = later
+    later.dataset.tensors = tuple(t[:0] for t in later.dataset.tensors)  # and by a fit, when emptied afterwards
     before = _state(learn)
     with pytest.raises((ValueError, TypeError), match="valid_dl"):
         _fits()[how](learn)

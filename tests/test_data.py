@@ -420,7 +420,7 @@ def test_learner_places_tensor_loaders_on_its_device_before_training(monkeypatch
 
 
 def _benchmark_inside(want=None):
-    from onecycle.learner import cudnn_benchmark
+    from onecycle.loop import cudnn_benchmark
 
     with cudnn_benchmark(torch.device("cuda"), want):  # sets the flag only: no GPU needed
         return torch.backends.cudnn.benchmark
@@ -438,7 +438,7 @@ def test_cudnn_benchmark_is_on_unless_determinism_is_asked_for():
         torch.backends.cudnn.deterministic = False
         torch.use_deterministic_algorithms(True)
         assert _benchmark_inside() is False
-        from onecycle.learner import cudnn_benchmark
+        from onecycle.loop import cudnn_benchmark
         with cudnn_benchmark(torch.device("cpu"), True):  # off CUDA it changes nothing
             assert torch.backends.cudnn.benchmark is old[2]
     finally:
@@ -488,7 +488,7 @@ def test_learner_places_train_and_valid_data_within_one_budget(monkeypatch):
 def test_cudnn_benchmark_is_restored_when_fits_overlap_and_end_out_of_order():
     import threading
 
-    from onecycle.learner import cudnn_benchmark
+    from onecycle.loop import cudnn_benchmark
 
     cuda = torch.device("cuda")  # the context sets the flag only: no GPU needed
     old = torch.backends.cudnn.benchmark

@@ -669,9 +669,15 @@ def test_a_metric_collection_records_one_column_per_key():
     assert learn.recorder.metrics["acc"][-1] == pytest.approx((pred == y).float().mean().item())
 
 
-def test_an_empty_validation_loader_is_refused_at_fit_start():
+def test_an_empty_validation_loader_is_refused_when_assigned_and_at_fit_start():
     learn = _learner()
-    learn.valid_dl = DataLoader(TensorDataset(torch.zeros(0, 5), torch.zeros(0, dtype=torch.long)), batch_size=4)
+    given = learn.valid_dl
+    with pytest.raises(ValueError, match="valid_dl is empty"):
+        learn.valid_dl = DataLoader(TensorDataset(torch.zeros(0, 5), torch.zeros(0, dtype=torch.long)), batch_size=4)
+    assert learn.valid_dl is given
+    ds = TensorDataset(torch.zeros(4, 5), torch.zeros(4, dtype=torch.long))
+    learn.valid_dl = DataLoader(ds, batch_size=4)
+    ds.tensors = (torch.zeros(0, 5), torch.zeros(0, dtype=torch.long))  # emptied after it was given
     before = _weights(learn)
     with pytest.raises(ValueError, match="valid_dl is empty"):
         learn.fit_one_cycle(1, 0.05)

@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import onecycle as oc
+from onecycle import legacy
 from onecycle import lr_finder as lf
 from onecycle.checkpoint import get_rng_state, set_rng_state
 from onecycle.metrics import accuracy
@@ -162,7 +163,7 @@ def test_validation_cycles_in_order_in_eval_mode():
     learn = _probe_learner()
     res = learn.lr_find(1e-4, 1e-2, num_it=7)
     assert res.metrics["batch_id"] == [0, 1, 2, 0, 1, 2, 0]
-    assert len(res.val_losses) == 7 and res.rec_metrics == [[v] for v in [0, 1, 2, 0, 1, 2, 0]]
+    assert len(res.val_losses) == 7 and legacy.Sched(res).rec_metrics == [[v] for v in [0, 1, 2, 0, 1, 2, 0]]
 
 
 def test_validation_modes_and_val_batches():
@@ -482,7 +483,7 @@ def test_cuda_fp16_restores():
 def test_lr_find2_seed_spelling(tmp_path):
     learn = _learner()
     res = learn.lr_find2(num_it=20, stop_dv=False)
-    assert learn.sched is res and res.lrs[0] == 1e-5 and res.lrs[-1] == pytest.approx(10.0)
+    assert learn.sched.history is res and res.lrs[0] == 1e-5 and res.lrs[-1] == pytest.approx(10.0)
     assert len(learn.sched.val_losses) == 20 and len(learn.sched.rec_metrics) == 20
     assert len(learn.sched.rec_metrics[0]) == 1
     assert len(learn.sched.plot(n_skip=2, n_skip_end=1, smoothed=False).axes) == 3
@@ -556,8 +557,13 @@ def test_bad_loaders():
     assert learn.opt is None
     with pytest.raises(ValueError, match="valid_dl is empty"):
         oc.Learner(Net(), _dl(), empty, device="cpu", quiet=True)
-    learn.valid_dl = empty  # set afterwards: the finder checks before anything changes
     with pytest.raises(ValueError, match="valid_dl is empty"):
+        learn.valid_dl = empty  # refused when assigned too
+    assert learn.valid_dl is None
+    later = _dl(8, 4)
+    learn.valid_dl = later
+    later.dataset.tensors = tuple(t[:0] for t in later.dataset.tensors)  # emptied after it was given
+    with pytest.raises(ValueError, match="valid_dl is empty"):  # the finder checks before anything changes
         learn.lr_find(with_valid=True)
     assert learn.opt is None
     learn.valid_dl = None
@@ -624,7 +630,9 @@ def test_frozen_batchnorm_stays_in_eval_mode_as_in_fit():
     learn.fit(0.01, 1)
     assert seen and not any(seen)
     seen.clear()
-    learn.lr_find(num_it=5)  # with validation at every step: validate() must restore the modes it found
+    learn.lr_find(num_it=5)  # the Learner's own callbacks do not run inside the test
+    assert seen == []
+    learn.lr_find(num_it=5, callbacks=[Modes()])  # with validation at every step: validate() restores the modes
     assert seen == [False] * 5
 
 

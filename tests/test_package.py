@@ -93,10 +93,13 @@ def test_no_private_torch_names():
 
 
 def test_fastai_07_spellings_live_in_legacy_only():
-    assert oc.Learner.fit is legacy.Fastai07Learner.fit and oc.Learner.lr_find2 is legacy.Fastai07Learner.lr_find2
-    assert oc.Learner.sched is legacy.Fastai07Learner.sched and oc.Learner.opt_fn is legacy.Fastai07Learner.opt_fn
-    assert oc.Recorder.rec_metrics is legacy.Fastai07History.rec_metrics
-    assert oc.LRFindResult.rec_metrics is legacy.Fastai07History.rec_metrics
+    """``oc.Learner`` is legacy's: the core classes carry no fastai 0.7 name or base class, and the loop
+    holds no 0.7 state."""
+    from onecycle import learner, loop, lr_finder, recorder
+    assert oc.Learner is legacy.Learner and oc.Learner.__bases__ == (learner.Learner,)
+    for core in (learner.Learner, recorder.Recorder, lr_finder.LRFindResult, loop.Loop):
+        assert core.__bases__ == (object,), core
+        assert not {"fit", "lr_find2", "sched", "opt_fn", "rec_metrics", "_sched"} & set(dir(core)), core
     spellings = {"use_clr_beta", "lr_find2", "stop_dv", "opt_fn", "rec_metrics"}
     for name, path in _modules():
         if name == "onecycle.legacy":

@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from onecycle import legacy
 from onecycle.recorder import Recorder, SmoothLoss
 
 
@@ -32,7 +33,7 @@ def test_seed_names_and_layout():
     rec = _filled()
     assert rec.lrs == [0.1, 0.2, 0.3, 0.2]  # head group
     assert rec.val_losses == [0.9, 0.7]
-    assert rec.rec_metrics == [[0.5], [0.75]]
+    assert legacy.Sched(rec).rec_metrics == [[0.5], [0.75]]
     assert rec.epoch_iters == [3, 4]
 
 
@@ -97,7 +98,8 @@ def test_metric_columns_appear_and_disappear():
     assert _same(rec.metrics["accuracy"], [0.5, 0.6, math.nan])
     assert _same(rec.metrics["f1_macro"], [math.nan, 0.4, 0.45])
     assert rec.val_losses == [0.9, 0.8, 0.7]
-    assert [len(row) for row in rec.rec_metrics] == [2, 2, 2] and rec.rec_metrics[1] == [0.6, 0.4]
+    rows = legacy.Sched(rec).rec_metrics
+    assert [len(row) for row in rows] == [2, 2, 2] and rows[1] == [0.6, 0.4]
     fresh = Recorder()  # no names known at construction: the first epoch brings them, in val's order
     fresh.add_epoch(1.0, {"val_loss": 0.5, "b": 0.25, "a": 0.75}, 1.0)
     assert fresh.metric_names == ["b", "a"] and fresh.metrics == {"b": [0.25], "a": [0.75]}

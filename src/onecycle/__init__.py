@@ -7,8 +7,9 @@ imported only when used.
 from . import metrics, optim, schedules
 from .callbacks import Callback, CancelFit, GradStats
 from .compat import lr_find
-from .learner import Learner, default_device
-from .lr_finder import LRFinder, LRFindResult
+from .learner import default_device
+from .legacy import Learner
+from .lr_finder import LRFindResult
 from .optim import OPTIMIZERS
 from .optim.groups import get_hyper, set_hyper
 from .optim.scheduler import Scheduler
@@ -17,6 +18,6 @@ from .recorder import Recorder
 __version__ = "0.1.0"
 
 __all__ = [
-    "Learner", "LRFindResult", "LRFinder", "lr_find", "OPTIMIZERS", "default_device", "Callback", "CancelFit",
+    "Learner", "LRFindResult", "lr_find", "OPTIMIZERS", "default_device", "Callback", "CancelFit",
     "GradStats", "Recorder", "Scheduler", "get_hyper", "set_hyper", "metrics", "optim", "schedules", "__version__",
 ]

@@ -93,6 +93,8 @@ class StepSeries(Callback):
         self.flush(learn)
 
     def flush(self, learn: Learner) -> None:
+        """The rows kept so far into the running fit's recorder (``learn.loop.recorder``: inside an
+        LR range test, the test's own history)."""
         import torch
         if not getattr(self, "_rows", None):
             return
@@ -101,7 +103,7 @@ class StepSeries(Callback):
         for row in values:
             for g, stats in enumerate(row):
                 for name, v in zip(self.names, stats):
-                    learn.recorder.log(f"{name}/{g}", v)
+                    learn.loop.recorder.log(f"{name}/{g}", v)
 
 
 class GradStats(StepSeries):

@@ -13,8 +13,8 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-__all__ = ["check_number", "check_int", "check_bool", "check_type", "is_scalar", "per_group", "check_loader",
-           "loader_len", "check_keywords", "warn"]
+__all__ = ["check_number", "check_int", "check_bool", "check_type", "check_callable", "check_choice", "check_device",
+           "is_scalar", "per_group", "check_loader", "loader_len", "check_keywords", "warn"]
 
 
 def is_scalar(value: object) -> bool:
@@ -56,6 +56,31 @@ def check_bool(name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise TypeError(f"{name} must be a bool, got {value!r}")
     return value
+
+
+def check_callable(name: str, value: object, what: str = "callable", none_ok: bool = False) -> Any:
+    """``value`` when it can be called (or is None, with ``none_ok``); ``what`` says what is expected."""
+    if not (callable(value) or (none_ok and value is None)):
+        raise TypeError(f"{name} must be {what}{' or None' if none_ok else ''}, got {value!r}")
+    return value
+
+
+def check_choice(name: str, value: object, choices: Sequence[Any]) -> Any:
+    """``value`` when it is one of ``choices`` (compared with ``==``, bools kept apart from numbers)."""
+    if not any(value == c and type(value) is type(c) or (value is c) for c in choices):
+        raise ValueError(f"{name} must be one of {', '.join(repr(c) for c in choices)}, got {value!r}")
+    return value
+
+
+def check_device(name: str, value: object) -> Any:
+    """``value`` as a ``torch.device`` (None stays None)."""
+    import torch
+    if value is None:
+        return None
+    try:
+        return torch.device(value)  # type: ignore[arg-type]
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{name} must be a torch.device or a name such as 'cpu' or 'cuda:0', got {value!r}") from None
 
 
 def check_type(name: str, value: object, kind: type | tuple[type, ...]) -> Any:

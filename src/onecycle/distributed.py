@@ -21,8 +21,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Sampler
 
-__all__ = ["env_world", "setup", "wrap", "mark_fault", "all_reduce_sum", "gather_to_rank0", "shard_loader",
-           "ShardSampler", "DEFAULT_TIMEOUT"]
+__all__ = ["env_world", "setup", "wrap", "mark_fault", "all_reduce_sum", "mean_over_ranks", "gather_to_rank0",
+           "shard_loader", "ShardSampler", "DEFAULT_TIMEOUT"]
 
 DEFAULT_TIMEOUT = float(os.environ.get("ONECYCLE_DIST_TIMEOUT", 60.0))  # seconds; short, so a lost rank fails fast
 
@@ -102,6 +102,11 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t, op=dist.ReduceOp.SUM)
     return t
+
+
+def mean_over_ranks(t: torch.Tensor, world_size: int) -> torch.Tensor:
+    """The mean of ``t`` over data-parallel ranks (``t`` itself in one process)."""
+    return all_reduce_sum(t.detach().clone()) / world_size if world_size > 1 else t
 
 
 def gather_to_rank0(obj: Any) -> list[Any] | None:

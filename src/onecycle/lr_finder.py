@@ -7,7 +7,7 @@ Iteration ``i`` of ``num_it`` (one optimizer step each; ``accum`` batches when a
 sets it, so an AMP step skipped on overflow repeats its LR. Unlike fastai v2 (``i/num_it``, one step
 short), the last iteration trains at ``end_lr``. The loader is looped over as often as needed.
 
-``LRFinder`` (the callback), after each optimizer step: the step's mean loss (one host read per
+``RangeTest`` (the callback), after each optimizer step: the step's mean loss (one host read per
 batch), then with validation the loss and metrics on the next ``val_batches`` batches of a cycling
 validation iterator (``Learner.validate``), all into a ``Recorder`` (the history type of ``fit``).
 It cancels the fit at ``num_it``, or with ``stop_div`` when the smoothed loss (bias-corrected EMA,
@@ -15,15 +15,18 @@ It cancels the fit at ``num_it``, or with ``stop_div`` when the smoothed loss (b
 and the plot draws) diverges (``suggest.divergence_bound``, with the
 best tracked from iteration 10). A non-finite loss stops it before the step (the loop's NaN guard).
 
-Afterwards the model (parameters, buffers, gradients, train/eval modes), the optimizer, the
-Learner's history and loop state, a ``GradScaler`` of the user's (the test steps with a copy), every
-RNG, loader generators and ``set_epoch`` are as before, whatever the exit: restored from
-``state_dict()``s and an RNG capture taken before. The one change: ``learn.suggested_lr``. The
-suggestion rules are in ``suggest.py``.
+The test runs a ``Loop`` of its own with its own history, scheduler and a copy of the user's
+``GradScaler``, and only the callbacks given to it (not the Learner's). Afterwards the model
+(parameters, buffers, gradients, train/eval modes), the optimizer, every RNG, loader generators and
+``set_epoch`` are as before, whatever the exit: restored from ``state_dict()``s and an RNG capture
+taken before; the Learner's loop is put back, so a test started from a callback inside a fit leaves
+that fit as it was (the fit's schedulers hold still meanwhile: ``optim.scheduler.paused``). The one
+change: ``learn.suggested_lr``. The suggestion rules are in ``suggest.py``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
@@ -34,18 +37,20 @@ from pathlib import Path
 from typing import Any
 
 from . import checks as C
+from . import distributed as D
 from . import progress
 from . import schedules as S
 from .callbacks import Callback, CancelFit, check_callbacks
-from .checkpoint import atomic_write_text, get_rng_state, restore_modes, set_rng_state
-from .legacy import Fastai07History
+from .checkpoint import atomic_write_text, get_rng_state, set_rng_state
+from .evaluate import restore_modes
+from .loop import Loop
 from .optim.groups import spread_lrs
-from .optim.scheduler import Scheduler
+from .optim.scheduler import Scheduler, paused
 from .recorder import Recorder
-from .resume import Checkpointer, NonFiniteLossError
+from .resume import NonFiniteLossError
 from .suggest import DEFAULT_RULE, SUGGESTERS, divergence_bound, ema, median_suggestion, smoothing_beta, suggest
 
-__all__ = ["LRFindResult", "LRFinder", "find"]
+__all__ = ["LRFindResult", "RangeTest", "find"]
 
 
 # ---- the result ------------------------------------------------------------------------------
@@ -54,7 +59,7 @@ def _g(x: float | None) -> str:
 
 
 @dataclass
-class LRFindResult(Fastai07History):
+class LRFindResult:
     """Per-iteration curves of one LR range test. ``lrs`` is the head (last) group's LR;
     ``group_lrs[g][i]`` every group's. ``suggestions``: rule -> head-group LR (None when a rule
     cannot answer, see ``notes``); ``suggestion`` is ``suggestions[rule]``."""
@@ -186,7 +191,7 @@ def _config(learn: Any, start_lr: Any, end_lr: Any, num_it: int, step_mode: str,
     if with_valid and learn.valid_dl is None:
         raise ValueError("valid_dl is None: with_valid=True needs a validation loader")
     if with_valid:
-        learn._check_valid_dl()
+        C.check_loader("valid_dl", learn.valid_dl)  # not emptied since it was given
     rule = DEFAULT_RULE if rule is None else rule
     if rule not in SUGGESTERS:
         raise ValueError(f"rule must be one of {sorted(SUGGESTERS)}, got {rule!r}")
@@ -197,7 +202,7 @@ def _config(learn: Any, start_lr: Any, end_lr: Any, num_it: int, step_mode: str,
 
 
 # ---- the callback ------------------------------------------------------------------------------
-class LRFinder(Callback):
+class RangeTest(Callback):
     """Records each optimizer step's LR, loss and (with validation) validation loss and metrics
     into ``history``, and cancels the fit at ``num_it`` steps or on divergence."""
 
@@ -220,9 +225,9 @@ class LRFinder(Callback):
 
     def after_batch(self, learn: Any) -> None:
         if not self._window:
-            self._lrs = learn.epoch_lrs[-1]
+            self._lrs = learn.loop.epoch_lrs[-1]
         # The finder's one host read per batch; data-parallel ranks see the mean over ranks.
-        self._window.append(learn.reduce_mean(learn.loss).item())
+        self._window.append(D.mean_over_ranks(learn.loss, learn.world_size).item())
         if learn.stepped:
             self._record(learn)
 
@@ -230,7 +235,7 @@ class LRFinder(Callback):
         cfg, h = self.cfg, self.history
         i, loss = len(h.losses), sum(self._window) / len(self._window)
         self._window = []
-        h.add_iterations([self._lrs], [learn.epoch_moms[-1]], [loss])
+        h.add_iterations([self._lrs], [learn.loop.epoch_moms[-1]], [loss])
         if self.valid is not None:  # the next batches of the cycling iterator; validate() restores modes
             for name, value in learn.validate([next(self.valid) for _ in range(cfg.val_batches)]).items():
                 h.log(name, value)
@@ -251,7 +256,8 @@ class LRFinder(Callback):
 
     def nan_stop(self, learn: Any) -> None:
         self.stop_reason = (f"non-finite loss {float(learn.loss.float().mean())} at iteration "
-                            f"{len(self.history.losses)} (lr {learn.epoch_lrs[-1][-1]:.3g}): stopped before stepping")
+                            f"{len(self.history.losses)} (lr {learn.loop.epoch_lrs[-1][-1]:.3g}): stopped before "
+                            "stepping")
 
 
 def _cycle(dl: Iterable, name: str) -> Iterator[Any]:
@@ -266,10 +272,6 @@ def _cycle(dl: Iterable, name: str) -> Iterator[Any]:
 
 
 # ---- the snapshot: what the test changes, from state_dicts ------------------------------------------
-_LOOP_STATE = ("epoch", "iter", "n_epochs", "batches", "scheduler", "scaler", "user_scaler", "nan_skipped", "on_nan",
-               "quiet", "pred", "loss", "target", "stepped", "checkpointer", "_sched", "_short_epochs")
-
-
 class _Snapshot:
     """Taken before the test, restored after it whatever happens."""
 
@@ -280,8 +282,7 @@ class _Snapshot:
         self.modes = [(m, m.training) for m in model.modules()]
         self.opt = learn.opt
         self.opt_state = None if learn.opt is None else copy.deepcopy(learn.opt.state_dict())
-        self.recorder = copy.deepcopy(learn.recorder.state_dict())
-        self.loop = {k: getattr(learn, k) for k in _LOOP_STATE}
+        self.loop = learn.loop  # a fit's, when the test runs inside one: never touched, put back
         self.loaders = [dl for dl in (learn.train_dl, learn.valid_dl) if dl is not None]
         self.rng = get_rng_state(self.loaders)
         self.epochs = [_loader_epoch(dl) for dl in self.loaders]
@@ -299,9 +300,7 @@ class _Snapshot:
         else:
             learn.opt = self.opt
             self.opt.load_state_dict(copy.deepcopy(self.opt_state))
-        learn.recorder.load_state_dict(copy.deepcopy(self.recorder))
-        for k, v in self.loop.items():
-            setattr(learn, k, v)
+        learn.loop = self.loop
         if rng:
             set_rng_state(self.rng, self.loaders)
         for dl, epoch in zip(self.loaders, self.epochs):
@@ -318,30 +317,29 @@ def _loader_epoch(dl: Any) -> int | None:
 
 
 # ---- running it --------------------------------------------------------------------------------
-def _run(learn: Any, cfg: _Config, set_epoch: bool, run: int = 0) -> LRFinder:
-    """One range test on the Learner's loop. Run ``k`` of a multi-run test starts a ``set_epoch``
+def _run(learn: Any, cfg: _Config, set_epoch: bool, run: int = 0) -> RangeTest:
+    """One range test on a ``Loop`` of its own. Run ``k`` of a multi-run test starts a ``set_epoch``
     loader at the epoch where run ``k - 1`` would have stopped, so each run has its own data order."""
-    if learn.opt is None:
-        learn.create_opt()
-    for g, lr in zip(learn.opt.param_groups, cfg.starts):
+    opt = learn.opt if learn.opt is not None else learn.create_opt()
+    for g, lr in zip(opt.param_groups, cfg.starts):
         g["lr"] = g["initial_lr"] = lr
-    for g, w in zip(learn.opt.param_groups, cfg.wds or ()):
+    for g, w in zip(opt.param_groups, cfg.wds or ()):
         g[learn.wd_key] = w
     shape = S.Exp(1.0, cfg.ratio) if cfg.step_mode == "exp" else S.Lin(1.0, cfg.ratio)
     # num_it - 1 steps from start to end: iteration i trains at progress i / (num_it - 1).
-    sched = Scheduler(learn.opt, cfg.num_it - 1, {"lr": shape})
+    sched = Scheduler(opt, cfg.num_it - 1, {"lr": shape})
     n = C.loader_len(learn.train_dl)
     batches = n if n is not None else cfg.num_it * learn.accum  # no len(): each epoch ends with the loader
     epochs = -(-cfg.num_it * learn.accum // n) if n is not None else cfg.num_it
     first = run * epochs if set_epoch else 0
     valid = _cycle(learn.valid_dl, "valid_dl") if cfg.with_valid else None
-    finder = LRFinder(cfg, valid, quiet=learn.quiet, run=run)  # the user's setting: the finder's bar shows unless quiet
-    learn.on_nan, learn.quiet = "raise", True  # no epoch table or bar inside the test
-    if learn.user_scaler is not None:  # a copy: the user's GradScaler keeps its scale, and no error leaves
-        learn.user_scaler = copy.deepcopy(learn.user_scaler)  # it stuck mid-step ("unscale_() already called")
+    finder = RangeTest(cfg, valid, quiet=learn.quiet, run=run)  # the finder's bar shows unless the Learner is quiet
+    # The test's own history and a copy of the user's GradScaler (it keeps its scale, and no error leaves it
+    # stuck mid-step: "unscale_() already called"); no epoch table or bar; the Learner's callbacks stay out.
+    learn.loop = Loop(learn, first + epochs, batches, sched, callbacks=[finder, *cfg.callbacks], recorder=Recorder(),
+                      validate=False, quiet=True, scaler=copy.deepcopy(learn.user_scaler))
     try:
-        learn._fit(first + epochs, batches, sched, Checkpointer(), [finder, *cfg.callbacks], start_epoch=first,
-                   validate=False)
+        learn.loop.run(start_epoch=first)
         if not finder.stop_reason:
             finder.stop_reason = f"cancelled by a callback after {len(finder.history.losses)} iterations"
     except NonFiniteLossError:
@@ -353,7 +351,7 @@ def _run(learn: Any, cfg: _Config, set_epoch: bool, run: int = 0) -> LRFinder:
     return finder
 
 
-def _result(runs: list[LRFinder], cfg: _Config, names: Iterable[str]) -> LRFindResult:
+def _result(runs: list[RangeTest], cfg: _Config, names: Iterable[str]) -> LRFindResult:
     """The result of the first run's curves; with more runs, each rule's suggestion is the median
     over all of them (``median_suggestion``)."""
     first = runs[0].history
@@ -398,12 +396,13 @@ def find(learn: Any, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100
                   wd, callbacks, rule, use_wd=use_wd, runs=runs)
     learn.place_data()  # before the snapshot: the data stays on the GPU for every run and the fit after
     snap = _Snapshot(learn)
-    finders: list[LRFinder] = []
+    finders: list[RangeTest] = []
     try:
-        for k in range(cfg.runs):
-            if k:
-                snap.restore(learn, rng=False)
-            finders.append(_run(learn, cfg, snap.epoch is not None, k))
+        with paused(learn.opt) if learn.opt is not None else contextlib.nullcontext():  # a running fit's
+            for k in range(cfg.runs):
+                if k:
+                    snap.restore(learn, rng=False)
+                finders.append(_run(learn, cfg, snap.epoch is not None, k))
     finally:
         snap.restore(learn)
     res = _result(finders, cfg, learn.recorder.metric_names)

@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import atomic_write_text
-from .legacy import Fastai07History
 from .suggest import SmoothLoss
 
 __all__ = ["Recorder"]
@@ -36,7 +35,7 @@ _EPOCH_FIELDS = ("train_losses", "val_losses", "times", "epoch_iters")
 EPOCH_NUMBERING = "from 1"  # how the JSON and CSV exports number epochs
 
 
-class Recorder(Fastai07History):
+class Recorder:
     """History of a Learner's training. ``lrs`` is the last (head) group's LR, as fastai 0.7 plotted."""
 
     def __init__(self, metric_names: Iterable[str] = (), smooth_beta: float = 0.98) -> None:
@@ -102,7 +101,7 @@ class Recorder(Fastai07History):
         """Append to an extra per-step series."""
         self.series.setdefault(name, []).append(float(value))
 
-    # ---- names fastai 0.7 used -------------------------------------------------------------------
+    # ---- views -------------------------------------------------------------------
     @property
     def lrs(self) -> list[float]:
         return self.group_lrs[-1] if self.group_lrs else []
@@ -198,10 +197,6 @@ class Recorder(Fastai07History):
     def plot_trust_ratios(self, **kw: Any):
         from . import plots
         return plots.plot_series(self, prefixes=("trust_mean/", "trust_min/", "trust_max/"), **kw)
-
-    def plot(self, **kw: Any):
-        """fastai 0.7's ``sched.plot()`` after a fit: losses against iterations."""
-        return self.plot_losses(**kw)
 
 
 def _at(values: list, i: int) -> float:

@@ -29,6 +29,10 @@ SIGINT/SIGTERM; the loop calls it at epoch starts, batch ends and epoch ends.
 from __future__ import annotations
 
 import contextlib
+import dis
+import functools
+import hashlib
+import inspect
 import os
 import re
 import signal
@@ -43,11 +47,12 @@ import torch
 
 from . import distributed as D
 from .checkpoint import CheckpointWriter, get_rng_state, safe_load, set_rng_state
-from .checks import warn
+from .checks import check_int, check_number, warn
 from .optim.groups import named_layout
 
 if TYPE_CHECKING:
     from .learner import Learner
+    from .loop import Loop
 
 __all__ = ["FORMAT", "CKPT_NAME", "Checkpointer", "signature", "check_consistent", "capture", "load_for_resume",
            "pack_floats", "unpack_floats", "rng_loaders", "loader_position", "batches_to_replay",
@@ -77,16 +82,16 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def signature(learn: Learner, epochs: int) -> dict[str, Any]:
+def signature(loop: Loop) -> dict[str, Any]:
     """What must match between a checkpoint and the fit resuming from it."""
-    sched = learn.scheduler
+    learn, sched = loop.learn, loop.scheduler
     return {
-        "epochs": epochs,
-        "batches_per_epoch": learn.batches,
-        "steps_per_epoch": -(-learn.batches // learn.accum),
+        "epochs": loop.n_epochs,
+        "batches_per_epoch": loop.batches,
+        "steps_per_epoch": loop.steps_per_epoch,
         "batch_size": getattr(learn.train_dl, "batch_size", None),
-        "accum": learn.accum,
-        "schedules": {k: _describe(v) for k, v in sched.scheds.items()},
+        "accum": loop.accum,
+        "schedules": {k: describe_schedule(v) for k, v in sched.scheds.items()},
         "peaks": {k: list(v) for k, v in sched.base.items()},
         "layout": [[[name, list(shape)] for name, shape in g]
                    for g in named_layout(learn.model, learn.layer_groups())],
@@ -94,10 +99,60 @@ def signature(learn: Learner, epochs: int) -> dict[str, Any]:
     }
 
 
-def _describe(fn: Any) -> str:
-    """A schedule's repr without memory addresses (``<function f at 0x...>``): the same in the
-    process that resumes as in the one that wrote the checkpoint."""
-    return re.sub(r" at 0x[0-9a-fA-F]+", "", repr(fn))
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def describe_schedule(fn: Any) -> str:
+    """What identifies a schedule across processes. Its repr, when that names its values (onecycle's
+    schedules do: ``Cos(start=1.0, end=0.0)``); for a function (a lambda too), its name and a digest
+    of its code (the bytecode's instructions and constants, through ``dis``) and of the values it
+    reads (closure cells, globals, defaults), so a changed constant is a changed schedule. The
+    digest depends on the Python version: a resume under another Python needs ``reschedule=True``."""
+    text = repr(fn)
+    if not _ADDRESS.search(text):
+        return text
+    digest = hashlib.sha256(_code_text(fn).encode()).hexdigest()[:16]
+    name = getattr(fn, "__qualname__", None) or type(fn).__qualname__
+    return f"{name} (code {digest})"
+
+
+def _code_text(obj: Any, depth: int = 0) -> str:
+    """A description of ``obj``'s behaviour without memory addresses or line numbers."""
+    if depth > 4:
+        return "..."
+    if isinstance(obj, functools.partial):
+        return f"partial({_code_text(obj.func, depth + 1)}, {_value_text(obj.args, depth)}, " \
+               f"{_value_text(obj.keywords, depth)})"
+    if inspect.ismethod(obj):
+        return f"{_code_text(obj.__func__, depth + 1)} of {_value_text(obj.__self__, depth)}"
+    if inspect.isfunction(obj):
+        code = " ".join(f"{i.opname} {_ADDRESS.sub('', i.argrepr)}" for i in dis.get_instructions(obj))
+        seen = inspect.getclosurevars(obj)
+        values = {**seen.nonlocals, **seen.globals}
+        defaults = {k: p.default for k, p in inspect.signature(obj).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+        return (f"{obj.__qualname__}: {code}; values " + _value_text(dict(sorted(values.items())), depth)
+                + "; defaults " + _value_text(defaults, depth))
+    if callable(obj):  # an object with __call__: its class's code and its own attributes
+        call = type(obj).__call__
+        state = vars(obj) if hasattr(obj, "__dict__") else {}
+        return f"{type(obj).__qualname__}({_value_text(state, depth)}): " + (
+            _code_text(call, depth + 1) if inspect.isfunction(call) else "")
+    return _value_text(obj, depth)
+
+
+def _value_text(value: Any, depth: int) -> str:
+    if inspect.ismodule(value):
+        return f"module {value.__name__}"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{k!r}: {_value_text(v, depth + 1)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_value_text(v, depth + 1) for v in value) + "]"
+    if isinstance(value, type):
+        return f"class {value.__module__}.{value.__qualname__}"
+    if callable(value):
+        return _code_text(value, depth + 1)
+    return _ADDRESS.sub("", repr(value))
 
 
 def check_consistent(saved: dict[str, Any], now: dict[str, Any], reschedule: bool) -> None:
@@ -167,30 +222,30 @@ def batches_to_replay(dl: Any, pending: dict[str, Any]) -> int:
     return len(pending["partial"]["moms"])
 
 
-def capture(learn: Learner, epoch: int, batch: int, partial: dict[str, Any] | None) -> dict[str, Any] | None:
+def capture(loop: Loop, epoch: int, batch: int) -> dict[str, Any] | None:
     """The full training state at (``epoch``, next ``batch``). Model, optimizer and schedule are
     the same on every data-parallel rank; RNG and the epoch's recorded part are per rank, gathered
     to rank 0 (the other ranks get None)."""
-    for fn in learn._hooks["after_epoch"]:  # per-step series (GradStats...) into the recorder first
-        if hasattr(getattr(fn, "__self__", None), "flush"):
-            fn.__self__.flush(learn)
-    local = {"rng": get_rng_state(rng_loaders(learn)), "partial": partial,
+    learn = loop.learn
+    loop.flush_series()  # per-step series (GradStats...) into the recorder first
+    state = loop.state_dict()
+    local = {"rng": get_rng_state(rng_loaders(learn)), "partial": state["partial"] if batch > 0 else None,
              "loader": loader_position(learn.train_dl, batch),
-             "epoch_rng": learn.checkpointer.epoch_rng if batch > 0 else None}
+             "epoch_rng": loop.checkpointer.epoch_rng if batch > 0 else None}
     ranks = D.gather_to_rank0(local)
     if ranks is None:
         return None
     return {
         "format": FORMAT, "version": 1,
-        "signature": learn.checkpointer.signature,
-        "position": {"epoch": epoch, "batch": batch, "step": learn.scheduler.step_count},
+        "signature": loop.checkpointer.signature,
+        "position": {"epoch": epoch, "batch": batch, "step": loop.scheduler.step_count},
         "model": learn.model.state_dict(),
-        "opt": learn.opt.state_dict(),
-        "scheduler": learn.scheduler.state_dict(),
-        "scaler": learn.scaler.state_dict() if learn.scaler is not None else None,
-        "recorder": pack_floats(learn.recorder.state_dict()),
+        "opt": loop.opt.state_dict(),
+        "scheduler": loop.scheduler.state_dict(),
+        "scaler": loop.scaler.state_dict() if loop.scaler is not None else None,
+        "recorder": pack_floats(loop.recorder.state_dict()),
         "ranks": ranks,
-        "nan_skipped": learn.nan_skipped,
+        "nan_skipped": state["nan_skipped"],
     }
 
 
@@ -219,11 +274,10 @@ class Checkpointer:
 
     def __init__(self, folder: str | os.PathLike | None = None, every: int | None = None,
                  budget: float | None = 0.005, resume: bool | str = False, reschedule: bool = False) -> None:
-        if every is not None and (isinstance(every, bool) or not isinstance(every, int) or every < 1):
-            raise ValueError(f"every must be an int >= 1 or None, got {every!r}")
-        if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int | float)
-                                   or not 0 < budget <= 1):
-            raise ValueError(f"ckpt_budget must be a number in (0, 1] or None, got {budget!r}")
+        if every is not None:
+            check_int("every", every, 1)
+        if budget is not None:
+            check_number("ckpt_budget", budget, low=0, low_open=True, high=1)
         if resume not in (False, True, "auto"):
             raise ValueError(f"resume must be False, True or 'auto', got {resume!r}")
         if (resume or every) and folder is None:
@@ -238,33 +292,35 @@ class Checkpointer:
         self.writes = 0  # checkpoints this fit has handed to the writer
 
     # ---- resuming -------------------------------------------------------------------------------
-    def load(self, learn: Learner) -> dict[str, Any] | None:
+    def load(self, loop: Loop) -> dict[str, Any] | None:
         """The checkpoint to resume from (None: start fresh), checked against this fit."""
-        self.signature = signature(learn, learn.n_epochs) if self.folder is not None else None
+        self.signature = signature(loop) if self.folder is not None else None
         state = load_for_resume(self.folder, self.resume) if self.resume else None
         if state is not None:
             check_consistent(state["signature"], self.signature, self.reschedule)
         return state
 
-    def restore(self, learn: Learner, state: dict[str, Any]) -> int:
-        """Load a checkpoint into the Learner; the epoch to start at (mid-epoch: ``learn._pending``)."""
+    def restore(self, loop: Loop, state: dict[str, Any]) -> int:
+        """Load a checkpoint into the fit; the epoch to start at (mid-epoch, the rest of the epoch
+        waits in ``loop.pending`` until it starts)."""
+        learn = loop.learn
         learn.model.load_state_dict(state["model"])
-        learn.opt.load_state_dict(state["opt"])
-        learn.scheduler.step_count = int(state["scheduler"]["step_count"])  # total may differ under reschedule
-        learn.scheduler.apply()
-        if learn.scaler is not None and state["scaler"] is not None:
-            learn.scaler.load_state_dict(state["scaler"])
-        learn.recorder.load_state_dict(unpack_floats(state["recorder"]))
-        learn.nan_skipped = int(state["nan_skipped"])
+        loop.opt.load_state_dict(state["opt"])
+        loop.scheduler.step_count = int(state["scheduler"]["step_count"])  # total may differ under reschedule
+        loop.scheduler.apply()
+        if loop.scaler is not None and state["scaler"] is not None:
+            loop.scaler.load_state_dict(state["scaler"])
+        loop.recorder.load_state_dict(unpack_floats(state["recorder"]))
         mine = state["ranks"][learn.rank]  # each data-parallel rank has its own RNG and epoch part
         set_rng_state(mine["rng"], rng_loaders(learn))
-        learn._pending = mine if state["position"]["batch"] > 0 else None
         epoch, batch, step = (state["position"][k] for k in ("epoch", "batch", "step"))
+        loop.load_state_dict({"epoch": epoch, "iter": batch, "nan_skipped": state["nan_skipped"]},
+                             pending=mine if batch > 0 else None)
         where = f"epoch {epoch + 1}, after batch {batch}" if batch else f"the end of epoch {epoch}"
-        learn.progress.note(f"resuming from {self.path} at optimizer step {step} of {learn.scheduler.total_steps} "
-                            f"({where})" + ("; the fit is already complete" if epoch >= learn.n_epochs else ""))
+        loop.progress.note(f"resuming from {self.path} at optimizer step {step} of {loop.scheduler.total_steps} "
+                           f"({where})" + ("; the fit is already complete" if epoch >= loop.n_epochs else ""))
         dl = learn.train_dl
-        if (1 <= epoch < learn.n_epochs and learn.rank == 0 and getattr(dl, "persistent_workers", False)
+        if (1 <= epoch < loop.n_epochs and learn.rank == 0 and getattr(dl, "persistent_workers", False)
                 and getattr(dl, "num_workers", 0)):
             warn(f"resuming at epoch {epoch + 1} with persistent_workers=True: train_dl's workers start afresh, "
                  "where an uninterrupted run's went on from epoch 1, so the random numbers they draw (random "
@@ -273,33 +329,33 @@ class Checkpointer:
         return epoch
 
     # ---- the loop's calls -----------------------------------------------------------------------
-    def epoch_start(self, learn: Learner) -> None:
+    def epoch_start(self, loop: Loop) -> None:
         """Remember the RNG as the epoch begins (a loader draws its order from it)."""
-        self.epoch_rng = get_rng_state(rng_loaders(learn)) if self.folder is not None else None
+        self.epoch_rng = get_rng_state(rng_loaders(loop.learn)) if self.folder is not None else None
         if not hasattr(self, "_done"):  # the budget counts from the fit's start, with a first guess of a
             # write's cost (corrected by the first write): ~3 ms plus the weights and two optimizer
             # states at 300 MB/s, the speed measured here for a 25M-parameter state.
-            size = 3 * sum(p.numel() * p.element_size() for p in learn.model.parameters())
+            size = 3 * sum(p.numel() * p.element_size() for p in loop.learn.model.parameters())
             self._done, self._cost = time.perf_counter(), 0.003 + size / 300e6
 
-    def step_end(self, learn: Learner) -> None:
+    def step_end(self, loop: Loop) -> None:
         """After an optimizer step: the ``every``-step checkpoint when due, and a pending signal."""
-        if learn.iter >= learn.batches - 1:
+        if loop.iter >= loop.batches - 1:
             return  # epoch ends are epoch_end's
-        due = (self.every is not None and learn.scheduler.step_count % self.every == 0 and self.due(learn))
+        due = self.every is not None and loop.scheduler.step_count % self.every == 0 and self.due(loop)
         if due:
-            self._write(learn, learn.epoch, learn.iter + 1, _partial(learn))
-        if learn.world_size > 1 or self.signum is not None:
-            self._check_signal(learn, learn.epoch, learn.iter + 1, agreed=due)
+            self._write(loop, loop.epoch, loop.iter + 1)
+        if loop.learn.world_size > 1 or self.signum is not None:
+            self._check_signal(loop, loop.epoch, loop.iter + 1, agreed=due)
 
-    def epoch_end(self, learn: Learner) -> None:
+    def epoch_end(self, loop: Loop) -> None:
         if self.folder is not None:
             # the first epoch end of a fit (a resumed one too) and its last always write: a short fit
             # is resumable whatever the budget (not a look at the disk: the writer may still be at it)
-            first_or_last = self.writes == 0 or learn.epoch + 1 == learn.n_epochs
-            if first_or_last or self.due(learn):
-                self._write(learn, learn.epoch + 1, 0)
-        self._check_signal(learn, learn.epoch + 1, 0)
+            first_or_last = self.writes == 0 or loop.epoch + 1 == loop.n_epochs
+            if first_or_last or self.due(loop):
+                self._write(loop, loop.epoch + 1, 0)
+        self._check_signal(loop, loop.epoch + 1, 0)
 
     def wait(self, learn: Learner, failure: BaseException | None = None) -> None:
         """Block until the last checkpoint is on disk. Its write error is raised, or, when
@@ -338,34 +394,35 @@ class Checkpointer:
     def path(self) -> Path:
         return Path(self.folder) / CKPT_NAME
 
-    def _write(self, learn: Learner, epoch: int, batch: int, partial: dict | None = None) -> None:
+    def _write(self, loop: Loop, epoch: int, batch: int) -> None:
         if self.folder is None:
             return
         start = time.perf_counter()
-        state = capture(learn, epoch, batch, partial)  # a collective under data-parallel: every rank
-        if learn.rank == 0:
+        state = capture(loop, epoch, batch)  # a collective under data-parallel: every rank
+        if loop.learn.rank == 0:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.writer.save(state, self.path)
         self._done = time.perf_counter()
         self._cost = self._done - start  # this thread's part; the writer adds its own
         self.writes += 1
 
-    def due(self, learn: Learner) -> bool:
+    def due(self, loop: Loop) -> bool:
         """Whether a scheduled write fits in the budget now: the last write (or the fit's start,
         with a first guess of the cost) must have finished at least its cost divided by the budget
         ago. The cost is this thread's part plus twice the writer's: on busy cores the writer slows
         training about as much again (RESULTS.md 4b)."""
         if self.budget is None:
             return True
-        w = self.writer
+        w, learn = self.writer, loop.learn
         due = not w.busy and time.perf_counter() - self._done >= (self._cost + 2 * w.seconds) / self.budget
         if learn.world_size > 1:
             due = bool(D.all_reduce_sum(torch.tensor(float(due and learn.rank == 0), device=learn.device)))
         return due
 
-    def _check_signal(self, learn: Learner, epoch: int, batch: int, agreed: bool = True) -> None:
+    def _check_signal(self, loop: Loop, epoch: int, batch: int, agreed: bool = True) -> None:
         """Stop after a SIGINT/SIGTERM, with a checkpoint. Data-parallel ranks agree first (a
         collective), so only at the points every rank reaches together."""
+        learn = loop.learn
         if learn.world_size > 1:
             if not agreed:
                 return
@@ -374,14 +431,9 @@ class Checkpointer:
                 return
             self.signum = self.signum or signal.SIGTERM
         if self.signum is not None:
-            self._write(learn, epoch, batch, _partial(learn) if batch > 0 else None)
-            where = f"stopped after optimizer step {learn.scheduler.step_count} of {learn.scheduler.total_steps}"
+            self._write(loop, epoch, batch)
+            sched = loop.scheduler
+            where = f"stopped after optimizer step {sched.step_count} of {sched.total_steps}"
             raise TrainingInterrupted(self.signum, where + (
                 f"; the checkpoint {self.path} continues it exactly: the same fit with resume=True"
                 if self.folder is not None else " (no checkpoint_dir, so there is no checkpoint to resume from)"))
-
-
-def _partial(learn: Learner) -> dict[str, Any]:
-    """The part of the epoch already trained: its per-batch LRs, momenta and losses."""
-    return {"losses": torch.stack(learn.epoch_losses).float().tolist(), "lrs": learn.epoch_lrs,
-            "moms": learn.epoch_moms}

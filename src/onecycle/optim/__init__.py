@@ -5,13 +5,13 @@ from collections.abc import Callable
 
 import torch
 
-from .groups import DecoupledWeightDecay, get_hyper, layer_groups, normalized_wd, set_hyper, spread_lrs
+from .groups import DecoupledWeightDecay, freeze_groups, get_hyper, layer_groups, normalized_wd, set_hyper, spread_lrs
 from .lamb import LAMB
 from .lars import LARS
 from .scheduler import Scheduler
 
 __all__ = ["LARS", "LAMB", "Scheduler", "DecoupledWeightDecay", "get_hyper", "set_hyper", "layer_groups",
-           "normalized_wd", "spread_lrs", "OPTIMIZERS"]
+           "normalized_wd", "spread_lrs", "freeze_groups", "OPTIMIZERS", "optimizer_factory", "build_optimizer"]
 
 
 def _sgd(params: list[dict], lr: float) -> torch.optim.Optimizer:
@@ -37,3 +37,26 @@ def _lamb(params: list[dict], lr: float) -> torch.optim.Optimizer:
 OPTIMIZERS: dict[str, Callable[[list[dict], float], torch.optim.Optimizer]] = {
     "sgd": _sgd, "adam": _adamw, "adamw": _adamw, "lars": _lars, "lamb": _lamb,
 }
+
+
+def optimizer_factory(opt: str | Callable) -> str | Callable:
+    """A name in ``OPTIMIZERS`` (lower-cased) or a factory ``(param_groups, lr) -> Optimizer``."""
+    if isinstance(opt, str):
+        if opt.lower() not in OPTIMIZERS:
+            raise ValueError(f"opt must be one of {sorted(OPTIMIZERS)} or a factory, got {opt!r}")
+        return opt.lower()
+    if not callable(opt):
+        raise TypeError(f"opt must be a name or a factory (params, lr) -> Optimizer, got {opt!r}")
+    return opt
+
+
+def build_optimizer(opt: str | Callable, groups: list[list[torch.nn.Parameter]]) -> torch.optim.Optimizer:
+    """The optimizer ``opt`` names (or makes) over ``groups``, one param group each."""
+    factory = OPTIMIZERS[opt] if isinstance(opt, str) else opt
+    made = factory([{"params": g} for g in groups], 1e-3)
+    if not isinstance(made, torch.optim.Optimizer):
+        raise TypeError(f"the optimizer factory returned {type(made).__name__}, not an Optimizer")
+    if len(made.param_groups) != len(groups):
+        raise ValueError(f"the optimizer factory made {len(made.param_groups)} param groups "
+                         f"from {len(groups)} layer groups")
+    return made

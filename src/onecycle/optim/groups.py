@@ -17,10 +17,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..checks import check_number, is_scalar
+from ..checks import check_int, check_number, is_scalar
 
-__all__ = ["get_hyper", "set_hyper", "momentum_key", "layer_groups", "spread_lrs",
-           "DecoupledWeightDecay", "DECOUPLED_WD", "normalized_wd"]
+__all__ = ["get_hyper", "set_hyper", "momentum_key", "layer_groups", "freeze_groups", "spread_lrs",
+           "DecoupledWeightDecay", "DECOUPLED_WD", "normalized_wd", "normalized_wd_for"]
 
 DECOUPLED_WD = "decoupled_wd"  # group key read by DecoupledWeightDecay
 
@@ -108,6 +108,31 @@ def layer_groups(model: nn.Module, groups: object = None) -> list[list[nn.Parame
     return out
 
 
+# torch's public BatchNorm classes (their common base class is private); a lazy
+# one becomes a BatchNormNd at its first forward.
+_BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm,
+                nn.LazyBatchNorm1d, nn.LazyBatchNorm2d, nn.LazyBatchNorm3d)
+
+
+def freeze_groups(model: nn.Module, groups: list[list[nn.Parameter]], n: int, bn_freeze: bool = False
+                  ) -> list[nn.Module]:
+    """Freeze layer groups ``[:n]`` (no gradients) and unfreeze the rest (``n`` may be negative);
+    returns the BatchNorm layers of frozen groups to keep in eval mode (with ``bn_freeze``)."""
+    if len(groups) < 2 and n not in (0, False):
+        raise ValueError(f"freeze_to({n!r}) needs several layer groups, but the model has 1: define them with "
+                         "Learner(groups=[params_of_body, params_of_head]) or a model.param_groups() method")
+    check_int("freeze_to n", n)
+    if not -len(groups) <= n <= len(groups):
+        raise ValueError(f"freeze_to n must be an int in [-{len(groups)}, {len(groups)}] "
+                         f"for {len(groups)} param groups, got {n!r}")
+    frozen = {id(p) for g in groups[:n] for p in g}
+    for g in groups:
+        for p in g:
+            p.requires_grad_(id(p) not in frozen)
+    return [m for m in model.modules() if isinstance(m, _BATCH_NORMS)
+            and any(id(p) in frozen for p in m.parameters())] if bn_freeze else []
+
+
 def _check_lr(name: str, value: object) -> float:
     return check_number(name, value, low=0, low_open=True)
 
@@ -184,9 +209,17 @@ class DecoupledWeightDecay:
 def normalized_wd(wd_norm: float, batch_size: int, n_train: int, epochs: int) -> float:
     """Loshchilov & Hutter's normalized weight decay: ``wd_norm * sqrt(b / (B * T))`` for batch
     size ``b``, ``B`` training samples and ``T`` epochs, so one value transfers across budgets."""
-    if isinstance(wd_norm, bool) or not isinstance(wd_norm, (int, float)) or not math.isfinite(wd_norm) or wd_norm < 0:
-        raise ValueError(f"wd_norm must be a finite number >= 0, got {wd_norm!r}")
-    return float(wd_norm) * math.sqrt(batch_size / (n_train * epochs))
+    return check_number("wd_norm", wd_norm, low=0) * math.sqrt(batch_size / (n_train * epochs))
+
+
+def normalized_wd_for(wd_norm: float, train_dl: Any, epochs: int) -> float:
+    """``normalized_wd`` with the batch size and sample count read off ``train_dl`` (``batch_size``;
+    ``n``, or ``len(dataset)``)."""
+    bs = getattr(train_dl, "batch_size", None)
+    n = getattr(train_dl, "n", None) or (len(train_dl.dataset) if hasattr(train_dl, "dataset") else None)
+    if not bs or not n:
+        raise ValueError("wd_norm needs train_dl.batch_size and the number of training samples")
+    return normalized_wd(wd_norm, int(bs), int(n), epochs)
 
 
 def named_layout(model: nn.Module, groups: list[list[nn.Parameter]]) -> list[list[tuple[str, tuple]]]:

@@ -16,15 +16,17 @@ value, as two ``LambdaLR`` in a row do; whoever wants a new base (the Learner, e
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 import warnings
-from collections.abc import Callable, Mapping
+import weakref
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 
 from .groups import get_hyper, momentum_key, set_hyper
 
-__all__ = ["Scheduler", "RELATIVE_KEYS", "check_momentum_schedule", "initial_key"]
+__all__ = ["Scheduler", "RELATIVE_KEYS", "check_momentum_schedule", "initial_key", "fit_scheduler", "paused"]
 
 RELATIVE_KEYS = frozenset({"lr", "weight_decay", "decoupled_wd"})
 
@@ -76,8 +78,10 @@ class Scheduler:
         self.base = {k: [self._base(g, k) for g in optimizer.param_groups]
                      for k in scheds if k in RELATIVE_KEYS}
         self.step_count = 0
+        self.active = True  # False while paused(): an LR range test stepping this optimizer inside a fit
         self.apply()
         self._handle = optimizer.register_step_post_hook(self._after_step)
+        _SCHEDULERS.setdefault(optimizer, weakref.WeakSet()).add(self)
 
     @staticmethod
     def _base(group: dict, key: str) -> float:
@@ -105,12 +109,14 @@ class Scheduler:
                 set_hyper(group, key, v)
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
-        self.step_count += 1
-        self.apply()
+        if self.active:
+            self.step_count += 1
+            self.apply()
 
     def remove(self) -> None:
         """Detach from the optimizer (its hyper-parameters keep their last values)."""
         self._handle.remove()
+        _SCHEDULERS.get(self.optimizer, weakref.WeakSet()).discard(self)
 
     def state_dict(self) -> dict:
         return {"step_count": self.step_count, "total_steps": self.total_steps, "base": self.base,
@@ -126,3 +132,35 @@ class Scheduler:
             for group, b in zip(self.optimizer.param_groups, bases):
                 group[initial_key(key)] = b
         self.apply()
+
+
+# The Schedulers attached to each optimizer (weakly: a dropped one does not linger).
+_SCHEDULERS: weakref.WeakKeyDictionary[torch.optim.Optimizer, weakref.WeakSet[Scheduler]] = weakref.WeakKeyDictionary()
+
+
+@contextlib.contextmanager
+def paused(optimizer: torch.optim.Optimizer) -> Iterator[None]:
+    """Every Scheduler attached to ``optimizer`` holds still inside: its count does not move and it
+    writes nothing (an LR range test steps an optimizer that a running fit schedules)."""
+    scheds = [s for s in _SCHEDULERS.get(optimizer, ()) if s.active]
+    for s in scheds:
+        s.active = False
+    try:
+        yield
+    finally:
+        for s in scheds:
+            s.active = True
+
+
+def fit_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, peaks: Sequence[float],
+                  bases: Mapping[str, Sequence[float]], scheds: Mapping[str, Callable | None]) -> Scheduler:
+    """A fit's Scheduler: ``peaks`` become each group's LR base (``initial_lr``, where torch keeps
+    it), ``bases`` each group's value (and base) of other keys (weight decay), then ``scheds``
+    (None entries left out) drive them from step 0."""
+    for group, peak in zip(optimizer.param_groups, peaks):
+        group["lr"] = group[initial_key("lr")] = peak
+    for key, values in bases.items():
+        for group, value in zip(optimizer.param_groups, values):
+            group[key] = value
+            group.pop(initial_key(key), None)
+    return Scheduler(optimizer, total_steps, {k: fn for k, fn in scheds.items() if fn is not None})

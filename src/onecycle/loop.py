@@ -1,0 +1,368 @@
+"""The training loop and its state: one ``Loop`` object per fit.
+
+``Learner.fit_sched`` and the LR finder each build a ``Loop`` and call ``run``: ``run`` (callbacks,
+clean stops, checkpoints) -> ``one_epoch`` -> ``train_epoch`` -> ``one_batch``, the one method that
+follows a batch: move, forward under autocast, loss, scaled backward, then at the end of an
+accumulation window unscale, ``after_backward``, clip, ``opt.step()``, ``zero_grad``. The learning
+rate changes inside ``opt.step()``: the fit's ``Scheduler`` is a post-step hook of the optimizer,
+so a step that AMP skips, or a batch inside an accumulation window, never moves the schedule.
+
+Everything a fit changes while it runs is an attribute of its ``Loop`` (position, the epoch's
+per-batch LRs, momenta and losses, the last batch's loss and predictions, NaN skips, the fit's
+scheduler, scaler, checkpointer, callbacks, progress display), so nothing else has to save it: the
+Learner keeps the running (or last) loop as ``learn.loop``, and an LR range test started inside a
+fit runs a loop of its own and puts the fit's back. ``state_dict()``/``load_state_dict()`` hold
+what a checkpoint needs to continue a fit mid-epoch (``resume.py``). Callbacks read the state
+through the Learner (``learn.epoch``, ``learn.loss``, ...).
+
+Losses stay on the device until the epoch ends; the one read per batch is the NaN guard's
+(``on_nan="off"`` drops it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from . import checks as C
+from . import distributed as D
+from .callbacks import Callback, CancelFit, TrustRatios, hooks_of
+from .checkpoint import set_rng_state
+from .evaluate import set_optimizer_mode
+from .optim.groups import get_hyper
+from .optim.scheduler import Scheduler
+from .progress import Progress
+from .recorder import Recorder
+from .resume import Checkpointer, NonFiniteLossError, batches_to_replay, rng_loaders
+from .suggest import smoothing_beta
+
+if TYPE_CHECKING:
+    from .learner import Learner
+
+__all__ = ["Loop", "steps_for", "batches_per_epoch", "cudnn_benchmark"]
+
+
+def steps_for(batches: int, accum: int) -> int:
+    """Optimizer steps in an epoch of ``batches`` batches, one every ``accum`` (the last window may
+    be shorter, and still steps): the one place this is computed."""
+    return -(-batches // accum)
+
+
+def batches_per_epoch(train_dl: Any, accum: int, steps_per_epoch: int | None = None) -> int:
+    """Batches an epoch takes: ``len(train_dl)``, or ``steps_per_epoch`` optimizer steps (a loader
+    without ``len()``, or fewer steps than it gives)."""
+    n = C.loader_len(train_dl)
+    if steps_per_epoch is not None:
+        steps = C.check_int("steps_per_epoch", steps_per_epoch, 1)
+        if n is None:
+            return steps * accum
+        if steps > steps_for(n, accum):  # the schedule would stop part way, at the loader's end
+            raise ValueError(f"steps_per_epoch={steps} is more than train_dl's {n} batches give "
+                             f"({steps_for(n, accum)} steps with accum={accum})")
+        return min(steps * accum, n)  # the loader's last batch closes its (shorter) window
+    if n is None:
+        raise TypeError(f"train_dl ({type(train_dl).__name__}) has no len(): pass steps_per_epoch= "
+                        "(the schedule is defined on progress)")
+    return n  # not 0: the Learner refuses an empty train_dl
+
+
+class Loop:
+    """One fit: ``epochs`` epochs of ``batches`` batches, stepping ``learn.opt`` under ``scheduler``.
+
+    ``callbacks``: every callback of this fit (the Learner's own included: the fit passes them).
+    ``recorder``: where epochs and iterations go (the Learner's, or the LR finder's scratch one).
+    ``validate``: validate at every epoch end. ``scaler``: the GradScaler to use (default: the
+    Learner's ``scaler=``, else a new one under fp16)."""
+
+    def __init__(self, learn: Learner, epochs: int, batches: int, scheduler: Scheduler,
+                 checkpointer: Checkpointer | None = None, callbacks: Sequence[Callback] = (), *,
+                 recorder: Recorder | None = None, validate: bool = True, on_nan: str = "raise",
+                 quiet: bool | None = None, scaler: torch.amp.GradScaler | None = None) -> None:
+        self.learn, self.opt = learn, learn.opt if learn.opt is not None else learn.create_opt()
+        self.n_epochs, self.batches, self.accum = epochs, batches, learn.accum
+        self.scheduler, self.checkpointer = scheduler, checkpointer or Checkpointer()
+        self.recorder = learn.recorder if recorder is None else recorder
+        self.validate, self.on_nan = validate, on_nan
+        self.quiet = learn.quiet if quiet is None else quiet
+        auto = [TrustRatios()] if hasattr(self.opt, "last_trust_stats") else []
+        self.hooks = hooks_of([*callbacks, *auto])
+        self.trainable = [p for p in learn.model.parameters() if p.requires_grad]
+        fp16 = learn.amp_dtype == torch.float16
+        self.scaler = scaler if scaler is not None else (
+            learn.user_scaler if learn.user_scaler is not None else
+            torch.amp.GradScaler(learn.device.type) if fp16 else None)
+        self.model = learn.training_model()  # wrapped for data-parallel, compiled when asked
+        self.progress = Progress((), quiet=True)
+        # The state: where the fit is, and what the current epoch has done so far.
+        self.epoch = self.iter = self.nan_skipped = 0
+        self.pred = self.loss = self.target = self.val_result = None
+        self.stepped = False  # whether the last batch ended an accumulation window (an optimizer step)
+        self.epoch_lrs: list[list[float]] = []  # this epoch's per-batch LRs, momenta and losses so far
+        self.epoch_moms: list[float | None] = []
+        self.epoch_losses: list[torch.Tensor] = []
+        self.bad_window = False  # a non-finite loss inside the current accumulation window
+        self.pending: dict[str, Any] | None = None  # a mid-epoch resume's epoch part, until its epoch starts
+        self.short_epochs: list[tuple[int, int]] = []  # (epoch, batches) of those train_dl ended early
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return steps_for(self.batches, self.accum)
+
+    # ---- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Where the fit is and the part of the current epoch already trained (per batch: LRs,
+        momenta and losses), as plain data: what a checkpoint needs besides model, optimizer,
+        scheduler, scaler and recorder."""
+        partial = None
+        if self.epoch_moms:
+            partial = {"losses": torch.stack(self.epoch_losses).float().tolist(),
+                       "lrs": [list(r) for r in self.epoch_lrs], "moms": list(self.epoch_moms)}
+        return {"epoch": self.epoch, "iter": self.iter, "nan_skipped": self.nan_skipped, "partial": partial}
+
+    def load_state_dict(self, state: dict[str, Any], pending: dict[str, Any] | None = None) -> None:
+        """Continue from ``state``; ``pending`` (a mid-epoch checkpoint's epoch-start RNG, loader
+        position and epoch part) is replayed when that epoch starts."""
+        self.epoch, self.iter = int(state["epoch"]), int(state["iter"])
+        self.nan_skipped = int(state["nan_skipped"])
+        self.pending = pending
+
+    # ---- the fit --------------------------------------------------------------------------------
+    def call(self, hook: str) -> None:
+        for fn in self.hooks[hook]:
+            fn(self.learn)
+
+    def run(self, start_epoch: int = 0) -> None:
+        """Epochs ``start_epoch..n_epochs-1`` (or from a checkpoint); ``CancelFit`` from any hook ends
+        the fit cleanly; ``after_fit`` always runs; the fit returns (or raises) with its last
+        checkpoint on disk."""
+        ckpt, learn = self.checkpointer, self.learn
+        state = ckpt.load(self)  # a checkpoint to resume from, checked before anything changes
+        self.recorder.reset(smoothing_beta(self.n_epochs * self.batches))  # a lag of ~10% of the fit
+        self.progress = Progress(self.recorder.metric_names, quiet=self.quiet)
+        start_epoch = ckpt.restore(self, state) if state is not None else start_epoch
+        failure = None
+        try:
+            with ckpt.signals(), cudnn_benchmark(learn.device, learn.cudnn_benchmark):
+                self.call("before_fit")
+                for epoch in range(start_epoch, self.n_epochs):
+                    self.epoch = epoch
+                    self.one_epoch()
+        except CancelFit:
+            pass
+        except BaseException as e:
+            failure = e
+            if learn.world_size > 1:
+                D.mark_fault()
+                e.add_note(f"onecycle: raised on rank {learn.rank} of {learn.world_size}")
+            raise
+        finally:
+            try:
+                ckpt.wait(learn, failure)
+            finally:
+                set_optimizer_mode(self.opt, train=False)  # schedule-free: the weights to evaluate, save, use
+                self.call("after_fit")
+
+    def one_epoch(self) -> None:
+        start = time.perf_counter()
+        self.call("before_epoch")
+        train_loss = self.train_epoch()
+        val = None
+        if self.validate and self.learn.valid_dl is not None:
+            self.call("before_validate")
+            val = self.val_result = self.learn.validate()
+            self.call("after_validate")
+        seconds = time.perf_counter() - start
+        self.recorder.add_epoch(train_loss, val, seconds)
+        self.progress.epoch_row(self.epoch, train_loss, val, seconds)
+        self.call("after_epoch")
+        self.checkpointer.epoch_end(self)  # writes when due (always after the first and last epoch)
+
+    def train_epoch(self) -> float:
+        """One pass over ``train_dl`` (``self.batches`` batches at most); the mean training loss."""
+        it, start = self.start_epoch()
+        n, k = self.batches, self.accum
+        bar = self.progress.bar(n, self.epoch, self.n_epochs)
+        i = start - 1
+        try:
+            for i, batch in zip(range(start, n), it):
+                self.iter = i
+                window = k if i < n - n % k else n % k  # the last window may be shorter
+                self.one_batch(batch, window, step=(i + 1) % k == 0 or i == n - 1)
+                bar.update(i, self.epoch_losses)
+        except BaseException as e:
+            # A cancelled, interrupted or failed epoch's iterations are history too (a plot of the loss
+            # up to a Ctrl-C or a NaN). Under data-parallel recording is a collective: only on a
+            # CancelFit, which every rank raises together. It never hides the error being raised.
+            if self.learn.world_size == 1 or isinstance(e, CancelFit):
+                with contextlib.suppress(Exception):
+                    self.end_epoch()
+            if isinstance(e, (CancelFit, KeyboardInterrupt)):
+                # Stopped in after_step (before zero_grad) or inside a window: no gradient for the next fit.
+                self.opt.zero_grad(set_to_none=True)
+            raise
+        finally:
+            it = None  # the last reference: a DataLoader's workers shut down now, also on an error
+            bar.close()
+        if i < 0:
+            raise ValueError("train_dl yielded no batch")
+        if i < n - 1:  # the loader ended first (a stream shorter than steps_per_epoch said)
+            self.short_epochs.append((self.epoch, i + 1))
+            if i >= start and not self.stepped:  # inside an accumulation window: those batches are dropped,
+                self.opt.zero_grad(set_to_none=True)  # never carried into the next epoch's first step
+                self.bad_window = False
+        done = self.end_epoch()
+        return sum(done) / len(done) if done else math.nan
+
+    def one_batch(self, batch: Any, window: int = 1, step: bool = True) -> torch.Tensor:
+        """One batch: the optimizer steps when ``step`` (the accumulation window's last batch), with
+        the loss scaled by ``1/window``. Returns the detached loss."""
+        opt, scaler = self.opt, self.scaler
+        self.call("before_batch")
+        self.epoch_lrs.append([g["lr"] for g in opt.param_groups])
+        self.epoch_moms.append(get_hyper(opt.param_groups[0], "momentum"))
+        ddp = self.learn.ddp
+        sync = ddp.no_sync() if ddp is not None and not step else contextlib.nullcontext()
+        with sync:  # data-parallel: gradients are all-reduced on the window's last batch only
+            self.pred, loss, self.target = self.learn.forward(batch, self.model)  # move; forward, loss
+            scaled = loss / window if window > 1 else loss
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
+        self.loss = loss = loss.detach()
+        self.epoch_losses.append(loss)
+        if self.on_nan != "off" and not self._finite(loss):
+            self.bad_window = True
+        self.stepped = step
+        if step:
+            if self.bad_window:  # no update with a non-finite loss: drop the window, raise or skip
+                opt.zero_grad(set_to_none=True)
+                self.bad_window = False
+                self._non_finite()
+            else:
+                if scaler is not None:
+                    scaler.unscale_(opt)
+                self.call("after_backward")
+                if self.learn.clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.trainable, self.learn.clip, foreach=True)
+                # Hooks on opt.step(): decoupled weight decay before it, then the Scheduler sets the
+                # next step's LR and momentum. A scaler skips the step (and so the schedule) on overflow.
+                if scaler is not None:
+                    scaler.step(opt)
+                    scaler.update()
+                else:
+                    opt.step()
+                self.call("after_step")
+                opt.zero_grad(set_to_none=True)
+            self.checkpointer.step_end(self)  # an `every`-step checkpoint when due; a clean stop on a signal
+        self.call("after_batch")
+        return loss
+
+    # ---- epoch edges ----------------------------------------------------------------------------
+    def start_epoch(self) -> tuple[Iterator, int]:
+        """Modes, the loader's epoch, its iterator; on a mid-epoch resume, the epoch's RNG replayed
+        (the loader's generators too), the batches already trained on skipped, then the checkpoint's
+        RNG (``resume.py``). Returns the iterator and the first batch's index."""
+        learn = self.learn
+        learn.train_mode()
+        if callable(getattr(learn.model, "reset", None)):
+            learn.model.reset()
+        pending, self.pending, loaders = self.pending, None, rng_loaders(learn)
+        if pending is not None:
+            set_rng_state(pending["epoch_rng"], loaders)
+        self.checkpointer.epoch_start(self)  # the RNG as the epoch begins, for a later resume
+        if callable(getattr(learn.train_dl, "set_epoch", None)):
+            learn.train_dl.set_epoch(self.epoch)
+        replay = batches_to_replay(learn.train_dl, pending) if pending is not None else 0
+        it = iter(learn.train_dl)
+        self.epoch_lrs, self.epoch_moms, self.epoch_losses = [], [], []
+        if pending is None:
+            return it, 0
+        part = pending["partial"]
+        for _ in range(replay):  # a loader that keeps its own position resumes there instead
+            next(it)
+        set_rng_state(pending["rng"], loaders)
+        self.epoch_lrs, self.epoch_moms = [list(r) for r in part["lrs"]], list(part["moms"])
+        self.epoch_losses = list(torch.tensor(part["losses"], dtype=torch.float32, device=learn.device).unbind())
+        return it, len(part["moms"])
+
+    def end_epoch(self) -> list[float]:
+        """The epoch's iterations into the recorder: one host sync (and one collective) per epoch."""
+        n = len(self.epoch_losses)
+        losses = torch.stack(self.epoch_losses).float() if n else torch.empty(0)
+        if self.learn.world_size > 1:  # every rank records the mean over ranks
+            losses = D.all_reduce_sum(losses) / self.learn.world_size
+        done = losses.tolist()
+        self.recorder.add_iterations(self.epoch_lrs[:n], self.epoch_moms[:n], done)
+        return done
+
+    def flush_series(self) -> None:
+        """Per-step series kept by callbacks (``StepSeries``: GradStats, trust ratios) into the
+        recorder now (a checkpoint is about to capture it)."""
+        for fn in self.hooks["after_epoch"]:
+            owner = getattr(fn, "__self__", None)
+            if callable(getattr(owner, "flush", None)):
+                owner.flush(self.learn)
+
+    # ---- non-finite losses -------------------------------------------------------------------------
+    def _finite(self, loss: torch.Tensor) -> bool:
+        # One read of the loss before the step: free on the CPU, a sync on CUDA (the price of never
+        # applying a NaN update). Data-parallel ranks must agree, or their replicas would diverge.
+        if self.learn.world_size > 1:
+            return not bool(D.all_reduce_sum((~torch.isfinite(loss)).any().float()))
+        if loss.numel() == 1:
+            return math.isfinite(loss.item())  # ~1 us on the CPU, against a kernel or two
+        return bool(torch.isfinite(loss).all())
+
+    def _non_finite(self) -> None:
+        if self.on_nan == "skip":
+            self.nan_skipped += 1
+            return
+        raise NonFiniteLossError(f"non-finite loss ({float(self.loss.float().mean())}) at epoch {self.epoch + 1}, "
+                                 f"iteration {self.iter}: no update was applied with it (on_nan='skip' skips such "
+                                 "batches)")
+
+    def warn_short_epochs(self) -> None:
+        """The schedule was laid out for ``batches`` an epoch and train_dl gave fewer: say so."""
+        epoch, got = self.short_epochs[0]
+        dropped = sum(b % self.accum for _, b in self.short_epochs)  # batches of windows left unfinished
+        n = len(self.short_epochs)
+        C.warn(f"train_dl ended before the {self.batches} batches an epoch was given, in {n} epoch{'s' * (n > 1)} "
+               f"(epoch {epoch + 1}: {got}), so the schedule did not reach its end (step "
+               f"{self.scheduler.step_count} of {self.scheduler.total_steps}); pass the steps_per_epoch the loader "
+               "gives" + (f". {dropped} batches that ended inside an accumulation window were dropped (no "
+                          "optimizer step)" if dropped else ""))
+
+
+# torch.backends.cudnn.benchmark is process-wide: fits running at once (threads, or lr_find inside a
+# fit) share it. The setting found by the first is restored when the last ends; in between, the
+# latest still running has its way.
+_CUDNN_LOCK = threading.Lock()
+_cudnn_active: dict[object, bool] = {}  # the setting each running fit wants, oldest first
+_cudnn_saved = [False]
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(device: torch.device, want: bool | None = None) -> Iterator[None]:
+    """``torch.backends.cudnn.benchmark`` set to ``want`` on CUDA (None: on unless
+    ``torch.backends.cudnn.deterministic`` or ``torch.use_deterministic_algorithms`` asks for
+    determinism), the previous setting restored afterwards; elsewhere nothing. Fits run inside it."""
+    if torch.device(device).type != "cuda":
+        yield
+        return
+    if want is None:
+        want = not (torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled())
+    token = object()
+    with _CUDNN_LOCK:
+        if not _cudnn_active:
+            _cudnn_saved[0] = torch.backends.cudnn.benchmark
+        _cudnn_active[token] = torch.backends.cudnn.benchmark = want
+    try:
+        yield
+    finally:
+        with _CUDNN_LOCK:
+            del _cudnn_active[token]
+            torch.backends.cudnn.benchmark = next(reversed(_cudnn_active.values()), _cudnn_saved[0])
