@@ -369,17 +369,30 @@ def _core_v2(what):
     return pytest.mark.xfail(strict=True, reason=f"Core v2: {what}")
 
 
+BAD_TRAIN = {"not-iterable": lambda: 42, "a-dataset": _dataset, "a-tensor": lambda: torch.randn(20, 4),
+             "empty": _empty_loader}
+
+
+@pytest.mark.parametrize("train", sorted(BAD_TRAIN))
+def test_a_bad_train_dl_is_refused_by_the_constructor_and_by_assignment(train):
+    """A loader is checked wherever it is given: a Dataset assigned after construction trained one
+    sample per batch."""
+    with pytest.raises((ValueError, TypeError), match="train_dl"):
+        _learn(train=BAD_TRAIN[train]())
+    learn = _learn()
+    given = learn.train_dl
+    _rejected(lambda: setattr(learn, "train_dl", BAD_TRAIN[train]()), learn, "train_dl")
+    assert learn.train_dl is given
+    _trained(lambda: learn.fit_one_cycle(1, 0.1), learn, BATCHES)  # with the loader it kept
+
+
 @pytest.mark.parametrize("how", sorted(_fits()))
-@pytest.mark.parametrize("train", [pytest.param(42, id="not-iterable"), pytest.param("dataset", id="a-dataset"),
-                                   pytest.param("tensor", id="a-tensor")])
-def test_train_dl_checked_before_the_first_step(how, train):
-    train_dl = {"dataset": _dataset(), "tensor": torch.randn(20, 4)}.get(train, train)
-    try:
-        learn = _learn(train=train_dl)
-    except (ValueError, TypeError) as err:  # the constructor may already refuse it
-        assert "train_dl" in str(err)
-        return
+def test_a_train_dl_emptied_after_it_was_given_is_refused_before_the_first_step(how):
+    later = DataLoader(_dataset(), batch_size=5)
+    learn = _learn(train=later)
+    later.dataset.tensors = tuple(t[:0] for t in later.dataset.tensors)
     _rejected(lambda: _fits()[how](learn), learn, "train_dl")
+    assert learn.opt is None and len(learn.recorder.losses) == 0
 
 
 @pytest.mark.parametrize("data", [torch.randn(20, 4), np.zeros((20, 4), dtype=np.float32)], ids=["tensor", "array"])
@@ -392,16 +405,6 @@ def test_predict_and_validate_refuse_a_tensor_or_array(data):
                                             r"loader of batches, e.g. torch.utils.data.DataLoader\(TensorDataset"):
             call(data)
     assert learn.predict(DataLoader(TensorDataset(torch.randn(20, 4)), batch_size=8)).shape[0] == 20
-
-
-@pytest.mark.parametrize("how", sorted(_fits()))
-def test_empty_train_dl(how):
-    try:
-        learn = _learn(train=_empty_loader())
-    except (ValueError, TypeError) as err:
-        assert "train_dl" in str(err)
-        return
-    _rejected(lambda: _fits()[how](learn), learn, "train_dl")
 
 
 @pytest.mark.parametrize("how", ["fit", "fit_one_cycle"])

@@ -485,3 +485,38 @@ def test_hugging_face_loss_fn_given_matches_its_own_loss(hf):
     for k in a:
         torch.testing.assert_close(a[k], b[k])
     assert own.recorder.losses == pytest.approx(given.recorder.losses, rel=1e-5)
+
+
+# ---- numpy batches ---------------------------------------------------------------------------------
+def test_numpy_arrays_become_tensors_as_default_convert_makes_them():
+    import numpy as np
+    from torch.utils.data import default_convert
+    batch = (np.arange(6, dtype=np.float32).reshape(2, 3), {"mask": np.array([True, False])}, np.int64(3),
+             np.array(["a", "b"]), 2.5)
+    moved = to_device(batch, torch.device("cpu"))
+    want = default_convert(batch)  # torch's own rule for a batch handed over as it is
+    assert torch.equal(moved[0], want[0]) and moved[0].dtype == torch.float32
+    assert torch.equal(moved[1]["mask"], want[1]["mask"]) and moved[1]["mask"].dtype == torch.bool
+    assert torch.equal(moved[2], want[2]) and moved[2].dtype == torch.int64
+    assert isinstance(moved[3], np.ndarray) and moved[4] == 2.5  # strings and plain numbers are left alone
+
+
+def test_a_list_of_numpy_batches_trains_as_the_same_tensors_do():
+    import numpy as np
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(32, 4, generator=g), torch.randint(0, 2, (32,), generator=g)
+    arrays = [(x[i:i + 8].numpy(), y[i:i + 8].numpy()) for i in range(0, 32, 8)]  # what a user's own pipeline yields
+    tensors = [(x[i:i + 8], y[i:i + 8]) for i in range(0, 32, 8)]
+    assert isinstance(arrays[0][0], np.ndarray)
+
+    def run(dl):
+        torch.manual_seed(0)
+        learn = oc.Learner(nn.Linear(4, 2), dl, dl, metrics=[accuracy], device="cpu", quiet=True)
+        learn.fit_one_cycle(2, 0.1)
+        return learn
+
+    a, b = run(arrays), run(tensors)
+    assert a.recorder.losses == b.recorder.losses and a.recorder.metrics == b.recorder.metrics
+    assert all(torch.equal(p, q) for p, q in zip(a.model.parameters(), b.model.parameters()))
+    preds = a.predict(arrays)
+    assert torch.equal(preds, b.predict(tensors))

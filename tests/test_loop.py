@@ -12,8 +12,8 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import onecycle as oc
 from onecycle.callbacks import HOOKS
-from onecycle.data import TensorLoader
 from onecycle.checkpoint import safe_load
+from onecycle.data import TensorLoader
 from onecycle.loop import Loop, batches_per_epoch, steps_for
 from onecycle.resume import unpack_floats
 

@@ -1,6 +1,7 @@
 """The LR finder: exact LR history, exact restore on every exit path, stop rules, validation
 cycling, suggestions on hand-made curves, bad input, the plot."""
 
+import copy
 import itertools
 import json
 import math
@@ -186,22 +187,49 @@ def test_without_validation():
 
 # ---- restore ----------------------------------------------------------------------------------
 def _fingerprint(learn):
-    """Bytes of everything that must come back exactly."""
+    """Everything that must come back exactly, as values: tensors cloned, compared with torch.equal
+    (``_same``), never through repr or str (a repr prints 4 decimals)."""
     m = learn.model
-    out = {"tensors": [(n, t.detach().numpy().tobytes()) for n, t in
-                       [*m.named_parameters(), *m.named_buffers()]],
-           "grads": [None if p.grad is None else p.grad.numpy().tobytes() for p in m.parameters()],
+    out = {"tensors": [(n, t.detach().clone()) for n, t in [*m.named_parameters(), *m.named_buffers()]],
+           "grads": [None if p.grad is None else p.grad.detach().clone() for p in m.parameters()],
            "modes": [mod.training for mod in m.modules()],
            "opt": None if learn.opt is None else id(learn.opt),
-           "clip": learn.clip, "wd": learn.wd, "accum": learn.accum,
-           "recorder": json.dumps(learn.recorder.state_dict()),
+           "clip": learn.clip, "wd": learn.wd, "accum": learn.accum, "loop": learn.loop,
+           "recorder": copy.deepcopy(learn.recorder.state_dict()),
            "attrs": sorted(set(vars(learn)) - {"suggested_lr", "no_suggestion_reason"})}
     if learn.opt is not None:
-        sd = learn.opt.state_dict()
-        out["opt_groups"] = repr(sd["param_groups"])
-        out["opt_state"] = [(k, n, v.numpy().tobytes() if torch.is_tensor(v) else v)
-                            for k, s in sd["state"].items() for n, v in s.items()]
+        out["opt_state"] = copy.deepcopy(learn.opt.state_dict())
     return out
+
+
+def _same(a, b, path="state"):
+    """Equal by value: tensors bit for bit (dtype and shape too), NaN equal to NaN, containers item by item."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and torch.equal(a, b), path
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), path
+        for k in a:
+            _same(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert type(a) is type(b) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _same(x, y, f"{path}[{i}]")
+    else:
+        assert a == b or (a != a and b != b), f"{path}: {a!r} != {b!r}"
+
+
+def test_same_sees_a_millionth_in_a_momentum_buffer_and_a_nan():
+    opt = torch.optim.SGD([nn.Parameter(torch.ones(3))], lr=0.1, momentum=0.9)
+    opt.param_groups[0]["params"][0].grad = torch.full((3,), 0.3)
+    opt.step()
+    before = copy.deepcopy(opt.state_dict())
+    opt.state_dict()["state"][0]["momentum_buffer"][0] += 1e-6  # repr(state_dict) does not show this
+    assert repr(before) == repr(opt.state_dict())
+    with pytest.raises(AssertionError, match="momentum_buffer"):
+        _same(before, opt.state_dict())
+    _same({"x": [float("nan")]}, {"x": [float("nan")]})
+    with pytest.raises(AssertionError):
+        _same({"x": [1.0]}, {"x": [1.0 + 1e-12]})
 
 
 def _draws():
@@ -213,7 +241,7 @@ def _assert_restored(learn, before, rng):
     after_draws = _draws()
     set_rng_state(rng)
     assert _draws() == after_draws
-    assert _fingerprint(learn) == before
+    _same(_fingerprint(learn), before)
 
 
 @pytest.mark.parametrize("exit_path", ["normal", "diverge", "error", "ctrl_c"])
@@ -260,7 +288,7 @@ def test_nan_loss_stops_before_stepping():
     res = learn.lr_find(num_it=10, callbacks=[rec])
     assert len(res.losses) == 3 and len(res.val_losses) == 3 and rec.steps == 3
     assert res.stop_reason.startswith("non-finite loss nan at iteration 3")
-    assert _fingerprint(learn) == before
+    _same(_fingerprint(learn), before)
 
 
 def test_cancel_fit_from_callback():
@@ -417,10 +445,10 @@ def test_without_a_learner_uses_the_optimizer_as_is():
         def after_step(self, learn):
             wds.append(learn.opt.param_groups[0]["weight_decay"])
 
-    before = (json.dumps(repr(opt.state_dict())), [p.detach().clone() for p in model.parameters()])
+    before = (copy.deepcopy(opt.state_dict()), [p.detach().clone() for p in model.parameters()])
     res = oc.lr_find(model, opt, F.cross_entropy, _dl(), _dl(24, 8, 1), [accuracy], num_it=12, callbacks=[Wd()])
     assert len(res.lrs) == 12 and len(res.metrics["accuracy"]) == 12 and set(wds) == {1e-3}
-    assert json.dumps(repr(opt.state_dict())) == before[0]
+    _same(opt.state_dict(), before[0])
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before[1]))
     assert opt.param_groups[0]["lr"] == 0.1
     before = [p.detach().clone() for p in model.parameters()]
@@ -436,7 +464,7 @@ def test_bf16_autocast_runs_and_restores():
     before = _fingerprint(learn)
     res = learn.lr_find(num_it=8)
     assert len(res.losses) == 8
-    assert _fingerprint(learn) == before
+    _same(_fingerprint(learn), before)
 
 @pytest.mark.parametrize("exit_path", ["normal", "error_after_unscale"])
 def test_a_users_grad_scaler_is_left_as_it_was(exit_path):
@@ -543,7 +571,8 @@ def test_bad_input_changes_nothing(kw, name):
     before, rng = _fingerprint(learn), torch.get_rng_state()
     with pytest.raises((ValueError, TypeError), match=name):
         learn.lr_find(**kw)
-    assert _fingerprint(learn) == before and learn.opt is None and torch.equal(torch.get_rng_state(), rng)
+    _same(_fingerprint(learn), before)
+    assert learn.opt is None and torch.equal(torch.get_rng_state(), rng)
     assert learn.suggested_lr is None
 
 

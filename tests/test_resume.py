@@ -4,6 +4,7 @@ sampler's sampler, worker processes, torchdata's StatefulDataLoader); refusal of
 resumes, NaN handling, weights save/load."""
 
 import copy
+import functools
 import json
 import math
 import os
@@ -118,6 +119,43 @@ def _crash_and_resume(tmp, k, loader="shuffle"):
 @pytest.mark.parametrize("k", [5, 7, 12, 13, 26, STEPS])
 def test_resume_after_error_is_bit_identical(tmp_path, reference, k):
     assert_same(final_state(_crash_and_resume(tmp_path, k)), reference())
+
+
+# What else a fit may hold across a checkpoint: the optimizer's state (Adam's moments and step, LARS's
+# momentum and trust ratios, LAMB's), an accumulation window, autocast, a GradScaler's scale and growth.
+VARIANTS = {
+    "adamw": dict(opt="adamw"), "lars": dict(opt="lars"), "lamb": dict(opt="lamb"), "accum3": dict(accum=3),
+    "bf16": dict(amp="bf16"), "fp16_scaler": dict(amp="fp16", scaler=dict(init_scale=2.0**12, growth_interval=3)),
+}
+
+
+def _variant(tmp, name, callbacks=(), resume=False):
+    kw = dict(VARIANTS[name])
+    learn = make_learner(0, callbacks)
+    learn.opt_func, learn.accum, learn.amp = kw.get("opt", "sgd"), kw.get("accum", 1), kw.get("amp", False)
+    if "scaler" in kw:
+        learn.user_scaler = torch.amp.GradScaler("cpu", **kw["scaler"])
+    fit(learn, tmp, resume)
+    state = final_state(learn)
+    if learn.scaler is not None:
+        state["scaler"] = learn.scaler.state_dict()
+    return learn, state
+
+
+@pytest.mark.parametrize("k", [13, 17, 29])  # just past epoch 1's end, mid-epoch 2, mid-epoch 3
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_resume_is_bit_identical_for_other_optimizers_accumulation_and_amp(tmp_path, name, k):
+    _, reference = _variant(tmp_path / "ref", name)
+    with pytest.raises(RuntimeError, match="crash"):
+        _variant(tmp_path / "run", name, [RaiseAt(k)])
+    first = FirstStep()
+    learn, resumed = _variant(tmp_path / "run", name, [first], resume=True)
+    assert first.step > 0  # it continued from a checkpoint
+    assert_same(resumed, reference)
+    if name == "fp16_scaler":  # the scaler did its job: a scale that moved, and the same one after the resume
+        assert resumed["scaler"]["scale"] != 2.0**12
+    if name == "accum3":
+        assert learn.scheduler.step_count == learn.scheduler.total_steps == 3 * 4  # 12 batches, windows of 3
 
 
 def test_per_step_series_resume_exactly_mid_epoch(tmp_path):
@@ -343,6 +381,55 @@ def test_resume_with_a_schedule_function_of_ones_own(tmp_path):
     assert first.step == 15 and len(learn.recorder.losses) == STEPS
     with pytest.raises(ValueError, match="cannot resume: schedules differs"):  # another function still differs
         make_learner(0).fit_sched(3, 0.1, oc.schedules.const(1.0), checkpoint_dir=tmp_path, resume=True)
+
+
+def _scaled(k):
+    return lambda p: k * (1.0 - p)  # a closure: its cell holds k
+
+
+GLOBAL_K = 0.5
+
+
+def _global_k(p):
+    return GLOBAL_K * (1.0 - p)
+
+
+def test_a_function_schedule_is_described_by_its_code_and_the_values_it_reads(monkeypatch):
+    same = [lambda p: 1.0 - 0.9 * p,
+            lambda p: 1.0 - 0.9 * p]  # another object, another line: the same schedule
+    d = R.describe_schedule
+    assert d(same[0]) == d(same[1]) and " at 0x" not in d(same[0]) and d(same[0]).startswith("test_a_function")
+    assert d(same[0]) != d(lambda p: 1.0 - 0.8 * p)  # a constant changed
+    assert d(same[0]) != d(lambda p: 1.0 + 0.9 * p)  # an operation changed
+    assert d(_scaled(1.0)) == d(_scaled(1.0)) != d(_scaled(2.0))  # a closure's value
+    before = d(_global_k)
+    monkeypatch.setattr(__import__(__name__), "GLOBAL_K", 0.25)
+    assert d(_global_k) != before  # a global it reads
+    assert d(functools.partial(_scaled(1.0))) != d(functools.partial(_scaled(2.0)))
+    assert d(oc.schedules.cos(1.0, 0.0)) == repr(oc.schedules.cos(1.0, 0.0))  # a schedule that names its values
+
+    class Ramp:  # a callable object: its attributes and its class's code
+        def __init__(self, top):
+            self.top = top
+
+        def __call__(self, p):
+            return self.top * p
+
+    assert d(Ramp(1.0)) == d(Ramp(1.0)) != d(Ramp(2.0))
+
+
+@pytest.mark.parametrize("changed", [lambda p: 1.0 - 0.8 * p, _scaled(0.9)])
+def test_a_changed_lambda_or_closure_is_refused_unless_rescheduled(tmp_path, changed):
+    """resume used to compare a schedule's repr with its address removed: every lambda read the same."""
+    with pytest.raises(RuntimeError, match="crash"):
+        make_learner(0, [RaiseAt(16)]).fit_sched(3, 0.1, lambda p: 1.0 - 0.9 * p, checkpoint_dir=tmp_path, every=5,
+                                                 ckpt_budget=None)
+    with pytest.raises(ValueError, match="cannot resume: schedules differs.*reschedule=True"):
+        make_learner(0).fit_sched(3, 0.1, changed, checkpoint_dir=tmp_path, every=5, ckpt_budget=None, resume=True)
+    first = FirstStep()
+    learn = make_learner(0, [first])
+    learn.fit_sched(3, 0.1, changed, checkpoint_dir=tmp_path, every=5, ckpt_budget=None, resume=True, reschedule=True)
+    assert first.step == 15 and len(learn.recorder.losses) == STEPS
 
 
 @pytest.mark.parametrize("change,key", [

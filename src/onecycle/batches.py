@@ -8,6 +8,8 @@ Batches:
   when the model computes its own loss (``loss_fn=None``), as Hugging Face models expect;
 - ``batch_fn(batch) -> (args, kwargs, target)`` overrides both rules.
 
+numpy arrays in a batch become tensors (as a ``DataLoader``'s ``default_convert`` makes them).
+
 Outputs: a tensor is the predictions. A Mapping, or an object with ``.loss``/``.logits`` (a Hugging
 Face ``ModelOutput``), gives its ``loss`` (None when absent) and its ``logits`` as predictions (for
 a Mapping without ``logits``: its one other value, or the Mapping without ``loss``).
@@ -18,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import torch
 
 __all__ = ["TARGET_KEYS", "split_batch", "to_device", "split_output", "batch_size"]
@@ -57,7 +60,9 @@ def split_batch(batch: Any, batch_fn: Callable | None = None, keep_target: bool 
 
 def to_device(obj: Any, device: torch.device, channels_last: bool = False) -> Any:
     """Tensors inside ``obj`` (nested tuples, lists, Mappings) on ``device`` (``non_blocking``);
-    4-d floating-point tensors in NHWC layout with ``channels_last``. Other values as they are."""
+    4-d floating-point tensors in NHWC layout with ``channels_last``. numpy arrays and scalars of
+    numbers become tensors first, as a DataLoader's ``default_convert`` makes them (same dtype:
+    float64 stays float64). Other values as they are."""
     if isinstance(obj, torch.Tensor):
         obj = obj.to(device, non_blocking=True)
         if channels_last and obj.ndim == 4 and obj.is_floating_point():
@@ -68,6 +73,8 @@ def to_device(obj: Any, device: torch.device, channels_last: bool = False) -> An
         return type(obj)(*items) if hasattr(obj, "_fields") else type(obj)(items)  # namedtuples too
     if isinstance(obj, Mapping):
         return {k: to_device(v, device, channels_last) for k, v in obj.items()}
+    if isinstance(obj, (np.ndarray, np.number, np.bool_)) and obj.dtype.kind in "biufc":
+        return to_device(torch.as_tensor(obj), device, channels_last)
     return obj
 
 

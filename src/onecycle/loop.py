@@ -69,7 +69,9 @@ def batches_per_epoch(train_dl: Any, accum: int, steps_per_epoch: int | None = N
     if n is None:
         raise TypeError(f"train_dl ({type(train_dl).__name__}) has no len(): pass steps_per_epoch= "
                         "(the schedule is defined on progress)")
-    return n  # not 0: the Learner refuses an empty train_dl
+    if n < 1:  # emptied since it was given (the Learner refuses an empty one)
+        raise ValueError(f"train_dl is empty (len {n})")
+    return n
 
 
 class Loop:
