@@ -21,7 +21,9 @@ What differs, each on purpose:
   step). A few values torch lets through are refused: NaN, infinite or negative ``max_lr`` and
   momenta, ``div_factor``/``final_div_factor`` <= 0, bools where torch wants an int,
   ``last_epoch`` < -1, a ``pct_start`` outside [0, 1] or NaN (any real number is accepted, where
-  torch wants a Python float); ``cycle_momentum``, ``three_phase`` and ``hold`` must be bools.
+  torch wants a Python float), a 1-d tensor for ``max_lr``; ``cycle_momentum``, ``three_phase`` and
+  ``hold`` must be bools. A string where a number goes is a ``TypeError`` (torch's is sometimes a
+  ``ValueError`` from its arithmetic on it).
   With ``last_epoch >= 0`` a group that lacks one of the keys the schedule reads is a ``KeyError``
   naming it at once (torch's names ``initial_lr`` only, and fails on the others at the first step).
 - ``get_lr()`` has no side effect and no warning: torch's also writes the momentum, and warns when
