@@ -145,7 +145,7 @@ def test_legacy_torch_state_dict_loads():
     kw = dict(max_lr=25, final_div_factor=2, base_momentum=1, max_momentum=22, total_steps=10, anneal_strategy="cos")
     state = TorchOneCycleLR(opt_t, **kw).state_dict()
     state.pop("_anneal_func_type")
-    state["anneal_func"] = TorchOneCycleLR._annealing_cos  # what old torch saved (a public staticmethod)
+    state["anneal_func"] = _cos  # old torch saved its anneal function itself
     opt = _sgd()
     ours = OneCycleLR(opt, **kw)
     ours.load_state_dict(state)

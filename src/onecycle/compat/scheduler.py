@@ -5,7 +5,9 @@ The same signature, the same ``LRScheduler`` base, the same param-group keys (``
 ``betas[0]`` when the optimizer's defaults have ``betas``), the same values to the last bit (the
 phases come from ``schedules.TorchOneCycle``, the anneal is ``schedules.Cos``/``Lin``, both torch's
 float expressions, fed from the param groups as torch's are), the same ``state_dict``, and torch's
-errors: swap the import and nothing else changes. State dicts load across the two either way.
+errors: swap the import and nothing else changes. State dicts load across the two either way, between
+schedulers made with the same arguments (a resume): ours keeps its shape as ``total_steps``,
+``pct_start``, ``anneal_strategy`` and ``three_phase``, and does not read torch's phase table.
 
 What differs, each on purpose:
 
