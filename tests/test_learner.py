@@ -854,3 +854,17 @@ def test_a_model_whose_len_raises_trains():
     learn.fit_one_cycle(1, 0.05)
     assert len(learn.recorder.losses) == 7 and learn.recorder.n_epochs == 1
     assert learn.predict().shape == (30, 3)
+
+
+def test_a_fit_after_a_fit_takes_new_bases_for_every_relative_key_without_a_warning():
+    """Each fit sets its own bases (peak LR, weight decay, a relative key scheduled through extra_scheds):
+    the Scheduler's warning about a base left in the groups is for bases a user's code left, not ours."""
+    learn = _learner()
+    learn.create_opt().param_groups[0]["weight_decay"] = 1e-3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for peak in (0.05, 0.02):
+            learn.fit_sched(1, peak, oc.schedules.const(1.0), extra_scheds={"weight_decay": oc.schedules.lin(1.0, 0.5)})
+            assert learn.opt.param_groups[0]["initial_lr"] == peak
+            # every fit goes from the same base down to half of it, not from where the last one ended
+            assert learn.opt.param_groups[0]["weight_decay"] == pytest.approx(0.5e-3, rel=1e-12)

@@ -1,9 +1,15 @@
 """The Scheduler driving plain torch optimizers in a hand-written loop."""
 
+import os
+import warnings
+
 import pytest
 import torch
+from torch.utils.data import DataLoader, TensorDataset
 
+import onecycle as oc
 from onecycle import schedules as S
+from onecycle.compat import OneCycleLR, lr_find
 from onecycle.optim import scheduler as sched_module
 from onecycle.optim.groups import get_hyper, set_hyper, spread_lrs
 from onecycle.optim.scheduler import Scheduler, check_momentum_schedule
@@ -103,7 +109,13 @@ def test_created_twice_does_not_compound_and_matches_lambdalr():
     make(once)
     twice = _two_groups()
     make(twice)
-    make(twice)
+    # told which base it keeps: the first one's, not the start value the first one wrote (the weight
+    # decay's start value is its base: nothing to tell)
+    with pytest.warns(UserWarning, match=r"\(group 0: initial_lr=0.1, lr=0.025; group 1: initial_lr=0.02, lr=0.005\), "
+                      r"set by hand or left by an earlier scheduler on this optimizer. As torch's schedulers do, the "
+                      r"schedules multiply that base \(initial_lr\)") as caught:
+        make(twice)
+    assert len(caught) == 1
     assert [g["initial_lr"] for g in twice.param_groups] == [0.1, 0.02]
     assert [g["initial_weight_decay"] for g in twice.param_groups] == [0.01, 0.04]
     got_once, got_twice = _trace(once, 6), _trace(twice, 6)
@@ -130,13 +142,21 @@ def test_created_twice_does_not_compound_and_matches_lambdalr():
 
 
 def test_initial_lr_set_by_the_caller_is_the_base():
-    """Whoever wants a new base (the Learner, each fit) sets ``initial_lr`` before making one."""
+    """Whoever wants a new base (the Learner, each fit) sets ``lr`` and ``initial_lr`` before making
+    one: no warning. ``initial_lr`` alone is the base too, and the warning says so."""
     opt = _two_groups()
     Scheduler(opt, 4, lr=S.const(0.5)).remove()
     for g, peak in zip(opt.param_groups, (0.3, 0.06)):
-        g["initial_lr"] = peak
-    Scheduler(opt, 4, lr=S.const(0.5))
+        g["lr"] = g["initial_lr"] = peak
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Scheduler(opt, 4, lr=S.const(0.5)).remove()
     assert [g["lr"] for g in opt.param_groups] == [0.15, 0.03]
+    for g, peak in zip(opt.param_groups, (0.2, 0.04)):
+        g["initial_lr"] = peak
+    with pytest.warns(UserWarning, match=r"\(group 0: initial_lr=0.2, lr=0.15; group 1: initial_lr=0.04, lr=0.03\)"):
+        Scheduler(opt, 4, lr=S.const(0.5))
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 0.02]
 
 
 def test_momentum_of_adam_family_and_three_betas():
@@ -204,7 +224,7 @@ def test_state_dict_round_trip():
     assert opt2.param_groups[0]["initial_lr"] == 1.0  # the group's copy of the base agrees with the load
     opt2.step()
     assert opt2.param_groups[0]["lr"] == pytest.approx(0.6)
-    with pytest.raises(ValueError, match="total_steps"):
+    with pytest.warns(UserWarning, match=r"initial_lr=1, lr=0.6"), pytest.raises(ValueError, match="total_steps"):
         Scheduler(opt2, 11, lr=S.lin(1.0, 0.0)).load_state_dict(state)
 
 
@@ -220,8 +240,9 @@ def test_hyper_helpers_and_spread():
 
 @pytest.mark.parametrize("bad,arg", [
     (lambda o: Scheduler(o, 0), "total_steps must be an int >= 1, got 0"),
-    (lambda o: Scheduler(o, 2.5), "total_steps"),
-    (lambda o: Scheduler(o, True), "total_steps"),
+    (lambda o: Scheduler(o, 2.5), "total_steps must be an int, got 2.5"),
+    (lambda o: Scheduler(o, True), "total_steps must be an int, got True"),
+    (lambda o: Scheduler(o, 5, lr=S.const(1.0), rebase=1), "rebase must be a bool, got 1"),
     (lambda o: Scheduler("nope", 5), "optimizer must be a torch.optim.Optimizer, got str"),
     (lambda o: Scheduler(o, 5, lr=3.0), "lr"),
     (lambda o: Scheduler(o, 5, momentum=lambda p: 1.0),
@@ -258,3 +279,97 @@ def test_a_single_step_schedule():
     p.grad = torch.ones(1)
     opt.step()
     assert sched.pct == 1.0 and opt.param_groups[0]["lr"] == 0.1
+
+
+# ---- a base left in the groups by an earlier scheduler: kept (torch's rule), and said ---------------
+def _train_torch_style(opt, sched, steps):
+    for _ in range(steps):
+        for g in opt.param_groups:
+            for p in g["params"]:
+                p.grad = torch.ones_like(p)
+        opt.step()
+        sched.step()
+
+
+@pytest.mark.parametrize("make_first", ["torch", "compat"])
+def test_after_a_onecyclelr_it_warns_and_says_how_to_peak_at_max_lr(make_first):
+    """Made after a OneCycleLR ran on the same optimizer (a notebook: the torch cell, then ours),
+    the Scheduler keeps the ``initial_lr = max_lr / 25`` that one left; the warning names both values
+    and max_lr, points at the caller's line, and following its advice gives torch's own trajectory."""
+    first = {"torch": torch.optim.lr_scheduler.OneCycleLR, "compat": OneCycleLR}[make_first]
+    opt = _two_groups()
+    _train_torch_style(opt, first(opt, max_lr=[0.1, 0.02], total_steps=8), 8)
+    assert [g["initial_lr"] for g in opt.param_groups] == [0.1 / 25, 0.02 / 25]
+    last = [g["lr"] for g in opt.param_groups]
+    policy = S.torch_one_cycle(8)
+    with pytest.warns(UserWarning) as caught:
+        sched = Scheduler(opt, 8, lr=policy.lr, momentum=policy.mom)
+    assert len(caught) == 1
+    msg = str(caught[0].message)
+    assert msg.startswith("Scheduler: the param groups already hold a base that differs from their current value "
+                          f"(group 0: initial_lr=0.004, lr={last[0]:.6g}; "
+                          f"group 1: initial_lr=0.0008, lr={last[1]:.6g})")
+    assert msg.endswith("Group 0 also holds max_lr=0.1 from torch's OneCycleLR or CyclicLR, which set initial_lr = "
+                        "max_lr / div_factor: to peak at max_lr, set group['lr'] = group['initial_lr'] = "
+                        "group['max_lr'].")
+    # the warning is the caller's: not inside the package (mutmut's trampoline frame is not the test file)
+    package = os.path.dirname(os.path.dirname(os.path.abspath(sched_module.__file__))) + os.sep
+    assert not os.path.abspath(caught[0].filename).startswith(package)
+    assert sched.base == {"lr": [0.004, 0.0008]}  # the kept base: the peak is max_lr / 25
+    sched.remove()
+    # the advice, silently, gives torch's own run step for step
+    for g in opt.param_groups:
+        g["lr"] = g["initial_lr"] = g["max_lr"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Scheduler(opt, 8, lr=policy.lr, momentum=policy.mom)
+    twin = _two_groups()
+    ref = torch.optim.lr_scheduler.OneCycleLR(twin, max_lr=[0.1, 0.02], total_steps=8)
+    for step in range(8):
+        assert [g["lr"] for g in opt.param_groups] == pytest.approx([g["lr"] for g in twin.param_groups], rel=1e-12)
+        assert [g["momentum"] for g in opt.param_groups] == pytest.approx([g["momentum"] for g in twin.param_groups])
+        for o in (opt, twin):
+            for g in o.param_groups:
+                g["params"][0].grad = torch.ones(2)
+            o.step()
+        if step < 7:
+            ref.step()
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1 / 25 / 1e4)  # the schedule's end: min_lr
+
+
+def test_rebase_takes_the_current_values_without_a_warning():
+    opt = _two_groups()
+    Scheduler(opt, 4, lr=S.const(0.5)).remove()  # leaves initial_lr 0.1/0.02, lr 0.05/0.01
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sched = Scheduler(opt, 4, lr=S.const(0.5), rebase=True)
+    assert sched.base == {"lr": [0.05, 0.01]} and [g["initial_lr"] for g in opt.param_groups] == [0.05, 0.01]
+    assert [g["lr"] for g in opt.param_groups] == [0.025, 0.005]
+
+
+def test_a_missing_key_changes_no_group():
+    opt = _two_groups()
+    with pytest.raises(ValueError, match="param group has no 'decoupled_wd' to schedule"):
+        Scheduler(opt, 4, lr=S.const(0.5), decoupled_wd=S.const(1.0))
+    assert all("initial_lr" not in g for g in opt.param_groups) and [g["lr"] for g in opt.param_groups] == [0.1, 0.02]
+
+
+def test_the_learner_never_warns_about_a_kept_base():
+    """The Learner sets ``lr`` and ``initial_lr`` itself before each Scheduler: fits in a row, the
+    finder, the stand-alone finder on an optimizer a torch OneCycleLR drove, raise no such warning."""
+    g = torch.Generator().manual_seed(0)
+    dl = DataLoader(TensorDataset(torch.randn(32, 4, generator=g), torch.randint(0, 2, (32,), generator=g)),
+                    batch_size=8)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        learn = oc.Learner(_model(), dl, dl, torch.nn.functional.cross_entropy, quiet=True, device="cpu")
+        learn.fit_one_cycle(1, 0.1)
+        learn.fit_one_cycle(2, 0.05)
+        learn.lr_find(num_it=5, with_valid=False)
+        learn.fit_one_cycle(1, 0.05)
+        model = _model()
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        _train_torch_style(opt, torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=4), 4)
+        lr_find(model, opt, torch.nn.functional.cross_entropy, dl, num_it=5)
+    assert [str(w.message) for w in caught if "already hold a base" in str(w.message)] == []
+    assert learn.recorder.lrs  # it trained

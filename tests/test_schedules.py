@@ -8,6 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onecycle import schedules as S
+from onecycle.compat import OneCycleLR
 from onecycle.optim.scheduler import Scheduler
 
 
@@ -275,6 +276,26 @@ def test_defaults_are_the_documented_ones():
     assert lr(0.0) == pytest.approx(1 / 25) and lr(0.99) == pytest.approx(1 / 25 / 1e4)
     assert S.torch_one_cycle(100, base_momentum=None).mom is None
     assert S.clr_beta(100, 10, 10).mom is None
+
+
+def test_torch_shape_with_a_rise_of_no_width():
+    """pct_start * total_steps == 1 puts the rise's end at step 0: torch's OneCycleLR divides by zero
+    there (and this shape did, before); now step 0 is the peak, and every later step is the fall's
+    value, the same as ``compat.OneCycleLR``'s."""
+    with pytest.raises(ZeroDivisionError):
+        torch.optim.lr_scheduler.OneCycleLR(torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0, momentum=0.9),
+                                            max_lr=1.0, total_steps=10, pct_start=0.1)
+    policy = S.torch_one_cycle(10, pct_start=0.1)
+    assert policy.lr(0.0) == 1.0 and policy.mom(0.0) == 0.85
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0, momentum=0.9)
+    sched = OneCycleLR(opt, max_lr=1.0, total_steps=10, pct_start=0.1)
+    for k in range(10):
+        assert policy.lr(k / 10) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-12)
+        assert policy.mom(k / 10) == pytest.approx(opt.param_groups[0]["momentum"], rel=1e-12)
+        opt.step()
+        sched.step()
+    # by hand: the fall is steps 0..9, a cosine from 1 to 1/25/1e4; step 9 is its end
+    assert policy.lr(0.9) == 1 / 25 / 1e4
 
 
 def test_snap_boundary_and_ramp_peak():

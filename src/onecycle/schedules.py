@@ -15,6 +15,7 @@ import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .checks import check_number
 
@@ -196,7 +197,10 @@ class _ClrBetaMom:
 class TorchOneCycle:
     """``torch.optim.lr_scheduler.OneCycleLR``'s shape as a function of progress ``step/total_steps``:
     the same phase boundaries (in steps) and the same anneal arithmetic, so values match torch's to
-    rounding. ``value`` selects the LR multiplier (of ``max_lr``) or the absolute momentum."""
+    rounding. ``value`` selects the LR multiplier (of ``max_lr``) or the absolute momentum.
+
+    ``phase_at``, ``points`` and ``anneal`` are the pieces, in torch's own terms (its step count and
+    its param-group names), for a caller that works in steps: ``onecycle.compat.OneCycleLR``."""
     total_steps: int
     pct_start: float = 0.3
     anneal_strategy: str = "cos"
@@ -208,33 +212,51 @@ class TorchOneCycle:
     value: str = "lr"
 
     @functools.cached_property
-    def _phases(self) -> list[tuple[float, float, float]]:
-        """(end_step, start, end) per phase, as OneCycleLR lays them out (computed once)."""
+    def ends(self) -> tuple[float, ...]:
+        """The step each phase ends at, as OneCycleLR lays them out (computed once)."""
         n, p = self.total_steps, self.pct_start
-        init, peak = 1 / self.div_factor, 1.0
-        low = init / self.final_div_factor
-        lo_m, hi_m = self.base_momentum, self.max_momentum
+        ends = (p * n - 1, 2 * p * n - 2, n - 1) if self.three_phase else (p * n - 1, n - 1)
+        return tuple(float(e) for e in ends)
+
+    def points(self, value: str | None = None) -> tuple[tuple[str, str], ...]:
+        """Each phase's (start, end) by OneCycleLR's names: ``initial``, ``max``, ``min`` for the LR
+        (its param-group keys ``initial_lr``, ``max_lr``, ``min_lr``), ``max``, ``base`` for the
+        momentum (``max_momentum``, ``base_momentum``). ``value``: "lr" or "mom" (default: this one's)."""
+        if (value or self.value) == "lr":
+            return (("initial", "max"), ("max", "initial"), ("initial", "min")) if self.three_phase else \
+                (("initial", "max"), ("max", "min"))
+        return (("max", "base"), ("base", "max"), ("max", "max")) if self.three_phase else \
+            (("max", "base"), ("base", "max"))
+
+    def phase_at(self, step: float) -> tuple[int, float]:
+        """The phase torch's step ``step`` (0-based) falls in, and how far through it: ``(step -
+        start) / (end - start)``, unclamped, so one step past the last gives what torch's formula
+        gives there (a fraction above 1). A phase of no width is complete (1.0)."""
+        start = 0.0
+        ends = self.ends
+        for i, end in enumerate(ends):
+            if step <= end or i == len(ends) - 1:
+                return i, (step - start) / (end - start) if end != start else 1.0
+            start = end
+        raise AssertionError("unreachable")
+
+    def anneal(self, start: Any, end: Any) -> Schedule:
+        """The shape between two levels: ``Cos`` or ``Lin``, torch's own float expressions."""
+        return Cos(start, end) if self.anneal_strategy == "cos" else Lin(start, end)
+
+    def _level(self, name: str) -> float:
         if self.value == "lr":
-            pts = [(init, peak), (peak, init), (init, low)] if self.three_phase else [(init, peak), (peak, low)]
-        else:
-            pts = [(hi_m, lo_m), (lo_m, hi_m), (hi_m, hi_m)] if self.three_phase else [(hi_m, lo_m), (lo_m, hi_m)]
-        ends = [p * n - 1, 2 * p * n - 2, n - 1] if self.three_phase else [p * n - 1, n - 1]
-        return [(float(e), a, b) for e, (a, b) in zip(ends, pts)]
+            init = 1 / self.div_factor
+            return {"initial": init, "max": 1.0, "min": init / self.final_div_factor}[name]
+        return {"max": self.max_momentum, "base": self.base_momentum}[name]
 
     def __call__(self, pct: float) -> float:
         # torch's last step is total_steps - 1; beyond it its formula extrapolates (a linear anneal
         # goes negative), so the end value is held from there.
         step = min(_snap(pct * self.total_steps), self.total_steps - 1.0)
-        start_step = 0.0
-        phases = self._phases
-        for i, (end_step, a, b) in enumerate(phases):
-            if step <= end_step or i == len(phases) - 1:
-                frac = (step - start_step) / (end_step - start_step)
-                if self.anneal_strategy == "cos":
-                    return b + (a - b) / 2.0 * (math.cos(math.pi * frac) + 1)
-                return (b - a) * frac + a
-            start_step = end_step
-        raise AssertionError("unreachable")
+        i, frac = self.phase_at(step)
+        start, end = self.points()[i]
+        return self.anneal(self._level(start), self._level(end))(frac)
 
 
 @dataclass(frozen=True)

@@ -11,19 +11,24 @@ where torch's LR schedulers keep it, in the group itself: ``group.setdefault("in
 (``initial_weight_decay``, ``initial_decoupled_wd`` likewise). A second scheduler made on the same
 optimizer (a notebook cell run twice) therefore reads the same base instead of the first one's start
 value, as two ``LambdaLR`` in a row do; whoever wants a new base (the Learner, each fit) sets
-``group["initial_lr"]`` before making the scheduler.
+``group["initial_lr"]`` before making the scheduler, or passes ``rebase=True``.
+
+A base kept that way is not silent: when a group's ``initial_<key>`` differs from its current value
+(left by an earlier scheduler: torch's ``OneCycleLR`` leaves ``initial_lr = max_lr / div_factor``,
+so a Scheduler made after one peaks at ``max_lr / 25``), a warning says which value is used and how
+to take the other.
 """
 
 from __future__ import annotations
 
 import contextlib
 import numbers
-import warnings
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import torch
 
+from .. import checks as C
 from .groups import get_hyper, momentum_key, set_hyper
 
 __all__ = ["Scheduler", "RELATIVE_KEYS", "check_momentum_schedule", "initial_key", "fit_scheduler", "paused"]
@@ -59,11 +64,14 @@ class Scheduler:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, total_steps: int,
-                 scheds: Mapping[str, Callable[[float], float]] | None = None, **kw: Callable) -> None:
+                 scheds: Mapping[str, Callable[[float], float]] | None = None, *, rebase: bool = False,
+                 **kw: Callable) -> None:
+        """``rebase=True``: each relative key's base is the group's current value, replacing an
+        ``initial_<key>`` already there (by default that one is kept, as torch's schedulers do)."""
         if not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
-        if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 1:
-            raise ValueError(f"total_steps must be an int >= 1, got {total_steps!r}")
+        C.check_int("total_steps", total_steps, 1)
+        C.check_bool("rebase", rebase)
         scheds = {**(scheds or {}), **kw}
         for key, fn in scheds.items():
             if not callable(fn):
@@ -71,25 +79,15 @@ class Scheduler:
         if "momentum" in scheds:
             check_momentum_schedule(scheds["momentum"])
         if "momentum" in scheds and any(momentum_key(g) is None for g in optimizer.param_groups):
-            warnings.warn(f"{type(optimizer).__name__} has neither 'momentum' nor 'betas': "
-                          "momentum is not scheduled", stacklevel=2)
+            C.warn(f"{type(optimizer).__name__} has neither 'momentum' nor 'betas': momentum is not scheduled")
             scheds.pop("momentum")
         self.optimizer, self.total_steps, self.scheds = optimizer, total_steps, scheds
-        self.base = {k: [self._base(g, k) for g in optimizer.param_groups]
-                     for k in scheds if k in RELATIVE_KEYS}
+        self.base = _bases(optimizer.param_groups, [k for k in scheds if k in RELATIVE_KEYS], rebase)
         self.step_count = 0
         self.active = True  # False while paused(): an LR range test stepping this optimizer inside a fit
         self.apply()
         self._handle = optimizer.register_step_post_hook(self._after_step)
         _SCHEDULERS.setdefault(optimizer, weakref.WeakSet()).add(self)
-
-    @staticmethod
-    def _base(group: dict, key: str) -> float:
-        """The group's ``initial_<key>``, set from its current value the first time (torch's rule)."""
-        value = get_hyper(group, key)
-        if value is None:
-            raise ValueError(f"param group has no {key!r} to schedule")
-        return float(group.setdefault(initial_key(key), value))
 
     @property
     def pct(self) -> float:
@@ -162,5 +160,59 @@ def fit_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, peaks: Seq
     for key, values in bases.items():
         for group, value in zip(optimizer.param_groups, values):
             group[key] = value
-            group.pop(initial_key(key), None)
-    return Scheduler(optimizer, total_steps, {k: fn for k, fn in scheds.items() if fn is not None})
+            group.pop(initial_key(key), None)  # the value given is the base
+    scheds = {k: fn for k, fn in scheds.items() if fn is not None}
+    for key in RELATIVE_KEYS.intersection(scheds) - set(bases) - {"lr"}:
+        for group in optimizer.param_groups:  # an earlier fit moved it: start again from its base, not compounding
+            if initial_key(key) in group:
+                set_hyper(group, key, group[initial_key(key)])
+    return Scheduler(optimizer, total_steps, scheds)
+
+
+def _bases(groups: list[dict], keys: list[str], rebase: bool) -> dict[str, list[float]]:
+    """Each key's base per group: its ``initial_<key>``, set from the current value where there is
+    none (torch's rule) or where ``rebase``; a kept one that differs from the current value is
+    named in a warning. Every group is checked before any is written."""
+    current = {}
+    for key in keys:
+        current[key] = [get_hyper(g, key) for g in groups]
+        if any(v is None for v in current[key]):
+            raise ValueError(f"param group has no {key!r} to schedule")
+    kept = []  # (group index, key, kept base, current value)
+    for key in keys:
+        ikey = initial_key(key)
+        for i, (group, value) in enumerate(zip(groups, current[key])):
+            if rebase or ikey not in group:
+                group[ikey] = float(value)
+            elif float(group[ikey]) != float(value):
+                kept.append((i, key, float(group[ikey]), float(value)))
+    if kept:
+        C.warn(_kept_message(groups, kept))
+    return {key: [float(g[initial_key(key)]) for g in groups] for key in keys}
+
+
+def _show(a: float, b: float) -> tuple[str, str]:
+    """Two values that differ, printed so that they look different."""
+    short = f"{a:.6g}", f"{b:.6g}"
+    return short if short[0] != short[1] else (repr(a), repr(b))
+
+
+def _kept_message(groups: list[dict], kept: list[tuple[int, str, float, float]]) -> str:
+    pairs = []
+    for i, key, base, value in kept[:4]:
+        b, v = _show(base, value)
+        pairs.append(f"group {i}: initial_{key}={b}, {key}={v}")
+    key = kept[0][1]
+    names = " and ".join(dict.fromkeys(f"initial_{k}" for _, k, _, _ in kept))
+    text = (f"Scheduler: the param groups already hold a base that differs from their current value "
+            f"({'; '.join(pairs)}{'; ...' if len(kept) > 4 else ''}), set by hand or left by an earlier scheduler "
+            f"on this optimizer. As torch's schedulers do, the schedules multiply that base ({names}). To start "
+            f"from the current values instead, pass rebase=True; to choose the base without this warning, set "
+            f"group['{key}'] = group['initial_{key}'] = base first (as the Learner does).")
+    peaks = [(i, groups[i]["max_lr"]) for i, k, _, _ in kept if k == "lr" and "max_lr" in groups[i]]
+    if peaks:
+        i, peak = peaks[0]
+        text += (f" Group {i} also holds max_lr={float(peak):.6g} from torch's OneCycleLR or CyclicLR, which set "
+                 "initial_lr = max_lr / div_factor: to peak at max_lr, set "
+                 "group['lr'] = group['initial_lr'] = group['max_lr'].")
+    return text

@@ -1,4 +1,4 @@
-"""Drop-ins for code written against other tools' signatures, built on the Learner.
+"""The LR range test on a model and optimizer you already have, built on the Learner.
 
 ``lr_find(model, optimizer, loss_fn, train_dl, ...)``: the LR range test on a model and optimizer
 you already have, without a Learner (torch-lr-finder's way of working): the optimizer is used as it
@@ -14,10 +14,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import checks as C
-from .callbacks import Callback
-from .learner import Learner
-from .lr_finder import LRFindResult, find
+from .. import checks as C
+from ..callbacks import Callback
+from ..learner import Learner
+from ..lr_finder import LRFindResult, find
 
 __all__ = ["lr_find"]
 
