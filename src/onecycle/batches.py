@@ -40,18 +40,18 @@ def split_batch(batch: Any, batch_fn: Callable | None = None, keep_target: bool 
             raise TypeError(f"batch_fn must return (args, kwargs, target) with args a tuple of positional "
                             f"arguments, got args of type {type(args).__name__}; return ((x,), {{}}, y) for one input")
         return tuple(args), dict(kwargs), target
+    if isinstance(batch, (tuple, list)):  # first: the common case (a namedtuple too)
+        if len(batch) >= 2:
+            return tuple(batch[:-1]), {}, batch[-1]
+        if len(batch) == 1:
+            return (batch[0],), {}, None
+        raise TypeError("a batch is an empty tuple: expected (inputs..., target)")
     if isinstance(batch, Mapping):
         kwargs = dict(batch)
         key = next((k for k in TARGET_KEYS if k in kwargs), None)
         if key is None:
             return (), kwargs, None
         return (), kwargs, kwargs[key] if keep_target else kwargs.pop(key)
-    if isinstance(batch, (tuple, list)):
-        if len(batch) >= 2:
-            return tuple(batch[:-1]), {}, batch[-1]
-        if len(batch) == 1:
-            return (batch[0],), {}, None
-        raise TypeError("a batch is an empty tuple: expected (inputs..., target)")
     if isinstance(batch, torch.Tensor):
         return (batch,), {}, None
     raise TypeError(f"a batch must be a tuple (inputs..., target), a Mapping of model arguments or a tensor, "
@@ -64,7 +64,8 @@ def to_device(obj: Any, device: torch.device, channels_last: bool = False) -> An
     numbers become tensors first, as a DataLoader's ``default_convert`` makes them (same dtype:
     float64 stays float64). Other values as they are."""
     if isinstance(obj, torch.Tensor):
-        obj = obj.to(device, non_blocking=True)
+        if obj.device != device:  # (a .to() that moves nothing still costs a dispatch)
+            obj = obj.to(device, non_blocking=True)
         if channels_last and obj.ndim == 4 and obj.is_floating_point():
             obj = obj.contiguous(memory_format=torch.channels_last)
         return obj

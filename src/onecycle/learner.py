@@ -45,6 +45,9 @@ _ONE_CYCLE_SETS = {"lr": "", "lr_sched": "use fit_sched(epochs, lr, lr_sched, mo
                    "mom_sched": "use fit_sched(epochs, lr, lr_sched, mom_sched) for schedules of your own"}
 
 
+_NO_CONTEXT = contextlib.nullcontext()  # reusable: no new object per batch
+
+
 def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
@@ -176,7 +179,7 @@ class Learner:
         return torch.bfloat16
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else _NO_CONTEXT
 
     # ---- optimizer --------------------------------------------------------------------------
     def layer_groups(self) -> list[list[nn.Parameter]]:
@@ -324,8 +327,10 @@ class Learner:
         autocast: ``(predictions, loss, target)``; the loss is None when there is none to compute
         (no target and no ``.loss`` from the model), or, for ``loss_fn``, when not ``with_loss``."""
         args, kwargs, target = split_batch(batch, self.batch_fn, keep_target=self.loss_fn is None)
-        args, kwargs = to_device((args, kwargs), self.device, self.channels_last)
-        target = to_device(target, self.device)
+        device = self.device
+        args = to_device(args, device, self.channels_last)
+        kwargs = to_device(kwargs, device, self.channels_last) if kwargs else kwargs
+        target = to_device(target, device)
         with self.autocast():
             own_loss, preds = split_output((self.model if model is None else model)(*args, **kwargs))
             if self.loss_fn is None:

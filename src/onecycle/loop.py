@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 __all__ = ["Loop", "steps_for", "batches_per_epoch", "cudnn_benchmark"]
 
 
+_NO_CONTEXT = contextlib.nullcontext()  # reusable: no new object per batch
+
+
 def steps_for(batches: int, accum: int) -> int:
     """Optimizer steps in an epoch of ``batches`` batches, one every ``accum`` (the last window may
     be shorter, and still steps): the one place this is computed."""
@@ -228,9 +231,8 @@ class Loop:
         self.call("before_batch")
         self.epoch_lrs.append([g["lr"] for g in opt.param_groups])
         self.epoch_moms.append(get_hyper(opt.param_groups[0], "momentum"))
-        ddp = self.learn.ddp
-        sync = ddp.no_sync() if ddp is not None and not step else contextlib.nullcontext()
-        with sync:  # data-parallel: gradients are all-reduced on the window's last batch only
+        ddp = self.learn.ddp  # data-parallel: gradients are all-reduced on the window's last batch only
+        with ddp.no_sync() if ddp is not None and not step else _NO_CONTEXT:
             self.pred, loss, self.target = self.learn.forward(batch, self.model)  # move; forward, loss
             scaled = loss / window if window > 1 else loss
             (scaler.scale(scaled) if scaler is not None else scaled).backward()

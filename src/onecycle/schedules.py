@@ -250,13 +250,24 @@ class TorchOneCycle:
             return {"initial": init, "max": 1.0, "min": init / self.final_div_factor}[name]
         return {"max": self.max_momentum, "base": self.base_momentum}[name]
 
+    @functools.cached_property
+    def _pieces(self) -> tuple[tuple[float, float, Schedule], ...]:
+        """Per phase: its start and end step and its anneal between its two levels (computed once:
+        a fit calls the schedule at every optimizer step)."""
+        starts = (0.0, *self.ends[:-1])
+        return tuple((start, end, self.anneal(self._level(a), self._level(b)))
+                     for start, end, (a, b) in zip(starts, self.ends, self.points()))
+
     def __call__(self, pct: float) -> float:
         # torch's last step is total_steps - 1; beyond it its formula extrapolates (a linear anneal
-        # goes negative), so the end value is held from there.
+        # goes negative), so the end value is held from there. phase_at's rule, on the pieces.
         step = min(_snap(pct * self.total_steps), self.total_steps - 1.0)
-        i, frac = self.phase_at(step)
-        start, end = self.points()[i]
-        return self.anneal(self._level(start), self._level(end))(frac)
+        pieces = self._pieces
+        last = len(pieces) - 1
+        for i, (start, end, fn) in enumerate(pieces):
+            if step <= end or i == last:
+                return fn((step - start) / (end - start) if end != start else 1.0)
+        raise AssertionError("unreachable")
 
 
 @dataclass(frozen=True)

@@ -94,17 +94,13 @@ class Scheduler:
         """Progress in [0, 1]."""
         return min(self.step_count / self.total_steps, 1.0)
 
-    def _per_group(self, key: str, pct: float) -> list[float]:
-        v = self.scheds[key](pct)
-        base = self.base.get(key)
-        return [b * v for b in base] if base is not None else [v] * len(self.optimizer.param_groups)
-
     def apply(self) -> None:
         """Write the values for the current progress into the optimizer (every step)."""
         pct, groups = self.pct, self.optimizer.param_groups
-        for key in self.scheds:
-            for group, v in zip(groups, self._per_group(key, pct)):
-                set_hyper(group, key, v)
+        for key, fn in self.scheds.items():
+            v, bases = fn(pct), self.base.get(key)
+            for i, group in enumerate(groups):
+                set_hyper(group, key, v if bases is None else bases[i] * v)
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         if self.active:
