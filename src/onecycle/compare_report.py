@@ -129,7 +129,7 @@ def compare_outputs(folder: str | Path) -> list[Path]:
     """A compare folder's ``summary.txt``/``summary.csv``, its plots and ``report.html``, from its
     ``compare.json`` and each cell's ``result.json`` (read again: cells resumed or run by hand after
     an interrupted grid count when redrawn)."""
-    from .checkpoint import atomic_write_text
+    from .atomic import atomic_write_text
     from .plots import plot_overlay
     folder = Path(folder)
     data = read_json(folder / "compare.json")

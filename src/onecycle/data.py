@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checkpoint import atomic_write_bytes
+from .atomic import atomic_write_bytes
 from .checks import check_bool, check_int
 from .metrics import accuracy, bits_per_char
 

@@ -30,7 +30,7 @@ from . import distributed as D
 from . import schedules as S
 from .batches import split_batch, split_output, to_device
 from .callbacks import Callback, CancelFit, TrustRatios, check_callbacks, hooks_of
-from .checkpoint import load_weights, restore_modes, save_weights
+from .checkpoint import restore_modes
 from .legacy import Fastai07Learner
 from .lr_finder import find
 from .metrics import MetricAccumulator, metric_columns, named_metrics
@@ -39,8 +39,10 @@ from .optim.groups import DECOUPLED_WD, DecoupledWeightDecay, get_hyper, layer_g
 from .optim.scheduler import Scheduler, check_momentum_schedule
 from .progress import Progress
 from .recorder import Recorder
-from .resume import Checkpointer, NonFiniteLossError, batches_to_replay, rng_loaders, set_rng_state
+from .resume import Checkpointer, NonFiniteLossError, batches_to_replay, rng_loaders
+from .rng import set_rng_state
 from .suggest import smoothing_beta
+from .weights import load_weights, save_weights
 
 __all__ = ["Learner", "CKPT_BUDGET", "default_device", "cudnn_benchmark"]
 

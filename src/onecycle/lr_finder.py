@@ -36,13 +36,15 @@ from typing import Any
 from . import checks as C
 from . import progress
 from . import schedules as S
+from .atomic import atomic_write_text
 from .callbacks import Callback, CancelFit, check_callbacks
-from .checkpoint import atomic_write_text, get_rng_state, restore_modes, set_rng_state
+from .checkpoint import restore_modes
 from .legacy import Fastai07History
 from .optim.groups import spread_lrs
 from .optim.scheduler import Scheduler
 from .recorder import Recorder
 from .resume import Checkpointer, NonFiniteLossError
+from .rng import get_rng_state, set_rng_state
 from .suggest import DEFAULT_RULE, SUGGESTERS, divergence_bound, ema, median_suggestion, smoothing_beta, suggest
 
 __all__ = ["LRFindResult", "LRFinder", "find"]

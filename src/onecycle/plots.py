@@ -54,7 +54,7 @@ def save_figure(fig: Any, path: str | os.PathLike | None, dpi: int = DPI) -> Any
     """Write ``fig`` atomically (temporary file then rename) when ``path`` is given: SVG for a
     ``.svg`` name, else PNG at ``dpi`` (200: sharp on a 2x display)."""
     if path is not None:
-        from .checkpoint import atomic_write_bytes
+        from .atomic import atomic_write_bytes
         buf = io.BytesIO()
         fig.savefig(buf, format="svg" if str(path).lower().endswith(".svg") else "png", dpi=dpi)
         atomic_write_bytes(path, buf.getvalue())

@@ -271,7 +271,7 @@ class Page:
                           "</details>")
 
     def write(self, path: Path) -> Path:
-        from .checkpoint import atomic_write_text
+        from .atomic import atomic_write_text
         page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
                 f'<meta name="viewport" content="width=device-width, initial-scale=1">'
                 f"<title>{html.escape(self.title)}</title><style>{_STYLE}</style></head>"

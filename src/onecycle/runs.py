@@ -253,7 +253,7 @@ class _Run:
         return run
 
     def write(self) -> None:
-        from .checkpoint import atomic_write_text
+        from .atomic import atomic_write_text
         if self.main:
             atomic_write_text(self.folder / "config.json", json.dumps(self.meta, indent=2, default=str))
 
@@ -263,7 +263,7 @@ class _Run:
             self._lock = None
 
     def write_result(self, result: dict[str, Any]) -> None:
-        from .checkpoint import atomic_write_text
+        from .atomic import atomic_write_text
         if self.main:
             atomic_write_text(self.folder / "result.json", json.dumps(result, indent=2, default=str))
 
