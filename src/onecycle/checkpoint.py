@@ -42,6 +42,7 @@ and hashing that release the GIL, so training goes on while the disk works.
 from __future__ import annotations
 
 import collections
+import contextlib
 import hashlib
 import io
 import math
@@ -61,7 +62,7 @@ from .atomic import atomic_write, new_file_mode
 from .checks import check_file_path
 
 __all__ = ["CheckpointError", "CheckpointWriter", "atomic_save", "load_state_dict_file", "safe_load",
-           "weights_only_load", "read_bytes", "MAGIC", "restore_modes"]
+           "weights_only_load", "read_bytes", "check_loadable", "check_map_location", "MAGIC", "restore_modes"]
 
 MAGIC = b"ONECYCLE-CKPT"
 _HEADER_RE = re.compile(rb"ONECYCLE-CKPT v([12]) ([0-9a-f]{64}) ([0-9]{1,20})\n")
@@ -141,6 +142,13 @@ def _pack(obj: Any) -> tuple[Any, list[tuple], list[torch.Tensor]]:
     if collision:
         raise _MarkInData
     return tree, table, views
+
+
+def check_loadable(obj: Any) -> None:
+    """``TypeError`` naming where it sits for anything ``torch.load(weights_only=True)`` would refuse
+    in ``obj``, so a file that could never be loaded again is refused before it is written."""
+    with contextlib.suppress(_MarkInData):  # such data still loads (the v1 format)
+        _pack(obj)
 
 
 def _encode(obj: Any, snapshot: bool = False) -> list[bytes | memoryview]:
@@ -353,11 +361,12 @@ def weights_only_load(path: str, source: io.BytesIO, map_location: Any) -> Any:
 def safe_load(path: str | os.PathLike, map_location: Any = "cpu") -> Any:
     """Load an :func:`atomic_save` checkpoint, verifying length and sha256 before unpickling anything."""
     path = check_file_path("path", path)
-    _check_map_location(map_location)
+    check_map_location(map_location)
     return _decode(path, *_verified_payload(path, read_bytes(path)), map_location)
 
 
-def _check_map_location(map_location: Any) -> None:
+def check_map_location(map_location: Any) -> None:
+    """``map_location`` as ``torch.load`` takes it here: None, a device (name) or a dict of device names."""
     if not (map_location is None or isinstance(map_location, str | torch.device | dict)):
         raise TypeError(f"map_location must be None, a device or a dict of device names, got {map_location!r}")
 
@@ -365,7 +374,7 @@ def _check_map_location(map_location: Any) -> None:
 def load_state_dict_file(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
     """Load a user's own weights (plain ``torch.save``, or one of ours) with ``weights_only=True``."""
     path = check_file_path("path", path)
-    _check_map_location(map_location)
+    check_map_location(map_location)
     data = read_bytes(path)
     if data.startswith(MAGIC):
         result = _decode(path, *_verified_payload(path, data), map_location)
