@@ -37,9 +37,10 @@ import onecycle as oc
 from onecycle import checkpoint as C
 from onecycle import resume as R
 from onecycle.atomic import atomic_write
-from onecycle.data import TensorLoader, load_task
+from onecycle.data import TensorLoader
 from onecycle.models import create_model
 from onecycle.recorder import Recorder
+from onecycle.tasks import load_task
 
 
 def stages(state: dict, folder: str) -> dict[str, float]:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
-from onecycle.data import Task, TensorLoader, cross_entropy
+from onecycle.data import TensorLoader
 from onecycle.metrics import accuracy
+from onecycle.tasks import Task, cross_entropy
 
 NOT_CALLABLE = 3
 

@@ -223,7 +223,7 @@ def test_config_file_and_override_reach_the_run(tmp_path):
     ("no_such_module_xyz:make", "task 'no_such_module_xyz:make': no module named 'no_such_module_xyz'"),
     ("_cli_task:missing", "task '_cli_task:missing': '_cli_task' has no attribute 'missing'"),
     ("_cli_task:NOT_CALLABLE", "task '_cli_task:NOT_CALLABLE' is not callable (a int)"),
-    ("_cli_task:not_a_task", "task '_cli_task:not_a_task' returned int, not onecycle.data.Task"),
+    ("_cli_task:not_a_task", "task '_cli_task:not_a_task' returned int, not onecycle.tasks.Task"),
     ("_cli_task:needs_a_path", "task '_cli_task:needs_a_path' cannot be called with no arguments: missing a "
                                "required argument: 'path'"),
     ("os:getcwd", "task 'os:getcwd' cannot be called with (seed=...)"),

@@ -198,7 +198,7 @@ def test_lstm_trains_across_batches_with_truncated_bptt():
 
 def test_mlp_learns_digits(monkeypatch, tmp_path):
     monkeypatch.setenv("ONECYCLE_CACHE", str(tmp_path))
-    from onecycle.data import load_task
+    from onecycle.tasks import load_task
 
     torch.manual_seed(0)
     task = load_task("digits")

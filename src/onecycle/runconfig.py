@@ -64,7 +64,7 @@ def _bad(key: str, must: str, value: Any) -> ConfigError:
 class FindConfig:
     """What builds a Learner, and the LR range test."""
     task: str = _opt("mnist1d", "built-in task (mnist1d, mnist1d_large, digits, charlm) or "
-                     "package.module:function returning an onecycle.data.Task")
+                     "package.module:function returning an onecycle.tasks.Task")
     model: str = _opt("", "model name (mlp, cnn, resnet1d, resnet20, resnet56, lstm) or package.module:function "
                       "(in_shape, n_out) -> nn.Module; empty: the task's")
     opt: str = _opt("sgd", "optimizer: sgd, adam, adamw, lars, lamb")
@@ -87,10 +87,10 @@ class FindConfig:
     quiet: bool = _opt(False, "print nothing but errors")
 
     def validate(self) -> None:
-        from .data import TASKS
         from .models import MODELS
         from .optim import OPTIMIZERS
         from .suggest import SUGGESTERS
+        from .tasks import TASKS
         if self.task not in TASKS and not is_ref(self.task):
             raise _bad("task", f"one of {sorted(TASKS)} or package.module:function", self.task)
         if self.model and self.model not in MODELS and not is_ref(self.model):

@@ -95,12 +95,12 @@ def _shown(args: tuple, kwargs: dict[str, Any]) -> str:
 def load_run_task(cfg: FindConfig) -> Any:
     """The task ``cfg.task`` names, built with ``batch_size`` (when set), ``seed`` (when the
     builder takes one) and ``task_opts``."""
-    from .data import TASKS, Task
+    from .tasks import TASKS, Task
     fn = TASKS[cfg.task] if cfg.task in TASKS else resolve_ref(cfg.task, "task")
     bs = {"batch_size": cfg.batch_size} if cfg.batch_size else {}
     task = _call_with(fn, cfg.task, "task", {**bs, **cfg.task_opts}, {"seed": cfg.seed})
     if not isinstance(task, Task):
-        raise ConfigError(f"task {cfg.task!r} returned {type(task).__name__}, not onecycle.data.Task", "task")
+        raise ConfigError(f"task {cfg.task!r} returned {type(task).__name__}, not onecycle.tasks.Task", "task")
     return task
 
 
