@@ -315,3 +315,12 @@ def test_changing_keys_raise():
     with pytest.raises(ValueError, match="'s'.*\\['b'\\].*\\['a'\\]"):
         acc.add(preds[2:], targets[2:], loss=3.0)
     assert acc.result() == {"val_loss": 1.0, "s_a": 1.0}  # the refused batch left nothing behind
+
+
+@pytest.mark.parametrize("name, lower", [
+    ("val_loss", True), ("train_loss", True), ("l1_loss", True), ("perplexity", True), ("bits_per_char", True),
+    ("error", True), ("accuracy", False), ("top_k_accuracy", False), ("MulticlassAccuracy", False), ("f1", False),
+])
+def test_lower_is_better_reads_the_direction_from_the_column_name(name, lower):
+    assert M.lower_is_better(name) is lower
+

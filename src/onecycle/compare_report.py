@@ -18,7 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .report import PLOTS, Page, fmt_seconds, fmt_value, history, is_fraction, lower_is_better, read_json
+from .metrics import lower_is_better
+from .report import PLOTS, Page, fmt_seconds, fmt_value, history, is_fraction, read_json
 
 __all__ = ["compare_outputs", "compare_rows", "compare_groups", "default_metric", "text_table", "geo_mean",
            "compare_summary", "plot_seeds", "plot_finders"]

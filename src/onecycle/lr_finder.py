@@ -100,13 +100,13 @@ class LRFindResult(Fastai07History):
     @property
     def outcome(self) -> str:
         """How the test ended, in plain words ("ran all 100 steps, up to LR 10")."""
-        from .plots import stop_words
+        from .suggest import stop_words
         return stop_words(self.stop_reason, self.lrs, self.num_it)
 
     def summary(self) -> str:
         """What ``lr_find`` prints: how the test ended, every rule's suggestion in plain words with
         the chosen one marked, and the notes."""
-        from .plots import RULE_NAMES
+        from .suggest import RULE_NAMES
         lines = [f"LR finder: {self.outcome}"]
         for rule, lr in self.suggestions.items():
             mark = "  <- suggestion" if rule == self.rule else ""

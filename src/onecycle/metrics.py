@@ -38,8 +38,8 @@ import torch.nn.functional as F
 
 from .batches import batch_size
 
-__all__ = ["accuracy", "top_k_accuracy", "perplexity", "bits_per_char", "metric_name", "named_metrics",
-           "metric_columns", "MetricAccumulator"]
+__all__ = ["accuracy", "top_k_accuracy", "perplexity", "bits_per_char", "lower_is_better", "metric_name",
+           "named_metrics", "metric_columns", "MetricAccumulator"]
 
 
 def _flat(preds: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,6 +79,18 @@ def bits_per_char(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy in bits (character-level language models)."""
     preds, targets = _flat(preds, targets)
     return F.cross_entropy(preds, targets) / math.log(2.0)
+
+
+# A metric's direction, read from its column name until metrics carry one: losses (``val_loss``,
+# ``train_loss``, a user's ``l1_loss``), perplexity, bits per character and error rates fall as a model
+# improves; everything else (accuracy, F1, AUROC...) rises.
+_LOWER_IS_BETTER = ("perplexity", "bits_per_char", "error")
+
+
+def lower_is_better(name: str) -> bool:
+    """Whether a smaller value of the metric column ``name`` is better (the "best" epoch, the star in
+    the plots, the reports' best runs): the one home of a metric's direction."""
+    return "loss" in name or name in _LOWER_IS_BETTER
 
 
 def metric_name(metric: object) -> str:

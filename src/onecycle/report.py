@@ -22,7 +22,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["redraw", "draw_plots", "run_report", "overlay_runs", "summarize", "lower_is_better", "is_fraction",
+from .metrics import lower_is_better
+
+__all__ = ["redraw", "draw_plots", "run_report", "overlay_runs", "summarize", "is_fraction",
            "fmt_value", "fmt_seconds", "read_json", "Page", "PLOTS", "best_of"]
 
 # Plots a folder may hold, in the order the report shows them.
@@ -41,10 +43,6 @@ _FRACTION_WORDS = ("acc", "precision", "recall", "f1", "auroc", "auc", "iou", "d
 
 
 # ---- numbers ---------------------------------------------------------------------------------------
-def lower_is_better(metric: str) -> bool:
-    return "loss" in metric or metric in ("perplexity", "bits_per_char", "error")
-
-
 def is_fraction(name: str) -> bool:
     """Accuracy-like metrics (a fraction in [0, 1], shown as a percentage)."""
     low = name.lower()
@@ -367,7 +365,7 @@ def epoch_table(rec: Any) -> tuple[list[str], list[list[Any]], int | None]:
 
 
 def _finder_table(page: Page, finder: dict, folder: Path) -> None:
-    from .plots import RULE_NAMES, stop_words
+    from .suggest import RULE_NAMES, stop_words
     rules = list(finder["suggestions"])
     rows = [[k, v, RULE_NAMES.get(k, ""), "← chosen" if k == finder.get("rule") else ""]
             for k, v in finder["suggestions"].items()]

@@ -328,7 +328,7 @@ def _lr_find(learn: Any, cfg: FindConfig, run: _Run) -> Any:
 def _card_facts(run: _Run, cfg: FindConfig) -> dict[str, Any]:
     """What the report's card shows besides the results: task, model, optimizer, schedule, where the
     peak LR came from, the command that reproduces the run."""
-    from .plots import rule_name
+    from .suggest import rule_name
     resolved = run.meta["resolved"]
     finder = resolved.get("lr_find") or {}
     given = getattr(cfg, "lr", "auto") != "auto"
