@@ -18,10 +18,14 @@ import torch
 import onecycle.schedules as S
 from onecycle.checkpoint import safe_load
 from onecycle.cli import main
-from onecycle.runconfig import FitConfig, make_config
-from onecycle.runs import ConfigError, TensorBoardLogger, _Run, build_learner, schedules_for
+from onecycle.runconfig import ConfigError, FitConfig, make_config
+from onecycle.rundir import RunDir
+from onecycle.runs import schedules_for
 
 TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS))
+from test_tensorboard import _FakeWriter  # noqa: E402
+
 TINY = ["--task", "_cli_task:tiny", "--lr", "0.1", "--quiet"]
 
 
@@ -255,21 +259,6 @@ def test_user_task_trains(tmp_path):
     assert result["status"] == "finished" and result["final"]["accuracy"] > 0.5
 
 
-class _FakeWriter:
-    """Records what a ``torch.utils.tensorboard.SummaryWriter`` is given (the methods the logger calls)."""
-    made: list = []
-
-    def __init__(self, log_dir=None):
-        self.log_dir, self.scalars, self.flushes = log_dir, {}, 0
-        _FakeWriter.made.append(self)
-
-    def add_scalar(self, tag, value, step):
-        self.scalars.setdefault(tag, []).append((step, value))
-
-    def flush(self):
-        self.flushes += 1
-
-
 def test_tensorboard_missing_names_the_extra(tmp_path, monkeypatch, capsys):
     """Without the package (its import made to fail, whatever is installed): exit 2 naming the extra,
     before any run folder is made."""
@@ -301,20 +290,6 @@ def test_tensorboard_present_logs_every_scalar(tmp_path, monkeypatch):
     assert writer.scalars["metrics/accuracy"] == [(1, hist["metrics"]["accuracy"][0]),
                                                   (2, hist["metrics"]["accuracy"][1])]
     assert writer.flushes >= 2  # each epoch end
-
-
-def test_tensorboard_logger_with_a_learner():
-    cfg = make_config(FitConfig, [("test", {"task": "_cli_task:tiny", "quiet": True})])
-    learn, _ = build_learner(cfg)
-    writer = _FakeWriter()
-    learn.fit_one_cycle(2, 0.1, callbacks=[TensorBoardLogger(writer)])
-    iters = len(learn.recorder.losses)
-    assert iters == 2 * 16
-    assert [s for s, _ in writer.scalars["lr/group_0"]] == list(range(iters))
-    assert [v for _, v in writer.scalars["lr/group_0"]] == learn.recorder.group_lrs[0]
-    assert [v for _, v in writer.scalars["metrics/accuracy"]] == learn.recorder.metrics["accuracy"]
-    assert [v for _, v in writer.scalars["momentum"]] == learn.recorder.moms
-    assert [v for _, v in writer.scalars["loss/valid"]] == learn.recorder.val_losses
 
 
 def test_schedules_of_every_choice():
@@ -400,11 +375,11 @@ def test_resume_refuses_other_options_and_busy_or_foreign_folders(tmp_path, caps
     assert "drop --epochs" in capsys.readouterr().err
     assert main(["fit", "--resume", str(tmp_path)]) == 2
     assert "is not a run folder (no config.json)" in capsys.readouterr().err
-    first = _Run(tmp_path, {})
+    first = RunDir(tmp_path, {})
     with pytest.raises(ConfigError, match="in use by another onecycle process"):
-        _Run(tmp_path, {})
+        RunDir(tmp_path, {})
     first.close()
-    _Run(tmp_path, {}).close()
+    RunDir(tmp_path, {}).close()
 
 
 # ---- help ------------------------------------------------------------------------------------------

@@ -268,7 +268,7 @@ def test_compare_status_line_counts_cells_and_reads_their_epochs(tmp_path):
 ])
 def test_reproduce_command_round_trips(command, layer):
     from onecycle.runconfig import FindConfig
-    from onecycle.runs import reproduce_command
+    from onecycle.rundir import reproduce_command
     cls = FindConfig if command == "find" else FitConfig
     base = [("demo", {"task": "mnist1d", "name": "demo"})] if command == "demo" else []
     cfg = make_config(cls, [*base, ("test", layer)])

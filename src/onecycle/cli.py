@@ -174,7 +174,7 @@ def cmd_find(args: argparse.Namespace) -> int:
 def cmd_plot(args: argparse.Namespace) -> int:
     from .compare_report import compare_outputs
     from .report import fmt_value, overlay_runs, redraw, run_facts
-    from .runs import run_folder
+    from .rundir import run_folder
     folders = [Path(r) for r in args.runs]
     for f in folders:
         if not (f / "history.json").exists() and not (f / "compare.json").exists() and \
@@ -257,7 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # A run's time counts from the process start when this is the process's own command line (no
     # argv given: ``python -m onecycle``, the ``onecycle`` script), from now when called as a function.
-    from .runs import process_started
+    from .rundir import process_started
     args.started = process_started() if argv is None else time.perf_counter()
     try:
         with _sigterm_interrupts():

@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .report import fmt_seconds, fmt_value, read_json
+from .report import fmt_seconds, fmt_value
 from .runconfig import CompareConfig, FitConfig
-from .runs import run_folder, versions
+from .rundir import read_json, run_folder, versions
 
 __all__ = ["Cell", "prepare_cells", "run_cells", "compare", "LiveStatus"]
 

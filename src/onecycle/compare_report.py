@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from .metrics import lower_is_better
-from .report import PLOTS, Page, fmt_seconds, fmt_value, history, is_fraction, read_json
+from .report import PLOTS, Page, fmt_seconds, fmt_value, history, is_fraction
+from .rundir import read_json
 
 __all__ = ["compare_outputs", "compare_rows", "compare_groups", "default_metric", "text_table", "geo_mean",
            "compare_summary", "plot_seeds", "plot_finders"]

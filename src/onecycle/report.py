@@ -23,9 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from .metrics import lower_is_better
+from .rundir import read_json
 
 __all__ = ["redraw", "draw_plots", "run_report", "overlay_runs", "summarize", "is_fraction",
-           "fmt_value", "fmt_seconds", "read_json", "Page", "PLOTS", "best_of"]
+           "fmt_value", "fmt_seconds", "Page", "PLOTS", "best_of"]
 
 # Plots a folder may hold, in the order the report shows them.
 PLOTS = (("dashboard.png", "The run at a glance: LR, momentum, losses and metrics against epochs"),
@@ -101,14 +102,6 @@ def summarize(rec: Any) -> dict[str, Any]:
     bests = {n: best_of(v, lower_is_better(n)) for n, v in series.items()}
     return {"epochs_done": rec.n_epochs, "final": final, "best": {n: b[0] for n, b in bests.items()},
             "best_epoch": {n: b[1] for n, b in bests.items()}, "metric": metric, "train_seconds": sum(rec.times)}
-
-
-def read_json(path: Path) -> Any:
-    """The JSON in ``path``; None when it is missing or unreadable (a run that died early)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def history(folder: Path) -> Any:
