@@ -173,7 +173,8 @@ def cmd_find(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from .compare_report import compare_outputs
-    from .report import fmt_value, overlay_runs, redraw, run_facts
+    from .htmlpage import fmt_value
+    from .report import overlay_runs, redraw, run_facts
     from .rundir import run_folder
     folders = [Path(r) for r in args.runs]
     for f in folders:

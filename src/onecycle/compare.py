@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .report import fmt_seconds, fmt_value
+from .htmlpage import fmt_seconds, fmt_value
 from .runconfig import CompareConfig, FitConfig
 from .rundir import read_json, run_folder, versions
 

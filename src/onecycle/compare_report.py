@@ -18,8 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from .htmlpage import Page, fmt_seconds, fmt_value, is_fraction
 from .metrics import lower_is_better
-from .report import PLOTS, Page, fmt_seconds, fmt_value, history, is_fraction
+from .report import PLOTS, history
 from .rundir import read_json
 
 __all__ = ["compare_outputs", "compare_rows", "compare_groups", "default_metric", "text_table", "geo_mean",

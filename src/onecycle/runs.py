@@ -109,7 +109,7 @@ def _save_outputs(run: RunDir, result: dict[str, Any]) -> None:
 def summary_lines(result: dict[str, Any], folder: Path) -> list[str]:
     """The two or three lines a command ends with: the headline metric (best and final, with their
     epochs), where the time went, the report's path."""
-    from .report import fmt_seconds, fmt_value
+    from .htmlpage import fmt_seconds, fmt_value
     lines = []
     metric = result.get("metric")
     best, final = result.get("best", {}), result.get("final", {})
