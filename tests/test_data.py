@@ -198,6 +198,20 @@ def test_bad_data():
         loader.set_epoch(-1)
 
 
+def test_integer_arguments_are_checked_by_type_then_range():
+    x, y = _xy(10)
+    loader = TensorLoader(x, y, batch_size=2)
+    for call, error, message in (
+            (lambda: loader.shard(True, 2), TypeError, r"^rank must be an int in \[0, 1\], got True$"),
+            (lambda: loader.shard(-1, 2), ValueError, r"^rank must be an int in \[0, 1\], got -1$"),
+            (lambda: loader.set_epoch(1.0), TypeError, r"^epoch must be an int >= 0, got 1.0$"),
+            (lambda: LMLoader(torch.arange(100), 4, 8).set_epoch(False), TypeError, r"^epoch must be an int >= 0"),
+            (lambda: TensorLoader(x, y, seed=1.5), TypeError, r"^seed must be an int, got 1.5$")):
+        with pytest.raises(error, match=message):
+            call()
+    assert loader.shard(1, 2).rank == 1  # the top of the range is allowed
+
+
 # ---------------------------------------------------------------------------------------------- LMLoader
 
 def test_lm_loader_windows_shift_by_one():

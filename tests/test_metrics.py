@@ -20,6 +20,8 @@ def test_accuracy_and_top_k():
     assert M.top_k_accuracy(preds, targets, k=1).item() == pytest.approx(0.5)
     with pytest.raises(ValueError, match="k"):
         M.top_k_accuracy(preds, targets, k=0)
+    with pytest.raises(TypeError, match=r"^k must be an int >= 1, got True$"):  # once taken for k=1
+        M.top_k_accuracy(preds, targets, k=True)
 
 
 def test_sequence_outputs_are_flattened():

@@ -110,6 +110,9 @@ def test_cifar_resnet_sizes_and_shortcuts():
     (("resnet20", (3, 32, 32), 10), {"shortcut": "C"}, ValueError),
     (("mlp", (64,), 10), {"dropout": 1.5}, ValueError),
     (("lstm", (16,), 10), {"weight_p": -0.1}, ValueError),
+    (("mlp", (64,), 10), {"dropout": "0.1"}, TypeError),
+    (("lstm", (16,), 10), {"embed_p": 1.0}, ValueError),
+    (("resnet20", (3, 32, 32), 10), {"depth": 20.0}, TypeError),
 ])
 def test_bad_arguments(args, kwargs, error):
     with pytest.raises(error, match=r"name|in_shape|n_out|short|channels|depth|shortcut|dropout|_p"):

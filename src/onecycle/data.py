@@ -74,8 +74,7 @@ class TensorLoader:
                 raise ValueError(f"tensors[{i}] has shape {tuple(t.shape)}; all tensors need first dim {n}")
         if n == 0:
             raise ValueError("tensors must hold at least one sample, got 0")
-        if isinstance(seed, bool) or not isinstance(seed, int):
-            raise TypeError(f"seed must be an int, got {seed!r}")
+        check_int("seed", seed)
         self.tensors, self.n, self.seed = data, n, seed
         self.batch_size = check_int("batch_size", batch_size, 1)
         self.shuffle = check_bool("shuffle", shuffle)
@@ -102,8 +101,7 @@ class TensorLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Make the next pass yield epoch ``epoch`` (0-based)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        check_int("epoch", epoch, 0)
         self.epoch = epoch
 
     def _permutation(self, epoch: int) -> torch.Tensor:
@@ -172,8 +170,7 @@ class TensorLoader:
         yielded, so all ranks take the same number of steps).
         """
         check_int("world_size", world_size, 1)
-        if isinstance(rank, bool) or not isinstance(rank, int) or not 0 <= rank < world_size:
-            raise ValueError(f"rank must be an int in [0, {world_size}), got {rank!r}")
+        check_int("rank", rank, 0, world_size - 1)
         if self.world_size != 1:
             raise ValueError(f"shard a single-process loader, not one already sharded (world_size "
                              f"{self.world_size})")
@@ -220,8 +217,7 @@ class LMLoader:
 
     def set_epoch(self, epoch: int) -> None:
         """Record the epoch (kept for the loader protocol; the order never changes)."""
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"epoch must be a non-negative int, got {epoch!r}")
+        check_int("epoch", epoch, 0)
         self.epoch = epoch
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from .batches import batch_size
+from .checks import check_int
 
 __all__ = ["accuracy", "top_k_accuracy", "perplexity", "bits_per_char", "lower_is_better", "metric_name",
            "named_metrics", "metric_columns", "MetricAccumulator"]
@@ -57,8 +58,7 @@ def accuracy(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def top_k_accuracy(preds: torch.Tensor, targets: torch.Tensor, k: int = 5) -> torch.Tensor:
     """Fraction of samples whose target is among the ``k`` highest scores."""
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    check_int("k", k, 1)
     preds, targets = _flat(preds, targets)
     top = preds.topk(min(k, preds.shape[-1]), dim=-1).indices
     return (top == targets.unsqueeze(-1)).any(dim=-1).float().mean()

@@ -274,6 +274,5 @@ def load_task(name: str, batch_size: int | None = None, seed: int = 0, device: D
         raise ValueError(f"name must be one of {sorted(TASKS)}, got {name!r}")
     if batch_size is not None:
         check_int("batch_size", batch_size, 1)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {seed!r}")
+    check_int("seed", seed)
     return TASKS[name](batch_size=batch_size, seed=seed, device=device, **options)
