@@ -64,6 +64,13 @@ def tiny(batch_size: int = 16, seed: int = 0, n: int = 256, slow: float = 0.0, g
     return Task("tiny", train, valid, cross_entropy, [accuracy], (8,), 4, "mlp")
 
 
+def oddly_named(batch_size: int = 16, seed: int = 0) -> Task:
+    """``tiny`` under a name with path separators in it (the run folder's default name holds it)."""
+    task = tiny(batch_size, seed)
+    task.name = "../up/and\\back"
+    return task
+
+
 def broken(batch_size: int = 16, seed: int = 0) -> Task:
     raise RuntimeError("broken task: the data is gone")
 

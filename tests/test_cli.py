@@ -195,6 +195,73 @@ def test_command_line_errors_name_the_key(capsys):
     assert "--epochs: invalid int value: 'two'" in capsys.readouterr().err
 
 
+BAD_NAMES = ["x/../../../elsewhere", "a/b", "..", ".", "a\\b", "nul\0byte", "/abs"]
+NAME_RULE = "name must be one path component (not empty, '.' or '..'; no '/', '\\' or NUL)"
+
+
+def _nothing_written(root: Path) -> bool:
+    return [p for p in root.rglob("*") if p.name not in ("run.toml", "grid.toml", "config.json")] == []
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_a_run_name_that_is_not_one_path_component_is_refused_from_the_command_line(tmp_path, capsys, name):
+    """``--name 'x/../../../elsewhere'`` once wrote its run folder two levels above ``--out``."""
+    out = tmp_path / "a" / "b" / "runs"
+    for argv in (["fit", *TINY, "--epochs", "1"], ["find", "--task", "_cli_task:tiny", "--quiet"]):
+        assert main([*argv, "--name", name, "--out", str(out)]) == 2
+        assert f"command line: {NAME_RULE}, got {name!r}" in capsys.readouterr().err
+    assert list(tmp_path.rglob("*")) == []  # refused before anything was written, anywhere
+
+
+def test_a_run_name_from_a_config_file_or_a_runs_config_json_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("run.toml").write_text('name = "../up"\n')
+    assert main(["fit", *TINY, "--config", "run.toml"]) == 2
+    assert f"run.toml: {NAME_RULE}, got '../up'" in capsys.readouterr().err
+    meta = {"command": "fit", "config": {"task": "_cli_task:tiny", "lr": "0.1", "name": "a/b", "epochs": 1},
+            "versions": {}}  # a run's config.json, reused with --config or resumed
+    Path("config.json").write_text(json.dumps(meta))
+    assert main(["fit", "--config", "config.json"]) == 2
+    assert f"config.json: {NAME_RULE}, got 'a/b'" in capsys.readouterr().err
+    assert main(["fit", "--resume", "."]) == 2
+    assert f"config.json: {NAME_RULE}, got 'a/b'" in capsys.readouterr().err
+    assert _nothing_written(tmp_path)
+
+
+def test_a_cell_or_compare_name_from_a_grid_file_or_the_command_line_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    grid = Path("grid.toml")
+    grid.write_text('task = "_cli_task:tiny"\nlr = "0.1"\n[grid]\nname = ["ok", "../../out"]\n')
+    assert main(["compare", "--grid", "grid.toml", "--out", "runs"]) == 2
+    assert f"grid.toml [grid]: {NAME_RULE}, got '../../out'" in capsys.readouterr().err
+    grid.write_text('name = "a/b"\ntask = "_cli_task:tiny"\n')  # the compare's own name
+    assert main(["compare", "--grid", "grid.toml", "--out", "runs"]) == 2
+    assert f"grid.toml: {NAME_RULE}, got 'a/b'" in capsys.readouterr().err
+    for name in ("..", ""):  # a compare has no name to fall back on: empty is refused too
+        assert main(["compare", *TINY, "--seed", "0", "1", "--name", name, "--out", "runs"]) == 2
+        assert f"command line: {NAME_RULE}, got {name!r}" in capsys.readouterr().err
+    grid.write_text('task = "_cli_task:tiny"\nlr = "0.1"\n[grid]\nepochs = [1, 0]\n')  # origins of other keys
+    assert main(["compare", "--grid", "grid.toml", "--out", "runs"]) == 2
+    assert "grid.toml [grid]: epochs must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["compare", "--grid", "grid.toml", "--epochs", "2", "0", "--out", "runs"]) == 2
+    assert "command line: epochs must be >= 1, got 0" in capsys.readouterr().err
+    assert _nothing_written(tmp_path)
+
+
+def test_an_overlay_name_is_one_path_component(tmp_path, capsys):
+    assert main(["plot", str(tmp_path), str(tmp_path), "--name", "../x", "--out", str(tmp_path / "o")]) == 2
+    assert f"command line: {NAME_RULE}, got '../x'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_default_run_name_is_made_one_path_component(tmp_path):
+    """A user task's name goes into the default run name; its separators become underscores."""
+    assert main(["fit", "--task", "_cli_task:oddly_named", "--lr", "0.1", "--quiet", "--epochs", "1",
+                 "--out", str(tmp_path)]) == 0
+    (folder,) = tmp_path.iterdir()
+    assert folder.name.endswith("-_up_and_back-mlp-sgd-cos") and (folder / "model.pt").is_file()
+
+
 def test_grid_file_unknown_key(tmp_path, capsys):
     grid = tmp_path / "grid.toml"
     grid.write_text("[grid]\noptt = ['sgd']\n")

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
-from .runconfig import ConfigError, FindConfig, make_config
+from .runconfig import ConfigError, FindConfig, check_name, make_config
 
 __all__ = ["RunDir", "run_folder", "read_json", "read_run_config", "versions", "is_main_process", "process_started",
            "reproduce_command"]
@@ -52,8 +52,9 @@ def versions() -> dict[str, Any]:
 
 
 def run_folder(out: str, name: str) -> Path:
-    """A new folder ``<out>/<time>-<name>`` (suffixed ``-2``, ``-3``... if it exists)."""
-    base = Path(out) / f"{time.strftime('%Y%m%d-%H%M%S')}-{name}"
+    """A new folder ``<out>/<time>-<name>`` (suffixed ``-2``, ``-3``... if it exists); ``name`` must be
+    one path component (``runconfig.check_name``), so the folder is always directly inside ``out``."""
+    base = Path(out) / f"{time.strftime('%Y%m%d-%H%M%S')}-{check_name('name', name)}"
     folder, k = base, 1
     while True:
         try:
@@ -64,9 +65,14 @@ def run_folder(out: str, name: str) -> Path:
             folder = base.with_name(f"{base.name}-{k}")
 
 
+def _component(text: str) -> str:
+    """A name made from parts (a user task's name among them) as one path component."""
+    return "".join("_" if c in "/\\\0" else c for c in text).strip(".") or "run"
+
+
 def _new_folder(cfg: FindConfig, default_name: str) -> Path:
     if not cfg.run_dir:
-        return run_folder(cfg.out, cfg.name or default_name)
+        return run_folder(cfg.out, cfg.name or _component(default_name))
     folder = Path(cfg.run_dir)
     if (folder / "config.json").exists():
         raise ConfigError(f"run_dir {cfg.run_dir!r} already holds a run: continue it with --resume {cfg.run_dir}",
