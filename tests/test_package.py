@@ -72,6 +72,33 @@ def test_no_import_cycles():
     assert "onecycle.plots" not in graph["onecycle.learner"] and "onecycle.recorder" not in graph["onecycle.plots"]
 
 
+# The command line and its outputs: run folders, reports, grids. Nothing else imports them.
+CLI_LAYER = {"onecycle.cli", "onecycle.__main__", "onecycle.runconfig", "onecycle.runs", "onecycle.runbuild",
+             "onecycle.rundir", "onecycle.run_callbacks", "onecycle.compare", "onecycle.compare_report",
+             "onecycle.report", "onecycle.htmlpage"}
+
+
+def test_layers_point_down():
+    """The leaves import only ``checks`` (metrics also ``batches``); the file layers stack atomic <
+    checkpoint < weights; no module below the command line imports it, plots or an integration."""
+    graph = _graph()
+    leaves = {"onecycle.checks": set(), "onecycle.batches": set(), "onecycle.rng": set(),
+              "onecycle.data": {"onecycle.checks"}, "onecycle.suggest": {"onecycle.checks"},
+              "onecycle.schedules": {"onecycle.checks"}, "onecycle.models": {"onecycle.checks"},
+              "onecycle.atomic": {"onecycle.checks"}, "onecycle.metrics": {"onecycle.batches", "onecycle.checks"},
+              "onecycle.checkpoint": {"onecycle.atomic", "onecycle.checks"},
+              "onecycle.weights": {"onecycle.atomic", "onecycle.checkpoint", "onecycle.checks"}}
+    for name, allowed in leaves.items():
+        assert graph[name] <= allowed, (name, graph[name] - allowed)
+    edge = ("onecycle.plots", "onecycle.integrations")
+    core = [n for n in graph if n not in CLI_LAYER and not n.startswith(edge)]
+    assert "onecycle.learner" in core and "onecycle.tasks" in core
+    for name in core:
+        up = {d for d in graph[name] if d in CLI_LAYER or (d.startswith(edge) and name not in
+                                                           ("onecycle.recorder", "onecycle.lr_finder"))}
+        assert not up, (name, up)
+
+
 def _importers(target, graph):
     """Modules (outside ``target``'s own package) that import ``target`` or one of its submodules."""
     return {n for n, deps in graph.items() if not (n + ".").startswith(target + ".")
