@@ -1,7 +1,6 @@
-"""The checkpoint file format: crash-safe, verified, unpickling-safe (the layer under ``resume``).
+"""The training checkpoint's file format (``last.ckpt``; ``resume`` decides what it holds): crash-safe,
+verified, unpickling-safe. Weights files (``Learner.save``, ``model.pt``) are plain ``torch.save``: ``weights``.
 
-On-disk format
---------------
 A onecycle checkpoint is ONE file: a single ASCII header line followed by the payload::
 
     ONECYCLE-CKPT v2 <sha256 of payload, 64 hex digits> <payload length in bytes>\\n
