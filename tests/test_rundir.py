@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import types
 
 import pytest
 
@@ -16,7 +17,8 @@ from onecycle.rundir import read_json, run_folder
 def test_run_folders_are_made_directly_inside_out_with_unique_names(tmp_path, monkeypatch):
     out = tmp_path / "deep" / "runs"
     assert re.fullmatch(r"\d{8}-\d{6}-demo", run_folder(str(out), "demo").name)
-    monkeypatch.setattr(rundir.time, "strftime", lambda fmt: "20240102-030405")  # three runs in one second
+    frozen = types.SimpleNamespace(strftime=lambda fmt: "20240102-030405")  # three runs in one second
+    monkeypatch.setattr(rundir, "time", frozen)
     made = [run_folder(str(out), "demo") for _ in range(3)]
     assert [f.name for f in made] == ["20240102-030405-demo", "20240102-030405-demo-2", "20240102-030405-demo-3"]
     assert all(f.parent == out and f.is_dir() for f in made)

@@ -200,7 +200,7 @@ def _compare_page(folder: Path, data: dict, header: list[str], rows: list[list[A
     return page.write(folder / "report.html")
 
 
-# ---- the data of compare's own figures (plots.py draws them) -----------------------------------------
+# ---- the data of compare's own figures (onecycle.plots draws them) --------------------------------
 def plot_seeds(groups: dict[str, list[dict]], metric: str, save: Path) -> Any:
     """One row per configuration: a dot per seed's final ``metric``, a bar at their mean."""
     from .plots import plot_seed_dots
