@@ -36,9 +36,11 @@ import torch
 import onecycle as oc
 from onecycle import checkpoint as C
 from onecycle import resume as R
-from onecycle.data import TensorLoader, load_task
+from onecycle.atomic import atomic_write
+from onecycle.data import TensorLoader
 from onecycle.models import create_model
 from onecycle.recorder import Recorder
+from onecycle.tasks import load_task
 
 
 def stages(state: dict, folder: str) -> dict[str, float]:
@@ -56,7 +58,7 @@ def stages(state: dict, folder: str) -> dict[str, float]:
         digest.update(chunk)
     header = C.MAGIC + f" v2 {digest.hexdigest()} {sum(memoryview(c).nbytes for c in chunks)}\n".encode("ascii")
     t.append(time.perf_counter())
-    C._atomic_write(os.path.join(folder, "last.ckpt"), [header, *chunks])
+    atomic_write(os.path.join(folder, "last.ckpt"), [header, *chunks])
     t.append(time.perf_counter())
     names = ("pack", "index torch.save", "sha256", "write+fsync")
     return {n: b - a for n, a, b in zip(names, t, t[1:])}

@@ -25,8 +25,8 @@ import time
 import torch
 
 import onecycle as oc
-from onecycle.data import load_task
 from onecycle.models import create_model
+from onecycle.tasks import load_task
 
 
 def main() -> None:

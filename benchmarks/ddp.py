@@ -26,8 +26,8 @@ def child(epochs: int, global_batch: int, task_name: str) -> None:
     import torch.distributed as dist
 
     import onecycle as oc
-    from onecycle.data import load_task
     from onecycle.models import create_model
+    from onecycle.tasks import load_task
     torch.set_num_threads(1)
     world = int(os.environ.get("WORLD_SIZE", 1))
     task = load_task(task_name, batch_size=global_batch // world, device="cpu")

@@ -19,8 +19,8 @@ import time
 import torch
 
 from onecycle import Learner
-from onecycle.data import load_task
 from onecycle.models import create_model
+from onecycle.tasks import load_task
 
 
 def make_learner(task, seed: int = 0) -> Learner:

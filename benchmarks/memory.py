@@ -86,7 +86,7 @@ def vm_hwm_mb() -> float:
 def prepare(task, path) -> None:
     import numpy as np
 
-    from onecycle.data import load_task
+    from onecycle.tasks import load_task
     t = load_task(task, device="cpu")
     (x, y), (xv, yv) = t.train_dl.tensors, t.valid_dl.tensors
     np.savez(path, x=x.numpy(), y=y.numpy(), xv=xv.numpy(), yv=yv.numpy())

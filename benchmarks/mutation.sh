@@ -20,6 +20,9 @@ TARGETS=(
   "optim/scheduler|optim/scheduler.py|tests/test_scheduler.py|"
   "suggest|suggest.py|tests/test_suggest.py|"
   "checkpoint|checkpoint.py|tests/test_checkpoint.py|"
+  "atomic|atomic.py|tests/test_atomic.py|"
+  "rng|rng.py|tests/test_rng.py|"
+  "weights|weights.py|tests/test_weights.py|"
   # the in-process resume tests: the SIGKILL cases fork a driver of 20+ jobs (minutes per mutant), and
   # a killed mutant leaves the one test with persistent worker processes waiting ~30 s on them
   "resume|resume.py|tests/test_resume.py|-k 'not sigkill and not resume_inexact'"

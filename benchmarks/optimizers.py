@@ -17,8 +17,8 @@ import time
 import torch
 
 import onecycle as oc
-from onecycle.data import load_task
 from onecycle.models import create_model
+from onecycle.tasks import load_task
 
 PEAKS = {"sgd": (0.1, 0.25, 0.5), "adamw": (0.01, 0.02, 0.05), "lars": (3.0, 10.0, 30.0), "lamb": (0.01, 0.03, 0.1)}
 

@@ -23,8 +23,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import onecycle as oc
 from _hand import hand_written  # benchmarks/, the script's folder
-from onecycle.data import TensorLoader, load_task
+from onecycle.data import TensorLoader
 from onecycle.models import create_model
+from onecycle.tasks import load_task
 
 
 def ours(model, train_dl, valid_dl, epochs, lr, groups=None):

@@ -40,8 +40,9 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 import onecycle as oc
-from onecycle.data import TensorLoader, load_task
+from onecycle.data import TensorLoader
 from onecycle.models import create_model
+from onecycle.tasks import load_task
 
 LR = 0.1
 

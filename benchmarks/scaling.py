@@ -24,8 +24,9 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import _hand  # benchmarks/, the script's folder
 import onecycle as oc
-from onecycle.data import TensorLoader, load_task
+from onecycle.data import TensorLoader
 from onecycle.models import create_model
+from onecycle.tasks import load_task
 
 # name -> (model kwargs, training samples used, batch sizes: None = all of --batch-sizes)
 MODELS = {

@@ -34,10 +34,10 @@ import time
 import torch
 
 from onecycle import Learner
-from onecycle.data import load_task
 from onecycle.models import create_model
 from onecycle.resume import NonFiniteLossError
 from onecycle.suggest import DEFAULT_RULE, SUGGESTERS
+from onecycle.tasks import load_task
 
 # denser near the optimum: accuracy after 20 epochs drops fast on both sides of it
 SWEEPS = {"sgd": [0.03, 0.1, 0.2, 0.25, 0.3, 0.35, 0.5, 1.0],

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
-from onecycle.data import Task, TensorLoader, cross_entropy
+from onecycle.data import TensorLoader
 from onecycle.metrics import accuracy
+from onecycle.tasks import Task, cross_entropy
 
 NOT_CALLABLE = 3
 
@@ -61,6 +62,13 @@ def tiny(batch_size: int = 16, seed: int = 0, n: int = 256, slow: float = 0.0, g
     if slow or gate:
         train = SlowLoader(train, slow, gate, gate_at)
     return Task("tiny", train, valid, cross_entropy, [accuracy], (8,), 4, "mlp")
+
+
+def oddly_named(batch_size: int = 16, seed: int = 0) -> Task:
+    """``tiny`` under a name with path separators in it (the run folder's default name holds it)."""
+    task = tiny(batch_size, seed)
+    task.name = "../up/and\\back"
+    return task
 
 
 def broken(batch_size: int = 16, seed: int = 0) -> Task:

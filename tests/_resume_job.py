@@ -25,7 +25,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler
 
 import onecycle as oc
 from onecycle import resume as R
-from onecycle.checkpoint import get_rng_state
+from onecycle.rng import get_rng_state
 
 EPOCHS, N_TRAIN, BATCH, EVERY = 3, 96, 8, 5  # 12 steps an epoch: checkpoints at steps 5, 10, 12, 15, 20, 24, ...
 LOADERS = ("shuffle", "generator", "sampler", "batch_sampler", "workers", "stateful", "stateful_workers")

@@ -18,10 +18,14 @@ import torch
 import onecycle.schedules as S
 from onecycle.checkpoint import safe_load
 from onecycle.cli import main
-from onecycle.runconfig import FitConfig, make_config
-from onecycle.runs import ConfigError, TensorBoardLogger, _Run, build_learner, schedules_for
+from onecycle.runconfig import ConfigError, FitConfig, make_config
+from onecycle.rundir import RunDir
+from onecycle.runs import schedules_for
 
 TESTS = Path(__file__).parent
+sys.path.insert(0, str(TESTS))
+from test_tensorboard import _FakeWriter  # noqa: E402
+
 TINY = ["--task", "_cli_task:tiny", "--lr", "0.1", "--quiet"]
 
 
@@ -191,6 +195,73 @@ def test_command_line_errors_name_the_key(capsys):
     assert "--epochs: invalid int value: 'two'" in capsys.readouterr().err
 
 
+BAD_NAMES = ["x/../../../elsewhere", "a/b", "..", ".", "a\\b", "nul\0byte", "/abs"]
+NAME_RULE = "name must be one path component (not empty, '.' or '..'; no '/', '\\' or NUL)"
+
+
+def _nothing_written(root: Path) -> bool:
+    return [p for p in root.rglob("*") if p.name not in ("run.toml", "grid.toml", "config.json")] == []
+
+
+@pytest.mark.parametrize("name", BAD_NAMES)
+def test_a_run_name_that_is_not_one_path_component_is_refused_from_the_command_line(tmp_path, capsys, name):
+    """``--name 'x/../../../elsewhere'`` once wrote its run folder two levels above ``--out``."""
+    out = tmp_path / "a" / "b" / "runs"
+    for argv in (["fit", *TINY, "--epochs", "1"], ["find", "--task", "_cli_task:tiny", "--quiet"]):
+        assert main([*argv, "--name", name, "--out", str(out)]) == 2
+        assert f"command line: {NAME_RULE}, got {name!r}" in capsys.readouterr().err
+    assert list(tmp_path.rglob("*")) == []  # refused before anything was written, anywhere
+
+
+def test_a_run_name_from_a_config_file_or_a_runs_config_json_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    Path("run.toml").write_text('name = "../up"\n')
+    assert main(["fit", *TINY, "--config", "run.toml"]) == 2
+    assert f"run.toml: {NAME_RULE}, got '../up'" in capsys.readouterr().err
+    meta = {"command": "fit", "config": {"task": "_cli_task:tiny", "lr": "0.1", "name": "a/b", "epochs": 1},
+            "versions": {}}  # a run's config.json, reused with --config or resumed
+    Path("config.json").write_text(json.dumps(meta))
+    assert main(["fit", "--config", "config.json"]) == 2
+    assert f"config.json: {NAME_RULE}, got 'a/b'" in capsys.readouterr().err
+    assert main(["fit", "--resume", "."]) == 2
+    assert f"config.json: {NAME_RULE}, got 'a/b'" in capsys.readouterr().err
+    assert _nothing_written(tmp_path)
+
+
+def test_a_cell_or_compare_name_from_a_grid_file_or_the_command_line_is_refused(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    grid = Path("grid.toml")
+    grid.write_text('task = "_cli_task:tiny"\nlr = "0.1"\n[grid]\nname = ["ok", "../../out"]\n')
+    assert main(["compare", "--grid", "grid.toml", "--out", "runs"]) == 2
+    assert f"grid.toml [grid]: {NAME_RULE}, got '../../out'" in capsys.readouterr().err
+    grid.write_text('name = "a/b"\ntask = "_cli_task:tiny"\n')  # the compare's own name
+    assert main(["compare", "--grid", "grid.toml", "--out", "runs"]) == 2
+    assert f"grid.toml: {NAME_RULE}, got 'a/b'" in capsys.readouterr().err
+    for name in ("..", ""):  # a compare has no name to fall back on: empty is refused too
+        assert main(["compare", *TINY, "--seed", "0", "1", "--name", name, "--out", "runs"]) == 2
+        assert f"command line: {NAME_RULE}, got {name!r}" in capsys.readouterr().err
+    grid.write_text('task = "_cli_task:tiny"\nlr = "0.1"\n[grid]\nepochs = [1, 0]\n')  # origins of other keys
+    assert main(["compare", "--grid", "grid.toml", "--out", "runs"]) == 2
+    assert "grid.toml [grid]: epochs must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["compare", "--grid", "grid.toml", "--epochs", "2", "0", "--out", "runs"]) == 2
+    assert "command line: epochs must be >= 1, got 0" in capsys.readouterr().err
+    assert _nothing_written(tmp_path)
+
+
+def test_an_overlay_name_is_one_path_component(tmp_path, capsys):
+    assert main(["plot", str(tmp_path), str(tmp_path), "--name", "../x", "--out", str(tmp_path / "o")]) == 2
+    assert f"command line: {NAME_RULE}, got '../x'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_default_run_name_is_made_one_path_component(tmp_path):
+    """A user task's name goes into the default run name; its separators become underscores."""
+    assert main(["fit", "--task", "_cli_task:oddly_named", "--lr", "0.1", "--quiet", "--epochs", "1",
+                 "--out", str(tmp_path)]) == 0
+    (folder,) = tmp_path.iterdir()
+    assert folder.name.endswith("-_up_and_back-mlp-sgd-cos") and (folder / "model.pt").is_file()
+
+
 def test_grid_file_unknown_key(tmp_path, capsys):
     grid = tmp_path / "grid.toml"
     grid.write_text("[grid]\noptt = ['sgd']\n")
@@ -223,7 +294,7 @@ def test_config_file_and_override_reach_the_run(tmp_path):
     ("no_such_module_xyz:make", "task 'no_such_module_xyz:make': no module named 'no_such_module_xyz'"),
     ("_cli_task:missing", "task '_cli_task:missing': '_cli_task' has no attribute 'missing'"),
     ("_cli_task:NOT_CALLABLE", "task '_cli_task:NOT_CALLABLE' is not callable (a int)"),
-    ("_cli_task:not_a_task", "task '_cli_task:not_a_task' returned int, not onecycle.data.Task"),
+    ("_cli_task:not_a_task", "task '_cli_task:not_a_task' returned int, not onecycle.tasks.Task"),
     ("_cli_task:needs_a_path", "task '_cli_task:needs_a_path' cannot be called with no arguments: missing a "
                                "required argument: 'path'"),
     ("os:getcwd", "task 'os:getcwd' cannot be called with (seed=...)"),
@@ -253,21 +324,6 @@ def test_user_task_trains(tmp_path):
     assert main(["fit", *TINY, "--epochs", "2", "--out", str(tmp_path)]) == 0
     result = json.loads((_only_folder(tmp_path) / "result.json").read_text())
     assert result["status"] == "finished" and result["final"]["accuracy"] > 0.5
-
-
-class _FakeWriter:
-    """Records what a ``torch.utils.tensorboard.SummaryWriter`` is given (the methods the logger calls)."""
-    made: list = []
-
-    def __init__(self, log_dir=None):
-        self.log_dir, self.scalars, self.flushes = log_dir, {}, 0
-        _FakeWriter.made.append(self)
-
-    def add_scalar(self, tag, value, step):
-        self.scalars.setdefault(tag, []).append((step, value))
-
-    def flush(self):
-        self.flushes += 1
 
 
 def test_tensorboard_missing_names_the_extra(tmp_path, monkeypatch, capsys):
@@ -301,20 +357,6 @@ def test_tensorboard_present_logs_every_scalar(tmp_path, monkeypatch):
     assert writer.scalars["metrics/accuracy"] == [(1, hist["metrics"]["accuracy"][0]),
                                                   (2, hist["metrics"]["accuracy"][1])]
     assert writer.flushes >= 2  # each epoch end
-
-
-def test_tensorboard_logger_with_a_learner():
-    cfg = make_config(FitConfig, [("test", {"task": "_cli_task:tiny", "quiet": True})])
-    learn, _ = build_learner(cfg)
-    writer = _FakeWriter()
-    learn.fit_one_cycle(2, 0.1, callbacks=[TensorBoardLogger(writer)])
-    iters = len(learn.recorder.losses)
-    assert iters == 2 * 16
-    assert [s for s, _ in writer.scalars["lr/group_0"]] == list(range(iters))
-    assert [v for _, v in writer.scalars["lr/group_0"]] == learn.recorder.group_lrs[0]
-    assert [v for _, v in writer.scalars["metrics/accuracy"]] == learn.recorder.metrics["accuracy"]
-    assert [v for _, v in writer.scalars["momentum"]] == learn.recorder.moms
-    assert [v for _, v in writer.scalars["loss/valid"]] == learn.recorder.val_losses
 
 
 def test_schedules_of_every_choice():
@@ -400,11 +442,11 @@ def test_resume_refuses_other_options_and_busy_or_foreign_folders(tmp_path, caps
     assert "drop --epochs" in capsys.readouterr().err
     assert main(["fit", "--resume", str(tmp_path)]) == 2
     assert "is not a run folder (no config.json)" in capsys.readouterr().err
-    first = _Run(tmp_path, {})
+    first = RunDir(tmp_path, {})
     with pytest.raises(ConfigError, match="in use by another onecycle process"):
-        _Run(tmp_path, {})
+        RunDir(tmp_path, {})
     first.close()
-    _Run(tmp_path, {}).close()
+    RunDir(tmp_path, {}).close()
 
 
 # ---- help ------------------------------------------------------------------------------------------

@@ -561,7 +561,7 @@ BAD = [
     (dict(total_steps=10, three_phase="yes"), TypeError, r"^three_phase must be a bool, got 'yes'$", None),
     (dict(total_steps=10, hold=1), TypeError, r"^hold must be a bool, got 1$", "no hold"),
     (dict(total_steps=10, last_epoch=-2), ValueError, r"^last_epoch must be an int >= -1, got -2$", KeyError),
-    (dict(total_steps=10, last_epoch=1.5), TypeError, r"^last_epoch must be an int, got 1.5$", KeyError),
+    (dict(total_steps=10, last_epoch=1.5), TypeError, r"^last_epoch must be an int >= -1, got 1.5$", KeyError),
     (dict(total_steps=10, optimizer=_opt_adagrad), ValueError,
      r"^optimizer must support momentum or beta1 with `cycle_momentum` option enabled \(Adagrad has neither "
      r"'momentum' nor 'betas'; pass cycle_momentum=False\)$", ValueError),

@@ -18,9 +18,9 @@ from torch.utils.data import DataLoader, TensorDataset
 import onecycle as oc
 from onecycle import legacy
 from onecycle import lr_finder as lf
-from onecycle.checkpoint import get_rng_state, set_rng_state
 from onecycle.metrics import accuracy
 from onecycle.optim.groups import spread_lrs
+from onecycle.rng import get_rng_state, set_rng_state
 from onecycle.suggest import DEFAULT_RULE, SUGGESTERS
 from test_suggest import _ema
 

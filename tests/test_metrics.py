@@ -20,6 +20,8 @@ def test_accuracy_and_top_k():
     assert M.top_k_accuracy(preds, targets, k=1).item() == pytest.approx(0.5)
     with pytest.raises(ValueError, match="k"):
         M.top_k_accuracy(preds, targets, k=0)
+    with pytest.raises(TypeError, match=r"^k must be an int >= 1, got True$"):  # once taken for k=1
+        M.top_k_accuracy(preds, targets, k=True)
 
 
 def test_sequence_outputs_are_flattened():
@@ -315,3 +317,12 @@ def test_changing_keys_raise():
     with pytest.raises(ValueError, match="'s'.*\\['b'\\].*\\['a'\\]"):
         acc.add(preds[2:], targets[2:], loss=3.0)
     assert acc.result() == {"val_loss": 1.0, "s_a": 1.0}  # the refused batch left nothing behind
+
+
+@pytest.mark.parametrize("name, lower", [
+    ("val_loss", True), ("train_loss", True), ("l1_loss", True), ("perplexity", True), ("bits_per_char", True),
+    ("error", True), ("accuracy", False), ("top_k_accuracy", False), ("MulticlassAccuracy", False), ("f1", False),
+])
+def test_lower_is_better_reads_the_direction_from_the_column_name(name, lower):
+    assert M.lower_is_better(name) is lower
+

@@ -110,6 +110,9 @@ def test_cifar_resnet_sizes_and_shortcuts():
     (("resnet20", (3, 32, 32), 10), {"shortcut": "C"}, ValueError),
     (("mlp", (64,), 10), {"dropout": 1.5}, ValueError),
     (("lstm", (16,), 10), {"weight_p": -0.1}, ValueError),
+    (("mlp", (64,), 10), {"dropout": "0.1"}, TypeError),
+    (("lstm", (16,), 10), {"embed_p": 1.0}, ValueError),
+    (("resnet20", (3, 32, 32), 10), {"depth": 20.0}, TypeError),
 ])
 def test_bad_arguments(args, kwargs, error):
     with pytest.raises(error, match=r"name|in_shape|n_out|short|channels|depth|shortcut|dropout|_p"):
@@ -198,7 +201,7 @@ def test_lstm_trains_across_batches_with_truncated_bptt():
 
 def test_mlp_learns_digits(monkeypatch, tmp_path):
     monkeypatch.setenv("ONECYCLE_CACHE", str(tmp_path))
-    from onecycle.data import load_task
+    from onecycle.tasks import load_task
 
     torch.manual_seed(0)
     task = load_task("digits")

@@ -4,6 +4,8 @@ fastai 0.7 spellings in one module, the public API importable."""
 import ast
 import pathlib
 import re
+import subprocess
+import sys
 
 import onecycle as oc
 from onecycle import legacy
@@ -17,13 +19,14 @@ def _modules():
         yield ".".join(parts[:-1] if parts[-1] == "__init__" else parts), path
 
 
-def _imports(name, path):
-    """Package modules ``name`` imports, lazily or not, outside ``if TYPE_CHECKING:`` blocks."""
+def _imports(name, path, top_level=False):
+    """Package modules ``name`` imports, lazily or not (``top_level``: at import time only), outside
+    ``if TYPE_CHECKING:`` blocks."""
     tree = ast.parse(path.read_text())
     skip = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test)
             for child in node.body for n in ast.walk(child)}
     package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
-    for node in ast.walk(tree):
+    for node in (tree.body if top_level else ast.walk(tree)):
         if id(node) in skip or not isinstance(node, ast.ImportFrom) or not node.level:
             continue
         base = package.split(".")[: len(package.split(".")) - node.level + 1]
@@ -67,6 +70,71 @@ def test_no_import_cycles():
     # the layering the design names: the loop sits above the finder, recording below plotting
     assert "onecycle.lr_finder" in graph["onecycle.learner"] and "onecycle.learner" not in graph["onecycle.lr_finder"]
     assert "onecycle.plots" not in graph["onecycle.learner"] and "onecycle.recorder" not in graph["onecycle.plots"]
+
+
+# The command line and its outputs: run folders, reports, grids. Nothing else imports them.
+CLI_LAYER = {"onecycle.cli", "onecycle.__main__", "onecycle.runconfig", "onecycle.runs", "onecycle.runbuild",
+             "onecycle.rundir", "onecycle.run_callbacks", "onecycle.compare", "onecycle.compare_report",
+             "onecycle.report", "onecycle.htmlpage"}
+
+
+def test_layers_point_down():
+    """The leaves import only ``checks`` (metrics also ``batches``); the file layers stack atomic <
+    checkpoint < weights; no module below the command line imports it, plots or an integration."""
+    graph = _graph()
+    leaves = {"onecycle.checks": set(), "onecycle.batches": set(), "onecycle.rng": set(),
+              "onecycle.data": {"onecycle.checks"}, "onecycle.suggest": {"onecycle.checks"},
+              "onecycle.schedules": {"onecycle.checks"}, "onecycle.models": {"onecycle.checks"},
+              "onecycle.atomic": {"onecycle.checks"}, "onecycle.metrics": {"onecycle.batches", "onecycle.checks"},
+              "onecycle.checkpoint": {"onecycle.atomic", "onecycle.checks"},
+              "onecycle.weights": {"onecycle.atomic", "onecycle.checkpoint", "onecycle.checks"}}
+    for name, allowed in leaves.items():
+        assert graph[name] <= allowed, (name, graph[name] - allowed)
+    edge = ("onecycle.plots", "onecycle.integrations")
+    core = [n for n in graph if n not in CLI_LAYER and not n.startswith(edge)]
+    assert "onecycle.learner" in core and "onecycle.tasks" in core
+    for name in core:
+        up = {d for d in graph[name] if d in CLI_LAYER or (d.startswith(edge) and name not in
+                                                           ("onecycle.recorder", "onecycle.lr_finder"))}
+        assert not up, (name, up)
+
+
+def _importers(target, graph):
+    """Modules (outside ``target``'s own package) that import ``target`` or one of its submodules."""
+    return {n for n, deps in graph.items() if not (n + ".").startswith(target + ".")
+            and any((d + ".").startswith(target + ".") for d in deps)}
+
+
+def test_plotting_stays_at_the_edges():
+    """matplotlib is imported in onecycle.plots only; plots is imported by the output layer (reports)
+    and by the explicit ``.plot()`` conveniences, always lazily (inside the function), so training,
+    the finder and its summary never load it."""
+    mods = dict(_modules())
+    uses_mpl = {name for name, path in mods.items() for node in ast.walk(ast.parse(path.read_text()))
+                if isinstance(node, ast.Import | ast.ImportFrom)
+                and any((m or "").split(".")[0] == "matplotlib"
+                        for m in ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]))}
+    assert uses_mpl and all(n.startswith("onecycle.plots.") for n in uses_mpl), uses_mpl
+    graph = _graph()
+    assert _importers("onecycle.plots", graph) == {"onecycle.recorder", "onecycle.lr_finder", "onecycle.report",
+                                                   "onecycle.compare_report"}
+    at_import = {name for name, path in mods.items() if not name.startswith("onecycle.plots")
+                 and any((t + ".").startswith("onecycle.plots.") for t in _imports(name, path, top_level=True))}
+    assert at_import == set(), at_import
+    for leaf in ("onecycle.suggest", "onecycle.metrics", "onecycle.data", "onecycle.schedules", "onecycle.checks"):
+        assert not any(d.startswith(("onecycle.plots", "onecycle.report", "onecycle.cli")) for d in graph[leaf]), leaf
+    assert _importers("onecycle.plots", {"a": {"onecycle.plots.finder"}, "onecycle.plots.x": {"onecycle.plots"}}) \
+        == {"a"}  # negative control: the helper sees a submodule import and skips the package itself
+
+
+def test_the_finder_summary_loads_no_plotting():
+    code = ("import sys\nfrom onecycle.lr_finder import LRFindResult\n"
+            "r = LRFindResult(lrs=[1e-3, 1e-2], group_lrs=[[1e-3, 1e-2]], losses=[1.0, 0.5], smooth_losses=[1.0, 0.7],"
+            " suggestions={'valley': 1e-2}, suggestion=1e-2, rule='valley', stop_reason='completed', num_it=2)\n"
+            "assert 'valley' in r.summary() and r.outcome == 'ran all 2 steps, up to LR 0.01', r.summary()\n"
+            "print(sorted(m for m in sys.modules if m.startswith(('onecycle.plots', 'matplotlib'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
 
 
 def test_the_cycle_check_finds_a_cycle():  # negative control

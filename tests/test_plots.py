@@ -21,6 +21,7 @@ from onecycle import plots
 from onecycle.lr_finder import LRFindResult
 from onecycle.progress import Progress, finder_bar
 from onecycle.recorder import Recorder
+from onecycle.suggest import stop_words
 
 
 def _ema(values, beta):
@@ -79,8 +80,10 @@ def test_drawn_curves_are_the_curves_the_rules_read():
     assert all(ax.get_xscale() == "log" for ax in axes)
     fig = res.plot(n_skip=3, n_skip_end=0, smoothed=False)
     assert list(_curve(fig.axes[0])[1]) == res.losses[3:] and not _by_gid(fig.axes[0], "raw")
-    for bad in ({"n_skip": -1}, {"n_skip_end": 1.5}, {"band": 0.5}, {"div": 1}, {"ylim_factor": 0}):
-        with pytest.raises(ValueError):
+    for bad, error in (({"n_skip": -1}, ValueError), ({"n_skip_end": 1.5}, TypeError), ({"band": 0.5}, ValueError),
+                       ({"div": 1}, ValueError), ({"ylim_factor": 0}, ValueError), ({"div": True}, TypeError)):
+        (name, value), = bad.items()
+        with pytest.raises(error, match=rf"^{name} must be .*, got {value!r}$"):
             res.plot(**bad)
 
 
@@ -146,7 +149,7 @@ def test_title_says_why_the_test_stopped():
                  "stopped at LR 2.1 (step 41 of 100): the training loss became nan",
              "cancelled by a callback after 100 iterations": "cancelled by a callback after 100 steps, at LR 10"}
     for reason, words in cases.items():
-        assert plots.stop_words(reason, _finder().lrs, 100) == words
+        assert stop_words(reason, _finder().lrs, 100) == words
         assert _finder(stop=reason).plot().get_suptitle() == "LR range test: " + words
 
 

@@ -13,8 +13,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
+import torch
 
-from onecycle.checkpoint import safe_load
 from onecycle.cli import _given, _layers, build_parser, main
 from onecycle.compare import Cell, LiveStatus
 from onecycle.compare_report import compare_outputs, compare_rows, geo_mean
@@ -123,7 +123,7 @@ def test_card_shows_result_json(digits_run):
     assert facts["lr"][1] == f"{result['lr']:.3g}" and facts["n_params"][1] == f"{result['n_params']:,}"
     assert all(facts[f"time.{k}"][1].endswith(" s") for k in result["time"])
     # and result.json's values are the run's: against the files written beside it
-    weights = safe_load(folder / "model.pt")["model"]
+    weights = torch.load(folder / "model.pt", weights_only=True)  # a plain state_dict
     assert result["n_params"] == sum(t.numel() for t in weights.values())
     assert result["task"] == "digits" and result["model"] == "mlp" and result["opt"] == "adamw"
     lr_find = json.loads((folder / "lr_find.json").read_text())
@@ -268,7 +268,7 @@ def test_compare_status_line_counts_cells_and_reads_their_epochs(tmp_path):
 ])
 def test_reproduce_command_round_trips(command, layer):
     from onecycle.runconfig import FindConfig
-    from onecycle.runs import reproduce_command
+    from onecycle.rundir import reproduce_command
     cls = FindConfig if command == "find" else FitConfig
     base = [("demo", {"task": "mnist1d", "name": "demo"})] if command == "demo" else []
     cfg = make_config(cls, [*base, ("test", layer)])

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import onecycle as oc
 from onecycle import checkpoint as C
 from onecycle import resume as R
+from onecycle import rng
 from onecycle.checkpoint import CheckpointError, safe_load
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -184,7 +185,7 @@ def test_resume_after_error_restores_the_loaders_generator(tmp_path, reference, 
 @pytest.mark.parametrize("loader,k", OWNED)
 def test_negative_control_without_loader_generators(tmp_path, reference, monkeypatch, loader, k):
     """The same comparison fails when the loader's generators are neither captured nor restored."""
-    monkeypatch.setattr(C, "loader_generators", lambda dl: [])
+    monkeypatch.setattr(rng, "loader_generators", lambda dl: [])
     learn = _crash_and_resume(tmp_path, k, loader)
     with pytest.raises(AssertionError):
         assert_same(final_state(learn)["model"], reference(loader)["model"])

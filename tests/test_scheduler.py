@@ -240,8 +240,8 @@ def test_hyper_helpers_and_spread():
 
 @pytest.mark.parametrize("bad,arg", [
     (lambda o: Scheduler(o, 0), "total_steps must be an int >= 1, got 0"),
-    (lambda o: Scheduler(o, 2.5), "total_steps must be an int, got 2.5"),
-    (lambda o: Scheduler(o, True), "total_steps must be an int, got True"),
+    (lambda o: Scheduler(o, 2.5), "total_steps must be an int >= 1, got 2.5"),
+    (lambda o: Scheduler(o, True), "total_steps must be an int >= 1, got True"),
     (lambda o: Scheduler(o, 5, lr=S.const(1.0), rebase=1), "rebase must be a bool, got 1"),
     (lambda o: Scheduler("nope", 5), "optimizer must be a torch.optim.Optimizer, got str"),
     (lambda o: Scheduler(o, 5, lr=3.0), "lr"),

@@ -221,8 +221,8 @@ def test_slide_defaults_and_arguments_against_fastai():
     with pytest.raises(ValueError, match=r"^slide needs at least 3 finite points, got 2 \(of 2\)$"):
         sg.slide(LRS[:2], [1.0, 2.0], lr_diff=2)
     assert sg.slide(LRS[:3], [1.0, 2.0, 4.0], lr_diff=2, thresh=10.0) == LRS[0]  # lr_diff + 1 points suffice
-    for bad in (0, -1, True, 2.0, "2"):
-        with pytest.raises(ValueError, match=rf"^lr_diff must be an int >= 1, got {bad!r}$"):
+    for bad, error in ((0, ValueError), (-1, ValueError), (True, TypeError), (2.0, TypeError), ("2", TypeError)):
+        with pytest.raises(error, match=rf"^lr_diff must be an int >= 1, got {bad!r}$"):
             sg.slide(LRS, [1.0] * 8, lr_diff=bad)
 
 
@@ -294,3 +294,23 @@ def test_median_suggestion_of_four_and_five():
     runs = [{"val_min": v} for v in (0.4, 0.1, 0.8, 0.2)]
     assert sg.median_suggestion(runs) == pytest.approx(math.sqrt(0.2 * 0.4))
     assert sg.median_suggestion(runs + [{"val_min": 0.3}]) == 0.3
+
+
+def test_every_rule_has_words_and_the_names_carry_their_key():
+    assert set(sg.RULE_NAMES) == set(sg.SUGGESTERS)
+    assert sg.rule_name("valley") == "halfway down the training-loss valley (valley)"
+    assert sg.rule_name("val_min") == "lowest validation loss / 2 (val_min)"
+    assert sg.rule_name("my_rule") == "my_rule"  # a rule without words is named by its key
+
+
+def test_stop_words_name_where_the_test_stopped():
+    lrs = [1e-3, 1e-2, 0.1, 1.0]
+    assert sg.stop_words("completed num_it=4 iterations", lrs, 4) == "ran all 4 steps, up to LR 1"
+    assert sg.stop_words("completed", lrs) == "ran all 4 steps, up to LR 1"  # num_it unknown: the points
+    assert sg.stop_words("diverged at iteration 2 (lr 0.1): smoothed loss 9 above 4.5", lrs, 4) == \
+        "stopped at LR 0.1 (step 3 of 4): the smoothed training loss blew up to 9, past its limit 4.5"
+    assert sg.stop_words("non-finite loss inf at iteration 0 (lr 0.001)", lrs) == \
+        "stopped at LR 0.001 (step 1 of ?): the training loss became inf"
+    assert sg.stop_words("cancelled by a callback", lrs[:2]) == "cancelled by a callback after 2 steps, at LR 0.01"
+    assert sg.stop_words("", []) == "LR range test" and sg.stop_words("other reason") == "other reason"
+

@@ -14,7 +14,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 __all__ = ["check_number", "check_int", "check_bool", "check_type", "check_callable", "check_choice", "check_device",
-           "is_scalar", "per_group", "check_loader", "loader_len", "check_keywords", "warn"]
+           "check_path", "check_file_path", "is_scalar", "per_group", "check_loader", "loader_len", "check_keywords",
+           "warn"]
 
 
 def is_scalar(value: object) -> bool:
@@ -43,12 +44,17 @@ def check_number(name: str, value: object, *, low: float | None = None, high: fl
     return v
 
 
-def check_int(name: str, value: object, low: int | None = None) -> int:
-    """``value`` when it is an int (not a bool) of at least ``low``."""
+def check_int(name: str, value: object, low: int | None = None, high: int | None = None) -> int:
+    """``value`` when it is an int (not a bool) in ``[low, high]`` (either end may be open: None).
+    The message says the whole requirement, for a wrong type too: ``n must be an int >= 1, got 2.0``."""
+    if low is not None and high is not None:
+        want = f"an int in [{low}, {high}]"
+    else:
+        want = "an int" + (f" >= {low}" if low is not None else f" <= {high}" if high is not None else "")
     if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {value!r}")
-    if low is not None and value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
+        raise TypeError(f"{name} must be {want}, got {value!r}")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise ValueError(f"{name} must be {want}, got {value!r}")
     return value
 
 
@@ -88,6 +94,25 @@ def check_type(name: str, value: object, kind: type | tuple[type, ...]) -> Any:
         want = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
         raise TypeError(f"{name} must be a {want}, got {type(value).__name__}")
     return value
+
+
+def check_path(name: str, value: object) -> str:
+    """``value`` (a ``str`` or ``os.PathLike``, not empty) as a ``str``."""
+    if not isinstance(value, str | os.PathLike):
+        raise TypeError(f"{name} must be a str or os.PathLike, got {type(value).__name__}: {value!r}")
+    path = os.fsdecode(os.fspath(value))
+    if not path:
+        raise ValueError(f"{name} must not be empty, got {path!r}")
+    return path
+
+
+def check_file_path(name: str, value: object) -> str:
+    """``check_path``, naming a file rather than an existing folder (reading or replacing a folder as
+    a file would otherwise fail obscurely, deep inside a write)."""
+    path = check_path(name, value)
+    if os.path.isdir(path):
+        raise ValueError(f"{name} must be a file path, but {path!r} is a directory")
+    return path
 
 
 def per_group(name: str, value: object, n: int, **limits: Any) -> list[float]:

@@ -173,9 +173,13 @@ def cmd_find(args: argparse.Namespace) -> int:
 
 def cmd_plot(args: argparse.Namespace) -> int:
     from .compare_report import compare_outputs
-    from .report import fmt_value, overlay_runs, redraw, run_facts
-    from .runs import run_folder
+    from .htmlpage import fmt_value
+    from .report import overlay_runs, redraw, run_facts
+    from .runconfig import check_name
+    from .rundir import run_folder
     folders = [Path(r) for r in args.runs]
+    if len(folders) > 1:  # an overlay gets a folder of its own, <out>/<time>-<name>
+        check_name("name", args.name, "command line")
     for f in folders:
         if not (f / "history.json").exists() and not (f / "compare.json").exists() and \
                 not (f / "lr_find.json").exists():
@@ -202,15 +206,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
     file_compare, file_base, axes = read_grid_file(path) if path else ({}, {}, {})
     ccfg = make_config(CompareConfig, [(path, file_compare), ("command line", _given(args, CompareConfig))])
     types, base = field_types(FitConfig), {}
+    origins = {key: f"{path} [grid]" for key in axes}  # where each axis came from, for its errors
     for key, value in _given(args, FitConfig).items():
         if key in _COMPARE_OWN:  # the compare's own --out/--name/--quiet, not the runs'
             continue
         if types[key] in (int, float, str) and len(value) > 1:
-            axes[key] = value  # several values on the command line: an axis, replacing the file's
+            axes[key], origins[key] = value, "command line"  # several values: an axis, replacing the file's
         else:
             axes.pop(key, None)
             base[key] = value[0] if types[key] in (int, float, str) else value
-    grid = expand_grid([(path, file_base), ("command line", base)], axes)
+    grid = expand_grid([(path, file_base), ("command line", base)], axes, origins)
     folder, signum = compare(ccfg, grid, {"axes": axes, "base": {**file_base, **base}, "argv": sys.argv[1:]})
     table = (folder / "summary.txt").read_text(encoding="utf-8")
     print(table + "\n".join(compare_summary(folder)) + f"\ncompare folder: {folder}")
@@ -257,7 +262,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     # A run's time counts from the process start when this is the process's own command line (no
     # argv given: ``python -m onecycle``, the ``onecycle`` script), from now when called as a function.
-    from .runs import process_started
+    from .rundir import process_started
     args.started = process_started() if argv is None else time.perf_counter()
     try:
         with _sigterm_interrupts():

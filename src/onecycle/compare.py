@@ -25,9 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .report import fmt_seconds, fmt_value, read_json
+from .htmlpage import fmt_seconds, fmt_value
 from .runconfig import CompareConfig, FitConfig
-from .runs import run_folder, versions
+from .rundir import read_json, run_folder, versions
 
 __all__ = ["Cell", "prepare_cells", "run_cells", "compare", "LiveStatus"]
 
@@ -55,7 +55,7 @@ def _slug(label: dict[str, Any]) -> str:
 def prepare_cells(folder: Path, grid: list[tuple[dict[str, Any], FitConfig]], jobs: int) -> list[Cell]:
     """A sub-folder per cell holding ``cell.json``, its full config (``run_dir`` included). Torch
     threads are shared out between the jobs."""
-    from .checkpoint import atomic_write_text
+    from .atomic import atomic_write_text
     threads = max(1, (os.cpu_count() or 1) // jobs)
     cells = []
     for i, (label, cfg) in enumerate(grid):
@@ -193,7 +193,7 @@ def compare(ccfg: CompareConfig, grid: list[tuple[dict[str, Any], FitConfig]], i
     """Run a grid of fits (``runconfig.expand_grid``) under one compare folder, ``ccfg.jobs`` at a
     time, then write its table, plots and report. Returns the folder and the signal that stopped it
     early (None when every run got its turn)."""
-    from .checkpoint import atomic_write_text
+    from .atomic import atomic_write_text
     from .compare_report import compare_outputs, default_metric
     start = time.perf_counter()
     folder = run_folder(ccfg.out, ccfg.name)

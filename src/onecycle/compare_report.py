@@ -18,7 +18,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .report import PLOTS, Page, fmt_seconds, fmt_value, history, is_fraction, lower_is_better, read_json
+from .htmlpage import Page, fmt_seconds, fmt_value, is_fraction
+from .metrics import lower_is_better
+from .report import PLOTS, history
+from .rundir import read_json
 
 __all__ = ["compare_outputs", "compare_rows", "compare_groups", "default_metric", "text_table", "geo_mean",
            "compare_summary", "plot_seeds", "plot_finders"]
@@ -129,7 +132,7 @@ def compare_outputs(folder: str | Path) -> list[Path]:
     """A compare folder's ``summary.txt``/``summary.csv``, its plots and ``report.html``, from its
     ``compare.json`` and each cell's ``result.json`` (read again: cells resumed or run by hand after
     an interrupted grid count when redrawn)."""
-    from .checkpoint import atomic_write_text
+    from .atomic import atomic_write_text
     from .plots import plot_overlay
     folder = Path(folder)
     data = read_json(folder / "compare.json")
@@ -197,7 +200,7 @@ def _compare_page(folder: Path, data: dict, header: list[str], rows: list[list[A
     return page.write(folder / "report.html")
 
 
-# ---- the data of compare's own figures (plots.py draws them) -----------------------------------------
+# ---- the data of compare's own figures (onecycle.plots draws them) --------------------------------
 def plot_seeds(groups: dict[str, list[dict]], metric: str, save: Path) -> Any:
     """One row per configuration: a dot per seed's final ``metric``, a bar at their mean."""
     from .plots import plot_seed_dots

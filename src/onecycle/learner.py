@@ -25,7 +25,6 @@ from . import evaluate as E
 from . import schedules as S
 from .batches import split_batch, split_output, to_device
 from .callbacks import Callback, check_callbacks
-from .checkpoint import load_weights, save_weights
 from .loop import Loop, batches_per_epoch, steps_for
 from .lr_finder import find
 from .metrics import metric_columns, named_metrics
@@ -34,6 +33,7 @@ from .optim.groups import DECOUPLED_WD, DecoupledWeightDecay, freeze_groups, lay
 from .optim.scheduler import check_momentum_schedule, fit_scheduler
 from .recorder import Recorder
 from .resume import Checkpointer
+from .weights import load_weights, save_weights
 
 __all__ = ["Learner", "CKPT_BUDGET", "default_device"]
 

@@ -33,13 +33,13 @@ import torch
 from . import checks as C
 from . import distributed as D
 from .callbacks import Callback, CancelFit, TrustRatios, hooks_of
-from .checkpoint import set_rng_state
 from .evaluate import set_optimizer_mode
 from .optim.groups import get_hyper
 from .optim.scheduler import Scheduler
 from .progress import Progress
 from .recorder import Recorder
 from .resume import Checkpointer, NonFiniteLossError, batches_to_replay, rng_loaders
+from .rng import set_rng_state
 from .suggest import smoothing_beta
 
 if TYPE_CHECKING:

@@ -40,14 +40,15 @@ from . import checks as C
 from . import distributed as D
 from . import progress
 from . import schedules as S
+from .atomic import atomic_write_text
 from .callbacks import Callback, CancelFit, check_callbacks
-from .checkpoint import atomic_write_text, get_rng_state, set_rng_state
 from .evaluate import restore_modes
 from .loop import Loop
 from .optim.groups import spread_lrs
 from .optim.scheduler import Scheduler, paused
 from .recorder import Recorder
 from .resume import NonFiniteLossError
+from .rng import get_rng_state, set_rng_state
 from .suggest import DEFAULT_RULE, SUGGESTERS, divergence_bound, ema, median_suggestion, smoothing_beta, suggest
 
 __all__ = ["LRFindResult", "RangeTest", "find"]
@@ -103,13 +104,13 @@ class LRFindResult:
     @property
     def outcome(self) -> str:
         """How the test ended, in plain words ("ran all 100 steps, up to LR 10")."""
-        from .plots import stop_words
+        from .suggest import stop_words
         return stop_words(self.stop_reason, self.lrs, self.num_it)
 
     def summary(self) -> str:
         """What ``lr_find`` prints: how the test ended, every rule's suggestion in plain words with
         the chosen one marked, and the notes."""
-        from .plots import RULE_NAMES
+        from .suggest import RULE_NAMES
         lines = [f"LR finder: {self.outcome}"]
         for rule, lr in self.suggestions.items():
             mark = "  <- suggestion" if rule == self.rule else ""

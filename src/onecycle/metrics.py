@@ -37,9 +37,10 @@ import torch
 import torch.nn.functional as F
 
 from .batches import batch_size
+from .checks import check_int
 
-__all__ = ["accuracy", "top_k_accuracy", "perplexity", "bits_per_char", "metric_name", "named_metrics",
-           "metric_columns", "MetricAccumulator"]
+__all__ = ["accuracy", "top_k_accuracy", "perplexity", "bits_per_char", "lower_is_better", "metric_name",
+           "named_metrics", "metric_columns", "MetricAccumulator"]
 
 
 def _flat(preds: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -57,8 +58,7 @@ def accuracy(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def top_k_accuracy(preds: torch.Tensor, targets: torch.Tensor, k: int = 5) -> torch.Tensor:
     """Fraction of samples whose target is among the ``k`` highest scores."""
-    if not isinstance(k, int) or k < 1:
-        raise ValueError(f"k must be a positive int, got {k!r}")
+    check_int("k", k, 1)
     preds, targets = _flat(preds, targets)
     top = preds.topk(min(k, preds.shape[-1]), dim=-1).indices
     return (top == targets.unsqueeze(-1)).any(dim=-1).float().mean()
@@ -79,6 +79,18 @@ def bits_per_char(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Mean cross-entropy in bits (character-level language models)."""
     preds, targets = _flat(preds, targets)
     return F.cross_entropy(preds, targets) / math.log(2.0)
+
+
+# A metric's direction, read from its column name until metrics carry one: losses (``val_loss``,
+# ``train_loss``, a user's ``l1_loss``), perplexity, bits per character and error rates fall as a model
+# improves; everything else (accuracy, F1, AUROC...) rises.
+_LOWER_IS_BETTER = ("perplexity", "bits_per_char", "error")
+
+
+def lower_is_better(name: str) -> bool:
+    """Whether a smaller value of the metric column ``name`` is better (the "best" epoch, the star in
+    the plots, the reports' best runs): the one home of a metric's direction."""
+    return "loss" in name or name in _LOWER_IS_BETTER
 
 
 def metric_name(metric: object) -> str:

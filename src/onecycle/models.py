@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .checks import check_int
+from .checks import check_int, check_number
 
 __all__ = [
     "MODELS", "create_model", "GroupedModule", "MLP", "MNIST1DConv", "BasicBlock", "ResNet1d",
@@ -77,8 +77,7 @@ class MLP(GroupedModule):
     def __init__(self, in_shape: Sequence[int], n_out: int, hidden: int | Sequence[int] = (256, 256),
                  dropout: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {dropout!r}")
+        check_number("dropout", dropout, low=0, high=1, high_open=True)
         if isinstance(hidden, int):
             hidden = [hidden]
         if isinstance(hidden, str) or not isinstance(hidden, Sequence):
@@ -240,7 +239,7 @@ class CifarResNet(_ResNet):
         shape = _check_shape(in_shape)
         if len(shape) != 3:
             raise ValueError(f"in_shape must be (C, H, W), got {in_shape!r}")
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 8 or (depth - 2) % 6:
+        if check_int("depth", depth) < 8 or (depth - 2) % 6:
             raise ValueError(f"depth must be 6n+2 with n >= 1 (20, 32, 44, 56, 110), got {depth!r}")
         super().__init__(2, shape[0], n_out, widths, (depth - 2) // 6, shortcut)
 
@@ -251,8 +250,7 @@ class LockedDropout(nn.Module):
 
     def __init__(self, p: float) -> None:
         super().__init__()
-        if not 0.0 <= p < 1.0:
-            raise ValueError(f"p must be in [0, 1), got {p!r}")
+        check_number("p", p, low=0, high=1, high_open=True)
         self.p = p
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -280,8 +278,7 @@ class WeightDropLSTM(nn.Module):
 
     def __init__(self, input_size: int, hidden_size: int, weight_p: float = 0.0) -> None:
         super().__init__()
-        if not 0.0 <= weight_p < 1.0:
-            raise ValueError(f"weight_p must be in [0, 1), got {weight_p!r}")
+        check_number("weight_p", weight_p, low=0, high=1, high_open=True)
         self.input_size, self.hidden_size, self.weight_p = input_size, hidden_size, weight_p
         self.weight_ih = nn.Parameter(torch.empty(4 * hidden_size, input_size))
         self.weight_hh = nn.Parameter(torch.empty(4 * hidden_size, hidden_size))
@@ -328,8 +325,7 @@ class AWDLSTM(GroupedModule):
         super().__init__()
         _check_shape(in_shape)
         n_out, n_layers = check_int("n_out", n_out, 1), check_int("n_layers", n_layers, 1)
-        if not 0.0 <= embed_p < 1.0:
-            raise ValueError(f"embed_p must be in [0, 1), got {embed_p!r}")
+        check_number("embed_p", embed_p, low=0, high=1, high_open=True)
         self.embed_p = embed_p
         self.encoder = nn.Embedding(n_out, check_int("emb_size", emb_size, 1))
         last = emb_size if tie_weights else check_int("hidden_size", hidden_size, 1)

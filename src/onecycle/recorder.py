@@ -24,7 +24,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from .checkpoint import atomic_write_text
+from .atomic import atomic_write_text
 from .suggest import SmoothLoss
 
 __all__ = ["Recorder"]

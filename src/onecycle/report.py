@@ -1,6 +1,6 @@
-"""What a run or compare folder shows: its plots redrawn from the saved history, a summary table of a
-grid of runs, and ``report.html``, one self-contained page (plots embedded as base64 data URIs, no
-script, no external URL, so no network request) that opens offline and can be mailed as one file.
+"""What a run folder shows: its plots redrawn from the saved history, its summary (``summarize``:
+final and best values), overlays of several runs, and ``report.html``, one self-contained page (an
+``htmlpage.Page``) that opens offline and can be mailed as one file.
 
 A run's page opens with a card that says what happened (task, model, optimizer, schedule, the peak LR
 and where it came from, the best and final metric with their epochs, where the time went, the command
@@ -13,17 +13,19 @@ The compare page is built in ``compare_report.py``.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import math
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["redraw", "draw_plots", "run_report", "overlay_runs", "summarize", "lower_is_better", "is_fraction",
-           "fmt_value", "fmt_seconds", "read_json", "Page", "PLOTS", "best_of"]
+from .htmlpage import Page, fact, fmt_seconds, fmt_value
+from .metrics import lower_is_better
+from .rundir import read_json
+
+__all__ = ["redraw", "draw_plots", "run_report", "run_facts", "overlay_runs", "summarize", "history", "card",
+           "epoch_table", "PLOTS", "best_of"]
 
 # Plots a folder may hold, in the order the report shows them.
 PLOTS = (("dashboard.png", "The run at a glance: LR, momentum, losses and metrics against epochs"),
@@ -36,50 +38,6 @@ PLOTS = (("dashboard.png", "The run at a glance: LR, momentum, losses and metric
          ("finders.png", "LR finder curves of every run, as the suggestion rule read them; dot: the LR each "
                          "seed's finder chose"),
          ("overlay.png", "Runs overlaid"))
-
-_FRACTION_WORDS = ("acc", "precision", "recall", "f1", "auroc", "auc", "iou", "dice", "error")
-
-
-# ---- numbers ---------------------------------------------------------------------------------------
-def lower_is_better(metric: str) -> bool:
-    return "loss" in metric or metric in ("perplexity", "bits_per_char", "error")
-
-
-def is_fraction(name: str) -> bool:
-    """Accuracy-like metrics (a fraction in [0, 1], shown as a percentage)."""
-    low = name.lower()
-    return "loss" not in low and any(w in low for w in _FRACTION_WORDS)
-
-
-def fmt_seconds(s: Any) -> str:
-    """A duration with its unit: ``0.42 s``, ``12.3 s``, ``2 min 05 s``."""
-    if not isinstance(s, (int, float)) or math.isnan(s):
-        return "-"
-    if s < 10:
-        return f"{s:.2f} s"
-    if s < 60:
-        return f"{s:.1f} s"
-    return f"{int(s // 60)} min {int(s % 60):02d} s"
-
-
-def fmt_value(name: str, v: Any) -> str:
-    """``v`` formatted for a column named ``name``: losses to 4 decimals, accuracy-like metrics as a
-    percentage to 2 decimals, times with their unit, LRs to 3 significant digits, counts whole."""
-    if v is None:
-        return "-"
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
-        return str(v)
-    if math.isnan(v):
-        return "nan"
-    if name in ("epoch", "iterations", "epochs") or isinstance(v, int) and not is_fraction(name):
-        return f"{int(v)}"
-    if name in ("time", "seconds") or name.endswith("seconds"):
-        return fmt_seconds(v)
-    if name == "lr" or name.startswith("lr_"):
-        return f"{v:.3g}"
-    if is_fraction(name) and -1e-9 <= v <= 1 + 1e-9:
-        return f"{100 * v:.2f}%"
-    return f"{v:.4f}"
 
 
 def best_of(values: Sequence[float], lower: bool) -> tuple[float, int | None]:
@@ -103,14 +61,6 @@ def summarize(rec: Any) -> dict[str, Any]:
     bests = {n: best_of(v, lower_is_better(n)) for n, v in series.items()}
     return {"epochs_done": rec.n_epochs, "final": final, "best": {n: b[0] for n, b in bests.items()},
             "best_epoch": {n: b[1] for n, b in bests.items()}, "metric": metric, "train_seconds": sum(rec.times)}
-
-
-def read_json(path: Path) -> Any:
-    """The JSON in ``path``; None when it is missing or unreadable (a run that died early)."""
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
 
 
 def history(folder: Path) -> Any:
@@ -188,113 +138,8 @@ def overlay_runs(folders: Sequence[Path], out: Path) -> tuple[list[Path], list[s
     return [out / "overlay.png", page.write(out / "report.html")], warnings
 
 
-# ---- HTML --------------------------------------------------------------------------------------------
-_STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:1100px;margin:1.5em auto;padding:0 1em;color:#222;"
-    "line-height:1.4}h1{font-size:1.45em;margin:.2em 0 .6em}h2{font-size:1.15em;margin:1.6em 0 .4em;"
-    "border-bottom:1px solid #ddd}table{border-collapse:collapse;margin:.6em 0;font-size:14px}"
-    "td,th{border:1px solid #d4d4d4;padding:3px 9px;text-align:right;font-variant-numeric:tabular-nums;"
-    "white-space:nowrap}td.t{white-space:normal}"
-    "th{background:#f3f3f3}td:first-child,th:first-child,td.t,th.t{text-align:left}tr.best td{background:#eef7ee}"
-    "figure{margin:1em 0}img{display:block;max-width:100%;height:auto}figcaption{color:#555;font-size:13px}"
-    "pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:12.5px}"
-    ".card{border:1px solid #cfd8e3;background:#f8fafc;border-radius:8px;padding:1em 1.3em;margin:0 0 1em}"
-    ".card dl{display:grid;grid-template-columns:8.5em 1fr;gap:.45em 1em;margin:0}.card dt{color:#555}"
-    ".card dd{margin:0}.card b{font-size:1.1em}.card pre{margin:0;padding:.4em .6em;white-space:pre-wrap;"
-    "word-break:break-all;background:#fff;border:1px solid #ddd;user-select:all}"
-    ".status{display:inline-block;padding:0 .5em;border-radius:4px;font-size:.8em;vertical-align:middle;"
-    "background:#dfd;color:#161}.status.failed,.status.interrupted{background:#fdd;color:#911}"
-    ".bar{display:flex;height:14px;border-radius:3px;overflow:hidden;margin:.3em 0;max-width:640px}"
-    ".bar span{display:block;height:100%}.key{display:inline-block;width:.8em;height:.8em;margin:0 .25em 0 .7em;"
-    "vertical-align:-.05em;border-radius:2px}.key:first-child{margin-left:0}.muted{color:#666}"
-    ".warn{background:#fff4d6;border:1px solid #e5c46b;padding:.5em .8em;border-radius:4px}"
-    "details summary{cursor:pointer;color:#345}")
 TIME_COLORS = {"finder": "#8e6cc9", "training": "#2f7ed8", "validation": "#f28f43", "plotting": "#54a24b",
                "other": "#a0a0a0"}
-
-
-def fact(key: str, value: Any, text: str, tag: str = "span") -> str:
-    """A value shown as ``text`` that carries the exact ``value`` of ``result.json``'s ``key`` (as JSON)."""
-    value = html.escape(json.dumps(value), quote=True)
-    return f'<{tag} data-key="{html.escape(key)}" data-value="{value}">{html.escape(text)}</{tag}>'
-
-
-class Page:
-    """A self-contained HTML page built from headings, tables, images and preformatted text."""
-
-    def __init__(self, title: str, status: str | None = None) -> None:
-        badge = f' <span class="status {html.escape(status)}">{html.escape(status)}</span>' if status else ""
-        self.title, self.parts = title, [f"<h1>{html.escape(title)}{badge}</h1>"]
-
-    def raw(self, markup: str) -> None:
-        self.parts.append(markup)
-
-    def heading(self, text: str) -> None:
-        self.parts.append(f"<h2>{html.escape(text)}</h2>")
-
-    def para(self, text: str, cls: str = "") -> None:
-        self.parts.append(f'<p class="{cls}">{html.escape(text)}</p>' if cls else f"<p>{html.escape(text)}</p>")
-
-    def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]], links: Sequence[str] | None = None,
-              kinds: Sequence[str] | None = None, best_row: int | None = None) -> None:
-        """``kinds[i]``: the column name that picks column ``i``'s number format (its header by default);
-        a cell may be ready markup as ``("html", markup)``."""
-        kinds = list(kinds or header)
-        text = [isinstance(v, str) and not _numeric(v) for v in rows[0]] if rows else [False] * len(header)
-        head = "".join(f'<th class="t">{html.escape(str(h))}</th>' if t else f"<th>{html.escape(str(h))}</th>"
-                       for h, t in zip(header, text))
-        body = []
-        for i, row in enumerate(rows):
-            cells = [v[1] if isinstance(v, tuple) and v[:1] == ("html",) else html.escape(fmt_value(k, v))
-                     for k, v in zip(kinds, row)]
-            if links and links[i]:
-                cells[0] = f'<a href="{html.escape(links[i])}">{cells[0]}</a>'
-            words = [isinstance(v, str) and not _numeric(v) for v in row]  # text reads from the left
-            cls = ' class="best"' if i == best_row else ""
-            body.append(f"<tr{cls}>" + "".join(f'<td class="t">{c}</td>' if w else f"<td>{c}</td>"
-                                               for c, w in zip(cells, words)) + "</tr>")
-        self.parts.append(f"<table><tr>{head}</tr>{''.join(body)}</table>")
-
-    def image(self, path: Path, caption: str) -> None:
-        """A PNG embedded as a data URI, shown at its natural size (a 2x PNG at half its pixels, so it
-        is sharp on a 2x display) and never wider than the column."""
-        data = path.read_bytes()
-        if not data.startswith(b"\x89PNG\r\n\x1a\n"):
-            raise ValueError(f"{path} is not a PNG file")
-        width = png_css_width(data)
-        uri = "data:image/png;base64," + base64.b64encode(data).decode("ascii")
-        self.parts.append(f'<figure><img src="{uri}" width="{width}" alt="{html.escape(caption)}">'
-                          f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-
-    def details(self, summary: str, text: str) -> None:
-        self.parts.append(f"<details><summary>{html.escape(summary)}</summary><pre>{html.escape(text)}</pre>"
-                          "</details>")
-
-    def write(self, path: Path) -> Path:
-        from .checkpoint import atomic_write_text
-        page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-                f'<meta name="viewport" content="width=device-width, initial-scale=1">'
-                f"<title>{html.escape(self.title)}</title><style>{_STYLE}</style></head>"
-                f"<body>{''.join(self.parts)}</body></html>\n")
-        atomic_write_text(path, page)
-        return path
-
-
-def _numeric(text: str) -> bool:
-    """A cell that starts as a number does (``0.93 ± 0.01``, ``91.00%``, ``2/3``, ``10.7 s``): aligned right."""
-    return bool(text) and text[0] in "0123456789-+."
-
-
-def png_css_width(data: bytes) -> int:
-    """A PNG's width in CSS pixels: its pixels at 100 dpi, matplotlib's 1x (its ``pHYs`` chunk holds
-    the dpi it was saved at: a 2x PNG has 200)."""
-    width = struct.unpack(">I", data[16:20])[0]
-    at = data.find(b"pHYs")
-    if at > 0:
-        per_metre, unit = struct.unpack(">I", data[at + 4:at + 8])[0], data[at + 12]
-        if unit == 1 and per_metre > 0:
-            return max(1, round(width * 100 / (per_metre * 0.0254)))
-    return width
 
 
 # ---- the run page ------------------------------------------------------------------------------------
@@ -367,7 +212,7 @@ def epoch_table(rec: Any) -> tuple[list[str], list[list[Any]], int | None]:
 
 
 def _finder_table(page: Page, finder: dict, folder: Path) -> None:
-    from .plots import RULE_NAMES, stop_words
+    from .suggest import RULE_NAMES, stop_words
     rules = list(finder["suggestions"])
     rows = [[k, v, RULE_NAMES.get(k, ""), "← chosen" if k == finder.get("rule") else ""]
             for k, v in finder["suggestions"].items()]

@@ -46,9 +46,10 @@ import numpy as np
 import torch
 
 from . import distributed as D
-from .checkpoint import CheckpointWriter, get_rng_state, safe_load, set_rng_state
+from .checkpoint import CheckpointWriter, safe_load
 from .checks import check_int, check_number, warn
 from .optim.groups import named_layout
+from .rng import get_rng_state, set_rng_state
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -56,7 +57,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FORMAT", "CKPT_NAME", "Checkpointer", "signature", "check_consistent", "capture", "load_for_resume",
            "pack_floats", "unpack_floats", "rng_loaders", "loader_position", "batches_to_replay",
-           "NonFiniteLossError", "TrainingInterrupted", "get_rng_state", "set_rng_state"]
+           "NonFiniteLossError", "TrainingInterrupted"]
 
 FORMAT = "onecycle-train-state"
 CKPT_NAME = "last.ckpt"

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ConfigError", "FindConfig", "FitConfig", "CompareConfig", "SCHEDULES", "TASK_DEFAULTS", "parse_lr",
-           "is_ref", "make_config", "read_config_file", "read_grid_file", "expand_grid", "field_types"]
+           "is_ref", "check_name", "make_config", "read_config_file", "read_grid_file", "expand_grid", "field_types"]
 
 SCHEDULES = ("cos", "clr_beta", "const", "step", "triangular")
 
@@ -60,11 +60,21 @@ def _bad(key: str, must: str, value: Any) -> ConfigError:
     return ConfigError(f"{key} must be {must}, got {value!r}", key)
 
 
+def check_name(key: str, value: str, where: str | None = None) -> str:
+    """``value`` when it is one path component, as a run's or a compare's name must be: it is joined
+    into ``<out>/<time>-<name>``, so ``x/../../elsewhere`` would write outside ``out`` and ``a/b``
+    would nest folders. A ``ConfigError`` naming ``key`` (and ``where`` it came from) otherwise."""
+    if not isinstance(value, str) or value in ("", ".", "..") or any(c in value for c in "/\\\0"):
+        err = _bad(key, "one path component (not empty, '.' or '..'; no '/', '\\' or NUL)", value)
+        raise ConfigError(f"{where}: {err}", key) if where else err
+    return value
+
+
 @dataclass
 class FindConfig:
     """What builds a Learner, and the LR range test."""
     task: str = _opt("mnist1d", "built-in task (mnist1d, mnist1d_large, digits, charlm) or "
-                     "package.module:function returning an onecycle.data.Task")
+                     "package.module:function returning an onecycle.tasks.Task")
     model: str = _opt("", "model name (mlp, cnn, resnet1d, resnet20, resnet56, lstm) or package.module:function "
                       "(in_shape, n_out) -> nn.Module; empty: the task's")
     opt: str = _opt("sgd", "optimizer: sgd, adam, adamw, lars, lamb")
@@ -82,15 +92,16 @@ class FindConfig:
     rule: str = _opt("", "LR finder rule picking the suggestion (valley, slide, minimum, steep, val_steep, "
                      "val_min; empty: the library's default)")
     out: str = _opt("runs", "folder the run folder is made in")
-    name: str = _opt("", "run name (the folder is <out>/<time>-<name>)")
+    name: str = _opt("", "run name, one path component (the folder is <out>/<time>-<name>; empty: task, model, "
+                     "optimizer and schedule)")
     run_dir: str = _opt("", "exact run folder instead of <out>/<time>-<name>")
     quiet: bool = _opt(False, "print nothing but errors")
 
     def validate(self) -> None:
-        from .data import TASKS
         from .models import MODELS
         from .optim import OPTIMIZERS
         from .suggest import SUGGESTERS
+        from .tasks import TASKS
         if self.task not in TASKS and not is_ref(self.task):
             raise _bad("task", f"one of {sorted(TASKS)} or package.module:function", self.task)
         if self.model and self.model not in MODELS and not is_ref(self.model):
@@ -112,6 +123,8 @@ class FindConfig:
             raise _bad("finder_runs", ">= 1", self.finder_runs)
         if self.rule and self.rule not in SUGGESTERS:
             raise _bad("rule", f"empty or one of {sorted(SUGGESTERS)}", self.rule)
+        if self.name:  # empty: a name made from the task, model, optimizer and schedule
+            check_name("name", self.name)
 
 
 @dataclass
@@ -200,7 +213,7 @@ class CompareConfig:
                                 "took to reach it")
     metric: str = _opt("", "metric of the table and the target (empty: the task's first)")
     out: str = _opt("runs", "folder the compare folder is made in")
-    name: str = _opt("compare", "compare name (the folder is <out>/<time>-<name>)")
+    name: str = _opt("compare", "compare name, one path component (the folder is <out>/<time>-<name>)")
     quiet: bool = _opt(False, "print only the final table")
 
     def validate(self) -> None:
@@ -208,6 +221,7 @@ class CompareConfig:
             raise _bad("jobs", ">= 1", self.jobs)
         if self.target is not None:
             _check_float("target", self.target)
+        check_name("name", self.name)
 
 
 # ---- building configs from layers of values ----------------------------------------------------
@@ -308,17 +322,18 @@ def read_config_file(path: str) -> dict[str, Any]:
 _AXIS_ORDER = ("task", "model", "schedule", "opt", "lr", "epochs")
 
 
-def expand_grid(layers: Sequence[tuple[str, Mapping[str, Any]]], axes: Mapping[str, Sequence[Any]]
-                ) -> list[tuple[dict[str, Any], FitConfig]]:
+def expand_grid(layers: Sequence[tuple[str, Mapping[str, Any]]], axes: Mapping[str, Sequence[Any]],
+                origins: Mapping[str, str] | None = None) -> list[tuple[dict[str, Any], FitConfig]]:
     """Every combination of the ``axes`` values over the base ``layers``: ``(label, config)``, the
     label holding the values that vary. Seeds vary last, so a configuration's seeds are neighbours.
-    Every cell is checked before anything runs."""
+    Every cell is checked before anything runs; an error names the axis's ``origins[key]`` (the grid
+    file's ``[grid]`` table, the command line), else "grid"."""
     keys = [k for k in _AXIS_ORDER if k in axes] + sorted(k for k in axes if k not in _AXIS_ORDER and k != "seed")
     keys += ["seed"] if "seed" in axes else []
     cells = []
     for combo in itertools.product(*(axes[k] for k in keys)):
         values = dict(zip(keys, combo))
-        cfg = make_config(FitConfig, [*layers, ("grid", values)])
+        cfg = make_config(FitConfig, [*layers, *(((origins or {}).get(k, "grid"), {k: v}) for k, v in values.items())])
         cells.append(({k: v for k, v in values.items() if len(axes[k]) > 1}, cfg))
     return cells
 

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from .checks import check_number
+from .checks import check_int, check_number
 
 __all__ = [
     "lin", "cos", "exp", "const", "combine", "repeat", "Lin", "Cos", "Exp", "Const", "Combined",
@@ -137,8 +137,7 @@ class Repeat:
 
 
 def repeat(sched: Schedule, n: int) -> Schedule:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"n_cycle must be an int >= 1, got {n!r}")
+    check_int("n_cycle", n, 1)
     return sched if n == 1 else Repeat(sched, n)
 
 
@@ -305,8 +304,7 @@ def cos_one_cycle(div: float = 25.0, div_final: float = 1e5, pct_start: float = 
 def clr_beta(nb: int, div: float, pct: float, mom_max: float | None = None,
              mom_min: float | None = None) -> OneCycle:
     """fastai 0.7's ``use_clr_beta=(div, pct, mom_max, mom_min)`` over a cycle of ``nb`` iterations."""
-    if isinstance(nb, bool) or not isinstance(nb, int) or nb < 1:
-        raise ValueError(f"nb (iterations per cycle) must be an int >= 1, got {nb!r}")
+    check_int("nb (iterations per cycle)", nb, 1)
     div = check_number("div", div, low=0, low_open=True)
     pct = check_number("pct", pct, low=0, high=100, high_open=True)
     if (mom_max is None) != (mom_min is None):
@@ -328,8 +326,7 @@ def torch_one_cycle(total_steps: int, pct_start: float = 0.3, anneal_strategy: s
                     base_momentum: float | None = 0.85, max_momentum: float = 0.95) -> OneCycle:
     """Configured like ``torch.optim.lr_scheduler.OneCycleLR`` (``base_momentum=None``: no
     momentum cycling, like ``cycle_momentum=False``)."""
-    if isinstance(total_steps, bool) or not isinstance(total_steps, int) or total_steps < 2:
-        raise ValueError(f"total_steps must be an int >= 2, got {total_steps!r}")
+    check_int("total_steps", total_steps, 2)
     if anneal_strategy not in ("cos", "linear"):
         raise ValueError(f"anneal_strategy must be 'cos' or 'linear', got {anneal_strategy!r}")
     check_number("pct_start", pct_start, low=0, high=1, low_open=True, high_open=True)
@@ -383,8 +380,7 @@ def step(milestones: Sequence[float] = (0.5, 0.75), gamma: float = 0.1) -> Step:
 
 def triangular(div: float = 4.0, cycles: int = 1) -> Triangular:
     """``cycles`` triangular cycles between ``1/div`` and 1 (the peak) over training."""
-    if isinstance(cycles, bool) or not isinstance(cycles, int) or cycles < 1:
-        raise ValueError(f"cycles must be an int >= 1, got {cycles!r}")
+    check_int("cycles", cycles, 1)
     return Triangular(check_number("div", div, low=1), cycles)
 
 

@@ -5,19 +5,25 @@ its first non-finite point, and returns an LR: fastai's ``valley``, ``slide``, `
 on the smoothed training loss; ``val_steep`` and ``val_min`` on the validation loss. ``suggest``
 runs them all without the first ``num_it // 10`` and last 5 points (as fastai does);
 ``DEFAULT_RULE`` was chosen with ``benchmarks/suggestion_quality.py``. The divergence stop rule
-(``divergence_bound``) lives here too: it is a function of the same smoothed curve.
+(``divergence_bound``) lives here too: it is a function of the same smoothed curve. So do the
+words for them (``RULE_NAMES``, ``rule_name``, ``stop_words``), which the finder's summary, its plot
+and the reports share.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from .checks import check_int
+
 __all__ = ["SmoothLoss", "ema", "smoothing_beta", "valley", "slide", "minimum", "steep", "val_steep", "val_min",
-           "suggest", "median_suggestion", "divergence_bound", "SUGGESTERS", "DEFAULT_RULE"]
+           "suggest", "median_suggestion", "divergence_bound", "SUGGESTERS", "DEFAULT_RULE", "RULE_NAMES", "rule_name",
+           "stop_words"]
 
 def smoothing_beta(n: int) -> float:
     """The EMA factor for a curve of ``n`` points: ``1 - 10/n`` (0.9 for the finder's default 100
@@ -97,8 +103,7 @@ def slide(lrs: Sequence[float], losses: Sequence[float], lr_diff: int = 15, thre
           adjust_value: float = 1.0) -> float:
     """fastai's ``slide``: walk a window of ``lr_diff`` points back from the end while the loss
     gradients at its two ends differ by more than ``thresh``; the LR at its left end."""
-    if isinstance(lr_diff, bool) or not isinstance(lr_diff, int) or lr_diff < 1:
-        raise ValueError(f"lr_diff must be an int >= 1, got {lr_diff!r}")
+    check_int("lr_diff", lr_diff, 1)
     x, y = _finite_prefix(lrs, losses, lr_diff + 1, "slide")
     grad = np.gradient(y)
     right = len(y) - 1
@@ -217,3 +222,33 @@ def median_suggestion(results: Iterable[Any], rule: str | None = None) -> float 
     values.sort()
     mid = len(values) // 2
     return values[mid] if len(values) % 2 else math.sqrt(values[mid - 1] * values[mid])
+
+
+# ---- the rules and the stop in words ------------------------------------------------------------
+RULE_NAMES = {"val_min": "lowest validation loss / 2", "val_steep": "steepest validation-loss fall",
+              "steep": "steepest training-loss fall", "minimum": "lowest training loss / 10",
+              "valley": "halfway down the training-loss valley", "slide": "where the training-loss slope settles"}
+
+
+def rule_name(rule: str) -> str:
+    """A suggestion rule in plain words, its key in brackets."""
+    return f"{RULE_NAMES[rule]} ({rule})" if rule in RULE_NAMES else rule
+
+
+def stop_words(stop_reason: str, lrs: Sequence[float] = (), num_it: int = 0) -> str:
+    """``LRFindResult.stop_reason`` in plain English, with the LR where the test ended."""
+    m = re.search(r"iteration (\d+) \(lr ([^)]+)\)", stop_reason)
+    where = f"at LR {m.group(2)} (step {int(m.group(1)) + 1} of {num_it or '?'})" if m else ""
+    last = f"{lrs[-1]:.3g}" if lrs else "?"
+    if stop_reason.startswith("completed"):
+        return f"ran all {num_it or len(lrs)} steps, up to LR {last}"
+    if stop_reason.startswith("diverged"):
+        size = re.search(r"smoothed loss (\S+) above (\S+)", stop_reason)
+        why = f" to {size.group(1)}, past its limit {size.group(2)}" if size else ""
+        return f"stopped {where}: the smoothed training loss blew up{why}"
+    if stop_reason.startswith("non-finite loss"):
+        value = stop_reason.split()[2] if len(stop_reason.split()) > 2 else "non-finite"
+        return f"stopped {where}: the training loss became {value}"
+    if stop_reason.startswith("cancelled"):
+        return f"cancelled by a callback after {len(lrs)} steps, at LR {last}"
+    return stop_reason or "LR range test"
