@@ -34,8 +34,8 @@ import time
 import torch
 
 from onecycle import Learner
+from onecycle.loop import NonFiniteLossError
 from onecycle.models import create_model
-from onecycle.resume import NonFiniteLossError
 from onecycle.suggest import DEFAULT_RULE, SUGGESTERS
 from onecycle.tasks import load_task
 

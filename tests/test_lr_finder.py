@@ -18,6 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 import onecycle as oc
 from onecycle import legacy
 from onecycle import lr_finder as lf
+from onecycle.lr_find_result import LRFindResult
 from onecycle.metrics import accuracy
 from onecycle.optim.groups import spread_lrs
 from onecycle.rng import get_rng_state, set_rng_state
@@ -519,7 +520,7 @@ def test_lr_find2_seed_spelling(tmp_path):
     lin = learn.lr_find2(1e-3, 1.0, num_it=5, linear=True, wds=0.0)
     assert lin.step_mode == "linear"
     path = lin.save_json(tmp_path / "f.json")
-    assert _same_json(lf.LRFindResult.load_json(path), lin)
+    assert _same_json(LRFindResult.load_json(path), lin)
 
 
 def test_plot_panels_log_axis_and_png(tmp_path):

@@ -95,7 +95,7 @@ def test_layers_point_down():
     assert "onecycle.learner" in core and "onecycle.tasks" in core
     for name in core:
         up = {d for d in graph[name] if d in CLI_LAYER or (d.startswith(edge) and name not in
-                                                           ("onecycle.recorder", "onecycle.lr_finder"))}
+                                                           ("onecycle.recorder", "onecycle.lr_find_result"))}
         assert not up, (name, up)
 
 
@@ -116,7 +116,7 @@ def test_plotting_stays_at_the_edges():
                         for m in ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]))}
     assert uses_mpl and all(n.startswith("onecycle.plots.") for n in uses_mpl), uses_mpl
     graph = _graph()
-    assert _importers("onecycle.plots", graph) == {"onecycle.recorder", "onecycle.lr_finder", "onecycle.report",
+    assert _importers("onecycle.plots", graph) == {"onecycle.recorder", "onecycle.lr_find_result", "onecycle.report",
                                                    "onecycle.compare_report"}
     at_import = {name for name, path in mods.items() if not name.startswith("onecycle.plots")
                  and any((t + ".").startswith("onecycle.plots.") for t in _imports(name, path, top_level=True))}
@@ -128,7 +128,7 @@ def test_plotting_stays_at_the_edges():
 
 
 def test_the_finder_summary_loads_no_plotting():
-    code = ("import sys\nfrom onecycle.lr_finder import LRFindResult\n"
+    code = ("import sys\nfrom onecycle.lr_find_result import LRFindResult\n"
             "r = LRFindResult(lrs=[1e-3, 1e-2], group_lrs=[[1e-3, 1e-2]], losses=[1.0, 0.5], smooth_losses=[1.0, 0.7],"
             " suggestions={'valley': 1e-2}, suggestion=1e-2, rule='valley', stop_reason='completed', num_it=2)\n"
             "assert 'valley' in r.summary() and r.outcome == 'ran all 2 steps, up to LR 0.01', r.summary()\n"
@@ -163,9 +163,9 @@ def test_no_private_torch_names():
 def test_fastai_07_spellings_live_in_legacy_only():
     """``oc.Learner`` is legacy's: the core classes carry no fastai 0.7 name or base class, and the loop
     holds no 0.7 state."""
-    from onecycle import learner, loop, lr_finder, recorder
+    from onecycle import learner, loop, lr_find_result, recorder
     assert oc.Learner is legacy.Learner and oc.Learner.__bases__ == (learner.Learner,)
-    for core in (learner.Learner, recorder.Recorder, lr_finder.LRFindResult, loop.Loop):
+    for core in (learner.Learner, recorder.Recorder, lr_find_result.LRFindResult, loop.Loop):
         assert core.__bases__ == (object,), core
         assert not {"fit", "lr_find2", "sched", "opt_fn", "rec_metrics", "_sched"} & set(dir(core)), core
     spellings = {"use_clr_beta", "lr_find2", "stop_dv", "opt_fn", "rec_metrics"}

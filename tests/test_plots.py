@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import onecycle as oc
 from onecycle import plots
-from onecycle.lr_finder import LRFindResult
+from onecycle.lr_find_result import LRFindResult
 from onecycle.progress import Progress, finder_bar
 from onecycle.recorder import Recorder
 from onecycle.suggest import stop_words

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onecycle import suggest as sg
-from onecycle.lr_finder import LRFindResult
+from onecycle.lr_find_result import LRFindResult
 
 # ---- suggestions on hand-made curves ----------------------------------------------------------------
 LRS = [10.0 ** (k - 8) for k in range(8)]

@@ -9,7 +9,7 @@ from .callbacks import Callback, CancelFit, GradStats
 from .compat import lr_find
 from .learner import default_device
 from .legacy import Learner
-from .lr_finder import LRFindResult
+from .lr_find_result import LRFindResult
 from .optim import OPTIMIZERS
 from .optim.groups import get_hyper, set_hyper
 from .optim.scheduler import Scheduler

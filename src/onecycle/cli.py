@@ -229,7 +229,7 @@ COMMANDS = {"demo": cmd_fit, "fit": cmd_fit, "find": cmd_find, "compare": cmd_co
 def _sigterm_interrupts() -> Iterator[None]:
     """SIGTERM raises ``TrainingInterrupted`` like Ctrl-C raises ``KeyboardInterrupt``, so the run
     saves what it has on the way out (the Learner installs its own handler while it trains)."""
-    from .resume import TrainingInterrupted
+    from .checkpointer import TrainingInterrupted
 
     def handler(signum: int, frame: Any) -> None:
         raise TrainingInterrupted(signum)

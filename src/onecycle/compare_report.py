@@ -215,7 +215,7 @@ def plot_seeds(groups: dict[str, list[dict]], metric: str, save: Path) -> Any:
 
 def _finder_curves(runs: list[dict], folder: Path) -> list[tuple[list[float], list[float], float | None, str]]:
     """(LRs, the curve its rule read, the LR it chose, which curve) for each seed that ran the finder."""
-    from .lr_finder import LRFindResult
+    from .lr_find_result import LRFindResult
     out = []
     for r in runs:
         path = folder / Path(r["res"]["folder"]).name / "lr_find.json"

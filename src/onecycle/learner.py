@@ -25,14 +25,14 @@ from . import evaluate as E
 from . import schedules as S
 from .batches import split_batch, split_output, to_device
 from .callbacks import Callback, check_callbacks
-from .loop import Loop, batches_per_epoch, steps_for
+from .checkpointer import Checkpointer
+from .loop import NO_CONTEXT, Loop, batches_per_epoch, steps_for
 from .lr_finder import find
 from .metrics import metric_columns, named_metrics
 from .optim import build_optimizer, optimizer_factory
 from .optim.groups import DECOUPLED_WD, DecoupledWeightDecay, freeze_groups, layer_groups, normalized_wd_for, spread_lrs
-from .optim.scheduler import check_momentum_schedule, fit_scheduler
+from .optim.scheduler import check_fit_schedules, fit_scheduler
 from .recorder import Recorder
-from .resume import Checkpointer
 from .weights import load_weights, save_weights
 
 __all__ = ["Learner", "CKPT_BUDGET", "default_device"]
@@ -43,9 +43,6 @@ CKPT_BUDGET = 0.005  # fit's default share of training time for checkpoints (RES
 # What fit_one_cycle sets itself, each with where to go instead (checks.check_keywords).
 _ONE_CYCLE_SETS = {"lr": "", "lr_sched": "use fit_sched(epochs, lr, lr_sched, mom_sched) for schedules of your own",
                    "mom_sched": "use fit_sched(epochs, lr, lr_sched, mom_sched) for schedules of your own"}
-
-
-_NO_CONTEXT = contextlib.nullcontext()  # reusable: no new object per batch
 
 
 def default_device() -> torch.device:
@@ -172,14 +169,12 @@ class Learner:
 
     @property
     def amp_dtype(self) -> torch.dtype | None:
-        if not self.amp:
-            return None
-        if self.amp == "fp16" or (self.amp is True and self.device.type == "cuda"):
-            return torch.float16
-        return torch.bfloat16
+        """None without amp; float16 when asked for (or amp=True on CUDA), else bfloat16."""
+        fp16 = self.amp == "fp16" or (self.amp is True and self.device.type == "cuda")
+        return None if not self.amp else torch.float16 if fp16 else torch.bfloat16
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else _NO_CONTEXT
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else NO_CONTEXT
 
     # ---- optimizer --------------------------------------------------------------------------
     def layer_groups(self) -> list[list[nn.Parameter]]:
@@ -230,7 +225,7 @@ class Learner:
         if lr_max is None:
             lr_max = self.suggested_lr
             if lr_max is None:
-                why = getattr(self, "no_suggestion_reason", None)
+                why = self.no_suggestion_reason
                 raise ValueError("lr_max is None and no lr_find suggestion is available: pass lr_max"
                                  + (f" (the last lr_find gave none: {why})" if why else ""))
         policy = S.cos_one_cycle(div=div, div_final=div_final, pct_start=pct_start, moms=moms)
@@ -262,13 +257,7 @@ class Learner:
         epochs = C.check_int("epochs", epochs, 1)
         ckpt = Checkpointer(checkpoint_dir, every, ckpt_budget, resume, reschedule)  # checks its arguments
         C.check_choice("on_nan", on_nan, ("raise", "skip", "off"))
-        scheds_in = {"lr_sched": lr_sched, "mom_sched": mom_sched, "wd_sched": wd_sched,
-                     **{f"extra_scheds[{k!r}]": fn for k, fn in dict(extra_scheds or {}).items()}}
-        for name, fn in scheds_in.items():  # checked here: the optimizer is made and set below
-            C.check_callable(name, fn, "a schedule (a function of progress in [0, 1])",
-                             none_ok=name in ("mom_sched", "wd_sched"))
-        if mom_sched is not None:
-            check_momentum_schedule(mom_sched)
+        check_fit_schedules(lr_sched, mom_sched, wd_sched, extra_scheds)  # here: the optimizer is set below
         callbacks = check_callbacks(callbacks)
         batches = batches_per_epoch(self.train_dl, self.accum, steps_per_epoch)
         if self.valid_dl is not None:
@@ -290,8 +279,6 @@ class Learner:
             scheduler.remove()
             if self._wd_hook is not None:
                 self._wd_hook.set_active(True)
-        if self.loop.short_epochs and self.rank == 0:
-            self.loop.warn_short_epochs()
         return self.recorder
 
     # ---- what a fit runs on -------------------------------------------------------------------

@@ -25,7 +25,7 @@ from . import checks as C
 from . import learner
 from . import schedules as S
 from .loop import batches_per_epoch, steps_for
-from .lr_finder import LRFindResult
+from .lr_find_result import LRFindResult
 
 __all__ = ["Learner", "Sched"]
 

@@ -33,22 +33,27 @@ import torch
 from . import checks as C
 from . import distributed as D
 from .callbacks import Callback, CancelFit, TrustRatios, hooks_of
+from .checkpointer import Checkpointer
 from .evaluate import set_optimizer_mode
 from .optim.groups import get_hyper
 from .optim.scheduler import Scheduler
 from .progress import Progress
 from .recorder import Recorder
-from .resume import Checkpointer, NonFiniteLossError, batches_to_replay, rng_loaders
+from .resume import batches_to_replay, rng_loaders
 from .rng import set_rng_state
 from .suggest import smoothing_beta
 
 if TYPE_CHECKING:
     from .learner import Learner
 
-__all__ = ["Loop", "steps_for", "batches_per_epoch", "cudnn_benchmark"]
+__all__ = ["Loop", "NonFiniteLossError", "NO_CONTEXT", "steps_for", "batches_per_epoch", "cudnn_benchmark"]
 
 
-_NO_CONTEXT = contextlib.nullcontext()  # reusable: no new object per batch
+NO_CONTEXT = contextlib.nullcontext()  # reusable: no new object per batch
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss was NaN or infinite; no update was applied with it."""
 
 
 def steps_for(batches: int, accum: int) -> int:
@@ -83,17 +88,19 @@ class Loop:
     ``callbacks``: every callback of this fit (the Learner's own included: the fit passes them).
     ``recorder``: where epochs and iterations go (the Learner's, or the LR finder's scratch one).
     ``validate``: validate at every epoch end. ``scaler``: the GradScaler to use (default: the
-    Learner's ``scaler=``, else a new one under fp16)."""
+    Learner's ``scaler=``, else a new one under fp16). ``warn_short``: warn when ``train_dl`` ended
+    before an epoch's ``batches`` (the LR finder runs streams to their end by design)."""
 
     def __init__(self, learn: Learner, epochs: int, batches: int, scheduler: Scheduler,
                  checkpointer: Checkpointer | None = None, callbacks: Sequence[Callback] = (), *,
                  recorder: Recorder | None = None, validate: bool = True, on_nan: str = "raise",
-                 quiet: bool | None = None, scaler: torch.amp.GradScaler | None = None) -> None:
+                 quiet: bool | None = None, scaler: torch.amp.GradScaler | None = None,
+                 warn_short: bool = True) -> None:
         self.learn, self.opt = learn, learn.opt if learn.opt is not None else learn.create_opt()
         self.n_epochs, self.batches, self.accum = epochs, batches, learn.accum
         self.scheduler, self.checkpointer = scheduler, checkpointer or Checkpointer()
         self.recorder = learn.recorder if recorder is None else recorder
-        self.validate, self.on_nan = validate, on_nan
+        self.validate, self.on_nan, self.warn_short = validate, on_nan, warn_short
         self.quiet = learn.quiet if quiet is None else quiet
         auto = [TrustRatios()] if hasattr(self.opt, "last_trust_stats") else []
         self.hooks = hooks_of([*callbacks, *auto])
@@ -172,6 +179,8 @@ class Loop:
             finally:
                 set_optimizer_mode(self.opt, train=False)  # schedule-free: the weights to evaluate, save, use
                 self.call("after_fit")
+        if self.short_epochs and self.warn_short and learn.rank == 0:
+            self.warn_short_epochs()
 
     def one_epoch(self) -> None:
         start = time.perf_counter()
@@ -232,7 +241,7 @@ class Loop:
         self.epoch_lrs.append([g["lr"] for g in opt.param_groups])
         self.epoch_moms.append(get_hyper(opt.param_groups[0], "momentum"))
         ddp = self.learn.ddp  # data-parallel: gradients are all-reduced on the window's last batch only
-        with ddp.no_sync() if ddp is not None and not step else _NO_CONTEXT:
+        with ddp.no_sync() if ddp is not None and not step else NO_CONTEXT:
             self.pred, loss, self.target = self.learn.forward(batch, self.model)  # move; forward, loss
             scaled = loss / window if window > 1 else loss
             (scaler.scale(scaled) if scaler is not None else scaled).backward()

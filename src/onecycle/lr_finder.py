@@ -28,110 +28,26 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import math
-import os
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 from . import checks as C
 from . import distributed as D
 from . import progress
 from . import schedules as S
-from .atomic import atomic_write_text
 from .callbacks import Callback, CancelFit, check_callbacks
 from .evaluate import restore_modes
-from .loop import Loop
+from .loop import Loop, NonFiniteLossError
+from .lr_find_result import LRFindResult
 from .optim.groups import spread_lrs
 from .optim.scheduler import Scheduler, paused
 from .recorder import Recorder
-from .resume import NonFiniteLossError
 from .rng import get_rng_state, set_rng_state
-from .suggest import DEFAULT_RULE, SUGGESTERS, divergence_bound, ema, median_suggestion, smoothing_beta, suggest
+from .suggest import DEFAULT_RULE, SUGGESTERS, divergence_bound, median_suggestion, smoothing_beta, suggest
 
 __all__ = ["LRFindResult", "RangeTest", "find"]
-
-
-# ---- the result ------------------------------------------------------------------------------
-def _g(x: float | None) -> str:
-    return "None" if x is None else f"{x:.3g}"
-
-
-@dataclass
-class LRFindResult:
-    """Per-iteration curves of one LR range test. ``lrs`` is the head (last) group's LR;
-    ``group_lrs[g][i]`` every group's. ``suggestions``: rule -> head-group LR (None when a rule
-    cannot answer, see ``notes``); ``suggestion`` is ``suggestions[rule]``."""
-    lrs: list[float]
-    group_lrs: list[list[float]]
-    losses: list[float]
-    smooth_losses: list[float]
-    val_losses: list[float] = field(default_factory=list)
-    metrics: dict[str, list[float]] = field(default_factory=dict)
-    moms: list[float | None] = field(default_factory=list)
-    suggestions: dict[str, float | None] = field(default_factory=dict)
-    suggestion: float | None = None
-    rule: str = DEFAULT_RULE
-    stop_reason: str = ""
-    notes: list[str] = field(default_factory=list)
-    step_mode: str = "exp"
-    num_it: int = 0
-    run_suggestions: list[dict[str, float | None]] = field(default_factory=list)  # per run, when runs > 1
-
-    @property
-    def smooth_val_losses(self) -> list[float]:
-        """The validation curve as the rules read it (the training curve's smoothing)."""
-        return ema(self.val_losses, smoothing_beta(self.num_it or len(self.lrs)))
-
-    def plot(self, smoothed: bool = True, n_skip: int = 0, n_skip_end: int = 0,
-             save: str | os.PathLike | None = None, **kw: Any) -> Any:
-        """Training loss, validation loss and every metric against the LR, the curves the rules read,
-        the chosen suggestion marked on them; returns the Figure. ``kw``: ``ylim_factor``, ``band``,
-        ``div`` (``plots.plot_finder``)."""
-        from . import plots
-        return plots.plot_finder(self, smoothed=smoothed, n_skip=n_skip, n_skip_end=n_skip_end, save=save, **kw)
-
-    def plot_lr(self, save: str | os.PathLike | None = None, **kw: Any) -> Any:
-        """fastai 0.7's ``sched.plot_lr()``: LR (every distinct group) and momentum against iterations."""
-        from . import plots
-        return plots.plot_lr(self, save=save, **kw)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @property
-    def outcome(self) -> str:
-        """How the test ended, in plain words ("ran all 100 steps, up to LR 10")."""
-        from .suggest import stop_words
-        return stop_words(self.stop_reason, self.lrs, self.num_it)
-
-    def summary(self) -> str:
-        """What ``lr_find`` prints: how the test ended, every rule's suggestion in plain words with
-        the chosen one marked, and the notes."""
-        from .suggest import RULE_NAMES
-        lines = [f"LR finder: {self.outcome}"]
-        for rule, lr in self.suggestions.items():
-            mark = "  <- suggestion" if rule == self.rule else ""
-            lines.append(f"  {rule:<10} {_g(lr) if lr is not None else '-':<9} {RULE_NAMES.get(rule, '')}{mark}")
-        return "\n".join(lines + [f"  note: {n}" for n in self.notes])
-
-    def __repr__(self) -> str:  # the suggestions, not the curves (a notebook shows this after lr_find())
-        rules = ", ".join(f"{k}={_g(v)}" for k, v in self.suggestions.items())
-        return f"LRFindResult(suggestion={_g(self.suggestion)} ({self.rule}); {rules}; {self.outcome})"
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> LRFindResult:
-        return cls(**data)
-
-    def save_json(self, path: str | os.PathLike) -> Path:
-        atomic_write_text(path, json.dumps(self.to_dict(), allow_nan=True))
-        return Path(path)
-
-    @classmethod
-    def load_json(cls, path: str | os.PathLike) -> LRFindResult:
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
 # ---- arguments (all checked before anything changes) ---------------------------------------------
@@ -338,7 +254,7 @@ def _run(learn: Any, cfg: _Config, set_epoch: bool, run: int = 0) -> RangeTest:
     # The test's own history and a copy of the user's GradScaler (it keeps its scale, and no error leaves it
     # stuck mid-step: "unscale_() already called"); no epoch table or bar; the Learner's callbacks stay out.
     learn.loop = Loop(learn, first + epochs, batches, sched, callbacks=[finder, *cfg.callbacks], recorder=Recorder(),
-                      validate=False, quiet=True, scaler=copy.deepcopy(learn.user_scaler))
+                      validate=False, quiet=True, scaler=copy.deepcopy(learn.user_scaler), warn_short=False)
     try:
         learn.loop.run(start_epoch=first)
         if not finder.stop_reason:

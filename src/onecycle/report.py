@@ -89,7 +89,7 @@ def draw_plots(folder: str | Path) -> list[Path]:
             draw(save=folder / f"{name}.png")
             written.append(folder / f"{name}.png")
     if (folder / "lr_find.json").exists():
-        from .lr_finder import LRFindResult
+        from .lr_find_result import LRFindResult
         LRFindResult.load_json(folder / "lr_find.json").plot(save=folder / "lr_find.png")
         written.append(folder / "lr_find.png")
     return written

@@ -17,7 +17,8 @@ from torch import nn
 from .. import checks as C
 from ..callbacks import Callback
 from ..learner import Learner
-from ..lr_finder import LRFindResult, find
+from ..lr_find_result import LRFindResult
+from ..lr_finder import find
 
 __all__ = ["lr_find"]
 

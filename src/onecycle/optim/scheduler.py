@@ -25,13 +25,15 @@ import contextlib
 import numbers
 import weakref
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
 
 import torch
 
 from .. import checks as C
 from .groups import get_hyper, momentum_key, set_hyper
 
-__all__ = ["Scheduler", "RELATIVE_KEYS", "check_momentum_schedule", "initial_key", "fit_scheduler", "paused"]
+__all__ = ["Scheduler", "RELATIVE_KEYS", "check_momentum_schedule", "check_fit_schedules", "initial_key",
+           "fit_scheduler", "paused"]
 
 RELATIVE_KEYS = frozenset({"lr", "weight_decay", "decoupled_wd"})
 
@@ -144,6 +146,18 @@ def paused(optimizer: torch.optim.Optimizer) -> Iterator[None]:
     finally:
         for s in scheds:
             s.active = True
+
+
+def check_fit_schedules(lr_sched: Any, mom_sched: Any = None, wd_sched: Any = None,
+                        extra_scheds: Mapping[str, Any] | None = None) -> None:
+    """A fit's schedules, each named when it is not a function of progress (before anything changes)."""
+    named = {"lr_sched": lr_sched, "mom_sched": mom_sched, "wd_sched": wd_sched,
+             **{f"extra_scheds[{k!r}]": fn for k, fn in dict(extra_scheds or {}).items()}}
+    for name, fn in named.items():
+        C.check_callable(name, fn, "a schedule (a function of progress in [0, 1])",
+                         none_ok=name in ("mom_sched", "wd_sched"))
+    if mom_sched is not None:
+        check_momentum_schedule(mom_sched)
 
 
 def fit_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, peaks: Sequence[float],
