@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-__all__ = ["TARGET_KEYS", "split_batch", "to_device", "split_output", "batch_size"]
+__all__ = ["TARGET_KEYS", "split_batch", "to_device", "in_place", "split_output", "batch_size"]
 
 TARGET_KEYS = ("labels", "label", "target", "y")
 
@@ -40,7 +40,9 @@ def split_batch(batch: Any, batch_fn: Callable | None = None, keep_target: bool 
             raise TypeError(f"batch_fn must return (args, kwargs, target) with args a tuple of positional "
                             f"arguments, got args of type {type(args).__name__}; return ((x,), {{}}, y) for one input")
         return tuple(args), dict(kwargs), target
-    if isinstance(batch, (tuple, list)):  # first: the common case (a namedtuple too)
+    if type(batch) is tuple and len(batch) == 2:  # the common case, (inputs, target), the shortest way
+        return (batch[0],), {}, batch[1]
+    if isinstance(batch, (tuple, list)):  # a namedtuple too
         if len(batch) >= 2:
             return tuple(batch[:-1]), {}, batch[-1]
         if len(batch) == 1:
@@ -77,6 +79,21 @@ def to_device(obj: Any, device: torch.device, channels_last: bool = False) -> An
     if isinstance(obj, (np.ndarray, np.number, np.bool_)) and obj.dtype.kind in "biufc":
         return to_device(torch.as_tensor(obj), device, channels_last)
     return obj
+
+
+def in_place(args: tuple, target: Any, device: torch.device) -> bool:
+    """Whether a batch of positional tensors (and a tensor target, or none) needs nothing from
+    ``to_device``: every one already on ``device`` (the common case, checked without a call per
+    tensor). Exact ``torch.Tensor`` only: a subclass may move differently."""
+    if device.type == "cpu":  # is_cpu costs less than a device comparison
+        for a in args:
+            if type(a) is not torch.Tensor or not a.is_cpu:
+                return False
+        return target is None or (type(target) is torch.Tensor and target.is_cpu)
+    for a in args:
+        if type(a) is not torch.Tensor or a.device != device:
+            return False
+    return target is None or (type(target) is torch.Tensor and target.device == device)
 
 
 def split_output(out: Any) -> tuple[torch.Tensor | None, Any]:

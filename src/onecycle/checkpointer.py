@@ -123,8 +123,8 @@ class Checkpointer:
 
     def step_end(self, loop: Loop) -> None:
         """After an optimizer step: the ``every``-step checkpoint when due, and a pending signal."""
-        if loop.iter >= loop.batches - 1:
-            return  # epoch ends are epoch_end's
+        if (self.every is None and self.signum is None and loop.learn.world_size == 1) or loop.iter >= loop.batches - 1:
+            return  # nothing to do (most steps); epoch ends are epoch_end's
         due = self.every is not None and loop.scheduler.step_count % self.every == 0 and self.due(loop)
         if due:
             self._write(loop, loop.epoch, loop.iter + 1)

@@ -23,7 +23,7 @@ from . import checks as C
 from . import distributed as D
 from . import evaluate as E
 from . import schedules as S
-from .batches import split_batch, split_output, to_device
+from .batches import in_place, split_batch, split_output, to_device
 from .callbacks import Callback, check_callbacks
 from .checkpointer import Checkpointer
 from .loop import NO_CONTEXT, Loop, batches_per_epoch, steps_for
@@ -314,12 +314,14 @@ class Learner:
         autocast: ``(predictions, loss, target)``; the loss is None when there is none to compute
         (no target and no ``.loss`` from the model), or, for ``loss_fn``, when not ``with_loss``."""
         args, kwargs, target = split_batch(batch, self.batch_fn, keep_target=self.loss_fn is None)
-        device = self.device
-        args = to_device(args, device, self.channels_last)
-        kwargs = to_device(kwargs, device, self.channels_last) if kwargs else kwargs
-        target = to_device(target, device)
-        with self.autocast():
-            own_loss, preds = split_output((self.model if model is None else model)(*args, **kwargs))
+        device, channels_last = self.device, self.channels_last
+        if kwargs or channels_last or not in_place(args, target, device):  # else already there (most often)
+            args = to_device(args, device, channels_last)
+            kwargs = to_device(kwargs, device, channels_last) if kwargs else kwargs
+            target = to_device(target, device)
+        with torch.autocast(device.type, dtype=self.amp_dtype) if self.amp else NO_CONTEXT:
+            out = (self.model if model is None else model)(*args, **kwargs)
+            own_loss, preds = (None, out) if type(out) is torch.Tensor else split_output(out)
             if self.loss_fn is None:
                 loss = own_loss
             else:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import operator
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,7 +36,7 @@ from . import distributed as D
 from .callbacks import Callback, CancelFit, TrustRatios, hooks_of
 from .checkpointer import Checkpointer
 from .evaluate import set_optimizer_mode
-from .optim.groups import get_hyper
+from .optim.groups import momentum_key
 from .optim.scheduler import Scheduler
 from .progress import Progress
 from .recorder import Recorder
@@ -50,6 +51,7 @@ __all__ = ["Loop", "NonFiniteLossError", "NO_CONTEXT", "steps_for", "batches_per
 
 
 NO_CONTEXT = contextlib.nullcontext()  # reusable: no new object per batch
+_LR = operator.itemgetter("lr")
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -109,7 +111,8 @@ class Loop:
         self.scaler = scaler if scaler is not None else (
             learn.user_scaler if learn.user_scaler is not None else
             torch.amp.GradScaler(learn.device.type) if fp16 else None)
-        self.model = learn.training_model()  # wrapped for data-parallel, compiled when asked
+        self.model, self.ddp = learn.training_model(), learn.ddp  # wrapped for data-parallel, compiled when asked
+        self.mom_key = momentum_key(self.opt.param_groups[0])  # where one_batch reads the momentum (or betas)
         self.progress = Progress((), quiet=True)
         # The state: where the fit is, and what the current epoch has done so far.
         self.epoch = self.iter = self.nan_skipped = 0
@@ -133,8 +136,8 @@ class Loop:
         scheduler, scaler and recorder."""
         partial = None
         if self.epoch_moms:
-            partial = {"losses": torch.stack(self.epoch_losses).float().tolist(),
-                       "lrs": [list(r) for r in self.epoch_lrs], "moms": list(self.epoch_moms)}
+            lrs, moms = _plain(self.epoch_lrs, self.epoch_moms)
+            partial = {"losses": torch.stack(self.epoch_losses).float().tolist(), "lrs": lrs, "moms": moms}
         return {"epoch": self.epoch, "iter": self.iter, "nan_skipped": self.nan_skipped, "partial": partial}
 
     def load_state_dict(self, state: dict[str, Any], pending: dict[str, Any] | None = None) -> None:
@@ -207,8 +210,9 @@ class Loop:
             for i, batch in zip(range(start, n), it):
                 self.iter = i
                 window = k if i < n - n % k else n % k  # the last window may be shorter
-                self.one_batch(batch, window, step=(i + 1) % k == 0 or i == n - 1)
-                bar.update(i, self.epoch_losses)
+                self.one_batch(batch, window, (i + 1) % k == 0 or i == n - 1)
+                if bar.shown:
+                    bar.update(i, self.epoch_losses)
         except BaseException as e:
             # A cancelled, interrupted or failed epoch's iterations are history too (a plot of the loss
             # up to a Ctrl-C or a NaN). Under data-parallel recording is a collective: only on a
@@ -236,13 +240,14 @@ class Loop:
     def one_batch(self, batch: Any, window: int = 1, step: bool = True) -> torch.Tensor:
         """One batch: the optimizer steps when ``step`` (the accumulation window's last batch), with
         the loss scaled by ``1/window``. Returns the detached loss."""
-        opt, scaler = self.opt, self.scaler
-        self.call("before_batch")
-        self.epoch_lrs.append([g["lr"] for g in opt.param_groups])
-        self.epoch_moms.append(get_hyper(opt.param_groups[0], "momentum"))
-        ddp = self.learn.ddp  # data-parallel: gradients are all-reduced on the window's last batch only
-        with ddp.no_sync() if ddp is not None and not step else NO_CONTEXT:
-            self.pred, loss, self.target = self.learn.forward(batch, self.model)  # move; forward, loss
+        opt, scaler, ddp, hooks, learn = self.opt, self.scaler, self.ddp, self.hooks, self.learn
+        for hook in hooks["before_batch"]:  # the callbacks' hooks, called in place: this runs every batch
+            hook(learn)
+        self.epoch_lrs.append(list(map(_LR, opt.param_groups)))  # as the step will use them (floats at epoch end)
+        g0 = opt.param_groups[0]
+        self.epoch_moms.append(g0["betas"][0] if self.mom_key == "betas" else g0.get("momentum"))
+        with ddp.no_sync() if ddp is not None and not step else NO_CONTEXT:  # data-parallel: all-reduce at steps
+            self.pred, loss, self.target = learn.forward(batch, self.model)  # move; forward, loss
             scaled = loss / window if window > 1 else loss
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         self.loss = loss = loss.detach()
@@ -258,9 +263,10 @@ class Loop:
             else:
                 if scaler is not None:
                     scaler.unscale_(opt)
-                self.call("after_backward")
-                if self.learn.clip is not None:
-                    torch.nn.utils.clip_grad_norm_(self.trainable, self.learn.clip, foreach=True)
+                for hook in hooks["after_backward"]:
+                    hook(learn)
+                if learn.clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.trainable, learn.clip, foreach=True)
                 # Hooks on opt.step(): decoupled weight decay before it, then the Scheduler sets the
                 # next step's LR and momentum. A scaler skips the step (and so the schedule) on overflow.
                 if scaler is not None:
@@ -268,10 +274,12 @@ class Loop:
                     scaler.update()
                 else:
                     opt.step()
-                self.call("after_step")
+                for hook in hooks["after_step"]:
+                    hook(learn)
                 opt.zero_grad(set_to_none=True)
             self.checkpointer.step_end(self)  # an `every`-step checkpoint when due; a clean stop on a signal
-        self.call("after_batch")
+        for hook in hooks["after_batch"]:
+            hook(learn)
         return loss
 
     # ---- epoch edges ----------------------------------------------------------------------------
@@ -309,7 +317,7 @@ class Loop:
         if self.learn.world_size > 1:  # every rank records the mean over ranks
             losses = D.all_reduce_sum(losses) / self.learn.world_size
         done = losses.tolist()
-        self.recorder.add_iterations(self.epoch_lrs[:n], self.epoch_moms[:n], done)
+        self.recorder.add_iterations(*_plain(self.epoch_lrs[:n], self.epoch_moms[:n]), done)
         return done
 
     def flush_series(self) -> None:
@@ -348,6 +356,12 @@ class Loop:
                f"{self.scheduler.step_count} of {self.scheduler.total_steps}); pass the steps_per_epoch the loader "
                "gives" + (f". {dropped} batches that ended inside an accumulation window were dropped (no "
                           "optimizer step)" if dropped else ""))
+
+
+def _plain(lrs: list[list[Any]], moms: list[Any]) -> tuple[list[list[float]], list[float | None]]:
+    """Per-batch LRs and momenta as plain floats (a capturable optimizer keeps them as tensors)."""
+    return ([[v if type(v) is float else float(v) for v in row] for row in lrs],
+            [m if m is None or type(m) is float else float(m) for m in moms])
 
 
 # torch.backends.cudnn.benchmark is process-wide: fits running at once (threads, or lr_find inside a

@@ -98,11 +98,15 @@ class Scheduler:
 
     def apply(self) -> None:
         """Write the values for the current progress into the optimizer (every step)."""
-        pct, groups = self.pct, self.optimizer.param_groups
+        pct, groups = min(self.step_count / self.total_steps, 1.0), self.optimizer.param_groups
         for key, fn in self.scheds.items():
             v, bases = fn(pct), self.base.get(key)
             for i, group in enumerate(groups):
-                set_hyper(group, key, v if bases is None else bases[i] * v)
+                value = v if bases is None else bases[i] * v
+                if type(group.get(key)) is float:  # this runs at every step: a plain float written directly
+                    group[key] = value
+                else:  # momentum as betas[0], a tensor filled in place
+                    set_hyper(group, key, value)
 
     def _after_step(self, optimizer: torch.optim.Optimizer, args: tuple, kwargs: dict) -> None:
         if self.active:

@@ -1,0 +1,139 @@
+"""The loop's own cost, on the probe where it shows most: a linear 40->10 model on MNIST-1D at batch
+32, where a step is ~100 us of torch work and any Python around it counts.
+
+Both contenders train the same model from the same init on the same ``TensorLoader`` (MNIST-1D's
+4000 training signals), with the same optimizer (SGD, momentum 0.9, ``foreach=True``: the Learner's
+"sgd") and OneCycleLR's shape (torch's ``OneCycleLR`` for the hand-written loop,
+``schedules.torch_one_cycle`` for the fit), no validation, one torch thread. Ours is
+``Learner.fit_sched`` with its defaults (the NaN guard on).
+
+Wall time: for each seed a fresh process runs the two alternately (``--reps`` times each, after a
+warm-up) and reports each one's median; the ratio ours / hand-written is printed per seed, then the
+median and range over seeds. Instructions (``--instructions``, needs valgrind): callgrind counts
+each contender's instructions per batch (5 epochs minus 1, so imports and setup cancel), a figure
+the machine's load cannot move.
+
+    python benchmarks/loop_probe.py [--seeds 0 1 2] [--reps 9] [--epochs 3] [--instructions]
+
+Target: ours / hand-written <= 1.05.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+
+def loader(seed: int):
+    from onecycle.data import TensorLoader
+    from onecycle.tasks import load_task
+    x, y = load_task("mnist1d", device="cpu").train_dl.tensors
+    return TensorLoader(x.reshape(len(x), -1), y, batch_size=32, shuffle=True, seed=seed)
+
+
+def hand(model, dl, epochs: int, lr: float = 0.1) -> None:
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, foreach=True)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(epochs, 1) * len(dl))
+    for _ in range(epochs):
+        model.train()
+        for xb, yb in dl:
+            loss = F.cross_entropy(model(xb), yb)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            sched.step()
+
+
+def ours(model, dl, epochs: int, lr: float = 0.1) -> None:
+    import onecycle as oc
+    learn = oc.Learner(model, dl, None, quiet=True, device="cpu")
+    policy = oc.schedules.torch_one_cycle(max(epochs, 1) * len(dl))
+    if epochs:
+        learn.fit_sched(epochs, lr, policy.lr, policy.mom)
+
+
+CONTENDERS = {"hand": hand, "ours": ours}
+
+
+def child(seed: int, reps: int, epochs: int) -> None:
+    """One process: both contenders alternately; prints {"hand": [s...], "ours": [s...], "batches": n}."""
+    torch.set_num_threads(1)
+    dl = loader(seed)
+    torch.manual_seed(seed)
+    init = torch.nn.Linear(40, 10).state_dict()
+
+    def run(name: str) -> float:
+        model = torch.nn.Linear(40, 10)
+        model.load_state_dict(init)
+        start = time.perf_counter()
+        CONTENDERS[name](model, dl, epochs)
+        return time.perf_counter() - start
+
+    run("ours"), run("hand")  # warm-up
+    times = {"hand": [], "ours": []}
+    for r in range(reps):
+        for name in ("hand", "ours") if r % 2 == 0 else ("ours", "hand"):
+            times[name].append(run(name))
+    print(json.dumps({**times, "batches": epochs * len(dl)}))
+
+
+def count(name: str, epochs: int) -> int:
+    """Instructions of one process training ``name`` for ``epochs`` epochs (callgrind)."""
+    env = {**os.environ, "PYTHONHASHSEED": "0", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
+    out = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable, __file__,
+                          "--count", name, "--epochs", str(epochs)], capture_output=True, text=True, env=env)
+    found = re.search(r"Collected : (\d+)", out.stderr)
+    if not found:
+        raise RuntimeError(out.stderr[-2000:])
+    return int(found.group(1))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--reps", type=int, default=9)
+    ap.add_argument("--epochs", type=int, default=3)
+    ap.add_argument("--instructions", action="store_true", help="also count instructions per batch (valgrind)")
+    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--count", choices=list(CONTENDERS), default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child is not None:
+        return child(args.child, args.reps, args.epochs)
+    if args.count is not None:  # under callgrind: train, nothing else
+        torch.set_num_threads(1)
+        dl = loader(0)
+        torch.manual_seed(0)
+        return CONTENDERS[args.count](torch.nn.Linear(40, 10), dl, args.epochs)
+    print(f"linear 40->10, MNIST-1D, batch 32, TensorLoader, SGD, {args.epochs} epochs, median of {args.reps} "
+          f"per seed, one torch thread; load {os.getloadavg()[0]:.2f}", flush=True)
+    ratios = []
+    for seed in args.seeds:
+        out = subprocess.run([sys.executable, __file__, "--child", str(seed), "--reps", str(args.reps),
+                              "--epochs", str(args.epochs)], capture_output=True, text=True, check=True)
+        t = json.loads(out.stdout.strip().splitlines()[-1])
+        h, o = statistics.median(t["hand"]), statistics.median(t["ours"])
+        ratios.append(o / h)
+        print(f"seed {seed}: hand {h / t['batches'] * 1e6:6.1f} us/batch, ours {o / t['batches'] * 1e6:6.1f} "
+              f"us/batch, ours/hand {o / h:.3f}")
+    print(f"ours/hand: median {statistics.median(ratios):.3f}, range {min(ratios):.3f}-{max(ratios):.3f} "
+          "(target <= 1.05)")
+    if args.instructions:
+        if shutil.which("valgrind") is None:
+            raise SystemExit("--instructions needs valgrind")
+        per = {name: (count(name, 5) - count(name, 1)) / (4 * 125) for name in CONTENDERS}
+        print(f"instructions per batch: hand {per['hand']:.0f}, ours {per['ours']:.0f}, "
+              f"ours/hand {per['ours'] / per['hand']:.3f}")
+
+
+if __name__ == "__main__":
+    main()
