@@ -27,6 +27,19 @@ TARGETS=(
   # a killed mutant leaves the one test with persistent worker processes waiting ~30 s on them
   "resume|resume.py|tests/test_resume.py|-k 'not sigkill and not resume_inexact'"
   "metrics|metrics.py|tests/test_metrics.py|"
+  "checks|checks.py|tests/test_checks.py|"
+  "batches|batches.py|tests/test_batches.py|"
+  "optim/__init__|optim/__init__.py|tests/test_optim.py|"
+  "optim/groups|optim/groups.py|tests/test_groups.py|"
+  "optim/lars|optim/lars.py|tests/test_optim.py|"
+  "optim/lamb|optim/lamb.py|tests/test_optim.py|"
+  "optim/trust|optim/trust.py|tests/test_optim.py|"
+  "lr_find_result|lr_find_result.py|tests/test_lr_find_result.py|"
+  "evaluate|evaluate.py|tests/test_evaluate.py|"
+  "loop|loop.py|tests/test_loop.py|"
+  "lr_finder|lr_finder.py|tests/test_lr_finder.py|"
+  "learner|learner.py|tests/test_learner.py|"
+  "recorder|recorder.py|tests/test_recorder.py|"
 )
 
 [[ -x "$MUTMUT" ]] || { echo "mutmut not found at $MUTMUT: pip install -e '.[mutation]'" >&2; exit 2; }
