@@ -153,6 +153,10 @@ def test_split_output_objects_with_loss_and_logits():
     assert own is loss and preds is logits
     own, preds = split_output(SimpleNamespace(logits=logits))
     assert own is None and preds is logits
+    own, preds = split_output(SimpleNamespace(loss=loss))  # a loss alone: no predictions
+    assert own is loss and preds is None
+    other = SimpleNamespace(scores=logits)  # neither: the object itself is the predictions
+    assert split_output(other) == (None, other)
 
 
 def test_split_output_transformers_model_output():
