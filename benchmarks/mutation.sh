@@ -28,7 +28,9 @@ TARGETS=(
   "resume|resume.py|tests/test_resume.py|-k 'not sigkill and not resume_inexact'"
   "metrics|metrics.py|tests/test_metrics.py|"
   "checks|checks.py|tests/test_checks.py|"
-  "batches|batches.py|tests/test_batches.py|"
+  # the three fits of a random-init BERT (5-9 s each); Hugging Face batches and outputs are tested
+  # directly (BatchEncoding, ModelOutput) by the unit tests kept
+  "batches|batches.py|tests/test_batches.py|-k 'not hugging_face'"
   "optim/__init__|optim/__init__.py|tests/test_optim.py|"
   "optim/groups|optim/groups.py|tests/test_groups.py|"
   "optim/lars|optim/lars.py|tests/test_optim.py|"
