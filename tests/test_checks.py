@@ -288,9 +288,19 @@ def test_warn_points_at_the_first_caller_outside_the_package():
 
     import onecycle.checks as checks_module
     here = os.path.abspath(__file__)
+
+    def caller(record) -> tuple[str, int | None]:
+        """Where the warning points. Under mutation testing (mutmut) a trampoline outside the package
+        stands between every caller and the function: that frame is the caller then (line unknown)."""
+        path = os.path.abspath(record.filename)
+        if os.environ.get("MUTANT_UNDER_TEST") and "mutmut" in path.split(os.sep):
+            return here, None
+        return path, record.lineno
+
     with pytest.warns(RuntimeWarning, match="^direct$") as record:
+        line = inspect.currentframe().f_lineno + 1
         warn("direct", RuntimeWarning)
-    assert os.path.abspath(record[0].filename) == here
+    assert caller(record[0]) in ((here, line), (here, None))
     # a call from inside the package (a function compiled under the package's folder) is skipped over
     inside = os.path.join(os.path.dirname(os.path.abspath(checks_module.__file__)), "_fake_module.py")
     scope = {"warn": warn}
@@ -298,4 +308,4 @@ def test_warn_points_at_the_first_caller_outside_the_package():
     with pytest.warns(UserWarning, match="^nested$") as record:
         line = inspect.currentframe().f_lineno + 1
         scope["deep"]()
-    assert os.path.abspath(record[0].filename) == here and record[0].lineno == line
+    assert caller(record[0]) in ((here, line), (here, None))
