@@ -148,7 +148,9 @@ def test_freeze_groups_refuses_what_cannot_be_frozen():
     net = _net()
     one = layer_groups(net)
     assert freeze_groups(net, one, 0) == [] and all(p.requires_grad for p in net.parameters())
-    with pytest.raises(ValueError, match=r"^freeze_to\(1\) needs several layer groups, but the model has 1: "):
+    with pytest.raises(ValueError, match=r"^freeze_to\(1\) needs several layer groups, but the model has 1: define "
+                                         r"them with Learner\(groups=\[params_of_body, params_of_head\]\) or a "
+                                         r"model.param_groups\(\) method$"):
         freeze_groups(net, one, 1)
     groups = layer_groups(net, [net[:2], net[2]])
     with pytest.raises(ValueError, match=r"^freeze_to n must be an int in \[-2, 2\] for 2 param groups, got 3$"):
@@ -252,6 +254,17 @@ def test_decoupled_decay_by_hand_per_group_and_only_on_matrices_with_gradients()
     decay.remove()
     opt.step()
     assert torch.equal(w.detach(), w1 * 0.9)
+
+
+def test_decoupled_decay_defaults_to_none():
+    w, _ = _pair()
+    w0 = w.detach().clone()
+    opt = torch.optim.SGD([w], lr=0.1)
+    DecoupledWeightDecay(opt)
+    assert opt.param_groups[0][DECOUPLED_WD] == 0.0
+    w.grad = torch.zeros_like(w)
+    opt.step()
+    assert torch.equal(w.detach(), w0)
 
 
 def test_decoupled_decay_reads_the_lr_and_wd_of_each_step():
