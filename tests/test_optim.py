@@ -567,6 +567,13 @@ def test_optimizers_by_name_are_the_documented_configurations():
     assert lamb.defaults["lr"] == 1e-3
 
 
+def test_each_named_factory_takes_the_lr_it_is_given():
+    from onecycle.optim import OPTIMIZERS
+    for name, factory in OPTIMIZERS.items():
+        opt = factory([{"params": [torch.nn.Parameter(torch.zeros(2))]}], 0.5)
+        assert opt.param_groups[0]["lr"] == 0.5 and opt.defaults["lr"] == 0.5, name
+
+
 def test_build_optimizer_one_param_group_per_layer_group_from_a_name_or_a_factory():
     from onecycle.optim import build_optimizer
     a = [torch.nn.Parameter(torch.zeros(2))]
