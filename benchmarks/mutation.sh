@@ -41,8 +41,11 @@ TARGETS=(
   # lr_find inside a checkpointing fit (8 cases, 5-15 s each) is the checkpointer's interplay with the
   # finder; the loop's state is tested by lr_find from every hook of a plain fit, kept
   "loop|loop.py|tests/test_loop.py|-k 'not checkpointing_fit'"
-  "lr_finder|lr_finder.py|tests/test_lr_finder.py|"
-  "learner|learner.py|tests/test_learner.py|"
+  # the finder's plots are plots.py's (tests/test_plots.py too)
+  "lr_finder|lr_finder.py|tests/test_lr_finder.py|-k 'not plot'"
+  # the Learner's API and its argument checks; left out: the host-read trace of a whole fit (20 s, the
+  # loop's) and a torchmetrics collection's columns (metrics.py's)
+  "learner|learner.py|tests/test_learner.py tests/test_bad_input.py|-k 'not no_host_reads and not metric_collection'"
   "recorder|recorder.py|tests/test_recorder.py|"
 )
 
