@@ -208,3 +208,21 @@ def test_concat_joins_batches_on_the_cpu_keeping_their_structure():
         concat([])
     grad = torch.ones(2, requires_grad=True) * 2
     assert not concat([grad]).requires_grad  # detached
+
+
+def test_optimizer_mode_needs_both_train_and_eval_and_reads_train_without_the_key():
+    w = [torch.nn.Parameter(torch.zeros(2))]
+
+    class TrainOnly(torch.optim.SGD):
+        def train(self):
+            pass
+
+    class EvalOnly(torch.optim.SGD):
+        def eval(self):
+            pass
+
+    class NoKey(TrainOnly, EvalOnly):  # modes, but its groups say nothing: taken as in train mode
+        pass
+
+    assert optimizer_mode(TrainOnly(w, lr=0.1)) is None and optimizer_mode(EvalOnly(w, lr=0.1)) is None
+    assert optimizer_mode(NoKey(w, lr=0.1)) is True
