@@ -43,8 +43,8 @@ TARGETS=(
   "loop|loop.py|tests/test_loop.py|-k 'not checkpointing_fit'"
   # the finder's plots are plots.py's (tests/test_plots.py too)
   "lr_finder|lr_finder.py|tests/test_lr_finder.py|-k 'not plot'"
-  # the Learner's API, its training options (test_training) and its argument checks; left out: the host-read trace of a whole fit (20 s, the
-  # loop's) and a torchmetrics collection's columns (metrics.py's)
+  # the Learner's API, its training options (test_training) and its argument checks; left out: the
+  # host-read trace of a whole fit (20 s, the loop's) and a torchmetrics collection's columns (metrics')
   "learner|learner.py|tests/test_learner.py tests/test_training.py tests/test_bad_input.py|-k 'not no_host_reads and not metric_collection'"
   "recorder|recorder.py|tests/test_recorder.py|"
 )
