@@ -681,7 +681,7 @@ def test_negative_control_the_restore_check_sees_a_missing_restore(monkeypatch):
     restore, and without the weights' restore."""
     learn = _learner()
     before, rng = _fingerprint(learn), get_rng_state()
-    monkeypatch.setattr(lf, "set_rng_state", lambda state, loaders=(): None)
+    monkeypatch.setattr(lf, "set_rng_state", lambda state, loaders=(), same_loaders=False: None)
     learn.lr_find(num_it=10)
     with pytest.raises(AssertionError):
         _assert_restored(learn, before, rng)
