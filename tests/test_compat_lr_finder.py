@@ -722,3 +722,19 @@ def test_device_and_cache_arguments(tmp_path):
 def test_onecycle_exports_the_drop_in():
     assert oc.LRFinder is LRFinder and oc.compat.LRFinder is LRFinder
     assert not hasattr(oc, "RangeTest")
+
+
+def test_readme_snippet_runs_and_changes_one_import(capsys):
+    """README "From torch-lr-finder": the peer's snippet with one import changed, run as written."""
+    from _readme import snippet
+    before, after = snippet("torch-lr-finder"), snippet("onecycle-lr-finder")
+    assert before.replace("from torch_lr_finder import LRFinder", "from onecycle import LRFinder") == after != before
+    task = Task(validate=True)
+    fig, ax = plt.subplots()
+    scope = {"model": task.model, "optimizer": task.optimizer, "criterion": task.criterion,
+             "trainloader": task.train_loader, "valloader": task.val_loader, "ax": ax}
+    exec(after, scope)
+    h = scope["lr_finder"].history
+    assert h["lr"][:3] == pytest.approx([1e-5, 1e-5 + (1 - 1e-5) / 99, 1e-5 + 2 * (1 - 1e-5) / 99])
+    assert len(ax.lines) == 1 and "Suggested LR" in capsys.readouterr().out
+    plt.close(fig)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import sys
+import types
 
 import pytest
 import torch
@@ -236,3 +237,14 @@ def test_a_missing_extra_is_named(monkeypatch):
         lr_find(object(), object())
     with pytest.raises(ImportError, match=r"onecycle\[lightning\]"):
         OneCycle(lr_max=0.1)
+
+
+def test_readme_coming_from_lightning_snippet_runs():
+    """README "From Lightning's Tuner": run as written on the tiny module."""
+    from _readme import snippet
+    torch.manual_seed(0)
+    quiet = types.SimpleNamespace(Trainer=lambda **kw: trainer(**kw))  # `L`: Trainers quiet and without a log folder
+    scope = {"trainer": trainer(), "model": Tiny(), "L": quiet}
+    exec(snippet("lightning"), scope)
+    res = scope["res"]
+    assert len(res.val_losses) == len(res.lrs) and "val_acc" in res.metrics and scope["trainer"].global_step == 12

@@ -155,3 +155,17 @@ def test_a_missing_extra_is_named(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "transformers", None)
     with pytest.raises(ImportError, match=r"onecycle\[transformers\]"):
         lr_find(object())
+
+
+def test_readme_coming_from_the_trainer_snippet_runs(tmp_path):
+    """README "From the Hugging Face Trainer": run as written; the LR peaks at the suggestion."""
+    import math
+
+    from _readme import snippet
+    base = make_trainer(tmp_path, num_train_epochs=2)
+    scope = {"model": base.model, "args": base.args, "train_ds": base.train_dataset, "eval_ds": base.eval_dataset,
+             "Trainer": Trainer, "torch": torch, "math": math}
+    exec(snippet("transformers"), scope)
+    res, sched = scope["res"], scope["sched"]
+    assert scope["steps"] == 16 and sched.last_epoch == 16 and res.suggestion is not None
+    assert sched.optimizer.param_groups[0]["max_lr"] == res.suggestion
