@@ -244,7 +244,7 @@ def test_readme_coming_from_lightning_snippet_runs():
     from _readme import snippet
     torch.manual_seed(0)
     quiet = types.SimpleNamespace(Trainer=lambda **kw: trainer(**kw))  # `L`: Trainers quiet and without a log folder
-    scope = {"trainer": trainer(), "model": Tiny(), "L": quiet}
+    scope = {"model": Tiny(), "L": quiet}
     exec(snippet("lightning"), scope)
     res = scope["res"]
     assert len(res.val_losses) == len(res.lrs) and "val_acc" in res.metrics and scope["trainer"].global_step == 12
