@@ -868,3 +868,15 @@ def test_a_fit_after_a_fit_takes_new_bases_for_every_relative_key_without_a_warn
             assert learn.opt.param_groups[0]["initial_lr"] == peak
             # every fit goes from the same base down to half of it, not from where the last one ended
             assert learn.opt.param_groups[0]["weight_decay"] == pytest.approx(0.5e-3, rel=1e-12)
+
+
+def test_readme_coming_from_fastai_snippet_runs(capsys):
+    """README "From fastai": run as written; fit_one_cycle(5) peaks at the finder's suggestion."""
+    from _readme import snippet
+    torch.manual_seed(0)
+    scope = {"model": TwoGroup(), "train_dl": _data(), "valid_dl": _data(30, 7, 1), "F": F}
+    exec(snippet("fastai"), scope)
+    learn, res = scope["learn"], scope["res"]
+    assert res.suggestion is not None and len(learn.recorder.val_losses) == 5
+    assert max(learn.recorder.lrs) == pytest.approx(res.suggestion, rel=1e-2)  # the peak step is near pct_start
+    assert "<- suggestion" in capsys.readouterr().out

@@ -78,6 +78,10 @@ CLI_LAYER = {"onecycle.cli", "onecycle.__main__", "onecycle.runconfig", "onecycl
              "onecycle.report", "onecycle.htmlpage"}
 
 
+# The explicit ``.plot()`` conveniences, the only modules below the output layer that import plots (lazily).
+PLOT_CONVENIENCES = ("onecycle.recorder", "onecycle.lr_find_result", "onecycle.compat.torch_lr_finder")
+
+
 def test_layers_point_down():
     """The leaves import only ``checks`` (metrics also ``batches``); the file layers stack atomic <
     checkpoint < weights; no module below the command line imports it, plots or an integration."""
@@ -94,8 +98,7 @@ def test_layers_point_down():
     core = [n for n in graph if n not in CLI_LAYER and not n.startswith(edge)]
     assert "onecycle.learner" in core and "onecycle.tasks" in core
     for name in core:
-        up = {d for d in graph[name] if d in CLI_LAYER or (d.startswith(edge) and name not in
-                                                           ("onecycle.recorder", "onecycle.lr_find_result"))}
+        up = {d for d in graph[name] if d in CLI_LAYER or (d.startswith(edge) and name not in PLOT_CONVENIENCES)}
         assert not up, (name, up)
 
 
@@ -116,8 +119,7 @@ def test_plotting_stays_at_the_edges():
                         for m in ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]))}
     assert uses_mpl and all(n.startswith("onecycle.plots.") for n in uses_mpl), uses_mpl
     graph = _graph()
-    assert _importers("onecycle.plots", graph) == {"onecycle.recorder", "onecycle.lr_find_result", "onecycle.report",
-                                                   "onecycle.compare_report"}
+    assert _importers("onecycle.plots", graph) == {*PLOT_CONVENIENCES, "onecycle.report", "onecycle.compare_report"}
     at_import = {name for name, path in mods.items() if not name.startswith("onecycle.plots")
                  and any((t + ".").startswith("onecycle.plots.") for t in _imports(name, path, top_level=True))}
     assert at_import == set(), at_import

@@ -373,3 +373,14 @@ def test_the_learner_never_warns_about_a_kept_base():
         lr_find(model, opt, torch.nn.functional.cross_entropy, dl, num_it=5)
     assert [str(w.message) for w in caught if "already hold a base" in str(w.message)] == []
     assert learn.recorder.lrs  # it trained
+
+
+def test_a_schedule_may_give_one_value_per_group():
+    """A schedule returning a list sets each group from its own entry (times its base, for the LR)."""
+    p1, p2 = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [p1], "lr": 0.1}, {"params": [p2], "lr": 1.0}], lr=0.1, momentum=0.9)
+    Scheduler(opt, 4, lr=lambda pct: [1 - pct, 1 + pct], momentum=lambda pct: 0.9)
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 1.0]
+    for _ in range(2):
+        opt.step()
+    assert [g["lr"] for g in opt.param_groups] == [0.1 * 0.5, 1.0 * 1.5]

@@ -245,7 +245,8 @@ def stop_words(stop_reason: str, lrs: Sequence[float] = (), num_it: int = 0) -> 
     if stop_reason.startswith("diverged"):
         size = re.search(r"smoothed loss (\S+) above (\S+)", stop_reason)
         why = f" to {size.group(1)}, past its limit {size.group(2)}" if size else ""
-        return f"stopped {where}: the smoothed training loss blew up{why}"
+        watched = "validation" if "the validation loss" in stop_reason else "training"  # compat.LRFinder's may watch it
+        return f"stopped {where}: the smoothed {watched} loss blew up{why}"
     if stop_reason.startswith("non-finite loss"):
         value = stop_reason.split()[2] if len(stop_reason.split()) > 2 else "non-finite"
         return f"stopped {where}: the training loss became {value}"

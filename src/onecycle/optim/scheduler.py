@@ -56,7 +56,8 @@ def check_momentum_schedule(fn: Callable[[float], float], points: int = 21) -> N
 
 
 class Scheduler:
-    """Set ``optimizer``'s hyper-parameters from ``scheds`` (key -> schedule of progress).
+    """Set ``optimizer``'s hyper-parameters from ``scheds`` (key -> schedule of progress; a schedule
+    may return a list, one value per param group).
 
     >>> sched = Scheduler(opt, total_steps=len(dl) * epochs, lr=oc.schedules.cos_one_cycle().lr,
     ...                   momentum=oc.schedules.cos_one_cycle().mom)
@@ -101,8 +102,10 @@ class Scheduler:
         pct, groups = min(self.step_count / self.total_steps, 1.0), self.optimizer.param_groups
         for key, fn in self.scheds.items():
             v, bases = fn(pct), self.base.get(key)
+            per_group = type(v) is list  # a schedule may give one value per group (the LR finder's own ends)
             for i, group in enumerate(groups):
-                value = v if bases is None else bases[i] * v
+                value = v[i] if per_group else v
+                value = value if bases is None else bases[i] * value
                 if type(group.get(key)) is float:  # this runs at every step: a plain float written directly
                     group[key] = value
                 else:  # momentum as betas[0], a tensor filled in place
