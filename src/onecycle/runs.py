@@ -25,7 +25,7 @@ from typing import Any
 
 from .callbacks import Callback
 from .report import draw_plots, run_report, summarize
-from .run_callbacks import SaveHistory, ValidationTimer
+from .run_callbacks import SaveHistory, ValidationTimer, save_history
 from .runbuild import build_learner
 from .runconfig import ConfigError, FindConfig, FitConfig, make_config, parse_lr
 from .rundir import RunDir, is_main_process, read_json, read_run_config
@@ -268,8 +268,7 @@ def _finish(learn: Any, run: RunDir, cfg: FitConfig, status: str, error: str | N
     if not run.main:
         return
     rec = learn.recorder
-    _guarded(rec.save_json, run.folder / "history.json")
-    _guarded(rec.save_csv, run.folder)
+    _guarded(save_history, run.folder, rec)
     result = {"status": status, "error": error, "signal": signum, "epochs": cfg.epochs,
               "lr": run.meta["resolved"].get("lr"), **_card_facts(run, cfg), **summarize(rec)}
     _save_outputs(run, result)

@@ -1,0 +1,202 @@
+"""Tests for onecycle.compare's driver (``run_cells``) and the local pool under it (``pool.WorkerPool``):
+a cell whose worker dies is continued from its checkpoint once (the same numbers as a run never
+killed) and failed with its error the second time while the others go on; Ctrl-C on the driver skips
+the cells not started and the running one saves, resumable with ``onecycle fit --resume``. The policy
+is also checked against a scripted stand-in backend (no processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from onecycle.cell import outcome
+from onecycle.cli import main
+from onecycle.compare import Cell, run_cells
+from onecycle.pool import Event, WorkerPool, died_message
+from onecycle.run_callbacks import read_history
+from onecycle.runconfig import FitConfig, make_config
+
+TESTS = Path(__file__).parent
+
+
+def _env() -> dict:
+    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])}
+
+
+def _compare_folder(parent: Path) -> Path:
+    (folder,) = [p for p in parent.iterdir() if p.is_dir() and p.name.endswith("compare")]
+    return folder
+
+
+def _cells(folder: Path) -> dict[str, Path]:
+    return {json.loads((p / "cell.json").read_text())["seed"]: p for p in folder.iterdir()
+            if (p / "cell.json").exists()}
+
+
+# ---- the policy, against a scripted backend ---------------------------------------------------------
+class _Scripted:
+    """A backend whose cells end as ``script[(cell, attempt)]`` says: an outcome, or a death."""
+
+    def __init__(self, script):
+        self.script, self.busy, self.submits, self.closed, self.signals = script, {}, [], False, []
+
+    def submit(self, key, job):
+        self.submits.append((key, job["resume"]))
+        self.busy[key] = sum(k == key for k, _ in self.submits)
+
+    def running(self):
+        return sorted(self.busy)
+
+    def wait(self, timeout):
+        key = min(self.busy)
+        end = self.script.get((key, self.busy.pop(key)), outcome("finished"))
+        return [Event(key, died=end) if isinstance(end, str) else Event(key, outcome=end)]
+
+    def interrupt(self, signum):
+        self.signals.append(signum)
+
+    def close(self):
+        self.closed = True
+
+
+def _fake_cells(tmp_path, n):
+    cells = []
+    for i in range(n):
+        cfg = make_config(FitConfig, [("t", {"task": "digits", "run_dir": str(tmp_path / str(i)), "threads": 1})])
+        (tmp_path / str(i)).mkdir()
+        cells.append(Cell(i, {"seed": i}, cfg))
+    return cells
+
+
+def test_a_dead_worker_is_retried_once_as_a_resume_then_failed(tmp_path):
+    script = {(1, 1): "its worker process died (killed by SIGKILL)",
+              (2, 1): "its worker process died (killed by SIGKILL)", (2, 2): "its worker process died (exit code 1)"}
+    backend, retried = _Scripted(script), []
+    rows, signum = run_cells(_fake_cells(tmp_path, 3), 2, backend=backend,
+                             on_retry=lambda c, why: retried.append(c.index))
+    assert signum is None and backend.closed and retried == [1, 2]
+    assert sorted(backend.submits) == [(0, False), (1, False), (1, True), (2, False), (2, True)]  # a retry resumes
+    by = {r["index"]: r for r in rows}
+    assert by[0]["attempts"] == 1 and by[1]["attempts"] == 2 and by[2]["attempts"] == 2
+    assert by[2]["status"] == "failed" and by[2]["error"] == "its worker process died (exit code 1), twice"
+    # a cell that reported its own error is not retried
+    backend = _Scripted({(0, 1): outcome("failed", "RuntimeError: boom")})
+    (tmp_path / "b").mkdir()
+    rows, _ = run_cells(_fake_cells(tmp_path / "b", 1), 1, backend=backend)
+    assert backend.submits == [(0, False)] and rows[0]["error"] == "RuntimeError: boom"
+
+
+def test_a_stop_forwards_the_signal_and_skips_the_cells_not_started(tmp_path):
+    class Stopped(_Scripted):
+        def wait(self, timeout):
+            if not self.signals:
+                raise KeyboardInterrupt  # Ctrl-C while the first cells run
+            return [Event(k, outcome=outcome("interrupted", signum=signal.SIGINT)) for k in self.busy.copy()
+                    if self.busy.pop(k)]
+
+    backend = Stopped({})
+    rows, signum = run_cells(_fake_cells(tmp_path, 4), 2, backend=backend)
+    assert signum == signal.SIGINT and backend.signals == [signal.SIGINT] and backend.closed
+    assert [r["status"] for r in rows] == ["interrupted", "interrupted", "skipped", "skipped"]
+    assert [k for k, _ in backend.submits] == [0, 1]
+
+
+# ---- the local pool, for real -----------------------------------------------------------------------
+def test_the_pool_reports_a_dead_worker_and_replaces_it(tmp_path):
+    cell = tmp_path / "c"
+    cell.mkdir()
+    pool = WorkerPool(1)
+    try:
+        pid = pool.workers[0].proc.pid
+        pool.submit(0, {"folder": str(cell), "resume": False})  # no cell.json: the cell fails, the worker stays
+        (event,) = _wait_events(pool)
+        assert event.outcome["status"] == "failed" and "cell.json" in event.outcome["error"]
+        assert pool.workers[0].proc.pid == pid and pool.workers[0].proc.is_alive()
+        pool.submit(1, {"folder": str(cell), "resume": False})
+        os.kill(pid, signal.SIGKILL)
+        (event,) = _wait_events(pool)
+        assert event.died == "its worker process died (killed by SIGKILL)" or event.outcome is not None
+        pool.submit(2, {"folder": str(cell), "resume": False})  # a new worker takes the next cell
+        (event,) = _wait_events(pool)
+        assert event.key == 2 and pool.workers[0].proc.pid != pid
+    finally:
+        pool.close()
+    assert died_message(-9) == "its worker process died (killed by SIGKILL)"
+    assert died_message(3) == "its worker process died (exit code 3)"
+
+
+def _wait_events(pool):
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline:
+        if events := pool.wait(1.0):
+            return events
+    raise AssertionError("no event within 300 s")
+
+
+KILLED = ["compare", "--task", "_cli_task:killed", "--seed", "0", "1", "--lr", "0.1", "--epochs", "3",
+          "--jobs", "2", "--every", "5", "--ckpt-budget", "0", "--quiet"]
+
+
+@pytest.mark.parametrize("times", [1, 2])
+def test_a_cell_whose_worker_is_killed_is_continued_once_then_failed(tmp_path, monkeypatch, capsys, times):
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    marks = tmp_path / "marks"
+    marks.mkdir()
+    out = tmp_path / "out"
+    assert main([*KILLED, "--task-opts", f"marks={marks}", f"times={times}", "--out", str(out)]) == 0
+    table = capsys.readouterr().out
+    assert len(list(marks.iterdir())) == times  # seed 1's worker died that often, mid-training
+    cells = _cells(_compare_folder(out))
+    ok, killed = json.loads((_compare_folder(out) / "compare.json").read_text())["results"]
+    assert ok["status"] == "finished" and ok["attempts"] == 1
+    if times == 1:  # continued from its checkpoint: exactly the numbers of a run never killed
+        assert killed["status"] == "finished" and killed["attempts"] == 2
+        ref = tmp_path / "ref"
+        assert main(["fit", "--task", "_cli_task:killed", "--seed", "1", "--lr", "0.1", "--epochs", "3",
+                     "--task-opts", f"marks={marks}", "times=0", "--run-dir", str(ref), "--quiet"]) == 0
+        a, b = read_history(ref), read_history(cells[1])
+        assert b.losses == a.losses and b.val_losses == a.val_losses and len(a.losses) == 48
+        assert "continuing it from its checkpoint" in (cells[1] / "log.txt").read_text()
+    else:
+        assert killed["status"] == "failed" and killed["attempts"] == 2
+        assert killed["error"] == "its worker process died (killed by SIGKILL), twice"
+        assert "its worker process died (killed by SIGKILL), twice" in table and "1/2 runs finished" in table
+
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_skips_the_queued_cells_and_the_running_one_saves_and_resumes(tmp_path):
+    gate = tmp_path / "gate"
+    gate.mkdir()
+    args = ["compare", "--task", "_cli_task:tiny", "--seed", "0", "1", "--lr", "0.1", "--epochs", "3", "--jobs", "1",
+            "--every", "5", "--ckpt-budget", "0", "--task-opts", f"gate={gate}", "--out", str(tmp_path / "out")]
+    with open(tmp_path / "stdout.txt", "w+") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "onecycle", *args], stdout=log, stderr=subprocess.STDOUT,
+                                env=_env(), start_new_session=True)
+        try:
+            while not (gate / "waiting").exists():  # the first cell is mid-training, held at its gate
+                assert proc.poll() is None, (tmp_path / "stdout.txt").read_text()
+                time.sleep(0.01)
+            proc.send_signal(signal.SIGINT)  # what a terminal's Ctrl-C sends the driver
+            time.sleep(0.5)  # not needed for correctness: the cell stops at whichever step follows the signal
+            (gate / "go").touch()
+            assert proc.wait(timeout=300) == 130, (tmp_path / "stdout.txt").read_text()
+        finally:
+            proc.kill()
+            proc.wait()
+    folder = _compare_folder(tmp_path / "out")
+    results = json.loads((folder / "compare.json").read_text())["results"]
+    assert [r["status"] for r in results] == ["interrupted", "skipped"]
+    cells = _cells(folder)
+    assert (cells[0] / "last.ckpt").is_file() and not (cells[1] / "config.json").exists()
+    done = subprocess.run([sys.executable, "-m", "onecycle", "fit", "--resume", str(cells[0]), "--quiet"], env=_env(),
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    result = json.loads((cells[0] / "result.json").read_text())
+    assert result["status"] == "finished" and result["epochs_done"] == 3
