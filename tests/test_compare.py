@@ -200,3 +200,15 @@ def test_ctrl_c_skips_the_queued_cells_and_the_running_one_saves_and_resumes(tmp
     assert done.returncode == 0, done.stderr
     result = json.loads((cells[0] / "result.json").read_text())
     assert result["status"] == "finished" and result["epochs_done"] == 3
+
+
+def test_draw_end_draws_every_cells_plots_and_report_after_the_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    assert main(["compare", "--task", "_cli_task:tiny", "--seed", "0", "--opt", "sgd", "adamw", "--lr", "0.1",
+                 "--epochs", "2", "--jobs", "2", "--draw", "end", "--out", str(tmp_path)]) == 0
+    assert "drawing the plots and reports of 2 runs" in capsys.readouterr().out
+    folder = _compare_folder(tmp_path)
+    for cell in (p for p in folder.iterdir() if p.is_dir()):
+        assert (cell / "report.html").is_file() and (cell / "dashboard.png").is_file()
+        assert json.loads((cell / "result.json").read_text())["time"]["plotting"] == 0.0  # the cell drew nothing
+    assert (folder / "report.html").read_text().count("/report.html") == 2  # linked from the grid's report

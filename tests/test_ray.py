@@ -57,7 +57,7 @@ def test_a_grid_on_a_local_ray_gives_the_local_pools_table_seed_for_seed(tmp_pat
     a, b = (json.loads((f / "compare.json").read_text())["results"] for f in (pool, on_ray))
     assert [r["label"] for r in a] == [r["label"] for r in b] and len(a) == 4
     for x, y in zip(a, b):  # seed for seed: the same numbers
-        assert x["status"] == y["status"] == "finished" and x["final"] == y["final"], (x["label"], x["final"], y["final"])
+        assert x["status"] == y["status"] == "finished" and x["final"] == y["final"], (x["label"], y["final"])
         assert read_history(Path(x["folder"])).losses == read_history(Path(y["folder"])).losses
     assert _without_times((pool / "summary.txt").read_text()) == _without_times((on_ray / "summary.txt").read_text())
     assert _files(pool) == _files(on_ray)  # the same layout, file for file
@@ -74,7 +74,8 @@ def test_a_cell_whose_ray_worker_is_killed_is_continued_once_then_failed(tmp_pat
     monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])  # Ray's workers inherit it: _cli_task imports
     marks = tmp_path / "marks"
     marks.mkdir()
-    assert main([*KILLED, "--ray", "--task-opts", f"marks={marks}", f"times={times}", "--out", str(tmp_path / "o")]) == 0
+    out = tmp_path / "o"
+    assert main([*KILLED, "--ray", "--task-opts", f"marks={marks}", f"times={times}", "--out", str(out)]) == 0
     assert len(list(marks.iterdir())) == times
     ok, killed = json.loads((_folder(tmp_path / "o") / "compare.json").read_text())["results"]
     assert ok["status"] == "finished" and ok["attempts"] == 1 and killed["attempts"] == 2

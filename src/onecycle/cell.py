@@ -97,9 +97,10 @@ def _seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def run_cell(folder: str | os.PathLike, resume: bool = False) -> dict[str, Any]:
+def run_cell(folder: str | os.PathLike, resume: bool = False, plots: bool = True) -> dict[str, Any]:
     """Train the cell in ``folder`` (``cell.json``), or continue it from ``last.ckpt`` when
-    ``resume``; returns ``outcome(...)``. Never raises for the cell's own errors."""
+    ``resume``; ``plots=False``: without its PNGs and report (the grid draws them at its end).
+    Returns ``outcome(...)``. Never raises for the cell's own errors."""
     folder = Path(folder)
     if _STOP:  # stopped before it began: the driver counts it as not run
         return outcome("skipped", signum=_STOP.pop())
@@ -110,7 +111,7 @@ def run_cell(folder: str | os.PathLike, resume: bool = False) -> dict[str, Any]:
         signal.signal(signal.SIGINT, _interrupt)
         signal.signal(signal.SIGTERM, _interrupt)
         try:
-            return _run(folder, resume, start)
+            return _run(folder, resume, plots, start)
         except KeyboardInterrupt as err:
             return outcome("interrupted", signum=int(getattr(err, "signum", signal.SIGINT)))
         except Exception as err:  # the cell's error, in its log and in the table; the worker goes on
@@ -118,7 +119,7 @@ def run_cell(folder: str | os.PathLike, resume: bool = False) -> dict[str, Any]:
             return outcome("failed", f"{type(err).__name__}: {err}")
 
 
-def _run(folder: Path, resume: bool, start: float) -> dict[str, Any]:
+def _run(folder: Path, resume: bool, plots: bool, start: float) -> dict[str, Any]:
     from .runconfig import ConfigError, FitConfig, make_config
     from .runs import resume_fit, run_fit
     path = folder / "cell.json"
@@ -132,9 +133,9 @@ def _run(folder: Path, resume: bool, start: float) -> dict[str, Any]:
     _seed_everything(cfg.seed)
     try:
         if resume and (folder / "config.json").exists():
-            resume_fit(folder, started=start)
+            resume_fit(folder, started=start, plots=plots)
         else:
-            run_fit(cfg, started=start)
+            run_fit(cfg, started=start, plots=plots)
     except ConfigError as err:
         print(f"onecycle fit: error: {err}", file=sys.stderr)
         return outcome("failed", str(err))

@@ -86,13 +86,14 @@ def prepare_cells(folder: Path, grid: list[tuple[dict[str, Any], FitConfig]], jo
 
 def run_cells(cells: list[Cell], jobs: int, on_done: Callable[[Cell, dict], None] | None = None,
               on_tick: Callable[[list[int]], None] | None = None, poll: float = 0.5, backend: Backend | None = None,
-              on_retry: Callable[[Cell, str], None] | None = None) -> tuple[list[dict], int | None]:
+              on_retry: Callable[[Cell, str], None] | None = None, plots: bool = True
+              ) -> tuple[list[dict], int | None]:
     """Run every cell on ``backend`` (a local ``WorkerPool`` by default), ``jobs`` at a time, then
     close it. A cell whose worker died is continued from its checkpoint once (``on_retry(cell, why)``),
     then failed; ``on_done(cell, result)`` as each ends; ``on_tick(running)`` every ``poll`` seconds.
     On Ctrl-C or SIGTERM the running cells get the signal (each saves and stops resumably) and the
-    rest are skipped. Returns one result per cell, and the signal that stopped the grid (None if
-    none did)."""
+    rest are skipped. ``plots=False``: the cells draw nothing (``draw = "end"``). Returns one result
+    per cell, and the signal that stopped the grid (None if none did)."""
     if backend is None:
         from .pool import WorkerPool
         backend = WorkerPool(min(jobs, len(cells)))
@@ -125,7 +126,7 @@ def run_cells(cells: list[Cell], jobs: int, on_done: Callable[[Cell, dict], None
             cell, resume = queue.pop(0)
             started.setdefault(cell.index, time.perf_counter())
             attempts[cell.index] = attempts.get(cell.index, 0) + 1
-            backend.submit(cell.index, _job(cell, resume))
+            backend.submit(cell.index, {**_job(cell, resume), "plots": plots})
 
     try:
         while queue or backend.running():
@@ -213,12 +214,29 @@ def compare(ccfg: CompareConfig, grid: list[tuple[dict[str, Any], FitConfig]], i
             status.note(f"{cell.title()}: {why}; continuing it from its checkpoint on another worker")
 
     results, signum = run_cells(cells, ccfg.jobs, progress, None if status is None else status.tick,
-                                backend=backend, on_retry=retry)
+                                backend=backend, on_retry=retry, plots=ccfg.draw == "cells")
+    if ccfg.draw == "end":
+        _draw_cells(results, status is not None)
     data.update(results=results, metric=ccfg.metric or default_metric(folder, results),
                 seconds=time.perf_counter() - start)
     atomic_write_text(folder / "compare.json", json.dumps(data, indent=2, default=str))
     compare_outputs(folder)
     return folder, signum
+
+
+def _draw_cells(results: list[dict], say: bool) -> None:
+    """``draw = "end"``: every cell's PNGs and report, drawn here, one after another, once the cells
+    are done (a cell that wrote no history has nothing to draw)."""
+    from .report import redraw
+    from .run_callbacks import has_history
+    folders = [Path(r["folder"]) for r in results if r.get("status") != "skipped" and has_history(r["folder"])]
+    if say:
+        print(f"drawing the plots and reports of {len(folders)} runs", flush=True)
+    for folder in folders:
+        try:
+            redraw(folder)
+        except Exception as err:  # best effort, as a run's own drawing is
+            print(f"onecycle compare: could not draw {folder}: {type(err).__name__}: {err}", flush=True)
 
 
 def _cell_result(cell: Cell, out: dict, seconds: float, attempts: int) -> dict:

@@ -61,7 +61,7 @@ def _worker(conn: Connection) -> None:
         if job is None:
             return
         try:
-            result = cell.run_cell(job["folder"], job["resume"])
+            result = cell.run_cell(job["folder"], job["resume"], job.get("plots", True))
         except Exception as err:  # a fault outside the cell's own guard: reported, the worker goes on
             result = cell.outcome("failed", f"{type(err).__name__}: {err}")
         conn.send(result)

@@ -51,7 +51,7 @@ def _cell_task(job: dict[str, Any]) -> dict[str, Any]:
     cwd = os.getcwd()
     os.chdir(job["cwd"])
     try:
-        return run_cell(folder, job["resume"])
+        return run_cell(folder, job["resume"], job.get("plots", True))
     finally:
         os.chdir(cwd)
 
