@@ -94,6 +94,19 @@ def killed(batch_size: int = 16, seed: int = 0, marks: str = "", times: int = 1,
     return task
 
 
+def meddling(batch_size: int = 16, seed: int = 0, where: str = "") -> Task:
+    """``tiny``, built by a builder that changes the process: the working folder, torch's
+    deterministic flag and threads, a signal handler; and prints to both output streams."""
+    import sys
+    os.chdir(where)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print("meddling on stdout")
+    print("meddling on stderr", file=sys.stderr)
+    return tiny(batch_size, seed)
+
+
 def oddly_named(batch_size: int = 16, seed: int = 0) -> Task:
     """``tiny`` under a name with path separators in it (the run folder's default name holds it)."""
     task = tiny(batch_size, seed)

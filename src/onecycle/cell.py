@@ -45,20 +45,25 @@ def outcome(status: str, error: str | None = None, signum: int | None = None) ->
 
 @contextlib.contextmanager
 def _output_to(path: Path) -> Iterator[None]:
-    """File descriptors 1 and 2 (and so ``print``, tracebacks and C-level output) into ``path``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = os.dup(1), os.dup(2)
+    """``sys.stdout`` and ``sys.stderr`` (``print``, tracebacks), and file descriptors 1 and 2
+    (C-level output), into ``path``."""
+    streams = sys.stdout, sys.stderr
+    for stream in streams:
+        stream.flush()
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    saved = os.dup(1), os.dup(2)
+    log = open(fd, "w", buffering=1, encoding="utf-8", errors="replace", closefd=False)  # noqa: SIM115
     try:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
+        sys.stdout = sys.stderr = log
         yield
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        log.flush()
+        sys.stdout, sys.stderr = streams
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
+        log.close()
         for f in (fd, *saved):
             os.close(f)
 
@@ -104,6 +109,8 @@ def run_cell(folder: str | os.PathLike, resume: bool = False, plots: bool = True
     folder = Path(folder)
     if _STOP:  # stopped before it began: the driver counts it as not run
         return outcome("skipped", signum=_STOP.pop())
+    if not (folder / "cell.json").is_file():
+        return outcome("failed", f"{folder}: no cell.json (not a grid's cell, or not reachable from here)")
     start = time.perf_counter()
     with _process_state_kept(), _output_to(folder / "log.txt"):
         if resume:

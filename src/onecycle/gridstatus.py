@@ -61,7 +61,7 @@ class LiveStatus:
         queued cells' at the time a cell takes (the finished cells' mean; before any finished, the
         running cells' pace per finished epoch). None until there is anything to go by."""
         now = self.clock()
-        elapsed = {i: now - self.started_at[i] for i in running}
+        elapsed = {i: now - self.started_at.get(i, now) for i in running}
         paced = {i: elapsed[i] * self.cells[i].cfg.epochs / k for i, k in running.items() if k}
         per_cell = statistics.mean(self.walls) if self.walls else statistics.mean(paced.values()) if paced else None
         if per_cell is None:
