@@ -107,6 +107,16 @@ def meddling(batch_size: int = 16, seed: int = 0, where: str = "") -> Task:
     return tiny(batch_size, seed)
 
 
+def with_loader_workers(batch_size: int = 16, seed: int = 0) -> Task:
+    """``tiny`` served by a torch DataLoader with a worker process of its own (a process's child)."""
+    from torch.utils.data import DataLoader, TensorDataset
+    task = tiny(batch_size, seed)
+    ds = TensorDataset(*task.train_dl.tensors)
+    task.train_dl = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=1,
+                               generator=torch.Generator().manual_seed(seed))
+    return task
+
+
 def oddly_named(batch_size: int = 16, seed: int = 0) -> Task:
     """``tiny`` under a name with path separators in it (the run folder's default name holds it)."""
     task = tiny(batch_size, seed)

@@ -6,6 +6,7 @@ is also checked against a scripted stand-in backend (no processes)."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -109,7 +110,8 @@ def test_a_stop_forwards_the_signal_and_skips_the_cells_not_started(tmp_path):
 
 
 # ---- the local pool, for real -----------------------------------------------------------------------
-def test_the_pool_reports_a_dead_worker_and_replaces_it(tmp_path):
+def test_the_pool_reports_a_dead_worker_and_replaces_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
     cell = tmp_path / "c"
     cell.mkdir()
     pool = WorkerPool(1)
@@ -123,9 +125,15 @@ def test_the_pool_reports_a_dead_worker_and_replaces_it(tmp_path):
         os.kill(pid, signal.SIGKILL)
         (event,) = _wait_events(pool)
         assert event.died == "its worker process died (killed by SIGKILL)" or event.outcome is not None
-        pool.submit(2, {"folder": str(cell), "resume": False})  # a new worker takes the next cell
+        real = tmp_path / "real"  # a new worker takes the next cell, whose DataLoader starts a process
+        cfg = make_config(FitConfig, [("t", {"task": "_cli_task:with_loader_workers", "lr": "0.1", "epochs": 1,
+                                             "threads": 1, "run_dir": str(real)})])
+        real.mkdir()
+        (real / "cell.json").write_text(json.dumps(dataclasses.asdict(cfg)))
+        pool.submit(2, {"folder": str(real), "resume": False})
         (event,) = _wait_events(pool)
         assert event.key == 2 and pool.workers[0].proc.pid != pid
+        assert event.outcome == outcome("finished"), (real / "log.txt").read_text()
     finally:
         pool.close()
     assert died_message(-9) == "its worker process died (killed by SIGKILL)"

@@ -70,7 +70,8 @@ def _worker(conn: Connection) -> None:
 class _Worker:
     def __init__(self, ctx: Any) -> None:
         self.conn, child = ctx.Pipe()
-        self.proc = ctx.Process(target=_worker, args=(child,), daemon=True, name="onecycle-worker")
+        # not a daemon: a cell's DataLoader may start worker processes of its own
+        self.proc = ctx.Process(target=_worker, args=(child,), daemon=False, name="onecycle-worker")
         self.proc.start()
         child.close()
         self.key: int | None = None  # the cell it runs; None: idle

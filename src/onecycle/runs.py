@@ -9,8 +9,8 @@ and git versions; written before anything trains), ``history.json`` with ``epoch
 ``every`` steps and at each epoch end, within ``ckpt_budget``), PNG plots, ``result.json`` and a self-contained
 ``report.html``. ``resume_fit(folder)`` continues a run exactly from its checkpoint.
 
-``cli.py`` is the argparse layer over this module (and ``compare.py`` runs each cell of a grid
-through ``cli.py`` in a process of its own); nothing else in the package imports it.
+``cli.py`` is the argparse layer over this module, and ``cell.py`` runs each cell of a grid through
+it in a warm worker process; nothing else in the package imports it.
 """
 
 from __future__ import annotations
