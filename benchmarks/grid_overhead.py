@@ -6,8 +6,9 @@ against the same 8 fits run one after another in one Python process through the 
 (``runbuild.build_learner`` and ``Learner.fit_sched`` with the schedule ``onecycle fit`` uses; no run
 folder, no plots). Each contender runs as a fresh process, timed from outside (exec to exit, torch's
 import included in both), the contenders alternating, ``--reps`` times; the median and the range are
-printed with the 1-minute load average before each run. The grid's cells' own time split (from their
-``result.json``) says where a cell's time went.
+printed with the 1-minute load average before each run, and the CPU seconds (user + system) of the
+contender's whole process tree, which another job on the machine disturbs much less than the wall
+time. The grid's cells' own time split (from their ``result.json``) says where a cell's time went.
 
     python benchmarks/grid_overhead.py                          # this checkout's grid and the library
     python benchmarks/grid_overhead.py --src /tmp/old/src --reps 5   # also another checkout's grid
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -64,6 +66,12 @@ def run_library(src: Path) -> float:
     return time.perf_counter() - start
 
 
+def _cpu() -> float:
+    """CPU seconds of this process's finished children and everything they waited for."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
@@ -75,21 +83,26 @@ def main() -> None:
     for src in args.src:
         contenders[f"grid ({src})"] = lambda s=Path(src): run_grid(s, [])
     walls: dict[str, list[float]] = {k: [] for k in contenders}
+    cpus: dict[str, list[float]] = {k: [] for k in contenders}
     loads: dict[str, list[float]] = {k: [] for k in contenders}
     splits: dict[str, list[dict]] = {k: [] for k in contenders}
     names = list(contenders)
     for rep in range(args.reps):
         for name in names[rep % len(names):] + names[:rep % len(names)]:  # rotate who goes first
             loads[name].append(os.getloadavg()[0])
+            cpu = _cpu()
             wall, cells = contenders[name]()
             walls[name].append(wall)
+            cpus[name].append(_cpu() - cpu)
             splits[name] += cells
-            print(f"rep {rep}: {name}: {wall:.2f} s (load {loads[name][-1]:.2f})", flush=True)
-    print(f"\n{'contender':<40} {'median':>8} {'min':>7} {'max':>7}   load (1 min) at start")
+            print(f"rep {rep}: {name}: {wall:.2f} s wall, {cpus[name][-1]:.2f} s CPU (load {loads[name][-1]:.2f})",
+                  flush=True)
+    print(f"\n{'contender':<40} {'wall: median':>12} {'min':>7} {'max':>7} {'CPU: median':>12} {'min':>7} {'max':>7}"
+          "   load (1 min) at start")
     for name in names:
-        w = walls[name]
-        print(f"{name:<40} {statistics.median(w):7.2f}s {min(w):6.2f}s {max(w):6.2f}s   "
-              + " ".join(f"{x:.1f}" for x in loads[name]))
+        w, c = walls[name], cpus[name]
+        print(f"{name:<40} {statistics.median(w):11.2f}s {min(w):6.2f}s {max(w):6.2f}s {statistics.median(c):11.2f}s "
+              f"{min(c):6.2f}s {max(c):6.2f}s   " + " ".join(f"{x:.1f}" for x in loads[name]))
     for name, cells in splits.items():
         if cells:
             keys = [k for k in cells[0] if k != "total"]

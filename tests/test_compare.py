@@ -1,4 +1,4 @@
-"""Tests for onecycle.compare's driver (``run_cells``) and the local pool under it (``pool.WorkerPool``):
+"""Tests for onecycle.compare's driver (``run_cells``) over the local pool (``pool.WorkerPool``):
 a cell whose worker dies is continued from its checkpoint once (the same numbers as a run never
 killed) and failed with its error the second time while the others go on; Ctrl-C on the driver skips
 the cells not started and the running one saves, resumable with ``onecycle fit --resume``. The policy
@@ -6,7 +6,6 @@ is also checked against a scripted stand-in backend (no processes)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import signal
@@ -20,7 +19,7 @@ import pytest
 from onecycle.cell import outcome
 from onecycle.cli import main
 from onecycle.compare import Cell, run_cells
-from onecycle.pool import Event, WorkerPool, died_message
+from onecycle.pool import Event
 from onecycle.run_callbacks import read_history
 from onecycle.runconfig import FitConfig, make_config
 
@@ -109,45 +108,7 @@ def test_a_stop_forwards_the_signal_and_skips_the_cells_not_started(tmp_path):
     assert [k for k, _ in backend.submits] == [0, 1]
 
 
-# ---- the local pool, for real -----------------------------------------------------------------------
-def test_the_pool_reports_a_dead_worker_and_replaces_it(tmp_path, monkeypatch):
-    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
-    cell = tmp_path / "c"
-    cell.mkdir()
-    pool = WorkerPool(1)
-    try:
-        pid = pool.workers[0].proc.pid
-        pool.submit(0, {"folder": str(cell), "resume": False})  # no cell.json: the cell fails, the worker stays
-        (event,) = _wait_events(pool)
-        assert event.outcome["status"] == "failed" and "cell.json" in event.outcome["error"]
-        assert pool.workers[0].proc.pid == pid and pool.workers[0].proc.is_alive()
-        pool.submit(1, {"folder": str(cell), "resume": False})
-        os.kill(pid, signal.SIGKILL)
-        (event,) = _wait_events(pool)
-        assert event.died == "its worker process died (killed by SIGKILL)" or event.outcome is not None
-        real = tmp_path / "real"  # a new worker takes the next cell, whose DataLoader starts a process
-        cfg = make_config(FitConfig, [("t", {"task": "_cli_task:with_loader_workers", "lr": "0.1", "epochs": 1,
-                                             "threads": 1, "run_dir": str(real)})])
-        real.mkdir()
-        (real / "cell.json").write_text(json.dumps(dataclasses.asdict(cfg)))
-        pool.submit(2, {"folder": str(real), "resume": False})
-        (event,) = _wait_events(pool)
-        assert event.key == 2 and pool.workers[0].proc.pid != pid
-        assert event.outcome == outcome("finished"), (real / "log.txt").read_text()
-    finally:
-        pool.close()
-    assert died_message(-9) == "its worker process died (killed by SIGKILL)"
-    assert died_message(3) == "its worker process died (exit code 3)"
-
-
-def _wait_events(pool):
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        if events := pool.wait(1.0):
-            return events
-    raise AssertionError("no event within 300 s")
-
-
+# ---- the local pool under it, for real ------------------------------------------------------------
 KILLED = ["compare", "--task", "_cli_task:killed", "--seed", "0", "1", "--lr", "0.1", "--epochs", "3",
           "--jobs", "2", "--every", "5", "--ckpt-budget", "0", "--quiet"]
 

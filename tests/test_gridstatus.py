@@ -69,6 +69,14 @@ def test_the_eta_restarts_only_when_work_finishes_not_when_a_cell_starts(tmp_pat
     assert status.eta({0: 1, 1: 0}) == first - 5
 
 
+def test_a_cell_without_its_config_yet_is_starting(tmp_path):
+    status, clock, cells = _status(tmp_path, n=2)
+    status.tick([0, 1])
+    (tmp_path / "1" / "config.json").write_text("{}")
+    status.tick([0, 1])
+    assert "seed=0: starting; seed=1: epoch 1/3 | ETA ?" in status.stream.getvalue().splitlines()[-1]
+
+
 def test_epochs_done_counts_complete_rows_only(tmp_path):
     assert epochs_done(tmp_path) == 0  # no file yet
     (tmp_path / "epochs.csv").write_text("epoch,train_loss\n1,0.5\n2,0.4")  # row 2 is being appended

@@ -89,8 +89,10 @@ class LiveStatus:
         states = []
         for i, k in epochs.items():
             cfg = self.cells[i].cfg
-            finder = k == 0 and cfg.lr == "auto" and not (self.cells[i].folder / "lr_find.json").exists()
-            doing = "LR finder" if finder else f"epoch {k + 1}/{cfg.epochs}" if k < cfg.epochs else "saving, plotting"
+            folder = self.cells[i].folder
+            finder = k == 0 and cfg.lr == "auto" and not (folder / "lr_find.json").exists()
+            doing = "starting" if not (folder / "config.json").exists() else "LR finder" if finder else \
+                f"epoch {k + 1}/{cfg.epochs}" if k < cfg.epochs else "saving"
             states.append(f"{self.cells[i].title()}: {doing}")
         queued = len(self.cells) - self.done - len(running)
         what = f"{self.done}/{len(self.cells)} done, {len(running)} running, {queued} queued"
