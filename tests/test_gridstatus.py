@@ -25,6 +25,7 @@ def _status(tmp_path, n=3, jobs=2, epochs=3):
         cfg = make_config(FitConfig, [("t", {"task": "digits", "epochs": epochs, "lr": "0.1",
                                              "run_dir": str(tmp_path / str(i))})])
         (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "config.json").write_text("{}")  # the run has begun
         cells.append(Cell(i, {"seed": i}, cfg))
     clock = _Clock()
     return LiveStatus(cells, jobs=jobs, stream=io.StringIO(), clock=clock), clock, cells
@@ -69,12 +70,20 @@ def test_the_eta_restarts_only_when_work_finishes_not_when_a_cell_starts(tmp_pat
     assert status.eta({0: 1, 1: 0}) == first - 5
 
 
-def test_a_cell_without_its_config_yet_is_starting(tmp_path):
+def test_a_cell_without_its_config_yet_is_starting_and_its_clock_waits(tmp_path):
     status, clock, cells = _status(tmp_path, n=2)
-    status.tick([0, 1])
-    (tmp_path / "1" / "config.json").write_text("{}")
+    (tmp_path / "0" / "config.json").unlink()  # its worker is still starting up
     status.tick([0, 1])
     assert "seed=0: starting; seed=1: epoch 1/3 | ETA ?" in status.stream.getvalue().splitlines()[-1]
+    clock.now += 20
+    (tmp_path / "0" / "config.json").write_text("{}")
+    status.tick([0, 1])
+    clock.now += 30
+    _epoch(tmp_path, 0, 1)  # its first epoch took 30 s from its run's start, not 50 from its worker's
+    _epoch(tmp_path, 1, 1)
+    status.tick([0, 1])
+    # cell 0: 90 s a run, 60 left; cell 1: 50 s an epoch, 150 s a run, 100 left; over 2 jobs: 80 s
+    assert status.eta({0: 1, 1: 1}) == 80.0
 
 
 def test_epochs_done_counts_complete_rows_only(tmp_path):

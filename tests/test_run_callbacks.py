@@ -164,6 +164,9 @@ def test_a_resume_after_kill_9_neither_loses_nor_doubles_a_row(tmp_path):
     assert run(tmp_path / "ref", 0) == 0
     assert run(tmp_path / "run", 3) == -9  # epoch 3 is in the log, the checkpoint is epoch 2's
     assert read_history(tmp_path / "run").n_epochs == 3
+    from onecycle.cli import main
+    assert main(["plot", str(tmp_path / "run")]) == 0  # a killed run's log draws: no history.json needed
+    assert (tmp_path / "run" / "dashboard.png").is_file() and not (tmp_path / "run" / "history.json").exists()
     assert run(tmp_path / "run", 0) == 0  # resumed from epoch 2's end: epoch 3 again, then 4 and 5
     ref, rec = read_history(tmp_path / "ref"), read_history(tmp_path / "run")
     assert rec.n_epochs == 5 and len(rec.losses) == len(ref.losses)

@@ -3,8 +3,9 @@ its ``epochs.csv``) and queued, and an ETA.
 
 The ETA comes from finished work only: it is estimated again when a cell finishes or a running cell
 finishes an epoch, from the finished cells' times (or, before any has finished, the running cells'
-pace per finished epoch), and in between it counts down with the clock. So it never grows while
-nothing new has finished, and reads "?" until something has.
+pace per finished epoch, timed from when each run began, not from its worker's start-up), and in
+between it counts down with the clock. So it never grows while nothing new has finished, and reads
+"?" until something has.
 """
 
 from __future__ import annotations
@@ -83,8 +84,9 @@ class LiveStatus:
         return max(0.0, left - (self.clock() - at))
 
     def tick(self, running: list[int]) -> None:
-        for i in running:
-            self.started_at.setdefault(i, self.clock())
+        for i in running:  # its clock starts with its run (config.json), not with its worker's start-up
+            if i not in self.started_at and (self.cells[i].folder / "config.json").exists():
+                self.started_at[i] = self.clock()
         epochs = {i: epochs_done(self.cells[i].folder) for i in running}
         states = []
         for i, k in epochs.items():
