@@ -113,7 +113,7 @@ KILLED = ["compare", "--task", "_cli_task:killed", "--seed", "0", "1", "--lr", "
           "--jobs", "2", "--every", "5", "--ckpt-budget", "0", "--quiet"]
 
 
-@pytest.mark.parametrize("times", [1, 2])
+@pytest.mark.parametrize("times", [1, pytest.param(2, marks=pytest.mark.slow)])  # twice: also the scripted test
 def test_a_cell_whose_worker_is_killed_is_continued_once_then_failed(tmp_path, monkeypatch, capsys, times):
     monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
     marks = tmp_path / "marks"

@@ -19,12 +19,14 @@ file system every node reaches at the same path (the README says why).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
 import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -123,17 +125,20 @@ def run_cells(cells: list[Cell], jobs: int, on_done: Callable[[Cell, dict], None
 
     def fill() -> None:
         while queue and not stopping and len(backend.running()) < jobs:
-            cell, resume = queue.pop(0)
-            started.setdefault(cell.index, time.perf_counter())
-            attempts[cell.index] = attempts.get(cell.index, 0) + 1
-            backend.submit(cell.index, {**_job(cell, resume), "plots": plots})
+            with _signals_deferred():  # a cell is handed over whole, or not at all
+                cell, resume = queue.pop(0)
+                started.setdefault(cell.index, time.perf_counter())
+                attempts[cell.index] = attempts.get(cell.index, 0) + 1
+                backend.submit(cell.index, {**_job(cell, resume), "plots": plots})
 
     try:
         while queue or backend.running():
             try:
                 fill()
-                for event in backend.wait(poll):
-                    handle(event)
+                events = backend.wait(poll)
+                with _signals_deferred():
+                    for event in events:
+                        handle(event)
                 fill()  # at once: a free worker never waits for the next poll
                 if stopping:
                     for cell, _ in queue:  # not started: skipped (a retry not started: interrupted)
@@ -151,6 +156,20 @@ def run_cells(cells: list[Cell], jobs: int, on_done: Callable[[Cell, dict], None
             finish(cell, outcome("interrupted" if cell.index in attempts else "skipped"))
     rows = [{"index": c.index, "label": c.label, "folder": str(c.folder), **results[c.index]} for c in cells]
     return rows, (stopping[0] if stopping else None)
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """SIGINT and SIGTERM held back (and raised right after) while the driver's bookkeeping changes,
+    so a Ctrl-C never lands between a cell leaving the queue and its worker getting it."""
+    if not hasattr(signal, "pthread_sigmask") or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 def _job(cell: Cell, resume: bool) -> dict[str, Any]:
