@@ -12,7 +12,8 @@ time. The grid's cells' own time split (from their ``result.json``) says where a
 
     python benchmarks/grid_overhead.py                          # this checkout's grid and the library
     python benchmarks/grid_overhead.py --src /tmp/old/src --reps 5   # also another checkout's grid
-    python benchmarks/grid_overhead.py --grid-args --draw cells      # extra compare options
+    python benchmarks/grid_overhead.py --ray                     # also the grid on a local Ray
+    python benchmarks/grid_overhead.py --grid-args --draw end        # extra compare options
 """
 
 from __future__ import annotations
@@ -76,10 +77,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--src", nargs="*", default=[], help="other checkouts' src folders whose grid to time too")
+    ap.add_argument("--ray", action="store_true", help="also the grid on a local Ray (its start and stop included)")
     ap.add_argument("--grid-args", nargs=argparse.REMAINDER, default=[], help="extra options for compare")
     args = ap.parse_args()
     contenders = {"library (one process)": lambda: (run_library(REPO / "src"), []),
                   "grid (this checkout)": lambda: run_grid(REPO / "src", args.grid_args)}
+    if args.ray:
+        contenders["grid --ray (this checkout)"] = lambda: run_grid(REPO / "src", [*args.grid_args, "--ray"])
     for src in args.src:
         contenders[f"grid ({src})"] = lambda s=Path(src): run_grid(s, [])
     walls: dict[str, list[float]] = {k: [] for k in contenders}
