@@ -124,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "in parallel processes: one table, one overlay plot",
                        description="Each run option given several values is an axis of the grid; the grid "
                        "file's [grid] table adds more. " + _EPILOG)
-    add_options(p, CompareConfig)
+    add_options(p, CompareConfig, skip=("ray_address",))
+    p.add_argument("--ray", "--ray-address", dest="ray_address", nargs="?", const="local", default=argparse.SUPPRESS,
+                   metavar="ADDRESS", help="run the cells as Ray tasks (pip install 'onecycle[ray]'): alone, on a Ray "
+                   "started here and stopped afterwards; auto or an address: on that cluster, whose nodes must "
+                   "reach the compare folder at the same path (default: local worker processes)")
     add_options(p, FitConfig, several=True, skip=_COMPARE_OWN)
     p = sub.add_parser("plot", help="redraw a run's plots and report; overlay several runs",
                        description="One folder: redraw its PNGs and report.html from history.json (a compare "
@@ -175,13 +179,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from .compare_report import compare_outputs
     from .htmlpage import fmt_value
     from .report import overlay_runs, redraw, run_facts
+    from .run_callbacks import has_history
     from .runconfig import check_name
     from .rundir import run_folder
     folders = [Path(r) for r in args.runs]
     if len(folders) > 1:  # an overlay gets a folder of its own, <out>/<time>-<name>
         check_name("name", args.name, "command line")
     for f in folders:
-        if not (f / "history.json").exists() and not (f / "compare.json").exists() and \
+        if not has_history(f) and not (f / "compare.json").exists() and \
                 not (f / "lr_find.json").exists():
             raise ConfigError(f"runs: {str(f)!r} is not a run or compare folder (no history.json)", "runs")
     if len(folders) == 1:

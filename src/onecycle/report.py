@@ -64,9 +64,8 @@ def summarize(rec: Any) -> dict[str, Any]:
 
 
 def history(folder: Path) -> Any:
-    from .recorder import Recorder
-    path = folder / "history.json"
-    return Recorder.load_json(path) if path.exists() else None
+    from .run_callbacks import read_history
+    return read_history(folder)
 
 
 # ---- drawing ---------------------------------------------------------------------------------------

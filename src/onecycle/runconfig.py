@@ -85,6 +85,7 @@ class FindConfig:
     task_opts: dict = _opt({}, "KEY=VALUE options for the task builder (e.g. train_chars=200000)")
     model_opts: dict = _opt({}, "KEY=VALUE options for the model (e.g. channels=64)")
     threads: int = _opt(0, "torch CPU threads (0: torch's default)")
+    device: str = _opt("", "torch device (cpu, cuda, cuda:1; empty: cuda when available, else cpu)")
     start_lr: float = _opt(1e-7, "LR finder: first LR")
     end_lr: float = _opt(10.0, "LR finder: last LR")
     num_it: int = _opt(100, "LR finder: iterations")
@@ -121,6 +122,12 @@ class FindConfig:
             raise _bad("num_it", ">= 2", self.num_it)
         if self.finder_runs < 1:
             raise _bad("finder_runs", ">= 1", self.finder_runs)
+        if self.device:
+            import torch
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise _bad("device", "a torch device such as cpu, cuda or cuda:1", self.device) from None
         if self.rule and self.rule not in SUGGESTERS:
             raise _bad("rule", f"empty or one of {sorted(SUGGESTERS)}", self.rule)
         if self.name:  # empty: a name made from the task, model, optimizer and schedule
@@ -208,19 +215,25 @@ def is_ref(text: str) -> bool:
 class CompareConfig:
     """A grid of fits: every ``FitConfig`` key given several values is an axis of the grid."""
     grid: str = _opt("", "TOML file: FitConfig keys at the top level, a [grid] table of key = [values]")
-    jobs: int = _opt(2, "runs at a time, each in its own process")
+    jobs: int = _opt(2, "runs at a time (worker processes; with Ray, tasks in flight)")
     target: float | None = _opt(None, "metric value to reach: the table gives the epochs each configuration "
                                 "took to reach it")
     metric: str = _opt("", "metric of the table and the target (empty: the task's first)")
     out: str = _opt("runs", "folder the compare folder is made in")
     name: str = _opt("compare", "compare name, one path component (the folder is <out>/<time>-<name>)")
     quiet: bool = _opt(False, "print only the final table")
+    draw: str = _opt("cells", "when the runs' plots and reports are drawn: cells (each run as it ends, its folder "
+                     "complete at once) or end (all of them after the last run, here: runs only train)")
+    ray_address: str = _opt("", "run the cells as Ray tasks: local (a Ray started here and stopped after), auto "
+                            "or an address (that cluster); empty: local worker processes")
 
     def validate(self) -> None:
         if self.jobs < 1:
             raise _bad("jobs", ">= 1", self.jobs)
         if self.target is not None:
             _check_float("target", self.target)
+        if self.draw not in ("cells", "end"):
+            raise _bad("draw", "cells or end", self.draw)
         check_name("name", self.name)
 
 
