@@ -38,30 +38,42 @@ import time
 from pathlib import Path
 
 RAW = Path(__file__).parent / "beyond_one_cycle" / "results.json"
-SCHEDULES = ["cos", "clr_beta", "wsd", "const"]
-TASKS = {  # task: (extra options, budgets, anytime budgets, target, optimizer groups with their own options)
-    "mnist1d": ([], [5, 10, 20], [15], 0.94,
-                [(["sgd", "sfree_sgd"], ["--wd", "0"]), (["adamw", "sfree_adamw", "prodigy"], [])]),
-    "digits": ([], [5, 10, 20], [15], 0.97, [(["sgd", "adamw", "sfree_sgd", "sfree_adamw", "prodigy"], [])]),
-    "charlm": (["--task-opts", "train_chars=100000", "valid_chars=20000"], [2, 4], [1, 3], 3.0,
-               [(["sgd", "adamw", "sfree_sgd", "sfree_adamw", "prodigy"], [])]),
+SCHEDULES = ["cos", "wsd", "const"]
+# Per task: its options, budgets, the extra WSD budgets of the anytime check, the target, and the
+# optimizer groups (each its own grid: the options that differ from the others'). Prodigy runs at
+# lr 1, its authors' default (its finder suggestion is checked apart: "prodigy-finder").
+TASKS: dict[str, dict] = {
+    "mnist1d": {"extra": [], "budgets": [5, 10, 20], "anytime": [15], "target": 0.94,
+                "groups": [("sgd", ["sgd", "sfree_sgd"], ["--wd", "0", "--lr", "auto"]),
+                           ("adamw", ["adamw", "sfree_adamw"], ["--lr", "auto"]),
+                           ("prodigy", ["prodigy"], ["--lr", "1"])],
+                "also": [("prodigy-finder", ["--opt", "prodigy", "--lr", "auto", "--schedule", "cos",
+                                             "--epochs", "20"])]},
+    "digits": {"extra": [], "budgets": [5, 10, 20], "anytime": [15], "target": 0.97,
+               "groups": [("all", ["sgd", "adamw", "sfree_sgd", "sfree_adamw"], ["--lr", "auto"]),
+                          ("prodigy", ["prodigy"], ["--lr", "1"])], "also": []},
+    "charlm": {"extra": ["--task-opts", "train_chars=200000"], "budgets": [2, 4], "anytime": [1, 3], "target": 3.0,
+               "groups": [("all", ["sgd", "adamw", "sfree_sgd", "sfree_adamw"], ["--lr", "auto"]),
+                          ("prodigy", ["prodigy"], ["--lr", "1"])], "also": []},
 }
 
 
 def grids(task: str, seeds: int, jobs: int, out: str) -> list[tuple[str, list[str]]]:
-    """(name, ``onecycle`` arguments) of every grid for ``task``: the main grids, then WSD at the
-    anytime budgets."""
-    extra, budgets, anytime, target, groups = TASKS[task]
-    common = ["--task", task, *extra, "--lr", "auto", "--seed", *map(str, range(seeds)), "--target", str(target),
+    """(name, ``onecycle`` arguments) of every grid for ``task``: per optimizer group the main grid
+    and WSD at the anytime budgets, then the extra checks."""
+    t = TASKS[task]
+    common = ["--task", task, *t["extra"], "--seed", *map(str, range(seeds)), "--target", str(t["target"]),
               "--jobs", str(jobs), "--out", out, "--quiet"]
     out_grids = []
-    for i, (opts, own) in enumerate(groups):
-        tag = f"{task}-{i}" if len(groups) > 1 else task
-        out_grids.append((tag, ["compare", *common, "--schedule", *SCHEDULES, "--opt", *opts, *own,
-                                "--epochs", *map(str, budgets), "--name", f"beyond-{tag}"]))
+    for tag, opts, own in t["groups"]:
+        name = f"{task}-{tag}"
+        out_grids.append((name, ["compare", *common, "--schedule", *SCHEDULES, "--opt", *opts, *own,
+                                 "--epochs", *map(str, t["budgets"]), "--name", f"beyond-{name}"]))
         scheduled = [o for o in opts if not o.startswith("sfree_")]
-        out_grids.append((f"{tag}-anytime", ["compare", *common, "--schedule", "wsd", "--opt", *scheduled, *own,
-                                             "--epochs", *map(str, anytime), "--name", f"beyond-{tag}-anytime"]))
+        out_grids.append((f"{name}-anytime", ["compare", *common, "--schedule", "wsd", "--opt", *scheduled, *own,
+                                              "--epochs", *map(str, t["anytime"]), "--name", f"beyond-{name}-anytime"]))
+    for tag, args in t["also"]:
+        out_grids.append((f"{task}-{tag}", ["compare", *common, *args, "--name", f"beyond-{task}-{tag}"]))
     return out_grids
 
 
@@ -111,7 +123,10 @@ SCHED_NAMES = {"cos": "1cycle", "clr_beta": "clr_beta", "wsd": "WSD", "const": "
 def method(r: dict) -> str:
     if r["opt"].startswith("sfree_"):
         return NAMES[r["opt"]]
-    return f"{SCHED_NAMES[r['schedule']]} + {NAMES[r['opt']]}"
+    name = f"{SCHED_NAMES[r['schedule']]} + {NAMES[r['opt']]}"
+    if r["opt"] == "prodigy":
+        name += " at the finder's LR" if r.get("grid", "").endswith("finder") else " (lr 1)"
+    return name
 
 
 def _lower_is_better(metric: str) -> bool:
@@ -135,14 +150,16 @@ def _epochs_to(r: dict, target: float) -> int | None:
 
 
 def _methods(rows: list[dict]) -> list[str]:
-    order = [(s, o) for o in ("sgd", "adamw", "prodigy") for s in SCHEDULES] + [("const", "sfree_sgd"),
-                                                                                ("const", "sfree_adamw")]
+    order = [(s, o, "") for o in ("sgd", "adamw") for s in SCHEDULES] + [
+        ("const", "sfree_sgd", ""), ("const", "sfree_adamw", "")] + [(s, "prodigy", "") for s in SCHEDULES] + [
+        ("cos", "prodigy", "finder")]
     present = {method(r) for r in rows}
-    return [m for m in dict.fromkeys(method({"schedule": s, "opt": o}) for s, o in order) if m in present]
+    names = (method({"schedule": s, "opt": o, "grid": g}) for s, o, g in order)
+    return [m for m in dict.fromkeys(names) if m in present]
 
 
 def final_table(task: str, rows: list[dict]) -> str:
-    _, budgets, _, target, _ = TASKS[task]
+    budgets, target = TASKS[task]["budgets"], TASKS[task]["target"]
     main = [r for r in rows if r["task"] == task and not r["grid"].endswith("-anytime")]
     if not main:
         return ""
@@ -173,7 +190,7 @@ def final_table(task: str, rows: list[dict]) -> str:
 
 
 def anytime_table(task: str, rows: list[dict]) -> str:
-    _, budgets, anytime, _, _ = TASKS[task]
+    budgets, anytime = TASKS[task]["budgets"], TASKS[task]["anytime"]
     full = budgets[-1]
     stops = sorted({*anytime, *(b for b in budgets if b < full)})
     mine = [r for r in rows if r["task"] == task]
