@@ -313,10 +313,9 @@ class Learner:
         args, kwargs, target = split_batch(batch, self.batch_fn, keep_target=self.loss_fn is None)
         device, channels_last = self.device, self.channels_last
         if kwargs or channels_last or not in_place(args, target, device):  # else already there (most often)
-            args = to_device(args, device, channels_last)
-            kwargs = to_device(kwargs, device, channels_last) if kwargs else kwargs
+            args, kwargs = to_device((args, kwargs), device, channels_last)
             target = to_device(target, device)
-        with torch.autocast(device.type, dtype=self.amp_dtype) if self.amp else NO_CONTEXT:
+        with self.autocast():
             out = (self.model if model is None else model)(*args, **kwargs)
             own_loss, preds = (None, out) if type(out) is torch.Tensor else split_output(out)
             if self.loss_fn is None:
