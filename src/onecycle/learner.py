@@ -9,6 +9,7 @@ do transfer learning. The running fit's state is ``learn.loop`` (callbacks read 
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -173,6 +174,9 @@ class Learner:
         fp16 = self.amp == "fp16" or (self.amp is True and self.device.type == "cuda")
         return None if not self.amp else torch.float16 if fp16 else torch.bfloat16
 
+    def autocast(self) -> contextlib.AbstractContextManager:
+        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else NO_CONTEXT
+
     # ---- optimizer --------------------------------------------------------------------------
     def layer_groups(self) -> list[list[nn.Parameter]]:
         return layer_groups(self.model, self.groups)
@@ -247,8 +251,7 @@ class Learner:
         per-batch read on CUDA). ``steps_per_epoch``: optimizer steps per epoch, for a loader
         without ``len()``, or fewer than a loader gives. An epoch also ends when the loader does;
         then a warning says the schedule did not reach its end, and the batches of an accumulation
-        window the loader ended inside are dropped. An optimizer of its own kind (schedule-free, Prodigy)
-        is handled as ``optim.extras`` says: its own momentum and weight decay, Prodigy one LR.
+        window the loader ended inside are dropped. Schedule-free optimizers and Prodigy: ``optim.extras``.
         """
         epochs = C.check_int("epochs", epochs, 1)
         ckpt = Checkpointer(checkpoint_dir, every, ckpt_budget, resume, reschedule)  # checks its arguments
