@@ -1,5 +1,6 @@
 """The Learner: schedules as trained, bad input, metric weighting, wd, clip, callbacks."""
 
+import copy
 import math
 import warnings
 
@@ -800,6 +801,17 @@ def test_a_schedule_that_is_not_a_function_is_named_before_anything_changes():
     with pytest.raises(TypeError, match="lr_sched"):
         learn.fit_sched(1, 0.5, None)
     assert [g["lr"] for g in learn.opt.param_groups] == [0.1, 0.1]
+
+
+def test_a_schedule_key_the_optimizer_lacks_names_both_before_anything_changes():
+    learn = _learner(opt="adamw")
+    learn.fit_sched(1, 0.1, oc.schedules.const(1.0))
+    weights, n = copy.deepcopy(learn.model.state_dict()), len(learn.recorder.losses)
+    with pytest.raises(ValueError, match="^AdamW: param group has no 'momentum_dampening' to schedule"):
+        learn.fit_sched(1, 0.5, oc.schedules.const(1.0), extra_scheds={"momentum_dampening": oc.schedules.const(0.1)})
+    assert all(k != "momentum_dampening" for g in learn.opt.param_groups for k in g)  # no group value written
+    assert all(torch.equal(weights[k], v) for k, v in learn.model.state_dict().items())
+    assert len(learn.recorder.losses) == n and [g["lr"] for g in learn.opt.param_groups] == [0.1, 0.1]
 
 
 def test_steps_per_epoch_on_a_sized_loader():

@@ -73,9 +73,10 @@ def test_no_import_cycles():
 
 
 # The command line and its outputs: run folders, reports, grids. Nothing else imports them.
-CLI_LAYER = {"onecycle.cli", "onecycle.__main__", "onecycle.runconfig", "onecycle.runs", "onecycle.runbuild",
-             "onecycle.rundir", "onecycle.run_callbacks", "onecycle.compare", "onecycle.compare_report",
-             "onecycle.report", "onecycle.htmlpage", "onecycle.cell", "onecycle.pool", "onecycle.gridstatus"}
+CLI_LAYER = {"onecycle.cli", "onecycle.__main__", "onecycle.runconfig", "onecycle.rungrid", "onecycle.runs",
+             "onecycle.runbuild", "onecycle.rundir", "onecycle.run_callbacks", "onecycle.compare",
+             "onecycle.compare_report", "onecycle.report", "onecycle.htmlpage", "onecycle.cell", "onecycle.pool",
+             "onecycle.gridstatus"}
 
 
 # The explicit ``.plot()`` conveniences, the only modules below the output layer that import plots (lazily).
@@ -88,7 +89,8 @@ def test_layers_point_down():
     graph = _graph()
     leaves = {"onecycle.checks": set(), "onecycle.batches": set(), "onecycle.rng": set(),
               "onecycle.data": {"onecycle.checks"}, "onecycle.suggest": {"onecycle.checks"},
-              "onecycle.schedules": {"onecycle.checks"}, "onecycle.models": {"onecycle.checks"},
+              "onecycle.schedules": {"onecycle.checks", "onecycle.warmup"}, "onecycle.warmup": {"onecycle.checks"},
+              "onecycle.models": {"onecycle.checks"},
               "onecycle.atomic": {"onecycle.checks"}, "onecycle.metrics": {"onecycle.batches", "onecycle.checks"},
               "onecycle.checkpoint": {"onecycle.atomic", "onecycle.checks"},
               "onecycle.weights": {"onecycle.atomic", "onecycle.checkpoint", "onecycle.checks"}}

@@ -206,7 +206,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare
     from .compare_report import compare_summary
-    from .runconfig import expand_grid, make_config, read_grid_file
+    from .runconfig import make_config
+    from .rungrid import expand_grid, read_grid_file
     path = getattr(args, "grid", "")
     file_compare, file_base, axes = read_grid_file(path) if path else ({}, {}, {})
     ccfg = make_config(CompareConfig, [(path, file_compare), ("command line", _given(args, CompareConfig))])
@@ -220,8 +221,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         else:
             axes.pop(key, None)
             base[key] = value[0] if types[key] in (int, float, str) else value
-    grid = expand_grid([(path, file_base), ("command line", base)], axes, origins)
-    folder, signum = compare(ccfg, grid, {"axes": axes, "base": {**file_base, **base}, "argv": sys.argv[1:]})
+    notes: list[str] = []  # a schedule-free optimizer's cells mapped to const
+    grid = expand_grid([(path, file_base), ("command line", base)], axes, origins, notes)
+    for note in notes:
+        print(f"onecycle compare: {note}", flush=True)
+    folder, signum = compare(ccfg, grid, {"axes": axes, "base": {**file_base, **base}, "argv": sys.argv[1:],
+                                          "notes": notes})
     table = (folder / "summary.txt").read_text(encoding="utf-8")
     print(table + "\n".join(compare_summary(folder)) + f"\ncompare folder: {folder}")
     return 0 if signum is None else 128 + signum

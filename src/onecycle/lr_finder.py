@@ -44,6 +44,7 @@ from .callbacks import Callback, CancelFit, check_callbacks
 from .evaluate import restore_modes
 from .loop import Loop, NonFiniteLossError
 from .lr_find_result import LRFindResult
+from .optim.extras import check_lrs
 from .optim.groups import spread_lrs
 from .optim.scheduler import Scheduler, paused
 from .recorder import Recorder
@@ -109,7 +110,7 @@ def _lr_range(start_lr: Any, end_lr: Any, n: int, keep_ratios: bool = True) -> t
     elif _per_group(end_lr):
         ends = spread_lrs(end_lr, n, "end_lr")
         head = C.check_number("start_lr", start_lr, low=0, low_open=True)
-        starts, head_end = [e * head / ends[-1] for e in ends], ends[-1]
+        starts, head_end = [head * (e / ends[-1]) for e in ends], ends[-1]  # the ratio first: no underflow
     else:
         starts = [C.check_number("start_lr", start_lr, low=0, low_open=True)] * n
         head_end = C.check_number("end_lr", end_lr, low=0, low_open=True)
@@ -273,6 +274,7 @@ def _run(learn: Any, cfg: _Config, set_epoch: bool, run: int = 0) -> RangeTest:
     loader at the epoch where run ``k - 1`` would have stopped, so each run has its own data order."""
     opt = learn.opt if learn.opt is not None else learn.create_opt()
     opt.zero_grad(set_to_none=True)  # the test starts from no gradient (the snapshot puts any back)
+    check_lrs(opt, cfg.starts, "start_lr")  # Prodigy: one LR (the snapshot restores what this made)
     for g, lr in zip(opt.param_groups, cfg.starts):
         g["lr"] = g["initial_lr"] = lr
     for g, w in zip(opt.param_groups, cfg.wds or ()):

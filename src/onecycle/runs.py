@@ -133,9 +133,16 @@ def summary_lines(result: dict[str, Any], folder: Path) -> list[str]:
 
 # ---- fit -------------------------------------------------------------------------------------------
 def schedules_for(cfg: FitConfig, steps_per_epoch: int) -> tuple[Callable, Callable | None]:
-    """(LR multiplier, momentum) schedules of progress for ``cfg.schedule``."""
+    """(LR multiplier, momentum) schedules of progress for ``cfg.schedule``. A schedule-free
+    optimizer's ``const`` is a linear warmup over ``warmup_pct``, then constant."""
     from . import schedules as S
+    from .optim.extras import SCHEDULE_FREE
     moms = tuple(cfg.moms) if cfg.moms else None
+    if cfg.opt in SCHEDULE_FREE:  # runconfig allows const only
+        return S.wsd(cfg.warmup_pct, 0.0), None
+    if cfg.schedule in ("wsd", "warmup_cos"):
+        return (S.wsd(cfg.warmup_pct, cfg.decay_pct, cfg.decay) if cfg.schedule == "wsd" else
+                S.warmup_cos(cfg.warmup_pct, 1 / cfg.div_final)), None
     if cfg.schedule == "cos":
         policy = S.cos_one_cycle(cfg.div, cfg.div_final, cfg.pct_start, moms)
     elif cfg.schedule == "clr_beta":
