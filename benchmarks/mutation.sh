@@ -36,6 +36,9 @@ TARGETS=(
   "optim/lars|optim/lars.py|tests/test_optim.py|"
   "optim/lamb|optim/lamb.py|tests/test_optim.py|"
   "optim/trust|optim/trust.py|tests/test_optim.py|"
+  # schedule-free and Prodigy fits against hand-written loops, resume, lr_find, the checks; its subprocess
+  # test (no package imported by a plain fit) cannot see a mutant
+  "optim/extras|optim/extras.py|tests/test_extras.py|"
   "lr_find_result|lr_find_result.py|tests/test_lr_find_result.py|"
   "evaluate|evaluate.py|tests/test_evaluate.py|"
   # lr_find inside a checkpointing fit (8 cases, 5-15 s each) is the checkpointer's interplay with the
