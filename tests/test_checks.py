@@ -89,6 +89,16 @@ def test_check_number_refuses_bools_one_element_sequences_and_what_float_cannot_
     with pytest.raises(TypeError, match=r"^x must be a number, got "):
         check_number("x", IndexOnly())
 
+    class FloatFails:  # has __float__ but float() of it raises: still a TypeError naming the value
+        def __float__(self):
+            raise ValueError("no")
+
+        def __repr__(self):
+            return "FloatFails()"
+
+    with pytest.raises(TypeError, match=r"^x must be a number, got FloatFails\(\)$"):
+        check_number("x", FloatFails())
+
 
 @pytest.mark.parametrize("value, kw, message", [
     (-1, {"low": 0}, r"^x must be >= 0, got -1$"),
@@ -159,6 +169,11 @@ def test_check_choice_compares_by_value_with_bools_apart_from_numbers():
             check_choice("amp", bad, (False, True, "bf16"))
     with pytest.raises(ValueError, match=r"^on_nan must be one of 'raise', 'skip', got 'sk'$"):
         check_choice("on_nan", "sk", ("raise", "skip"))
+    # equal, not the same object: a string built at run time, a float parsed (negative control: `is`)
+    amps, xs = (False, True, "bf16"), (0.25, 0.5)
+    built, parsed = "".join(["bf", "16"]), float("0.5")
+    assert built is not amps[2] and parsed is not xs[1]
+    assert check_choice("amp", built, amps) is built and check_choice("x", parsed, xs) is parsed
 
 
 def test_check_device_makes_a_device_and_names_a_bad_one():
@@ -229,6 +244,11 @@ def _mistyped(kw, own=_outer, targets=(_inner,), sets=None):
     return str(err.value)
 
 
+def test_check_keywords_checks_every_key_after_one_that_passes():
+    assert _mistyped({"every": 2, "evry": 2}) == ("fit() got an unexpected keyword argument 'evry'; "
+                                                  "did you mean 'every'?")
+
+
 def test_check_keywords_lets_through_what_a_target_takes():
     check_keywords("fit", {"every": 2, "resume": True}, _outer, [_inner])
     check_keywords("fit", {"every": 2, "last": 3}, _outer, [_inner, _chain_end])  # any target in the chain
@@ -289,19 +309,21 @@ def test_warn_points_at_the_first_caller_outside_the_package():
     import onecycle.checks as checks_module
     here = os.path.abspath(__file__)
 
-    def caller(record) -> tuple[str, int | None]:
-        """Where the warning points. Under mutation testing (mutmut) a trampoline outside the package
-        stands between every caller and the function, in its clean run too (MUTANT_UNDER_TEST empty):
-        that frame is the caller then (line unknown). Only mutmut's trampoline file counts as that."""
-        path = os.path.abspath(record.filename)
-        if path.endswith(os.path.join("mutmut", "mutation", "trampoline.py")):
-            return here, None
-        return path, record.lineno
+    # Under mutation testing (mutmut) `warn` is a trampoline defined outside the package, in its clean
+    # run too: its frame stands between every caller and the function and is the first caller outside
+    # the package then, so the warning must point at it (and not one frame further out, at our line).
+    trampoline = warn.__code__.co_filename.endswith(os.path.join("mutmut", "mutation", "trampoline.py"))
+
+    def expected(line: int) -> tuple[str, int | None]:
+        return (os.path.abspath(warn.__code__.co_filename), None) if trampoline else (here, line)
+
+    def points_at(record) -> tuple[str, int | None]:
+        return os.path.abspath(record.filename), None if trampoline else record.lineno
 
     with pytest.warns(RuntimeWarning, match="^direct$") as record:
         line = inspect.currentframe().f_lineno + 1
         warn("direct", RuntimeWarning)
-    assert caller(record[0]) in ((here, line), (here, None))
+    assert points_at(record[0]) == expected(line)
     # a call from inside the package (a function compiled under the package's folder) is skipped over
     inside = os.path.join(os.path.dirname(os.path.abspath(checks_module.__file__)), "_fake_module.py")
     scope = {"warn": warn}
@@ -309,4 +331,4 @@ def test_warn_points_at_the_first_caller_outside_the_package():
     with pytest.warns(UserWarning, match="^nested$") as record:
         line = inspect.currentframe().f_lineno + 1
         scope["deep"]()
-    assert caller(record[0]) in ((here, line), (here, None))
+    assert points_at(record[0]) == expected(line)
