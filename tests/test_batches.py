@@ -78,7 +78,7 @@ def test_split_batch_bad_batches_raise_type_error_naming_them():
         split_batch(3)
     with pytest.raises(TypeError, match="got str"):
         split_batch("x")
-    with pytest.raises(TypeError, match="empty tuple"):
+    with pytest.raises(TypeError, match=r"^a batch is an empty tuple: expected \(inputs\.\.\., target\)$"):
         split_batch(())
 
 
@@ -104,9 +104,10 @@ def test_to_device_nested_structures_keep_their_types():
 
 def test_to_device_channels_last_only_on_4d_floating_tensors():
     img, mask, seq = torch.randn(2, 3, 4, 5), torch.ones(2, 3, 4, 5, dtype=torch.long), torch.randn(2, 3, 4)
-    out = to_device((img, {"m": mask, "s": seq}), torch.device("cpu"), channels_last=True)
+    out = to_device((img, {"m": mask, "s": seq, "i": img}), torch.device("cpu"), channels_last=True)
     nhwc = torch.channels_last
     assert out[0].is_contiguous(memory_format=nhwc) and not out[0].is_contiguous()
+    assert out[1]["i"].is_contiguous(memory_format=nhwc) and torch.equal(out[1]["i"], img)  # inside a Mapping too
     assert torch.equal(out[0], img)  # same values, other layout
     assert out[1]["m"].is_contiguous() and not out[1]["m"].is_contiguous(memory_format=nhwc)
     assert out[1]["s"].is_contiguous() and out[1]["s"].stride() == seq.stride()
@@ -187,6 +188,9 @@ def test_batch_size():
     assert batch_size(None, {"meta": "x", "a": torch.randn(6, 2)}) == 6
     assert batch_size(None, torch.tensor(1.0)) == 1
     assert batch_size(None, {"meta": "x"}) == 1
+    assert batch_size(None, (torch.randn(5, 2), torch.randn(5))) == 5  # a tuple or list of outputs: the first tensor's
+    assert batch_size(None, ["x", torch.randn(4, 2)]) == 4
+    assert batch_size(3, torch.randn(8, 2)) == 8  # a target without a length (a number): the samples
 
 
 # ---- training on dict batches and dict outputs ------------------------------------------------
@@ -520,6 +524,12 @@ def test_numpy_arrays_become_tensors_as_default_convert_makes_them():
     assert torch.equal(moved[1]["mask"], want[1]["mask"]) and moved[1]["mask"].dtype == torch.bool
     assert torch.equal(moved[2], want[2]) and moved[2].dtype == torch.int64
     assert isinstance(moved[3], np.ndarray) and moved[4] == 2.5  # strings and plain numbers are left alone
+    # the tensor made of an array is then moved and laid out as any tensor is
+    img = np.arange(120, dtype=np.float32).reshape(2, 3, 4, 5)
+    assert to_device(img, torch.device("meta")).device.type == "meta"
+    nhwc = to_device([img], torch.device("cpu"), channels_last=True)[0]
+    assert nhwc.is_contiguous(memory_format=torch.channels_last) and not nhwc.is_contiguous()
+    assert torch.equal(nhwc, torch.from_numpy(img))
 
 
 def test_a_list_of_numpy_batches_trains_as_the_same_tensors_do():
