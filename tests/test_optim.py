@@ -546,7 +546,7 @@ def test_optimizers_by_name_are_the_documented_configurations():
     "adamw" torch's AdamW with betas (0.9, 0.99), eps 1e-5 and no weight decay of its own (the
     Learner's hook decays); LARS with momentum 0.9, LAMB with betas (0.9, 0.99) and eps 1e-6."""
     from onecycle.optim import OPTIMIZERS, build_optimizer
-    assert sorted(OPTIMIZERS) == ["adam", "adamw", "lamb", "lars", "sgd"]
+    assert sorted(OPTIMIZERS) == ["adam", "adamw", "lamb", "lars", "prodigy", "sfree_adamw", "sfree_sgd", "sgd"]
     w = [torch.nn.Parameter(torch.zeros(2, 2))]
     sgd = build_optimizer("sgd", [w])
     assert type(sgd) is torch.optim.SGD
@@ -604,8 +604,8 @@ def test_optimizer_factory_takes_a_name_in_any_case_or_a_callable():
     from onecycle.optim import optimizer_factory
     assert optimizer_factory("SGD") == "sgd" and optimizer_factory("AdamW") == "adamw"
     assert optimizer_factory(LARS) is LARS
-    with pytest.raises(ValueError, match=r"^opt must be one of \['adam', 'adamw', 'lamb', 'lars', 'sgd'\] or a "
-                                         r"factory, got 'adagrad'$"):
+    with pytest.raises(ValueError, match=r"^opt must be one of \['adam', 'adamw', 'lamb', 'lars', 'prodigy', "
+                                         r"'sfree_adamw', 'sfree_sgd', 'sgd'\] or a factory, got 'adagrad'$"):
         optimizer_factory("adagrad")
     with pytest.raises(TypeError, match=r"^opt must be a name or a factory \(params, lr\) -> Optimizer, got 3$"):
         optimizer_factory(3)

@@ -37,6 +37,10 @@ def test_the_pool_reports_a_dead_worker_and_replaces_it(tmp_path, monkeypatch):
         os.kill(pid, signal.SIGKILL)
         (event,) = _wait_events(pool)
         assert event.died == "its worker process died (killed by SIGKILL)" or event.outcome is not None
+        # Under load cell 1 may end (it fails at once) before the kill lands: then the worker dies idle,
+        # and the next cell must not be handed to it while it is still dying. Wait for the death itself.
+        pool.workers[0].proc.join(60)
+        assert not pool.workers[0].proc.is_alive()
         real = tmp_path / "real"  # a new worker takes the next cell, whose DataLoader starts a process
         cfg = make_config(FitConfig, [("t", {"task": "_cli_task:with_loader_workers", "lr": "0.1", "epochs": 1,
                                              "threads": 1, "run_dir": str(real)})])
