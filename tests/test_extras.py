@@ -265,6 +265,21 @@ def test_prodigy_takes_one_lr_for_every_group_and_refuses_several_before_trainin
     assert learn.recorder.losses
 
 
+def test_the_factories_take_the_lr_given_and_the_documented_settings():
+    """Each factory builds its package's optimizer at the LR it is given (a fit sets the LR anyway, so
+    only this sees one dropped), with the settings the module doc names."""
+    p = [nn.Parameter(torch.zeros(2))]
+    kinds = {"sfree_sgd": schedulefree.SGDScheduleFree, "sfree_adamw": schedulefree.AdamWScheduleFree,
+             "prodigy": prodigyopt.Prodigy}
+    for name, kind in kinds.items():
+        opt = OPTIMIZERS[name]([{"params": p}], 0.37)
+        assert type(opt) is kind and opt.defaults["lr"] == 0.37 and opt.param_groups[0]["lr"] == 0.37, name
+    for name, (_, settings) in SFREE.items():
+        group = OPTIMIZERS[name]([{"params": p}], 0.1).param_groups[0]
+        assert {k: group[k] for k in settings} == settings, name
+    assert OPTIMIZERS["prodigy"]([{"params": p}], 1.0).param_groups[0]["safeguard_warmup"] is True
+
+
 def test_owns_weight_decay_and_modes_by_kind():
     p = [nn.Parameter(torch.zeros(2))]
     for name in ("sfree_sgd", "sfree_adamw", "prodigy", "lars", "lamb"):
