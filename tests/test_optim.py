@@ -457,6 +457,11 @@ def test_trust_helpers():
     torch.testing.assert_close(trust_ratios(w, g, 0.1, 0.5, clip_lr=0.01)[0], torch.tensor(1.0))
     torch.testing.assert_close(ratio_stats(list(ratios.unbind(0))), torch.tensor([0.7, 0.1, 1.0]))
     assert ratio_stats([]) is None
+    # ratios of several devices and dtypes (buckets): on the first one's device, in the promoted dtype
+    mixed = ratio_stats([torch.tensor(0.5), torch.tensor([0.25, 2.0], dtype=torch.float64)])
+    assert mixed.dtype == torch.float64 and torch.equal(mixed, torch.tensor([2.75 / 3, 0.25, 2.0], dtype=torch.float64))
+    on_meta = ratio_stats([torch.tensor(0.5, device="meta"), torch.tensor([0.25, 2.0])])
+    assert on_meta.device.type == "meta" and on_meta.shape == (3,)  # torch.cat refuses a cpu tensor there
     torch.testing.assert_close(trust_ratio(w[0], g[0], 0.1, 0.5, eps=0.5), torch.tensor(0.2 / 2.5))
     torch.testing.assert_close(trust_ratios(w, g, 0.1, 0.5, eps=0.5)[0], torch.tensor(0.2 / 2.5))
 
