@@ -15,7 +15,7 @@ import torch
 
 from onecycle.optim.lamb import LAMB
 from onecycle.optim.lars import LARS
-from onecycle.optim.trust import ratio_stats, trust_ratio, trust_ratios
+from onecycle.optim.trust import buckets_adapted_first, ratio_stats, trust_ratio, trust_ratios
 
 FOREACH = pytest.mark.parametrize("foreach", [True, False], ids=["foreach", "loop"])
 
@@ -457,6 +457,15 @@ def test_trust_helpers():
     torch.testing.assert_close(trust_ratios(w, g, 0.1, 0.5, clip_lr=0.01)[0], torch.tensor(1.0))
     torch.testing.assert_close(ratio_stats(list(ratios.unbind(0))), torch.tensor([0.7, 0.1, 1.0]))
     assert ratio_stats([]) is None
+    with pytest.raises(ValueError, match=r"^weights and updates differ in length: 3 != 2$"):
+        trust_ratios(w, g[:2])
+    assert trust_ratios([], []).shape == (0,)
+    # buckets by (device, dtype), adapted (here: not 1-D) tensors first in each, indices in order
+    f32, f64 = torch.float32, torch.float64
+    tensors = [torch.zeros(2, 2), torch.zeros(3, dtype=f64), torch.zeros(3), torch.zeros(2, 2, dtype=f64),
+               torch.zeros(2, 2, device="meta"), torch.zeros(4, dtype=f32)]
+    assert buckets_adapted_first(tensors, exclude_1d=True) == [([0, 2, 5], 1), ([3, 1], 1), ([4], 1)]
+    assert buckets_adapted_first(tensors, exclude_1d=False) == [([0, 2, 5], 3), ([1, 3], 2), ([4], 1)]
     # ratios of several devices and dtypes (buckets): on the first one's device, in the promoted dtype
     mixed = ratio_stats([torch.tensor(0.5), torch.tensor([0.25, 2.0], dtype=torch.float64)])
     assert mixed.dtype == torch.float64 and torch.equal(mixed, torch.tensor([2.75 / 3, 0.25, 2.0], dtype=torch.float64))
