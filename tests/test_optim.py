@@ -475,6 +475,36 @@ def test_trust_helpers():
     torch.testing.assert_close(trust_ratios(w, g, 0.1, 0.5, eps=0.5)[0], torch.tensor(0.2 / 2.5))
 
 
+def test_trust_ratio_shortcuts_apply_only_at_their_neutral_values():
+    """The formula skips a term at its neutral value (weight_decay 0, eps 0, eta 1) and not at another
+    one: weight_decay 1, eps 1 and eta 2 give the hand-computed ratio; clip_lr 0 gives 1 (LARC as lr -> 0)."""
+    w, u = torch.full((4,), 1.5), torch.full((4,), 0.5)  # ||w|| = 3, ||u|| = 1
+    torch.testing.assert_close(trust_ratio(w, u, weight_decay=1.0), torch.tensor(3.0 / (1.0 + 3.0)))
+    torch.testing.assert_close(trust_ratio(w, u, eps=1.0), torch.tensor(3.0 / 2.0))
+    torch.testing.assert_close(trust_ratio(w, u, eta=2.0), torch.tensor(6.0))
+    torch.testing.assert_close(trust_ratios([w], [u], eta=2.0, weight_decay=1.0, eps=1.0), torch.tensor([6.0 / 5.0]))
+    assert torch.equal(trust_ratio(w, u, clip_lr=0.0), torch.tensor(1.0))
+
+
+@pytest.mark.parametrize("n, k, dot", [(16384, 2, True), (16383, 2, False), (5000, 2, False), (100, 4, False)])
+def test_trust_ratios_norms_take_the_documented_path(n, k, dot):
+    """On CPU, float32 lists of mean size >= 2**14 elements take sqrt(dot(x, x)), smaller ones one
+    _foreach_norm (the two differ in the last bits on these tensors: the path is visible)."""
+    g = torch.Generator().manual_seed(3)
+    w, u = ([torch.randn(n, generator=g) for _ in range(k)] for _ in range(2))
+    by_dot = torch.stack([torch.dot(t, t) for t in w]).sqrt() / torch.stack([torch.dot(t, t) for t in u]).sqrt()
+    by_foreach = torch.stack(torch._foreach_norm(w)) / torch.stack(torch._foreach_norm(u))
+    assert not torch.equal(by_dot, by_foreach)  # the control: both paths would pass otherwise
+    assert torch.equal(trust_ratios(w, u), by_dot if dot else by_foreach)
+
+
+def test_trust_ratios_of_large_half_tensors_do_not_overflow():
+    """float16 keeps _foreach_norm: a dot product of 20000 twos (80000) overflows float16."""
+    w, u = [torch.full((20000,), 2.0, dtype=torch.float16)] * 2, [torch.full((20000,), 1.0, dtype=torch.float16)] * 2
+    assert torch.isinf(torch.dot(w[0], w[0]))  # the control
+    torch.testing.assert_close(trust_ratios(w, u), torch.tensor([2.0, 2.0], dtype=torch.float16))
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_trust_ratios_of_large_tensors(dtype):
     """Large CPU tensors take the dot-product norm path; it must match a float64 reference."""
