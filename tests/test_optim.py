@@ -529,6 +529,9 @@ def test_unpickling_an_optimizer_without_new_keys(cls):
         if key != "eps" or cls is LARS:
             state["param_groups"][0].pop(key, None)
     opt.__setstate__(state)
+    hypers = [{k: v for k, v in o.param_groups[0].items() if k != "params"} for o in (opt, expected)]
+    assert hypers[0] == hypers[1]  # the defaults a fresh optimizer has (False, not merely falsy)
+    assert all(type(hypers[0][k]) is type(hypers[1][k]) for k in hypers[1])
     run(opt, params, grads)
     run(expected, ref, grads)
     for p, q in zip(params, ref, strict=True):
