@@ -331,6 +331,7 @@ LARS_CONFIGS = [
     dict(lr=0.5, momentum=0.9, weight_decay=1e-3, eta=1e-2, exclude_1d=False, nesterov=True),
     dict(lr=0.2, momentum=0.8, weight_decay=0.0, eta=0.5, trust_clip=True, eps=1e-8),
     dict(lr=0.1, momentum=0.9, weight_decay=1.0, eta=1e-2),  # 1 is no neutral value: decay applies
+    dict(lr=0.5, momentum=0.9, weight_decay=1e-3, eta=1e-2, nesterov=True),  # a group of 1-D tensors only
 ]
 LAMB_CONFIGS = [
     dict(lr=1e-2, weight_decay=0.01),
