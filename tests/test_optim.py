@@ -9,6 +9,7 @@ from __future__ import annotations
 import copy
 import io
 import math
+import sys
 
 import pytest
 import torch
@@ -563,8 +564,56 @@ def test_step_never_reads_tensor_values_on_host(cls, foreach):
 def test_sparse_gradients_rejected(cls):
     p = torch.zeros(3, 2, requires_grad=True)
     p.grad = torch.sparse_coo_tensor([[0]], [[1.0, 1.0]], (3, 2), check_invariants=True)
-    with pytest.raises(RuntimeError, match="sparse"):
+    with pytest.raises(RuntimeError, match=rf"^{cls.__name__} does not support sparse gradients; use dense gradients$"):
         cls([p]).step()
+
+
+@pytest.mark.parametrize("cls", [LARS, LAMB])
+@FOREACH
+def test_a_tensor_without_a_gradient_is_skipped_and_the_next_one_steps(cls, foreach):
+    """A frozen (or unused) tensor ahead of a trained one in a group leaves the trained one's step
+    as it would be alone."""
+    w0, grads = make_tensors([(3, 2), (4, 2)], 5), make_grads([(4, 2)], 2)
+    both, alone = leaf(w0), leaf(w0[1:])
+    opt, ref = cls(both, lr=0.1, foreach=foreach), cls(alone, lr=0.1, foreach=foreach)
+    run(opt, both[1:], grads)
+    run(ref, alone, grads)
+    assert torch.equal(both[0], w0[0]) and len(opt.state[both[0]]) == 0
+    assert torch.equal(both[1], alone[0]) and not torch.equal(both[1], w0[1])
+
+
+@pytest.mark.parametrize("cls, loop, fast", [(LARS, "_lars_loop", "_lars_foreach"),
+                                             (LAMB, "_lamb_loop", "_lamb_foreach")])
+def test_foreach_false_takes_the_loop_and_none_or_true_the_multi_tensor_path(monkeypatch, cls, loop, fast):
+    module = sys.modules[cls.__module__]
+    taken = []
+    for name in (loop, fast):
+        real = getattr(module, name)
+        spy = lambda *a, _real=real, _name=name, **kw: taken.append(_name) or _real(*a, **kw)  # noqa: E731
+        monkeypatch.setattr(module, name, spy)
+    for foreach, want in ((False, loop), (None, fast), (True, fast)):
+        taken.clear()
+        params = leaf(make_tensors([(3, 2)], 1))
+        run(cls(params, lr=0.1, foreach=foreach), params, make_grads([(3, 2)], 1))
+        assert taken == [want], foreach
+
+
+@pytest.mark.parametrize("cls, names", [(LARS, ("lr", "momentum", "weight_decay", "eta", "eps")),
+                                        (LAMB, ("lr", "eps", "weight_decay"))])
+def test_a_hyper_parameter_that_is_no_number_is_a_type_error_naming_it(cls, names):
+    for name in names:
+        with pytest.raises(TypeError, match=rf"^{name} must be a number, got 'x'$"):
+            cls([torch.zeros(2, 2, requires_grad=True)], **{name: "x"})
+
+
+def test_lars_and_lamb_defaults():
+    """The signatures' defaults: LARS lr 1, momentum 0.9, eta 1e-3 (the paper's); LAMB lr 1e-3,
+    betas (0.9, 0.999), eps 1e-6 (the paper's)."""
+    p = [torch.zeros(2, 2, requires_grad=True)]
+    assert LARS(p).defaults == dict(lr=1.0, momentum=0.9, weight_decay=0.0, eta=1e-3, nesterov=False,
+                                    trust_clip=False, exclude_1d=True, eps=0.0, foreach=None)
+    assert LAMB(p).defaults == dict(lr=1e-3, betas=(0.9, 0.999), eps=1e-6, weight_decay=0.0, trust_ratio=True,
+                                    exclude_1d=True, foreach=None)
 
 
 @pytest.mark.parametrize(
