@@ -639,6 +639,13 @@ def test_bad_hyper_parameters_rejected(cls, kwargs, name):
         cls([torch.zeros(2, 2, requires_grad=True)], **kwargs)
 
 
+def test_zero_is_inside_every_range():
+    """0 is a valid LR (a schedule's end), trust coefficient, weight decay, eps and momentum/beta."""
+    p = [torch.zeros(2, 2, requires_grad=True)]
+    assert LARS(p, lr=0.0, momentum=0.0, weight_decay=0.0, eta=0.0, eps=0.0).defaults["eta"] == 0.0
+    assert LAMB(p, lr=0.0, betas=(0.0, 0.0), eps=0.0, weight_decay=0.0).defaults["lr"] == 0.0
+
+
 # ------------------------------------------------------------- the Learner's optimizers by name
 
 def test_optimizers_by_name_are_the_documented_configurations():
