@@ -604,6 +604,9 @@ def test_a_hyper_parameter_that_is_no_number_is_a_type_error_naming_it(cls, name
     for name in names:
         with pytest.raises(TypeError, match=rf"^{name} must be a number, got 'x'$"):
             cls([torch.zeros(2, 2, requires_grad=True)], **{name: "x"})
+    if cls is LAMB:
+        with pytest.raises(TypeError, match=r"^betas\[1\] must be a number, got 'x'$"):
+            cls([torch.zeros(2, 2, requires_grad=True)], betas=(0.9, "x"))
 
 
 def test_lars_and_lamb_defaults():
@@ -630,6 +633,7 @@ def test_lars_and_lamb_defaults():
         (LAMB, dict(betas=(1.0, 0.999)), "betas"),
         (LAMB, dict(betas=(0.9, -0.1)), "betas"),
         (LAMB, dict(betas=(0.9,)), "betas"),
+        (LAMB, dict(betas=0.9), "^Invalid betas: betas=0.9 "),  # not a pair at all
         (LAMB, dict(eps=-1e-6), "eps"),
         (LAMB, dict(weight_decay=-0.01), "weight_decay"),
     ],

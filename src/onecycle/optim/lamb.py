@@ -80,8 +80,6 @@ class LAMB(TrustStatsMixin, Optimizer):
             check_number(f"betas[{i}]", beta)
         if lr < 0.0:
             raise ValueError(f"Invalid learning rate: lr={lr} (must be >= 0)")
-        if len(betas) != 2:
-            raise ValueError(f"Invalid betas: betas={betas} (must be a pair (b1, b2))")
         for i, beta in enumerate(betas):
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"Invalid beta parameter at index {i}: betas={betas} (must be in [0, 1))")
