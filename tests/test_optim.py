@@ -720,3 +720,13 @@ def test_optimizer_factory_takes_a_name_in_any_case_or_a_callable():
         optimizer_factory("adagrad")
     with pytest.raises(TypeError, match=r"^opt must be a name or a factory \(params, lr\) -> Optimizer, got 3$"):
         optimizer_factory(3)
+
+
+@pytest.mark.parametrize("name, module", [("SFree_SGD", "schedulefree"), ("Prodigy", "prodigyopt")])
+def test_optimizer_factory_names_the_extra_of_a_missing_package(monkeypatch, name, module):
+    from onecycle.optim import optimizer_factory
+    monkeypatch.setitem(sys.modules, module, None)  # as if it were not installed
+    with pytest.raises(ImportError, match=rf"^optimizer {name.lower()!r} needs the {module} package: "
+                                          rf"pip install 'onecycle\[{module}\]'$"):
+        optimizer_factory(name)
+    assert optimizer_factory("SGD") == "sgd"  # the others are unaffected
