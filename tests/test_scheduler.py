@@ -393,3 +393,85 @@ def test_a_schedule_may_give_one_value_per_group():
     for _ in range(2):
         opt.step()
     assert [g["lr"] for g in opt.param_groups] == [0.1 * 0.5, 1.0 * 1.5]
+
+
+# ---- a fit's schedules and its Scheduler (check_fit_schedules, fit_scheduler) ----------------------
+_WANT = r"must be a schedule \(a function of progress in \[0, 1\]\)"
+
+
+def test_check_fit_schedules_names_the_schedule_that_is_no_function():
+    from onecycle.optim.scheduler import check_fit_schedules
+    check_fit_schedules(S.const(1.0))  # momentum and weight decay may be left out
+    check_fit_schedules(S.const(1.0), None, None, {"eps": S.const(1.0)})
+    for kw, message in [(dict(lr_sched=None), rf"^lr_sched {_WANT}, got None$"),
+                        (dict(mom_sched=3), rf"^mom_sched {_WANT} or None, got 3$"),
+                        (dict(wd_sched="x"), rf"^wd_sched {_WANT} or None, got 'x'$"),
+                        (dict(extra_scheds={"eps": None}), rf"^extra_scheds\['eps'\] {_WANT}, got None$")]:
+        with pytest.raises(TypeError, match=message):
+            check_fit_schedules(**{"lr_sched": S.const(1.0), **kw})
+    with pytest.raises(ValueError, match=r"^momentum schedule gives 1.5 at progress 0: "):
+        check_fit_schedules(S.const(1.0), lambda p: 1.5)
+
+
+def test_fit_scheduler_starts_from_the_peaks_and_bases_given_and_refuses_a_key_before_writing():
+    from onecycle.optim.scheduler import fit_scheduler
+    opt = _two_groups()
+    for g in opt.param_groups:  # what an earlier fit left: moved values and their bases
+        g["initial_weight_decay"], g["weight_decay"] = 0.5, 0.25
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the values given are the bases: nothing kept to warn about
+        sched = fit_scheduler(opt, 10, [0.1, 0.2], {"weight_decay": [0.01, 0.02]},
+                              {"lr": S.const(0.5), "weight_decay": S.const(2.0), "betas": None})
+    assert [g["lr"] for g in opt.param_groups] == [0.05, 0.1]
+    assert [g["initial_lr"] for g in opt.param_groups] == [0.1, 0.2]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.02, 0.04]
+    assert [g["initial_weight_decay"] for g in opt.param_groups] == [0.01, 0.02]
+    sched.remove()
+    before = [dict(g) for g in opt.param_groups]
+    with pytest.raises(ValueError, match=r"^SGD: param group has no 'eps' to schedule"):
+        fit_scheduler(opt, 10, [9.0, 9.0], {"weight_decay": [9.0, 9.0]}, {"lr": S.const(1.0), "eps": S.const(1.0)})
+    with pytest.raises(ValueError, match=r"^SGD: param group has no 'eps' to schedule"):
+        fit_scheduler(opt, 10, [9.0, 9.0], {"eps": [1.0, 1.0]}, {"lr": S.const(1.0)})
+    assert [dict(g) for g in opt.param_groups] == before  # refused before anything was written
+
+
+def test_fit_scheduler_restarts_a_relative_key_from_its_base_without_a_warning():
+    """A weight decay scheduled without a base given, that an earlier fit moved (initial_weight_decay
+    0.01, now 0.003): this fit multiplies the base, and says nothing (it is no hand-set value)."""
+    from onecycle.optim.scheduler import fit_scheduler
+    opt = _two_groups()
+    for g in opt.param_groups:
+        g["initial_weight_decay"], g["weight_decay"] = 0.01, 0.003
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        fit_scheduler(opt, 10, [0.1, 0.2], {}, {"lr": S.const(1.0), "weight_decay": S.const(0.5)})
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.005, 0.005]
+    assert [g["initial_weight_decay"] for g in opt.param_groups] == [0.01, 0.01]
+
+
+@pytest.mark.parametrize("n", [4, 5])
+def test_the_kept_base_warning_shows_four_pairs_and_values_that_look_different(n):
+    opt = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))]} for _ in range(n)], lr=0.1)
+    for g in opt.param_groups:
+        g["initial_lr"] = 0.1000001  # 0.1 at 6 digits, as lr is: shown in full
+    with pytest.warns(UserWarning) as caught:
+        Scheduler(opt, 10, lr=S.const(1.0))
+    text = str(caught[0].message)
+    shown = "; ".join(f"group {i}: initial_lr=0.1000001, lr=0.1" for i in range(4))
+    assert f"({shown}{'; ...' if n > 4 else ''}), set by hand" in text and "group 4" not in text
+    assert "(initial_lr)" in text
+    assert text.endswith("set group['lr'] = group['initial_lr'] = base first (as the Learner does).")
+
+
+def test_the_kept_base_warning_names_each_key_once_and_the_first_one_in_its_advice():
+    opt = torch.optim.SGD([{"params": [torch.nn.Parameter(torch.zeros(1))]} for _ in range(2)], lr=0.1,
+                          weight_decay=0.01)
+    for g in opt.param_groups:
+        g["initial_lr"], g["initial_weight_decay"] = 0.2, 0.02
+    with pytest.warns(UserWarning) as caught:
+        Scheduler(opt, 10, lr=S.const(1.0), weight_decay=S.const(1.0))
+    text = str(caught[0].message)
+    assert ("(group 0: initial_lr=0.2, lr=0.1; group 1: initial_lr=0.2, lr=0.1; group 0: initial_weight_decay=0.02, "
+            "weight_decay=0.01; group 1: initial_weight_decay=0.02, weight_decay=0.01), set by hand") in text
+    assert "schedules multiply that base (initial_lr and initial_weight_decay)." in text
+    assert text.endswith("set group['lr'] = group['initial_lr'] = base first (as the Learner does).")
