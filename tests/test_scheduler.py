@@ -475,3 +475,19 @@ def test_the_kept_base_warning_names_each_key_once_and_the_first_one_in_its_advi
             "weight_decay=0.01; group 1: initial_weight_decay=0.02, weight_decay=0.01), set by hand") in text
     assert "schedules multiply that base (initial_lr and initial_weight_decay)." in text
     assert text.endswith("set group['lr'] = group['initial_lr'] = base first (as the Learner does).")
+
+
+def test_a_copied_scheduler_detaches_from_its_copied_optimizer():
+    """A deep copy (or an unpickled one) holds an optimizer no Scheduler registered: remove() still
+    detaches it, and leaves the original attached."""
+    import copy
+    import pickle
+    opt = _two_groups()
+    sched = Scheduler(opt, 4, lr=S.lin(1.0, 0.0))
+    for other in (copy.deepcopy(sched), pickle.loads(pickle.dumps(sched))):
+        assert other.optimizer is not opt
+        other.remove()
+    p = next(q for g in opt.param_groups for q in g["params"])
+    p.grad = torch.ones_like(p)
+    opt.step()
+    assert sched.step_count == 1 and opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.75)
