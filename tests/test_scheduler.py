@@ -491,3 +491,18 @@ def test_a_copied_scheduler_detaches_from_its_copied_optimizer():
     p.grad = torch.ones_like(p)
     opt.step()
     assert sched.step_count == 1 and opt.param_groups[0]["lr"] == pytest.approx(0.1 * 0.75)
+
+
+def test_every_key_is_checked_after_momentum_and_the_message_lists_the_groups_keys_only():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    with pytest.raises(ValueError, match=r"^SGD: param group has no 'beta3' to schedule \(group 0 has ") as err:
+        Scheduler(opt, 5, momentum=S.const(0.5), beta3=S.const(0.5))
+    assert "params" not in str(err.value) and "lr, " in str(err.value)
+    assert opt.param_groups[0]["momentum"] == 0.9 and "beta3" not in opt.param_groups[0]  # nothing written
+
+
+def test_a_relative_key_holding_none_is_refused():
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    opt.param_groups[0]["weight_decay"] = None
+    with pytest.raises(ValueError, match=r"^param group has no 'weight_decay' to schedule$"):
+        Scheduler(opt, 5, weight_decay=S.const(1.0))
