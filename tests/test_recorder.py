@@ -151,3 +151,127 @@ def test_repr_is_the_last_epoch_not_the_lists():
     rec.add_iterations([[0.1]], [0.9], [2.0])
     rec.add_epoch(2.0, None, 1.0)  # no validation: no NaN shown
     assert repr(rec) == "Recorder(1 epoch, 1 iterations; epoch 1: train_loss 2)"
+
+
+# ---- what the tests above leave open: values, not only shapes -----------------------------------------
+def test_plots_draw_the_recorders_own_data():
+    rec = _filled()
+    lr_ax, mom_ax = rec.plot_lr().axes
+    assert sorted(list(line.get_ydata()) for line in lr_ax.lines) == [[0.01, 0.02, 0.03, 0.02], [0.1, 0.2, 0.3, 0.2]]
+    assert [list(line.get_ydata()) for line in mom_ax.lines] == [[0.95, 0.9, 0.85, 0.9]]
+    assert any(list(line.get_ydata()) == [0.9, 0.7] for line in rec.plot_losses().axes[0].lines)  # validation
+    assert any(list(line.get_ydata()) == [0.5, 0.75] for line in rec.plot_metrics().axes[0].lines)
+    grads = rec.plot_grad_stats()
+    assert [ax.get_title() for ax in grads.axes] == ["grad_mean_abs", "grad_norm"]
+    assert [(line.get_label(), list(line.get_ydata())) for line in grads.axes[1].lines] == [("group 0", [3.0])]
+    trust = rec.plot_trust_ratios()
+    assert [ax.get_title() for ax in trust.axes] == ["trust_mean", "trust_min", "trust_max"]
+    assert [[list(line.get_ydata()) for line in ax.lines] for ax in trust.axes] == [[[0.5]], [[0.1]], [[0.9]]]
+    assert len(rec.plot_dashboard().axes) >= 3 and any(ax.lines for ax in rec.plot_dashboard().axes)
+
+
+def test_values_recorded_as_given_and_the_defaults():
+    rec = _filled()
+    assert rec.losses == [2.0, 1.0, 0.5, 0.4] and rec.times == [1.5, 1.2]
+    assert rec.smooth_losses[0] == 2.0 and rec.series["grad_norm/0"] == [3.0]
+    assert Recorder().smoother.beta == 0.98 and Recorder(smooth_beta=0.5).smoother.beta == 0.5
+    rec = Recorder(smooth_beta=0.7)
+    rec.add_iterations([[0.1]], [0.9], [1.0])
+    rec.reset()  # the EMA factor stays unless given
+    assert rec.smoother.beta == 0.7 and rec.losses == []
+    rec.reset(0.9)
+    assert rec.smoother.beta == 0.9
+
+
+def test_add_epoch_names_a_bad_metric_and_its_type():
+    rec = Recorder()
+    with pytest.raises(TypeError, match=r"^val: a metric name must be a str, got 3 \(int\)$"):
+        rec.add_epoch(1.0, {3: 0.5}, 1.0)
+    with pytest.raises(TypeError, match=r"^val\['acc'\] must be a number, got '0.5' \(str\)$"):
+        rec.add_epoch(1.0, {"acc": "0.5"}, 1.0)
+    assert rec.n_epochs == 0  # nothing written
+
+
+def test_state_round_trips_series_copies_lists_and_reads_files_without_series(tmp_path):
+    rec = _filled()
+    assert rec.state_dict()["series"] == rec.series and Recorder.from_state(rec.state_dict()).series == rec.series
+    other = Recorder()
+    other.load_state_dict(rec.state_dict())
+    other.add_iterations([[0.5, 0.5]], [0.9], [0.1])
+    other.log("grad_norm/0", 1.0)
+    assert rec.group_lrs == [[0.01, 0.02, 0.03, 0.02], [0.1, 0.2, 0.3, 0.2]]  # its lists are not shared
+    assert rec.series["grad_norm/0"] == [3.0]
+    old = {k: v for k, v in rec.state_dict().items() if k != "series"}  # a history saved before series existed
+    back = Recorder()
+    back.load_state_dict(old)
+    assert back.series == {} and back.losses == rec.losses
+    assert json.loads(rec.save_json(tmp_path / "h.json").read_text())["epoch_numbering"] == "from 1"
+
+
+def test_csv_files_epochs_numbered_from_one_and_rows_from_start(tmp_path):
+    rec = _filled()
+    paths = rec.save_csv(tmp_path)
+    assert [p.name for p in paths] == ["iterations.csv", "epochs.csv"] and all(p.exists() for p in paths)
+    assert [row[0] for row in list(csv.reader(paths[1].open()))[1:]] == ["1", "2"]
+    assert [row[0] for row in rec.epoch_rows(1)[1]] == [2]
+    assert [row[0] for row in rec.iteration_rows(2)[1]] == [2, 3]
+    # a series shorter than the iterations: NaN where it has no value
+    assert math.isnan(rec.iteration_rows(1)[1][0][-1]) and rec.iteration_rows()[1][0][-1] == 0.1
+
+
+def test_the_history_log_is_a_snapshot_then_only_the_new_rows():
+    rec = Recorder(["accuracy"])
+    rec.add_iterations([[0.1]], [0.9], [1.0])
+    rec.add_epoch(1.0, {"val_loss": 0.5, "accuracy": 0.25}, 2.0)
+    line, lengths = rec.log_snapshot()
+    assert json.loads(line)["snapshot"]["epoch_numbering"] == "from 1" and line.endswith("}\n")
+    rec.add_iterations([[0.2], [0.3]], [0.8, 0.85], [0.9, 0.8])
+    rec.add_epoch(0.85, {"val_loss": 0.4, "accuracy": 0.5, "f1": 0.3}, 2.0)
+    rec.log("grad_norm/0", 4.0)
+    more, lengths2 = rec.log_delta(lengths)
+    delta = json.loads(more)
+    assert delta["losses"] == [1, [0.9, 0.8]]  # only the new rows, with where they start
+    assert delta["group_lrs"] == {"0": [1, [0.2, 0.3]]} and delta["train_losses"] == [1, [0.85]]
+    assert delta["metrics"]["accuracy"] == [1, [0.5]] and delta["metrics"]["f1"][0] == 0  # a new column: all of it
+    assert _same(delta["metrics"]["f1"][1], [math.nan, 0.3])
+    assert delta["series"] == {"grad_norm/0": [0, [4.0]]} and delta["metric_names"] == ["accuracy", "f1"]
+    assert lengths2["losses"] == 3 and lengths2["group_lrs"] == {"0": 3} and lengths2["metrics"]["f1"] == 2
+    back = Recorder.from_log(line + more)
+    whole = [{k: v for k, v in r.state_dict().items() if k != "metrics"} for r in (back, rec)]
+    assert whole[0] == whole[1] and back.metrics.keys() == rec.metrics.keys()
+    assert all(_same(back.metrics[k], rec.metrics[k]) for k in rec.metrics)  # f1's first epoch is NaN
+    assert Recorder.from_log(line + more[:-1]).n_epochs == 1  # no newline: cut short, left out
+
+
+def test_the_history_log_from_an_empty_snapshot_grows_its_groups():
+    rec = Recorder()
+    line, lengths = rec.log_snapshot()
+    rec.add_iterations([[0.1, 1.0], [0.2, 2.0]], [0.9, 0.9], [1.0, 0.5])
+    more, _ = rec.log_delta(lengths)
+    assert Recorder.from_log(line + more).group_lrs == [[0.1, 0.2], [1.0, 2.0]]
+
+
+def test_a_bad_history_log_is_named_by_its_line():
+    rec = _filled()
+    line, lengths = rec.log_snapshot()
+    rec.add_iterations([[0.5, 0.5]], [0.9], [0.1])
+    more, _ = rec.log_delta(lengths)
+    for text, message in [("", r"^h\.jsonl: no complete line$"),
+                          ("{cut", r"^h\.jsonl: no complete line$"),
+                          ("x\n", r"^h\.jsonl: line 1 is not JSON: "),
+                          ('{"a": 1}\n', r"^h\.jsonl: line 1 is not a snapshot$"),
+                          (line + "[\n", r"^h\.jsonl: line 2 is not JSON: "),
+                          (line + more + more, r"^h\.jsonl: line 3: moms continues at 4, the history holds 5$")]:
+        with pytest.raises(ValueError, match=message):
+            Recorder.from_log(text, "h.jsonl")
+    with pytest.raises(ValueError, match=r"^history log: no complete line$"):
+        Recorder.from_log("")
+    broken = json.loads(more)
+    broken["group_lrs"]["1"][0] = 0
+    with pytest.raises(ValueError, match=r"^h\.jsonl: line 2: group_lrs\[1\] continues at 0, the history holds 4$"):
+        Recorder.from_log(line + json.dumps(broken) + "\n", "h.jsonl")
+    broken = json.loads(more)
+    broken["series"] = {"grad_norm/0": [0, [1.0]]}
+    with pytest.raises(ValueError, match=r"^h\.jsonl: line 2: series\['grad_norm/0'\] continues at 0, the history "
+                                         r"holds 1$"):
+        Recorder.from_log(line + json.dumps(broken) + "\n", "h.jsonl")

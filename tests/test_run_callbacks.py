@@ -18,7 +18,6 @@ import onecycle as oc
 from onecycle import run_callbacks
 from onecycle.callbacks import Callback
 from onecycle.data import TensorLoader
-from onecycle.recorder import Recorder
 from onecycle.run_callbacks import LOG_NAME, SaveHistory, ValidationTimer, read_history, save_history
 
 
@@ -173,20 +172,6 @@ def test_a_resume_after_kill_9_neither_loses_nor_doubles_a_row(tmp_path):
     assert rec.losses == ref.losses and rec.val_losses == ref.val_losses  # resume is exact: the same rows
     assert (tmp_path / "run" / "epochs.csv").read_text() != "" and \
         len((tmp_path / "run" / "epochs.csv").read_text().splitlines()) == 5 + 1
-
-
-def test_a_killed_runs_log_reads_back_with_the_recorder(tmp_path):
-    rec = Recorder(["accuracy"])
-    rec.add_iterations([[0.1]], [0.9], [1.0])
-    rec.add_epoch(1.0, {"val_loss": 0.5, "accuracy": 0.25}, 2.0)
-    line, lengths = rec.log_snapshot()
-    rec.add_iterations([[0.2], [0.3]], [0.8, 0.85], [0.9, 0.8])
-    rec.add_epoch(0.85, {"val_loss": 0.4, "accuracy": 0.5}, 2.0)
-    more, _ = rec.log_delta(lengths)
-    assert json.loads(more)["losses"] == [1, [0.9, 0.8]]  # only the new rows, with where they start
-    back = Recorder.from_log(line + more)
-    assert back.state_dict() == rec.state_dict()
-    assert Recorder.from_log(line + more[:-1]).n_epochs == 1  # no newline: cut short, left out
 
 
 def test_validation_timer_counts_validation_and_leaves_the_rest_to_training(monkeypatch):
