@@ -167,7 +167,13 @@ def test_plots_draw_the_recorders_own_data():
     trust = rec.plot_trust_ratios()
     assert [ax.get_title() for ax in trust.axes] == ["trust_mean", "trust_min", "trust_max"]
     assert [[list(line.get_ydata()) for line in ax.lines] for ax in trust.axes] == [[[0.5]], [[0.1]], [[0.9]]]
-    assert len(rec.plot_dashboard().axes) >= 3 and any(ax.lines for ax in rec.plot_dashboard().axes)
+
+def test_the_dashboard_draws_the_recorders_data_and_takes_its_arguments(tmp_path):
+    rec = _filled()
+    dash = rec.plot_dashboard(save=tmp_path / "dash.png")
+    drawn = [list(line.get_ydata()) for ax in dash.axes for line in ax.lines]
+    assert [0.95, 0.9, 0.85, 0.9] in drawn and [0.9, 0.7] in drawn  # momentum, validation loss
+    assert (tmp_path / "dash.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_values_recorded_as_given_and_the_defaults():
