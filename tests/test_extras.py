@@ -218,8 +218,13 @@ def test_a_momentum_schedule_is_skipped_for_schedule_free_with_a_warning_and_kep
         warnings.simplefilter("always")
         learn.fit_one_cycle(2, 0.05)
     said = [str(w.message) for w in caught]
-    assert any("SGDScheduleFree manages its own momentum" in m for m in said), said
-    assert any("is schedule-free" in m and "decays (x1 at 25% of training, x1e-05 at 100%)" in m for m in said), said
+    assert ("SGDScheduleFree manages its own momentum (with train/eval modes, its momentum interpolates between the "
+            "point gradients are taken at and the average it evaluates; changing it between the two would move the "
+            "weights): the momentum schedule is skipped") in said, said
+    assert any(m.startswith("SGDScheduleFree is schedule-free: it averages its iterates") and
+               "decays (x1 at 25% of training, x1e-05 at 100%)" in m and
+               m.endswith("; applied as given. schedules.wsd(warmup_pct, 0) is a warmup then constant")
+               for m in said), said
     assert set(learn.recorder.moms) == {0.9}
     learn = _learner("prodigy")
     with warnings.catch_warnings():
@@ -249,6 +254,27 @@ class TwoGroup(nn.Module):
 
     def param_groups(self):
         return [list(self.body.parameters()), list(self.head.parameters())]
+
+
+def test_the_checks_by_hand_a_zero_lr_and_the_default_name():
+    p = [nn.Parameter(torch.zeros(2))]
+    sfree, prodigy = OPTIMIZERS["sfree_sgd"]([{"params": p}], 0.1), OPTIMIZERS["prodigy"]([{"params": p}], 1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        extras.check_schedule_free_lr(sfree, S.const(0.0))  # a zero LR does not decay
+        extras.check_schedule_free_lr(sfree, S.const(1.0))
+        extras.check_lrs(prodigy, [0.5, 0.5])
+    with pytest.raises(ValueError, match=r"^lr: Prodigy takes one LR for every param group"):
+        extras.check_lrs(prodigy, [0.5, 1.0])
+
+
+def test_a_package_whose_spec_cannot_be_read_counts_as_missing(monkeypatch):
+    import types
+    broken = types.ModuleType("prodigyopt")
+    broken.__spec__ = None  # find_spec raises ValueError for such a module
+    monkeypatch.setitem(sys.modules, "prodigyopt", broken)
+    assert extras.missing("prodigy") == extras.install_hint("prodigy")
+    assert extras.missing("sgd") is None
 
 
 def test_prodigy_takes_one_lr_for_every_group_and_refuses_several_before_training():
