@@ -318,6 +318,22 @@ def test_owns_weight_decay_and_modes_by_kind():
     assert not extras.single_lr(OPTIMIZERS["adamw"]([{"params": p}], 0.1))
 
 
+class _OnlyTrain:
+    def train(self):
+        pass
+
+
+class _OnlyEval:
+    def eval(self):
+        pass
+
+
+def test_modes_need_both_train_and_eval():
+    assert not extras.has_modes(_OnlyTrain()) and not extras.has_modes(_OnlyEval()) and not extras.has_modes(None)
+    both = type("Both", (_OnlyTrain, _OnlyEval), {})()
+    assert extras.has_modes(both)  # the control
+
+
 # ---- a missing package -----------------------------------------------------------------------------
 @pytest.mark.parametrize("name,module,extra", [("sfree_sgd", "schedulefree", "schedulefree"),
                                                ("sfree_adamw", "schedulefree", "schedulefree"),
