@@ -50,7 +50,7 @@ from ..rng import get_rng_state, set_rng_state
 
 __all__ = ["lr_find", "OneCycle", "INSTALL"]
 
-INSTALL = "pip install 'onecycle[lightning]'"
+INSTALL = C.install_hint("lightning")
 
 # The last lr_find suggestion per module (weakly: a dropped module does not linger), for OneCycle.
 _SUGGESTIONS: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDictionary()
@@ -58,11 +58,7 @@ _SUGGESTIONS: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDiction
 
 def _pl() -> Any:
     """``lightning.pytorch``; ``ImportError`` naming the extra when it is not installed."""
-    try:
-        import lightning.pytorch as pl
-    except ImportError as err:
-        raise ImportError(f"onecycle.integrations.lightning needs Lightning: {INSTALL}") from err
-    return pl
+    return C.import_extra("lightning.pytorch", "lightning", "onecycle.integrations.lightning needs Lightning")
 
 
 # ---- logging: self.log(...) through a Fabric of our own ---------------------------------------------------

@@ -37,16 +37,14 @@ from ..lr_finder import find
 
 __all__ = ["lr_find", "INSTALL"]
 
-INSTALL = "pip install 'onecycle[transformers]'"
+INSTALL = C.install_hint("transformers")
 
 
 def _check_installed() -> Any:
     """The ``transformers.Trainer`` class; ``ImportError`` naming the extra when it is not installed."""
-    try:
-        from transformers import Trainer
-    except ImportError as err:
-        raise ImportError(f"onecycle.integrations.transformers needs transformers and accelerate: {INSTALL}") from err
-    return Trainer
+    needs = "onecycle.integrations.transformers needs transformers and accelerate"
+    C.import_extra("accelerate", "transformers", needs)  # the Trainer's own dependency
+    return C.import_extra("transformers", "transformers", needs).Trainer
 
 
 class _ComputeLoss(nn.Module):
