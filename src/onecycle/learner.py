@@ -379,10 +379,10 @@ class Learner:
 
     # ---- LR range test ------------------------------------------------------------------------
     def lr_find(self, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100, **kw: Any) -> Any:
-        """LR range test with validation loss and metrics at every step (``lr_finder.find``);
-        returns an ``LRFindResult``. Model, optimizer, RNG and history are restored afterwards; called
-        from a callback inside a fit, it leaves that fit as it was. The Learner's own callbacks do not
-        run inside the test (pass ``callbacks=`` for those that should)."""
+        """LR range test, validation loss and metrics at every step: an ``LRFindResult``. Options (each
+        in ``onecycle.lr_finder.find``'s doc): step_mode, stop_div, div_th, with_valid, val_batches, wd, rule,
+        runs, callbacks (the Learner's own do not run inside), keep_ratios, stop_rule. Model, optimizer,
+        RNG and history are restored afterwards; inside a fit, it leaves that fit as it was."""
         C.check_keywords("lr_find", kw, self.lr_find, [find], sets={"learn": ""})
         return find(self, start_lr=start_lr, end_lr=end_lr, num_it=num_it, **kw)
 

@@ -44,7 +44,7 @@ from .callbacks import Callback, CancelFit, check_callbacks
 from .evaluate import restore_modes
 from .loop import Loop, NonFiniteLossError
 from .lr_find_result import LRFindResult
-from .optim.extras import check_lrs
+from .optim.extras import check_lrs, single_lr
 from .optim.groups import spread_lrs
 from .optim.scheduler import Scheduler, paused
 from .recorder import Recorder
@@ -365,6 +365,7 @@ def find(learn: Any, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100
                 if k:
                     snap.restore(learn, rng=False)
                 finders.append(_run(learn, cfg, snap.epoch is not None, k))
+        scaled_d = single_lr(learn.opt)  # the optimizer it ran (a fresh Learner's is gone after the restore)
     finally:
         snap.restore(learn)
     res = _result(finders, cfg, learn.recorder.metric_names)
@@ -373,6 +374,10 @@ def find(learn: Any, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100
     learn.suggested_lr = (res.suggestion if res.suggestion is None or len(set(ratios)) == 1
                           else [res.suggestion * r for r in ratios])
     learn.no_suggestion_reason = None if res.suggestion is not None else "; ".join([res.stop_reason, *res.notes])
+    if res.suggestion is not None and scaled_d:  # Prodigy: its LR scales the step d it estimates
+        C.warn("Prodigy's LR multiplies the step size d it estimates, which starts tiny (d0) and "
+               "grows only as the weights move: over a range test the loss barely moves, so this suggestion "
+               f"({res.suggestion:.3g}) is no LR to train at. Train it at lr=1 (its authors' default)")
     if not learn.quiet:
         print(res.summary(), flush=True)
     return res
