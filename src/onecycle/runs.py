@@ -66,6 +66,11 @@ def _card_facts(run: RunDir, cfg: FindConfig) -> dict[str, Any]:
              "command": run.meta.get("reproduce", "")}
     if isinstance(cfg, FitConfig):
         facts["schedule"] = cfg.schedule
+    # the LRs a 1cycle at the peak runs through: a fit's own div, fastai's 25 for a finder's suggestion
+    peak = resolved.get("lr") if isinstance(cfg, FitConfig) else finder.get("suggestion")
+    if peak and (not isinstance(cfg, FitConfig) or cfg.schedule in ("cos", "clr_beta")):
+        div = cfg.div if isinstance(cfg, FitConfig) else 25.0
+        facts["one_cycle"] = [peak / div, peak]
     return facts
 
 
@@ -87,7 +92,8 @@ def run_find(cfg: FindConfig, started: float | None = None) -> Path:
         run.close()
     _barrier(learn)
     result = read_json(run.folder / "result.json") or {}
-    _say(cfg, f"LR suggestion: {res.suggestion:.3g} ({res.rule} rule)" if res.suggestion else "no LR suggestion",
+    _say(cfg, f"LR suggestion: {res.suggestion:.3g} ({res.rule} rule); 1cycle range {res.suggestion / 25:.3g} up to "
+         f"{res.suggestion:.3g} (div 25)" if res.suggestion else "no LR suggestion",
          *summary_lines(result, run.folder), f"run folder: {run.folder}")
     return run.folder
 
