@@ -75,6 +75,7 @@ def test_no_import_cycles():
 # The command line and its outputs: run folders, reports, grids. Nothing else imports them.
 CLI_LAYER = {"onecycle.cli", "onecycle.__main__", "onecycle.runconfig", "onecycle.runs", "onecycle.runbuild",
              "onecycle.rundir", "onecycle.run_callbacks", "onecycle.compare", "onecycle.compare_report",
+             "onecycle.compare_table",
              "onecycle.report", "onecycle.htmlpage"}
 
 

@@ -17,7 +17,8 @@ import torch
 
 from onecycle.cli import _given, _layers, build_parser, main
 from onecycle.compare import Cell, LiveStatus
-from onecycle.compare_report import compare_outputs, compare_rows, geo_mean
+from onecycle.compare_report import compare_outputs
+from onecycle.compare_table import compare_rows, geo_mean
 from onecycle.recorder import Recorder
 from onecycle.runconfig import FitConfig, make_config
 
@@ -124,7 +125,7 @@ def test_card_names_the_parts_of_its_time_split_and_the_1cycle_range(digits_run)
     facts = _parse(folder / "report.html").facts
     low, peak = result["one_cycle"]
     assert peak == result["lr"] and low == pytest.approx(result["lr"] / 25)  # the fit's div
-    assert facts["one_cycle"] == ([low, peak], f"{low:.3g} up to {peak:.3g} and back")
+    assert facts["one_cycle"] == ([low, peak], f"{low:.3g} up to {peak:.3g}")
 
 
 def test_card_shows_result_json(digits_run):
@@ -251,7 +252,7 @@ def test_compare_peak_lr_is_the_geometric_mean_with_its_range(tmp_path):
 
 
 def test_the_terminal_table_wraps_long_configurations_within_80_columns():
-    from onecycle.compare_report import text_table
+    from onecycle.compare_table import text_table
     rows = [["opt=sgd model_opts={'channels': 25, 'depth': 4} wd=0.1 schedule=cos", "3/3", "94.31 ± 0.59%",
              "0.1890 ± 0.0111", "11.9 s", "0.211"]]
     text = text_table(["configuration", "ok", "accuracy", "val_loss", "time/run", "peak LR"], rows,

@@ -74,7 +74,8 @@ _STYLE = (
     "vertical-align:-.05em;border-radius:2px}.key:first-child{margin-left:0}.muted{color:#666}"
     ".warn{background:#fff4d6;border:1px solid #e5c46b;padding:.5em .8em;border-radius:4px}"
     "details summary{cursor:pointer;color:#345}.scroll{overflow-x:auto;max-width:100%}"
-    ".small{font-size:12.5px}table.wrap td.t{white-space:normal;min-width:7em}td.top{font-weight:bold}"
+    ".small{font-size:12.5px}table.wrap td.t{white-space:normal;min-width:7em}table.wrap th{white-space:normal}"
+    "td.top{font-weight:bold}"
     "td.top::after{content:' \\2605';color:#c90}")
 
 
@@ -108,7 +109,7 @@ class Page:
         scrolls inside the page rather than spill out of it. ``best_cells``: (row, column) of cells to
         mark as the best of their column."""
         kinds = list(kinds or header)
-        text = [isinstance(v, str) and not _numeric(v) for v in rows[0]] if rows else [False] * len(header)
+        text = [_is_text(v) for v in rows[0]] if rows else [False] * len(header)
         head = "".join(f'<th class="t">{html.escape(str(h))}</th>' if t else f"<th>{html.escape(str(h))}</th>"
                        for h, t in zip(header, text))
         body = []
@@ -117,7 +118,7 @@ class Page:
                      for k, v in zip(kinds, row)]
             if links and links[i]:
                 cells[0] = f'<a href="{html.escape(links[i])}">{cells[0]}</a>'
-            words = [isinstance(v, str) and not _numeric(v) for v in row]  # text reads from the left
+            words = [_is_text(v) for v in row]  # text reads from the left
             cls = ' class="best"' if i == best_row else ""
             marks = {j for r, j in best_cells if r == i}
             body.append(f"<tr{cls}>" + "".join(_td(c, w, j in marks) for j, (c, w) in enumerate(zip(cells, words)))
@@ -153,6 +154,11 @@ def _td(markup: str, text: bool, best: bool) -> str:
     """A cell: text aligned left (class ``t``), the best of its column marked (class ``top``)."""
     classes = " ".join(k for k, on in (("t", text), ("top", best)) if on)
     return f'<td class="{classes}">{markup}</td>' if classes else f"<td>{markup}</td>"
+
+
+def _is_text(v: Any) -> bool:
+    """Words (aligned left): a string that does not start as a number, or ready markup."""
+    return isinstance(v, str) and not _numeric(v) or isinstance(v, tuple) and v[:1] == ("html",)
 
 
 def _numeric(text: str) -> bool:

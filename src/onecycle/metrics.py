@@ -18,6 +18,12 @@ A column name claimed twice (two dicts sharing a key, a key equal to another met
 ``val_loss``) raises ``ValueError`` in ``result()``. Values must be numbers or 0-d tensors: a per-class
 tensor raises ``ValueError`` (reduce it, or return a dict of named numbers).
 
+Direction and unit: ``higher_is_better`` says which way a metric improves (its own attribute, as
+torchmetrics objects and the functions here carry one, else the name rule ``lower_is_better``), and
+``metric_directions`` gives it per column, which the Recorder keeps for the plots and reports. An
+accuracy-like column (``is_fraction``: by its name, its values in [0, 1]) is shown in percent
+everywhere a person reads it (``percent_column``).
+
 Weighting: the accumulator weights each batch's value by its number of targets (``targets.numel()``), so a
 smaller last batch counts for what it holds; a metric with ``average = "geometric"`` (also on a partial's
 function) has its logarithm averaged instead. Objects following the torchmetrics protocol

@@ -35,8 +35,8 @@ PLOTS = (("dashboard.png", "The run at a glance: LR, momentum, losses and metric
          ("trust_ratios.png", "LARS/LAMB trust ratios per param group"),
          ("compare.png", "Validation loss and metrics per configuration (line: mean; band: min-max over seeds)"),
          ("seeds.png", "Final metric of every seed (one dot each; bar: the configuration's mean)"),
-         ("finders.png", "LR finder curves of every run, as the suggestion rule read them; dot: the LR each "
-                         "seed's finder chose"),
+         ("finders.png", "LR finder curves of every run over each test's whole range (the loss its rule reads, "
+                         "smoothed and centred); dot: the LR each seed's finder chose"),
          ("overlay.png", "Runs overlaid"))
 
 
@@ -202,8 +202,8 @@ def card(result: dict, grid: tuple[str, str] | None = None) -> str:
                      + fact("lr_source", result.get("lr_source", "-"), str(result.get("lr_source", "-")))))
     if lr is not None and result.get("one_cycle"):
         low, peak = result["one_cycle"]
-        rows.append(("1cycle range", fact("one_cycle", result["one_cycle"], f"{low:.3g} up to {peak:.3g} and back")
-                     + f" (the peak / div {peak / low:.3g} to the peak)"))
+        rows.append(("1cycle range", "from " + fact("one_cycle", result["one_cycle"], f"{low:.3g} up to {peak:.3g}")
+                     + f", then down (the peak / div {peak / low:.3g} up to the peak)"))
     metric = result.get("metric")
     if metric and metric in result.get("best", {}):
         also = [n for n in ("val_loss",) if n != metric and n in result["best"]]
@@ -241,16 +241,17 @@ def epoch_table(rec: Any) -> tuple[list[str], list[list[Any]], int | None, list[
 
 
 def _finder_table(page: Page, finder: dict, folder: Path) -> None:
-    from .suggest import RULE_NAMES, stop_words
+    from .suggest import RULE_NAMES, in_flat_region, stop_words
+    data = read_json(folder / "lr_find.json") or {}
+    lrs, losses = data.get("lrs", []), [math.nan if v is None else v for v in data.get("losses", [])]
     rules = list(finder["suggestions"])
-    rows = [[k, v, RULE_NAMES.get(k, ""), "← chosen" if k == finder.get("rule") else ""]
+    rows = [[k, v, RULE_NAMES.get(k, ""), "← chosen" if k == finder.get("rule") else
+             "in the flat region: the loss had not started to fall" if in_flat_region(v, lrs, losses) else ""]
             for k, v in finder["suggestions"].items()]
     chosen = rules.index(finder["rule"]) if finder.get("rule") in rules else None
     page.table(["rule", "LR", "what it reads", ""], rows, kinds=["rule", "lr", "", ""], best_row=chosen)
     if finder.get("stop_reason"):
-        data = read_json(folder / "lr_find.json") or {}
-        page.para(f"The range test {stop_words(finder['stop_reason'], data.get('lrs', []), data.get('num_it', 0))}.",
-                  "muted")
+        page.para(f"The range test {stop_words(finder['stop_reason'], lrs, data.get('num_it', 0))}.", "muted")
     for note in finder.get("notes", []):
         page.para(f"Note: {note}", "muted")
 

@@ -128,8 +128,9 @@ def summary_lines(result: dict[str, Any], folder: Path) -> list[str]:
         lines.append(text)
     split = result.get("time") or {}
     if split:
-        parts = ", ".join(f"{k} {fmt_seconds(v)}" for k, v in split.items() if k != "total" and v >= 0.005)
-        lines.append(f"{result.get('status', 'done')} in {fmt_seconds(split['total'])} ({parts})")
+        parts = ", ".join(f"{k} {v:.3g}" if v < 100 else f"{k} {v:.0f}" for k, v in split.items()
+                          if k != "total" and v >= 0.005)
+        lines.append(f"{result.get('status', 'done')} in {fmt_seconds(split['total'])}: {parts} s")
     lines.append(f"report: {folder / 'report.html'}")
     return lines
 

@@ -58,17 +58,17 @@ def ema(values: Iterable[float], beta: float = 0.9) -> list[float]:
 
 # ---- zero-phase ----------------------------------------------------------------------------------
 def running_median(values: Sequence[float], points: int = MEDIAN_POINTS) -> np.ndarray:
-    """The centred running median over ``points`` (odd) points, fewer at the ends; non-finite points
-    are left out (NaN where a window holds none)."""
+    """The centred running median over ``points`` (odd) points, fewer at the ends (as pandas'
+    ``rolling(points, center=True, min_periods=1)``); non-finite points are left out (NaN where a
+    window holds none)."""
     y = np.asarray(values, dtype=float)
-    y = np.where(np.isfinite(y), y, np.nan)
     half = points // 2
-    out = np.full(len(y), np.nan)
-    for i in range(len(y)):
-        w = y[max(0, i - half):i + half + 1]
-        if np.isfinite(w).any():
-            out[i] = np.nanmedian(w)
-    return out
+    padded = np.concatenate([np.full(half, np.nan), np.where(np.isfinite(y), y, np.nan), np.full(half, np.nan)])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, points)
+    empty = np.isnan(windows).all(axis=1)
+    with np.errstate(all="ignore"):
+        out = np.nanmedian(np.where(empty[:, None], 0.0, windows), axis=1) if len(y) else np.zeros(0)
+    return np.where(empty, np.nan, out)
 
 
 def centred_width(n: int) -> float:

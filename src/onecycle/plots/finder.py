@@ -2,6 +2,10 @@
 cloud of raw points under its zero-phase smoothing (``smoothing.range_test_curve``: it sits on the
 data), every rule's LR as a line of its own colour named at the top, the chosen one's band of good
 LRs and its 1cycle range, and the flat start of the training loss when a rule answered there.
+
+The suggestion rules read the causal EMA recorded as the test ran (``suggest.suggest``; moving them
+to the centred curve measured no better, see the README), so a rule's line need not sit at a drawn
+curve's turning point: ``val_min`` is half the LR of the lagging EMA's minimum.
 Input: an ``LRFindResult`` or its ``to_dict()``, read by field name."""
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any
 
 from ..checks import check_int, check_number
 from ..metrics import lower_is_better
-from ..smoothing import range_test_curve
+from ..smoothing import range_test_curve, smoothing_beta
 from ..suggest import RULE_NAMES, flat_end, stop_words
 from .common import field, figure, is_finite, own_figure, save_figure
 
@@ -209,9 +213,11 @@ def _finder_legend(fig: Any, axes: Sequence[Any], result: Any, smoothed: bool, b
                    clipped: bool, flat: float | None, log: bool) -> None:
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
+    beta = smoothing_beta(field(result, "num_it", 0) or len(field(result, "lrs", [])))
     handles = [Line2D([], [], ls="none", marker=".", color="0.3", alpha=0.5, label="raw, one point per step")]
     if smoothed:
-        handles.append(Line2D([], [], color="0.3", lw=1.8, label="smoothed, centred (no lag): what the rules read"))
+        handles.append(Line2D([], [], color="0.3", lw=1.8, label="smoothed, centred on each step (no lag)"))
+    handles.append(Line2D([], [], ls="none", label=f"the rules read the EMA of the test's own steps (beta {beta:.2f})"))
     chosen_rule, chosen = _chosen(result)
     if chosen is not None:
         handles += [Line2D([], [], color=CHOSEN, marker="o", mfc=CHOSEN, mec="white", lw=1.6,
