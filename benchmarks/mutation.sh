@@ -27,6 +27,26 @@ TARGETS=(
   # a killed mutant leaves the one test with persistent worker processes waiting ~30 s on them
   "resume|resume.py|tests/test_resume.py|-k 'not sigkill and not resume_inexact'"
   "metrics|metrics.py|tests/test_metrics.py|"
+  "checks|checks.py|tests/test_checks.py|"
+  # the three fits of a random-init BERT (5-9 s each); Hugging Face batches and outputs are tested
+  # directly (BatchEncoding, ModelOutput) by the unit tests kept
+  "batches|batches.py|tests/test_batches.py|-k 'not hugging_face'"
+  "optim/__init__|optim/__init__.py|tests/test_optim.py|"
+  "optim/groups|optim/groups.py|tests/test_groups.py|"
+  "optim/lars|optim/lars.py|tests/test_optim.py|"
+  "optim/lamb|optim/lamb.py|tests/test_optim.py|"
+  "optim/trust|optim/trust.py|tests/test_optim.py|"
+  "lr_find_result|lr_find_result.py|tests/test_lr_find_result.py|"
+  "evaluate|evaluate.py|tests/test_evaluate.py|"
+  # lr_find inside a checkpointing fit (8 cases, 5-15 s each) is the checkpointer's interplay with the
+  # finder; the loop's state is tested by lr_find from every hook of a plain fit, kept
+  "loop|loop.py|tests/test_loop.py|-k 'not checkpointing_fit'"
+  # the finder's plots are plots.py's (tests/test_plots.py too)
+  "lr_finder|lr_finder.py|tests/test_lr_finder.py|-k 'not plot'"
+  # the Learner's API, its training options (test_training) and its argument checks; left out: the
+  # host-read trace of a whole fit (20 s, the loop's) and a torchmetrics collection's columns (metrics')
+  "learner|learner.py|tests/test_learner.py tests/test_training.py tests/test_bad_input.py|-k 'not no_host_reads and not metric_collection'"
+  "recorder|recorder.py|tests/test_recorder.py|"
 )
 
 [[ -x "$MUTMUT" ]] || { echo "mutmut not found at $MUTMUT: pip install -e '.[mutation]'" >&2; exit 2; }

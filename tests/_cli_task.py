@@ -1,6 +1,9 @@
 """User tasks for the command-line tests (``--task _cli_task:tiny``): a small synthetic classification
-problem, a gated variant for the Ctrl-C test, and broken ones for the error messages."""
+problem, a gated variant for the Ctrl-C test, one that kills its own process mid-training (a grid's
+worker dying), and broken ones for the error messages."""
 
+import os
+import signal
 import time
 from pathlib import Path
 
@@ -62,6 +65,56 @@ def tiny(batch_size: int = 16, seed: int = 0, n: int = 256, slow: float = 0.0, g
     if slow or gate:
         train = SlowLoader(train, slow, gate, gate_at)
     return Task("tiny", train, valid, cross_entropy, [accuracy], (8,), 4, "mlp")
+
+
+class KillingLoader(SlowLoader):
+    """A loader that SIGKILLs its process before its ``at``-th batch (counted in this process) as long
+    as ``marks`` holds fewer than ``times`` files, adding one first: the first ``times`` attempts die."""
+
+    def __init__(self, inner: TensorLoader, marks: str, times: int, at: int) -> None:
+        super().__init__(inner, 0.0)
+        self.marks, self.times, self.at = Path(marks), times, at
+
+    def __iter__(self):
+        for batch in self.inner:
+            self.served += 1
+            if self.served == self.at and len(list(self.marks.glob("kill-*"))) < self.times:
+                (self.marks / f"kill-{len(list(self.marks.glob('kill-*')))}").touch()
+                os.kill(os.getpid(), signal.SIGKILL)
+            yield batch
+
+
+def killed(batch_size: int = 16, seed: int = 0, marks: str = "", times: int = 1, at: int = 20,
+           kill_seed: int = 1) -> Task:
+    """``tiny``; with seed ``kill_seed`` its process dies at its ``at``-th batch, the first ``times``
+    times (``KillingLoader``)."""
+    task = tiny(batch_size, seed)
+    if seed == kill_seed:
+        task.train_dl = KillingLoader(task.train_dl, marks, times, at)
+    return task
+
+
+def meddling(batch_size: int = 16, seed: int = 0, where: str = "") -> Task:
+    """``tiny``, built by a builder that changes the process: the working folder, torch's
+    deterministic flag and threads, a signal handler; and prints to both output streams."""
+    import sys
+    os.chdir(where)
+    torch.use_deterministic_algorithms(True)
+    torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    print("meddling on stdout")
+    print("meddling on stderr", file=sys.stderr)
+    return tiny(batch_size, seed)
+
+
+def with_loader_workers(batch_size: int = 16, seed: int = 0) -> Task:
+    """``tiny`` served by a torch DataLoader with a worker process of its own (a process's child)."""
+    from torch.utils.data import DataLoader, TensorDataset
+    task = tiny(batch_size, seed)
+    ds = TensorDataset(*task.train_dl.tensors)
+    task.train_dl = DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=1,
+                               generator=torch.Generator().manual_seed(seed))
+    return task
 
 
 def oddly_named(batch_size: int = 16, seed: int = 0) -> Task:

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import onecycle as oc
-from onecycle.batches import TARGET_KEYS, batch_size, split_batch, split_output, to_device
+from onecycle.batches import TARGET_KEYS, batch_size, in_place, split_batch, split_output, to_device
 from onecycle.metrics import accuracy
 
 Pair = namedtuple("Pair", ["a", "b"])
@@ -114,6 +114,23 @@ def test_to_device_channels_last_only_on_4d_floating_tensors():
     assert plain.is_contiguous() and not plain.is_contiguous(memory_format=nhwc)
 
 
+# ---- in_place ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("device", ["cpu", "meta"])  # the CPU's shortcut, and any other device
+def test_in_place_only_when_every_tensor_is_a_plain_tensor_already_there(device):
+    """True only when ``to_device`` would move nothing: every positional argument a plain tensor on
+    ``device``, the target one too or None. Anything else (another device, a subclass, a non-tensor)
+    is left to ``to_device``."""
+    dev, other = torch.device(device), torch.device("meta" if device == "cpu" else "cpu")
+    x, y, far = torch.zeros(2, 3, device=dev), torch.zeros(2, device=dev), torch.zeros(2, device=other)
+    assert in_place((x,), y, dev) and in_place((x, x), None, dev) and in_place((), None, dev)
+    assert not in_place((far,), y, dev) and not in_place((x, far), y, dev)  # any argument elsewhere
+    assert not in_place((x,), far, dev)  # the target elsewhere
+    assert not in_place((nn.Parameter(x),), y, dev)  # a subclass: to_device decides
+    assert not in_place((x,), nn.Parameter(y), dev)
+    assert not in_place((x, 3), y, dev) and not in_place(([x],), y, dev)  # not a tensor
+    assert not in_place((x,), [y], dev) and not in_place((x,), {"y": y}, dev)
+
+
 # ---- split_output -----------------------------------------------------------------------------
 def test_split_output_tensors_and_mappings():
     logits, loss, h = torch.randn(4, 3), torch.tensor(0.5), torch.randn(4, 8)
@@ -136,6 +153,10 @@ def test_split_output_objects_with_loss_and_logits():
     assert own is loss and preds is logits
     own, preds = split_output(SimpleNamespace(logits=logits))
     assert own is None and preds is logits
+    own, preds = split_output(SimpleNamespace(loss=loss))  # a loss alone: no predictions
+    assert own is loss and preds is None
+    other = SimpleNamespace(scores=logits)  # neither: the object itself is the predictions
+    assert split_output(other) == (None, other)
 
 
 def test_split_output_transformers_model_output():

@@ -80,7 +80,8 @@ def test_demo_prints_finder_table_and_folder(demo_run):
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("LR finder") and any("<- suggestion" in ln for ln in lines)
     assert any(ln.split()[:2] == ["epoch", "train_loss"] for ln in lines)
-    assert [ln.split()[0] for ln in lines if ln.strip()[:1].isdigit()] == ["1", "2"]  # one row per epoch, from 1
+    rows = [ln.split()[0] for ln in lines if ln.split() and ln.split()[0].isdigit()]
+    assert rows == ["1", "2"]  # one row per epoch, from 1
     assert lines[-1] == f"run folder: {folder}"
     assert lines[-2] == f"report: {folder / 'report.html'}" and lines[-3].startswith("finished in ")
     assert lines[-4].startswith("accuracy: best ")  # the summary: best and final metric, where the time went
@@ -168,7 +169,7 @@ def test_compare_grid_reports_a_failing_run_and_finishes_the_rest(tmp_path, monk
 
 
 def test_compare_options_make_the_axes():
-    from onecycle.runconfig import expand_grid
+    from onecycle.rungrid import expand_grid
     cells = expand_grid([("command line", {"task": "digits", "lr": "0.1"})],
                         {"seed": [0, 1], "schedule": ["cos", "const"], "opt": ["sgd"]})
     assert [label for label, _ in cells] == [{"schedule": "cos", "seed": 0}, {"schedule": "cos", "seed": 1},
@@ -187,12 +188,25 @@ def test_compare_options_make_the_axes():
     ("moms = [0.95]", "run.toml: moms must be empty or two momentums"),
     ("task_opts = 3", "run.toml: task_opts must be a table of options"),
     ("epochs = [", "run.toml: not valid TOML"),
+    ('opt = "sfree_adamw"\nschedule = "cos"', "run.toml: schedule: sfree_adamw is schedule-free: it runs at a constant "
+     "LR after a linear warmup (--warmup-pct), so it takes --schedule const, got 'cos'"),
+    ('opt = "prodigy"\nlr = "0.1:1"', "run.toml: lr must be one number or auto for prodigy (one LR for every param "
+     "group: its d is shared), got '0.1:1'"),
+    ('schedule = "wsd"\ndecay = "exp"', "run.toml: decay must be one of ['linear', 'cos', '1-sqrt'], got 'exp'"),
+    ('schedule = "wsd"\nwarmup_pct = 0.5\ndecay_pct = 0.6', "run.toml: decay_pct must be <= 1 - warmup_pct (0.5)"),
 ])
 def test_config_file_errors_name_the_key(tmp_path, monkeypatch, capsys, toml, message):
     monkeypatch.chdir(tmp_path)
     Path("run.toml").write_text(toml + "\n")
     assert main(["fit", "--config", "run.toml"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_optimizer_whose_package_is_missing_names_the_extra(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "prodigyopt", None)
+    assert main(["fit", "--opt", "prodigy", "--schedule", "wsd"]) == 2
+    assert ("command line: opt: optimizer 'prodigy' needs the prodigyopt package: pip install 'onecycle[prodigyopt]'"
+            in capsys.readouterr().err)
 
 
 def test_command_line_errors_name_the_key(capsys):
@@ -374,6 +388,12 @@ def test_schedules_of_every_choice():
         lr, mom = schedules_for(cfg, steps)
         assert 0 < lr(0.0) <= 1 and 0 < lr(1.0) <= 1
         assert (mom is None) == (name in ("const", "step", "triangular"))
+    given = {"warmup_pct": 0.1, "decay_pct": 0.3, "decay": "cos", "div_final": 100.0, "epochs": 2}
+    for name, opt, want in [("wsd", "sgd", S.wsd(0.1, 0.3, "cos")), ("warmup_cos", "adamw", S.warmup_cos(0.1, 0.01)),
+                            ("const", "sfree_sgd", S.wsd(0.1, 0.0)), ("const", "sgd", S.const(1.0)),
+                            ("wsd", "prodigy", S.wsd(0.1, 0.3, "cos"))]:
+        cfg = make_config(FitConfig, [("test", {**given, "schedule": name, "opt": opt})])
+        assert schedules_for(cfg, steps) == (want, None), (name, opt)
     assert S.step((0.5, 0.75), 0.1)(0.6) == pytest.approx(0.1) and S.step()(0.8) == pytest.approx(0.01)
     tri = S.triangular(4.0, 2)
     assert [tri(p) for p in (0, 0.125, 0.25, 0.5, 0.75, 1)] == pytest.approx([0.25, 0.625, 1, 0.25, 1, 0.25])

@@ -21,6 +21,7 @@ from torch import nn
 from torch.optim.lr_scheduler import EPOCH_DEPRECATION_WARNING, LRScheduler
 from torch.optim.lr_scheduler import OneCycleLR as TorchOneCycleLR
 
+from _readme import snippet
 from onecycle.compat import OneCycleLR
 
 
@@ -601,34 +602,9 @@ loss_fn = torch.nn.functional.cross_entropy
 epochs = 3
 """
 
-SNIPPET_TORCH = """
-from torch.optim.lr_scheduler import OneCycleLR
-
-opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
-sched = OneCycleLR(opt, max_lr=0.1, epochs=epochs, steps_per_epoch=len(dl))
-for epoch in range(epochs):
-    for xb, yb in dl:
-        loss_fn(model(xb), yb).backward()
-        opt.step()
-        opt.zero_grad()
-        sched.step()
-"""
-
-SNIPPET_COMPAT = SNIPPET_TORCH.replace("from torch.optim.lr_scheduler import OneCycleLR",
-                                       "from onecycle.compat import OneCycleLR")
-
-SNIPPET_SCHEDULER = """
-import onecycle as oc
-
-opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)  # lr: the peak (torch's max_lr), per group
-policy = oc.schedules.torch_one_cycle(total_steps=epochs * len(dl))  # pct_start=, anneal_strategy=, ... as torch's
-oc.Scheduler(opt, total_steps=epochs * len(dl), lr=policy.lr, momentum=policy.mom)
-for epoch in range(epochs):
-    for xb, yb in dl:
-        loss_fn(model(xb), yb).backward()
-        opt.step()  # also advances the schedule: no sched.step()
-        opt.zero_grad()
-"""
+SNIPPET_TORCH = snippet("torch-onecyclelr")
+SNIPPET_COMPAT = snippet("compat-onecyclelr")
+SNIPPET_SCHEDULER = snippet("scheduler-onecyclelr")
 
 
 def _run_snippet(snippet):
@@ -641,6 +617,8 @@ def test_readme_snippets_train_the_same():
     """One import changes, and the run is torch's to the last bit; onecycle's own Scheduler trains
     the same to rounding (its schedule multiplies the peak where torch's interpolates LRs)."""
     assert SNIPPET_COMPAT != SNIPPET_TORCH and SNIPPET_COMPAT.count("onecycle") == 1
+    one_import = SNIPPET_TORCH.replace("from torch.optim.lr_scheduler import", "from onecycle.compat import")
+    assert one_import == SNIPPET_COMPAT
     torch_w, torch_opt = _run_snippet(SNIPPET_TORCH)
     compat_w, compat_opt = _run_snippet(SNIPPET_COMPAT)
     sched_w, sched_opt = _run_snippet(SNIPPET_SCHEDULER)

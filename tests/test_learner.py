@@ -1,5 +1,6 @@
 """The Learner: schedules as trained, bad input, metric weighting, wd, clip, callbacks."""
 
+import copy
 import math
 import warnings
 
@@ -392,7 +393,7 @@ def test_progress_table_and_quiet(capsys):
     learn = _learner(quiet=False)
     learn.fit(0.1, 2)
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
+    assert out[0].split() == ["epoch", "train_loss", "val_loss", "accuracy", "time"]
     assert len(out) == 3 and out[1].split()[0] == "1" and out[2].split()[0] == "2"  # epochs from 1
     learn.quiet = True
     learn.fit(0.1, 1)
@@ -420,7 +421,7 @@ def test_recorder_holds_python_floats():
 
     walk(rec.state_dict())
     assert rec.metrics["accuracy"] and rec.series and rec.times and rec.epoch_iters
-    assert {type(v) for v in leaves} <= {float, int, str}
+    assert {type(v) for v in leaves} <= {float, int, str, bool}  # bool: a metric's direction
     assert all(type(v) is float for v in [*rec.times, *rec.metrics["accuracy"], *sum(rec.series.values(), [])])
 
 
@@ -802,6 +803,17 @@ def test_a_schedule_that_is_not_a_function_is_named_before_anything_changes():
     assert [g["lr"] for g in learn.opt.param_groups] == [0.1, 0.1]
 
 
+def test_a_schedule_key_the_optimizer_lacks_names_both_before_anything_changes():
+    learn = _learner(opt="adamw")
+    learn.fit_sched(1, 0.1, oc.schedules.const(1.0))
+    weights, n = copy.deepcopy(learn.model.state_dict()), len(learn.recorder.losses)
+    with pytest.raises(ValueError, match="^AdamW: param group has no 'momentum_dampening' to schedule"):
+        learn.fit_sched(1, 0.5, oc.schedules.const(1.0), extra_scheds={"momentum_dampening": oc.schedules.const(0.1)})
+    assert all(k != "momentum_dampening" for g in learn.opt.param_groups for k in g)  # no group value written
+    assert all(torch.equal(weights[k], v) for k, v in learn.model.state_dict().items())
+    assert len(learn.recorder.losses) == n and [g["lr"] for g in learn.opt.param_groups] == [0.1, 0.1]
+
+
 def test_steps_per_epoch_on_a_sized_loader():
     """At most what the loader gives: the last window of an epoch is closed by the loader's last batch
     (no gradient left over, the whole schedule run), and more steps than it gives is refused."""
@@ -868,3 +880,15 @@ def test_a_fit_after_a_fit_takes_new_bases_for_every_relative_key_without_a_warn
             assert learn.opt.param_groups[0]["initial_lr"] == peak
             # every fit goes from the same base down to half of it, not from where the last one ended
             assert learn.opt.param_groups[0]["weight_decay"] == pytest.approx(0.5e-3, rel=1e-12)
+
+
+def test_readme_coming_from_fastai_snippet_runs(capsys):
+    """README "From fastai": run as written; fit_one_cycle(5) peaks at the finder's suggestion."""
+    from _readme import snippet
+    torch.manual_seed(0)
+    scope = {"model": TwoGroup(), "train_dl": _data(), "valid_dl": _data(30, 7, 1), "F": F}
+    exec(snippet("fastai"), scope)
+    learn, res = scope["learn"], scope["res"]
+    assert res.suggestion is not None and len(learn.recorder.val_losses) == 5
+    assert max(learn.recorder.lrs) == pytest.approx(res.suggestion, rel=1e-2)  # the peak step is near pct_start
+    assert "<- suggestion" in capsys.readouterr().out

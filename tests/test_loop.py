@@ -3,6 +3,7 @@ range test started from inside a running fit, which must leave that fit exactly 
 been without it."""
 
 import collections
+import math
 
 import pytest
 import torch
@@ -215,3 +216,371 @@ def test_loss_and_predictions_of_the_last_batch_are_the_loops():
     loss, pred, target, stepped = got[-1]
     assert stepped and pred.shape == (8, 3) and target.shape == (8,)
     assert torch.equal(loss, F.cross_entropy(pred, target).detach())
+
+
+# ---- one batch, by hand ------------------------------------------------------------------------
+# A linear model and plain SGD at a constant LR, against the same steps written out by hand: what the
+# loop does to the weights, batch by batch, window by window, with nothing of its own in the way.
+def _plain_sgd(groups, lr):
+    return torch.optim.SGD(groups, lr=lr)
+
+
+def _xy(n=10, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(n, 3, generator=g), torch.randint(0, 2, (n,), generator=g)
+
+
+def _linear(x, y, accum=1, valid=False, **kw):
+    torch.manual_seed(0)
+    dl = DataLoader(TensorDataset(x, y), batch_size=2)  # no shuffle: batches in order
+    return oc.Learner(nn.Linear(3, 2), dl, dl if valid else None, opt=_plain_sgd, accum=accum, device="cpu",
+                      quiet=True, **kw)
+
+
+def _by_hand(model, x, y, lr, accum, epochs=1, clip=None, skip=()):
+    """SGD over batches of 2, one step per window of ``accum`` batches (the last may be shorter), each
+    batch's loss scaled by 1/window; windows holding a batch in ``skip`` apply nothing."""
+    batches = [(x[i:i + 2], y[i:i + 2]) for i in range(0, len(x), 2)]
+    windows = [batches[i:i + accum] for i in range(0, len(batches), accum)]
+    starts = list(range(0, len(batches), accum))
+    for _ in range(epochs):
+        for start, window in zip(starts, windows):
+            model.zero_grad(set_to_none=True)
+            if any(start + j in skip for j in range(len(window))):
+                continue
+            for bx, by in window:
+                (F.cross_entropy(model(bx), by) / len(window)).backward()
+            if clip is not None:
+                torch.nn.utils.clip_grad_norm_(list(model.parameters()), clip)
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= lr * p.grad
+    return model
+
+
+@pytest.mark.parametrize("accum", [1, 2, 3])
+def test_accumulation_windows_by_hand(accum):
+    """5 batches: windows of accum (the last one shorter), the loss scaled by 1/window, one step each."""
+    x, y = _xy()
+    learn = _linear(x, y, accum=accum)
+    ref = _by_hand(_linear(x, y).model, x, y, 0.1, accum, epochs=2)
+    count = Count()
+    learn.fit_sched(2, 0.1, lambda p: 1.0, callbacks=[count])
+    for p, q in zip(learn.model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    steps = -(-5 // accum)
+    assert learn.scheduler.step_count == 2 * steps and count.calls["after_step"] == 2 * steps
+    assert count.calls["after_backward"] == 2 * steps
+    assert count.calls["before_batch"] == count.calls["after_batch"] == 10
+    ends = [i for name, e, i in count.trace if name == "after_step" and e == 0]
+    assert ends == [i for i in range(5) if (i + 1) % accum == 0 or i == 4]  # each window's last batch
+
+
+def test_recorded_losses_are_the_unscaled_batch_losses_and_their_epoch_mean():
+    x, y = _xy()
+    learn = _linear(x, y, accum=2)
+    with torch.no_grad():
+        first = [F.cross_entropy(learn.model(x[i:i + 2]), y[i:i + 2]).item() for i in (0, 2)]  # before any step
+    learn.fit_sched(1, 0.1, lambda p: 1.0)
+    rec = learn.recorder
+    assert len(rec.losses) == 5 and rec.losses[:2] == pytest.approx(first, rel=1e-6)  # not halved by the window
+    assert rec.train_losses == pytest.approx([sum(rec.losses) / 5], rel=1e-12)
+    assert rec.group_lrs == [[0.1] * 5] and rec.moms == [0] * 5  # SGD's momentum: 0
+
+
+def test_the_momentum_recorded_is_sgds_or_beta1_or_none():
+    x, y = _xy()
+    for opt, want in [("sgd", 0.9), ("adamw", 0.9),
+                      (lambda groups, lr: torch.optim.Adagrad(groups, lr=lr), None)]:
+        learn = _linear(x, y)
+        learn.opt_func = opt
+        learn.fit_sched(1, 0.01, lambda p: 1.0)  # no momentum schedule: the optimizer's own
+        assert learn.recorder.moms == [want] * 5
+
+
+def test_clip_is_applied_to_the_global_norm_before_the_step():
+    x, y = _xy()
+    learn = _linear(x, y, clip=0.05)
+    learn.fit_sched(1, 0.5, lambda p: 1.0)
+    ref = _by_hand(_linear(x, y).model, x, y, 0.5, 1, clip=0.05)
+    unclipped = _by_hand(_linear(x, y).model, x, y, 0.5, 1)
+    for p, q, r in zip(learn.model.parameters(), ref.parameters(), unclipped.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+        assert (p - r).abs().max() > 1e-3  # the control: the clip changed the steps
+
+
+# ---- non-finite losses -------------------------------------------------------------------------
+def _with_nan(batch=2):
+    x, y = _xy()
+    x[2 * batch:2 * batch + 2] = float("nan")
+    return x, y
+
+
+def test_a_nan_loss_raises_before_any_update_with_it():
+    x, y = _with_nan()
+    learn = _linear(x, y)
+    seen = []
+
+    class Grab(oc.Callback):
+        def after_batch(self, learn):
+            if learn.iter == 1:
+                seen.extend(p.detach().clone() for p in learn.model.parameters())
+
+    with pytest.raises(oc.loop.NonFiniteLossError, match=r"^non-finite loss \(nan\) at epoch 1, iteration 2: no "
+                                                         r"update was applied with it \(on_nan='skip' skips such "
+                                                         r"batches\)$"):
+        learn.fit_sched(1, 0.1, lambda p: 1.0, callbacks=[Grab()])
+    assert all(torch.equal(p, q) for p, q in zip(learn.model.parameters(), seen))  # as after batch 1
+    assert all(p.grad is None for p in learn.model.parameters())  # the bad gradient dropped
+    assert len(learn.recorder.losses) == 3 and math.isnan(learn.recorder.losses[2])  # the history up to it
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_on_nan_skip_drops_the_whole_window_and_counts_it(accum):
+    x, y = _with_nan()
+    learn = _linear(x, y, accum=accum)
+    learn.fit_sched(2, 0.1, lambda p: 1.0, on_nan="skip")
+    ref = _by_hand(_linear(x, y).model, x, y, 0.1, accum, epochs=2, skip={2})
+    for p, q in zip(learn.model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    assert learn.loop.nan_skipped == 2 and learn.loop.state_dict()["nan_skipped"] == 2
+    assert learn.scheduler.step_count == 2 * (-(-5 // accum) - 1)  # a skipped step does not move the schedule
+
+
+def test_on_nan_off_applies_the_nan():
+    x, y = _with_nan()
+    learn = _linear(x, y)
+    learn.fit_sched(1, 0.1, lambda p: 1.0, on_nan="off")
+    assert all(torch.isnan(p).all() for p in learn.model.parameters())
+    assert learn.loop.nan_skipped == 0
+
+
+def test_an_infinite_loss_is_non_finite_too():
+    x, y = _xy()
+    learn = _linear(x, y)
+    learn.loss_fn = lambda out, target: out.sum() * float("inf")
+    with pytest.raises(oc.loop.NonFiniteLossError, match=r"^non-finite loss \(-?inf\) at epoch 1, iteration 0"):
+        learn.fit_sched(1, 0.1, lambda p: 1.0)
+
+
+# ---- a GradScaler ------------------------------------------------------------------------------
+def test_a_grad_scaler_unscales_before_the_hooks_and_steps_like_no_scaler():
+    """A power-of-two scale is exact: the weights equal the unscaled fit's; after_backward sees the
+    unscaled gradients; the scaler's update runs at every step (its scale grows every 2 steps)."""
+    x, y = _xy()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10, growth_interval=2)
+    learn = _linear(x, y, scaler=scaler)
+    plain = _linear(x, y)
+    grads = {}
+
+    class Grads(oc.Callback):
+        def __init__(self, key):
+            self.key = key
+
+        def after_backward(self, learn):
+            grads.setdefault(self.key, []).append(learn.model.weight.grad.clone())
+
+    learn.fit_sched(1, 0.1, lambda p: 1.0, callbacks=[Grads("scaled")])
+    plain.fit_sched(1, 0.1, lambda p: 1.0, callbacks=[Grads("plain")])
+    assert all(torch.equal(a, b) for a, b in zip(grads["scaled"], grads["plain"])) and len(grads["plain"]) == 5
+    assert all(torch.equal(p, q) for p, q in zip(learn.model.parameters(), plain.model.parameters()))
+    assert scaler.get_scale() == 2.0 ** 12  # 5 steps: grown after the 2nd and the 4th
+
+
+# ---- the epoch's edges -------------------------------------------------------------------------
+class Epochs(DataLoader):
+    """A DataLoader that records ``set_epoch`` calls (as a DistributedSampler's loader is told)."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.epochs = []
+
+    def set_epoch(self, epoch):
+        self.epochs.append(epoch)
+
+
+class Resettable(nn.Linear):
+    """A model with ``reset()`` (a recurrent model's hidden state), counted, and its mode at each call."""
+
+    def __init__(self):
+        super().__init__(3, 2)
+        self.resets = []
+
+    def reset(self):
+        self.resets.append(self.training)
+
+
+def test_each_epoch_tells_the_loader_its_number_and_resets_the_model_in_train_mode():
+    x, y = _xy()
+    torch.manual_seed(0)
+    model = Resettable()
+    learn = oc.Learner(model, Epochs(TensorDataset(x, y), batch_size=2), None, device="cpu", quiet=True)
+    model.eval()
+    learn.fit_sched(3, 0.1, lambda p: 1.0)
+    assert learn.train_dl.epochs == [0, 1, 2] and model.resets == [True, True, True]
+
+
+def test_validation_at_each_epoch_end_between_its_hooks():
+    x, y = _xy()
+    learn = _linear(x, y, valid=True, metrics=[oc.metrics.accuracy])
+    count = Count()
+    learn.fit_sched(2, 0.1, lambda p: 1.0, callbacks=[count])
+    names = [n for n, _, _ in count.trace if n in ("after_epoch", "before_validate", "after_validate", "before_epoch")]
+    assert names == ["before_epoch", "before_validate", "after_validate", "after_epoch"] * 2
+    assert len(learn.recorder.val_losses) == 2 and learn.loop.val_result == learn.validate()
+    assert learn.recorder.val_losses[-1] == pytest.approx(learn.validate()["val_loss"], rel=1e-6)
+    quiet = _linear(x, y)  # no valid_dl: no validation
+    count = Count()
+    quiet.fit_sched(1, 0.1, lambda p: 1.0, callbacks=[count])
+    assert count.calls["before_validate"] == 0 and quiet.loop.val_result is None
+    assert len(quiet.recorder.val_losses) == 1 and math.isnan(quiet.recorder.val_losses[0])  # none: NaN
+
+
+def test_the_progress_table_prints_unless_quiet(capsys):
+    x, y = _xy()
+    learn = _linear(x, y, valid=True)
+    learn.quiet = False
+    learn.fit_sched(2, 0.1, lambda p: 1.0)
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[0].split()[:3] == ["epoch", "train_loss", "val_loss"] and [r.split()[0] for r in out[1:]] == ["1", "2"]
+    assert float(out[2].split()[1]) == pytest.approx(learn.recorder.train_losses[1], abs=1e-4)
+    learn.quiet = True
+    learn.fit_sched(1, 0.1, lambda p: 1.0)
+    assert capsys.readouterr().out == ""
+
+
+class Empty:
+    """A loader that says it has 2 batches and yields none."""
+
+    def __len__(self):
+        return 2
+
+    def __iter__(self):
+        return iter(())
+
+
+def test_a_loader_that_yields_nothing_is_named():
+    learn = _linear(*_xy())
+    learn.train_dl = Empty()
+    with pytest.raises(ValueError, match=r"^train_dl yielded no batch$"):
+        learn.fit_sched(1, 0.1, lambda p: 1.0)
+
+
+@pytest.mark.parametrize("accum, steps, dropped", [
+    (1, "step 6 of 8", ""),  # 3 of 4 steps an epoch
+    (2, "step 2 of 4", ". 2 batches that ended inside an accumulation window were dropped (no optimizer step)"),
+])
+def test_a_loader_shorter_than_its_epochs_says_so_once(accum, steps, dropped):
+    """A stream of 3 batches an epoch, told 4 batches (4 steps, or 2 windows of 2): one warning after
+    the fit; with accum 2 the third batch opens a window the stream never closes, in each epoch."""
+    x, y = _xy()
+    learn = _linear(x, y, accum=accum)
+
+    class Short:
+        def __iter__(self):
+            return iter([(x[i:i + 2], y[i:i + 2]) for i in (0, 2, 4)])
+
+    learn.train_dl = Short()
+    with pytest.warns(UserWarning) as record:
+        learn.fit_sched(2, 0.1, lambda p: 1.0, steps_per_epoch=4 // accum)
+    assert [str(w.message) for w in record if "train_dl ended" in str(w.message)] == [
+        f"train_dl ended before the 4 batches an epoch was given, in 2 epochs (epoch 1: 3), so the schedule did "
+        f"not reach its end ({steps}); pass the steps_per_epoch the loader gives{dropped}"]
+    assert all(p.grad is None for p in learn.model.parameters())  # the unfinished window carried nothing over
+    assert len(learn.recorder.losses) == 6 and len(learn.recorder.train_losses) == 2
+
+
+def test_a_loader_short_in_one_epoch_only_is_named_in_the_singular():
+    x, y = _xy()
+    learn = _linear(x, y)
+
+    class ShortOnce:
+        def __init__(self):
+            self.calls = 0
+
+        def __iter__(self):
+            self.calls += 1
+            n = 2 if self.calls == 2 else 3
+            return iter([(x[i:i + 2], y[i:i + 2]) for i in range(0, 2 * n, 2)])
+
+    learn.train_dl = ShortOnce()
+    with pytest.warns(UserWarning, match=r"^train_dl ended before the 3 batches an epoch was given, in 1 epoch "
+                                         r"\(epoch 2: 2\), so the schedule did not reach its end \(step 8 of 9\); "
+                                         r"pass the steps_per_epoch the loader gives$"):
+        learn.fit_sched(3, 0.1, lambda p: 1.0, steps_per_epoch=3)
+
+
+# ---- state ---------------------------------------------------------------------------------------
+def test_state_dict_before_any_batch_and_load_state_dict():
+    x, y = _xy()
+    learn = _linear(x, y)
+    learn.fit_sched(1, 0.1, lambda p: 1.0)
+    loop = learn.loop
+    loop.epoch_moms, loop.epoch_lrs, loop.epoch_losses = [], [], []
+    assert loop.state_dict() == {"epoch": 0, "iter": 4, "nan_skipped": 0, "partial": None}
+    loop.load_state_dict({"epoch": 2, "iter": 7, "nan_skipped": 1}, pending={"p": 1})
+    assert (loop.epoch, loop.iter, loop.nan_skipped, loop.pending) == (2, 7, 1, {"p": 1})
+    assert loop.steps_per_epoch == 5
+    learn.accum = 2
+    assert Loop(learn, 1, 5, learn.scheduler).steps_per_epoch == 3
+
+
+def test_a_tensor_lr_is_recorded_as_a_float():
+    x, y = _xy()
+    learn = _linear(x, y)
+    learn.opt_func = lambda groups, lr: torch.optim.Adam(groups, lr=torch.tensor(lr), foreach=False)
+    learn.fit_sched(1, 0.5, lambda p: 1.0)
+    rec = learn.recorder
+    assert all(type(v) is float for v in rec.group_lrs[0]) and rec.group_lrs[0] == [0.5] * 5
+    assert all(type(m) is float for m in rec.moms) and rec.moms == [0.9] * 5
+
+
+# ---- batches_per_epoch's messages --------------------------------------------------------------
+def test_batches_per_epoch_messages_and_limits():
+    dl = DataLoader(TensorDataset(*_data(40)), batch_size=8)  # 5 batches
+    assert batches_per_epoch(dl, 2, steps_per_epoch=1) == 2 and batches_per_epoch(dl, 1, steps_per_epoch=5) == 5
+    with pytest.raises(ValueError, match=r"^steps_per_epoch=4 is more than train_dl's 5 batches give \(3 steps with "
+                                         r"accum=2\)$"):
+        batches_per_epoch(dl, 2, steps_per_epoch=4)
+    with pytest.raises(ValueError, match=r"^steps_per_epoch must be an int >= 1, got 0$"):
+        batches_per_epoch(dl, 1, steps_per_epoch=0)
+    with pytest.raises(TypeError, match=r"^train_dl \(generator\) has no len\(\): pass steps_per_epoch= \(the "
+                                        r"schedule is defined on progress\)$"):
+        batches_per_epoch((b for b in dl), 1)
+    with pytest.raises(ValueError, match=r"^train_dl is empty \(len 0\)$"):
+        batches_per_epoch([], 1)
+    assert batches_per_epoch([1], 3) == 1
+
+
+# ---- cudnn.benchmark ---------------------------------------------------------------------------
+def test_cudnn_benchmark_is_set_for_cuda_fits_and_put_back_after_the_last(monkeypatch):
+    """Only flags: a CUDA device object needs no GPU. Nested fits: the latest has its way; the
+    setting found before the first comes back when the last ends."""
+    from onecycle.loop import cudnn_benchmark
+    cudnn = torch.backends.cudnn
+    monkeypatch.setattr(cudnn, "benchmark", False)
+    monkeypatch.setattr(cudnn, "deterministic", False)
+    cuda = torch.device("cuda")
+    with cudnn_benchmark(torch.device("cpu"), True):
+        assert cudnn.benchmark is False  # not CUDA: untouched
+    with cudnn_benchmark(cuda):
+        assert cudnn.benchmark is True  # None: on
+        with cudnn_benchmark("cuda:0", False):
+            assert cudnn.benchmark is False
+        assert cudnn.benchmark is True  # the outer fit's setting back
+    assert cudnn.benchmark is False
+    monkeypatch.setattr(cudnn, "deterministic", True)
+    with cudnn_benchmark(cuda):
+        assert cudnn.benchmark is False  # determinism asked for: off
+    monkeypatch.setattr(cudnn, "deterministic", False)
+    monkeypatch.setattr(cudnn, "benchmark", True)
+    torch.use_deterministic_algorithms(True)
+    try:
+        with cudnn_benchmark(cuda):
+            assert cudnn.benchmark is False
+    finally:
+        torch.use_deterministic_algorithms(False)
+    assert cudnn.benchmark is True
+    with pytest.raises(RuntimeError), cudnn_benchmark(cuda, False):
+        raise RuntimeError  # put back on an error too
+    assert cudnn.benchmark is True

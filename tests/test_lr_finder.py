@@ -119,6 +119,51 @@ def test_two_groups_keep_their_ratio():
     assert learn.suggested_lr is None or isinstance(learn.suggested_lr, list)
 
 
+def test_groups_to_their_own_ends_without_keep_ratios():
+    """keep_ratios=False (torch-lr-finder's way): each group from its start to its end, here the one
+    end_lr for both; the exact per-group geometric paths."""
+    learn, rec = _learner(), Record()
+    res = learn.lr_find([1e-5, 1e-3], 1e-1, num_it=5, with_valid=False, keep_ratios=False, callbacks=[rec])
+    for g, start in enumerate([1e-5, 1e-3]):
+        assert res.group_lrs[g] == [start * (1e-1 / start) ** (i / 4) for i in range(5)]
+    assert [list(r) for r in zip(*rec.lrs)] == res.group_lrs
+    with pytest.raises(ValueError, match="every group"):
+        learn.lr_find([1e-5, 1.0], 1e-1, num_it=5, keep_ratios=False)
+
+
+def test_val_batches_none_validates_on_the_whole_loader_at_every_step():
+    learn, seen = _learner(), []
+    learn.metrics = {"n": lambda preds, y: seen.append(len(y)) or 0.0}
+    res = learn.lr_find(1e-4, 1e-2, num_it=4, val_batches=None)
+    assert seen == [8, 8, 8] * 4 and len(res.val_losses) == 4  # the 24-sample loader, 3 batches, each step
+    with pytest.raises(ValueError, match="val_batches"):
+        learn.lr_find(num_it=4, val_batches=0)
+
+
+class StopAtThird:
+    """A stop rule that keeps state (the steps it has seen): copied for each run."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, history):
+        self.calls += 1
+        return f"my rule at {len(history.losses)} steps" if self.calls == 3 else None
+
+
+def test_a_stop_rule_replaces_the_divergence_rule_and_is_fresh_in_every_run():
+    learn = _learner()
+    rule = StopAtThird()
+    res = learn.lr_find(1e-4, 1e6, num_it=30, stop_rule=rule, runs=2, with_valid=False)
+    assert res.stop_reason == "my rule at 3 steps" and len(res.losses) == 3 and rule.calls == 0
+    default = learn.lr_find(1e-4, 1e6, num_it=30, with_valid=False)
+    res = learn.lr_find(1e-4, 1e6, num_it=30, stop_rule=lambda h: None, with_valid=False)
+    assert default.stop_reason.startswith("diverged")  # onecycle's rule; with a rule of one's own it is off:
+    assert not res.stop_reason.startswith("diverged") and len(res.losses) > len(default.losses)
+    with pytest.raises(TypeError, match="stop_rule"):
+        learn.lr_find(stop_rule="diverge")
+
+
 def test_accumulation_counts_optimizer_steps():
     learn, rec = _learner(accum=2), Record()
     res = learn.lr_find(1e-3, 1.0, num_it=5, with_valid=False, callbacks=[rec])
@@ -684,7 +729,7 @@ def test_negative_control_the_restore_check_sees_a_missing_restore(monkeypatch):
     restore, and without the weights' restore."""
     learn = _learner()
     before, rng = _fingerprint(learn), get_rng_state()
-    monkeypatch.setattr(lf, "set_rng_state", lambda state, loaders=(): None)
+    monkeypatch.setattr(lf, "set_rng_state", lambda state, loaders=(), same_loaders=False: None)
     learn.lr_find(num_it=10)
     with pytest.raises(AssertionError):
         _assert_restored(learn, before, rng)

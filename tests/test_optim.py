@@ -537,3 +537,75 @@ def test_sparse_gradients_rejected(cls):
 def test_bad_hyper_parameters_rejected(cls, kwargs, name):
     with pytest.raises(ValueError, match=name):
         cls([torch.zeros(2, 2, requires_grad=True)], **kwargs)
+
+
+# ------------------------------------------------------------- the Learner's optimizers by name
+
+def test_optimizers_by_name_are_the_documented_configurations():
+    """The README's "Choices worth knowing": "sgd" is torch's SGD (momentum 0.9, foreach), "adam" and
+    "adamw" torch's AdamW with betas (0.9, 0.99), eps 1e-5 and no weight decay of its own (the
+    Learner's hook decays); LARS with momentum 0.9, LAMB with betas (0.9, 0.99) and eps 1e-6."""
+    from onecycle.optim import OPTIMIZERS, build_optimizer
+    assert sorted(OPTIMIZERS) == ["adam", "adamw", "lamb", "lars", "prodigy", "sfree_adamw", "sfree_sgd", "sgd"]
+    w = [torch.nn.Parameter(torch.zeros(2, 2))]
+    sgd = build_optimizer("sgd", [w])
+    assert type(sgd) is torch.optim.SGD
+    assert {k: sgd.defaults[k] for k in ("lr", "momentum", "foreach", "nesterov", "weight_decay")} == {
+        "lr": 1e-3, "momentum": 0.9, "foreach": True, "nesterov": False, "weight_decay": 0}
+    for name in ("adam", "adamw"):
+        adamw = build_optimizer(name, [w])
+        assert type(adamw) is torch.optim.AdamW
+        assert {k: adamw.defaults[k] for k in ("lr", "betas", "eps", "weight_decay", "foreach", "amsgrad")} == {
+            "lr": 1e-3, "betas": (0.9, 0.99), "eps": 1e-5, "weight_decay": 0.0, "foreach": True, "amsgrad": False}
+    lars = build_optimizer("lars", [w])
+    assert type(lars) is LARS and lars.defaults["momentum"] == 0.9 and lars.defaults["lr"] == 1e-3
+    assert {k: v for k, v in lars.defaults.items() if k not in ("lr", "momentum")} == {
+        k: v for k, v in LARS([torch.nn.Parameter(torch.zeros(1))], lr=1.0).defaults.items()
+        if k not in ("lr", "momentum")}  # LARS's own defaults otherwise
+    lamb = build_optimizer("lamb", [w])
+    assert type(lamb) is LAMB and lamb.defaults["betas"] == (0.9, 0.99) and lamb.defaults["eps"] == 1e-6
+    assert lamb.defaults["lr"] == 1e-3
+
+
+def test_each_named_factory_takes_the_lr_it_is_given():
+    from onecycle.optim import OPTIMIZERS
+    for name, factory in OPTIMIZERS.items():
+        opt = factory([{"params": [torch.nn.Parameter(torch.zeros(2))]}], 0.5)
+        assert opt.param_groups[0]["lr"] == 0.5 and opt.defaults["lr"] == 0.5, name
+
+
+def test_build_optimizer_one_param_group_per_layer_group_from_a_name_or_a_factory():
+    from onecycle.optim import build_optimizer
+    a = [torch.nn.Parameter(torch.zeros(2))]
+    b = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(1))]
+    opt = build_optimizer("sgd", [a, b])
+    assert [g["params"] for g in opt.param_groups] == [a, b]
+    made = []
+
+    def factory(groups, lr):
+        made.append(([dict(g) for g in groups], lr))  # as given (the optimizer adds its defaults)
+        return torch.optim.RMSprop(groups, lr=lr)
+
+    opt = build_optimizer(factory, [a, b])
+    assert type(opt) is torch.optim.RMSprop and [g["params"] for g in opt.param_groups] == [a, b]
+    assert made == [([{"params": a}, {"params": b}], 1e-3)]
+
+
+def test_build_optimizer_refuses_a_factory_that_does_not_make_one_optimizer_per_group():
+    from onecycle.optim import build_optimizer
+    a, b = [torch.nn.Parameter(torch.zeros(2))], [torch.nn.Parameter(torch.zeros(3))]
+    with pytest.raises(TypeError, match=r"^the optimizer factory returned list, not an Optimizer$"):
+        build_optimizer(lambda groups, lr: groups, [a, b])
+    with pytest.raises(ValueError, match=r"^the optimizer factory made 1 param groups from 2 layer groups$"):
+        build_optimizer(lambda groups, lr: torch.optim.SGD(a + b, lr=lr), [a, b])
+
+
+def test_optimizer_factory_takes_a_name_in_any_case_or_a_callable():
+    from onecycle.optim import optimizer_factory
+    assert optimizer_factory("SGD") == "sgd" and optimizer_factory("AdamW") == "adamw"
+    assert optimizer_factory(LARS) is LARS
+    with pytest.raises(ValueError, match=r"^opt must be one of \['adam', 'adamw', 'lamb', 'lars', 'prodigy', "
+                                         r"'sfree_adamw', 'sfree_sgd', 'sgd'\] or a factory, got 'adagrad'$"):
+        optimizer_factory("adagrad")
+    with pytest.raises(TypeError, match=r"^opt must be a name or a factory \(params, lr\) -> Optimizer, got 3$"):
+        optimizer_factory(3)

@@ -73,10 +73,14 @@ def test_no_import_cycles():
 
 
 # The command line and its outputs: run folders, reports, grids. Nothing else imports them.
-CLI_LAYER = {"onecycle.cli", "onecycle.__main__", "onecycle.runconfig", "onecycle.runs", "onecycle.runbuild",
-             "onecycle.rundir", "onecycle.run_callbacks", "onecycle.compare", "onecycle.compare_report",
-             "onecycle.compare_table",
-             "onecycle.report", "onecycle.htmlpage"}
+CLI_LAYER = {"onecycle.cli", "onecycle.__main__", "onecycle.runconfig", "onecycle.rungrid", "onecycle.runs",
+             "onecycle.runbuild", "onecycle.rundir", "onecycle.run_callbacks", "onecycle.compare",
+             "onecycle.compare_report", "onecycle.compare_table", "onecycle.report", "onecycle.htmlpage",
+             "onecycle.cell", "onecycle.pool", "onecycle.gridstatus"}
+
+
+# The explicit ``.plot()`` conveniences, the only modules below the output layer that import plots (lazily).
+PLOT_CONVENIENCES = ("onecycle.recorder", "onecycle.lr_find_result", "onecycle.compat.torch_lr_finder")
 
 
 def test_layers_point_down():
@@ -86,7 +90,8 @@ def test_layers_point_down():
     leaves = {"onecycle.checks": set(), "onecycle.batches": set(), "onecycle.rng": set(),
               "onecycle.data": {"onecycle.checks"}, "onecycle.suggest": {"onecycle.checks", "onecycle.smoothing"},
               "onecycle.smoothing": set(),
-              "onecycle.schedules": {"onecycle.checks"}, "onecycle.models": {"onecycle.checks"},
+              "onecycle.schedules": {"onecycle.checks", "onecycle.warmup"}, "onecycle.warmup": {"onecycle.checks"},
+              "onecycle.models": {"onecycle.checks"},
               "onecycle.atomic": {"onecycle.checks"}, "onecycle.metrics": {"onecycle.batches", "onecycle.checks"},
               "onecycle.checkpoint": {"onecycle.atomic", "onecycle.checks"},
               "onecycle.weights": {"onecycle.atomic", "onecycle.checkpoint", "onecycle.checks"}}
@@ -96,8 +101,7 @@ def test_layers_point_down():
     core = [n for n in graph if n not in CLI_LAYER and not n.startswith(edge)]
     assert "onecycle.learner" in core and "onecycle.tasks" in core
     for name in core:
-        up = {d for d in graph[name] if d in CLI_LAYER or (d.startswith(edge) and name not in
-                                                           ("onecycle.recorder", "onecycle.lr_find_result"))}
+        up = {d for d in graph[name] if d in CLI_LAYER or (d.startswith(edge) and name not in PLOT_CONVENIENCES)}
         assert not up, (name, up)
 
 
@@ -118,8 +122,7 @@ def test_plotting_stays_at_the_edges():
                         for m in ([a.name for a in node.names] if isinstance(node, ast.Import) else [node.module]))}
     assert uses_mpl and all(n.startswith("onecycle.plots.") for n in uses_mpl), uses_mpl
     graph = _graph()
-    assert _importers("onecycle.plots", graph) == {"onecycle.recorder", "onecycle.lr_find_result", "onecycle.report",
-                                                   "onecycle.compare_report"}
+    assert _importers("onecycle.plots", graph) == {*PLOT_CONVENIENCES, "onecycle.report", "onecycle.compare_report"}
     at_import = {name for name, path in mods.items() if not name.startswith("onecycle.plots")
                  and any((t + ".").startswith("onecycle.plots.") for t in _imports(name, path, top_level=True))}
     assert at_import == set(), at_import

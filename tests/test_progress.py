@@ -35,6 +35,8 @@ def every_call_due(monkeypatch):
     clock = itertools.count()
     monkeypatch.setattr(progress.time, "monotonic", lambda: float(next(clock)))
     monkeypatch.setattr(notebook.time, "monotonic", lambda: float(next(clock)))
+    import tqdm.std
+    monkeypatch.setattr(tqdm.std, "time", lambda: float(next(clock)))  # tqdm's own redraw interval
 
 
 def test_a_fit_shows_one_bar_over_all_its_steps(monkeypatch, capsys, every_call_due):
@@ -106,7 +108,7 @@ def test_finder_bar_advances_at_every_step():
 
 
 @pytest.mark.parametrize("quiet", [False, True])
-def test_lr_find_shows_its_bar_unless_quiet(monkeypatch, quiet):
+def test_lr_find_shows_its_bar_unless_quiet(monkeypatch, quiet, every_call_due):
     learn = _tiny_learner(quiet=quiet)
     err = _TTY()
     monkeypatch.setattr(sys, "stderr", err)

@@ -293,6 +293,7 @@ def test_compare_status_line_counts_cells_and_reads_their_epochs(tmp_path):
         cfg = make_config(FitConfig, [("t", {"task": "digits", "opt": opt, "epochs": 3, "lr": "0.1",
                                              "run_dir": str(tmp_path / str(i))})])
         (tmp_path / str(i)).mkdir()
+        (tmp_path / str(i) / "config.json").write_text("{}")  # started (before it: "starting")
         cells.append(Cell(i, {"opt": opt}, cfg))
     stream = io.StringIO()
     status = LiveStatus(cells, jobs=2, stream=stream)

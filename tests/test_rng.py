@@ -196,3 +196,43 @@ def test_set_rng_state_refuses_another_generator_layout_naming_the_loader():
         get_rng_state(owns)  # a bare loader: iterating it would draw batches
     with pytest.raises(TypeError, match="loaders must be"):
         set_rng_state(state, owns)
+
+
+class _LazySampler(torch.utils.data.RandomSampler):
+    """Makes its generator at its first iteration and seeds it from its epoch, as accelerate's
+    SeedableRandomSampler does in a Hugging Face Trainer's loaders."""
+
+    def __iter__(self):
+        if self.generator is None:
+            self.generator = torch.Generator()
+        self.generator.manual_seed(100 + getattr(self, "epoch", 0))
+        yield from super().__iter__()
+
+
+def test_a_generator_made_since_the_capture_is_set_back_to_none_on_the_same_loader():
+    """The root cause of "cannot restore the generators of loaders[0] (DataLoaderShard): it draws from
+    [['batch_sampler.sampler.generator', 'cpu']] ... but the state holds []": the sampler had no
+    generator at the capture and made one at its first iteration. Restoring that very loader puts the
+    None back (exactly what it held); another loader with a generator there is still refused."""
+    from torch.utils.data import DataLoader, TensorDataset
+    ds = TensorDataset(torch.arange(10))
+    dl = DataLoader(ds, batch_size=5, sampler=_LazySampler(ds))
+    state = get_rng_state([dl])
+    assert loader_generators(dl) == [] and "sampler.generator" in state["loaders"][0]["unset"]
+    list(dl)
+    assert [paths for paths, _ in loader_generators(dl)] == [["sampler.generator", "batch_sampler.sampler.generator"]]
+    with pytest.raises(ValueError, match=r"batch_sampler.sampler.generator', 'cpu'\]\] .* holds \[\]"):
+        set_rng_state(state, [dl])  # as a resume would: not known to be the same loader
+    assert dl.sampler.generator is not None  # refused before anything changed
+    set_rng_state(state, [dl], same_loaders=True)
+    assert dl.sampler.generator is None and loader_generators(dl) == []
+    # a generator at a path that did not hold None (here: did not exist) is another layout, even in place
+    dl.sampler.rng = torch.Generator()
+    with pytest.raises(ValueError, match="sampler.rng"):
+        set_rng_state(state, [dl], same_loaders=True)
+    del dl.sampler.rng
+    older = get_rng_state([dl])
+    del older["loaders"][0]["unset"]  # a capture from before this rule: nothing is taken as made since
+    list(dl)
+    with pytest.raises(ValueError, match="cannot restore"):
+        set_rng_state(older, [dl], same_loaders=True)

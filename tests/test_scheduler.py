@@ -252,6 +252,9 @@ def test_hyper_helpers_and_spread():
     (lambda o: Scheduler(o, 5, momentum=lambda p: False), "momentum schedule gives False at progress 0"),
     (lambda o: Scheduler(o, 5, momentum=lambda p: "0.9"), "momentum schedule gives '0.9' at progress 0"),
     (lambda o: Scheduler(o, 5, decoupled_wd=S.const(1.0)), "param group has no 'decoupled_wd' to schedule"),
+    # an absolute key the optimizer lacks would be written and never read: refused, naming both
+    (lambda o: Scheduler(o, 5, beta3=S.const(0.5)),
+     r"^SGD: param group has no 'beta3' to schedule \(group 0 has dampening, .*momentum, .*weight_decay\)$"),
 ])
 def test_scheduler_bad_input(bad, arg):
     opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
@@ -352,6 +355,12 @@ def test_a_missing_key_changes_no_group():
     with pytest.raises(ValueError, match="param group has no 'decoupled_wd' to schedule"):
         Scheduler(opt, 4, lr=S.const(0.5), decoupled_wd=S.const(1.0))
     assert all("initial_lr" not in g for g in opt.param_groups) and [g["lr"] for g in opt.param_groups] == [0.1, 0.02]
+    adam = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    with pytest.raises(ValueError, match="^AdamW: param group has no 'beta2' to schedule"):
+        Scheduler(adam, 4, lr=S.const(0.5), beta2=S.const(0.99))
+    assert adam.param_groups[0]["lr"] == 0.1 and "beta2" not in adam.param_groups[0]
+    Scheduler(adam, 4, lr=S.const(0.5), eps=S.const(1e-6))  # a key it has: scheduled (negative control)
+    assert adam.param_groups[0]["eps"] == 1e-6
 
 
 def test_the_learner_never_warns_about_a_kept_base():
@@ -373,3 +382,14 @@ def test_the_learner_never_warns_about_a_kept_base():
         lr_find(model, opt, torch.nn.functional.cross_entropy, dl, num_it=5)
     assert [str(w.message) for w in caught if "already hold a base" in str(w.message)] == []
     assert learn.recorder.lrs  # it trained
+
+
+def test_a_schedule_may_give_one_value_per_group():
+    """A schedule returning a list sets each group from its own entry (times its base, for the LR)."""
+    p1, p2 = torch.nn.Parameter(torch.zeros(1)), torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([{"params": [p1], "lr": 0.1}, {"params": [p2], "lr": 1.0}], lr=0.1, momentum=0.9)
+    Scheduler(opt, 4, lr=lambda pct: [1 - pct, 1 + pct], momentum=lambda pct: 0.9)
+    assert [g["lr"] for g in opt.param_groups] == [0.1, 1.0]
+    for _ in range(2):
+        opt.step()
+    assert [g["lr"] for g in opt.param_groups] == [0.1 * 0.5, 1.0 * 1.5]

@@ -269,6 +269,9 @@ def test_stop_words_name_where_the_test_stopped():
     assert sg.stop_words("completed", lrs) == "ran all 4 steps, up to LR 1"  # num_it unknown: the points
     assert sg.stop_words("diverged at iteration 2 (lr 0.1): smoothed loss 9 above 4.5", lrs, 4) == \
         "stopped at LR 0.1 (step 3 of 4): the smoothed training loss blew up to 9, past its limit 4.5"
+    assert sg.stop_words("diverged at iteration 2 (lr 0.1): smoothed loss 9 above 4.5 (diverge_th 5 x best 0.9, "
+                         "the validation loss; torch-lr-finder's rule)", lrs, 4) == \
+        "stopped at LR 0.1 (step 3 of 4): the smoothed validation loss blew up to 9, past its limit 4.5"
     assert sg.stop_words("non-finite loss inf at iteration 0 (lr 0.001)", lrs) == \
         "stopped at LR 0.001 (step 1 of ?): the training loss became inf"
     assert sg.stop_words("cancelled by a callback", lrs[:2]) == "cancelled by a callback after 2 steps, at LR 0.01"

@@ -6,7 +6,7 @@ imported only when used.
 
 from . import metrics, optim, schedules
 from .callbacks import Callback, CancelFit, GradStats
-from .compat import lr_find
+from .compat import LRFinder, lr_find
 from .learner import default_device
 from .legacy import Learner
 from .lr_find_result import LRFindResult
@@ -18,6 +18,6 @@ from .recorder import Recorder
 __version__ = "0.1.0"
 
 __all__ = [
-    "Learner", "LRFindResult", "lr_find", "OPTIMIZERS", "default_device", "Callback", "CancelFit",
+    "Learner", "LRFindResult", "LRFinder", "lr_find", "OPTIMIZERS", "default_device", "Callback", "CancelFit",
     "GradStats", "Recorder", "Scheduler", "get_hyper", "set_hyper", "metrics", "optim", "schedules", "__version__",
 ]

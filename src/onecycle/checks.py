@@ -28,8 +28,9 @@ def is_scalar(value: object) -> bool:
 
 def check_number(name: str, value: object, *, low: float | None = None, high: float | None = None,
                  low_open: bool = False, high_open: bool = False) -> float:
-    """``value`` as a float after checking it is a finite real number inside the range."""
-    if isinstance(value, (bool, str)) or not is_scalar(value) or not hasattr(value, "__float__"):
+    """``value`` as a float after checking it is a finite real number (not complex) inside the range."""
+    if (isinstance(value, (bool, str)) or not is_scalar(value) or not hasattr(value, "__float__")
+            or _is_complex(value)):
         raise TypeError(f"{name} must be a number, got {value!r}")
     try:
         v = float(value)  # type: ignore[arg-type]
@@ -42,6 +43,12 @@ def check_number(name: str, value: object, *, low: float | None = None, high: fl
     if high is not None and (v > high or (high_open and v == high)):
         raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value!r}")
     return v
+
+
+def _is_complex(value: object) -> bool:
+    """A complex number (Python, numpy or torch): float() of a numpy one drops its imaginary part."""
+    dtype = getattr(value, "dtype", None)
+    return isinstance(value, complex) or getattr(dtype, "kind", None) == "c" or getattr(dtype, "is_complex", False)
 
 
 def check_int(name: str, value: object, low: int | None = None, high: int | None = None) -> int:

@@ -124,7 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "in parallel processes: one table, one overlay plot",
                        description="Each run option given several values is an axis of the grid; the grid "
                        "file's [grid] table adds more. " + _EPILOG)
-    add_options(p, CompareConfig)
+    add_options(p, CompareConfig, skip=("ray_address",))
+    p.add_argument("--ray", "--ray-address", dest="ray_address", nargs="?", const="local", default=argparse.SUPPRESS,
+                   metavar="ADDRESS", help="run the cells as Ray tasks (pip install 'onecycle[ray]'): alone, on a Ray "
+                   "started here and stopped afterwards; auto or an address: on that cluster, whose nodes must "
+                   "reach the compare folder at the same path (default: local worker processes)")
     add_options(p, FitConfig, several=True, skip=_COMPARE_OWN)
     p = sub.add_parser("plot", help="redraw a run's plots and report; overlay several runs",
                        description="One folder: redraw its PNGs and report.html from history.json (a compare "
@@ -175,13 +179,14 @@ def cmd_plot(args: argparse.Namespace) -> int:
     from .compare_report import compare_outputs
     from .htmlpage import fmt_value
     from .report import overlay_runs, redraw, run_facts
+    from .run_callbacks import has_history
     from .runconfig import check_name
     from .rundir import run_folder
     folders = [Path(r) for r in args.runs]
     if len(folders) > 1:  # an overlay gets a folder of its own, <out>/<time>-<name>
         check_name("name", args.name, "command line")
     for f in folders:
-        if not (f / "history.json").exists() and not (f / "compare.json").exists() and \
+        if not has_history(f) and not (f / "compare.json").exists() and \
                 not (f / "lr_find.json").exists():
             raise ConfigError(f"runs: {str(f)!r} is not a run or compare folder (no history.json)", "runs")
     if len(folders) == 1:
@@ -201,7 +206,8 @@ def cmd_plot(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     from .compare import compare
     from .compare_report import compare_summary
-    from .runconfig import expand_grid, make_config, read_grid_file
+    from .runconfig import make_config
+    from .rungrid import expand_grid, read_grid_file
     path = getattr(args, "grid", "")
     file_compare, file_base, axes = read_grid_file(path) if path else ({}, {}, {})
     ccfg = make_config(CompareConfig, [(path, file_compare), ("command line", _given(args, CompareConfig))])
@@ -215,8 +221,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         else:
             axes.pop(key, None)
             base[key] = value[0] if types[key] in (int, float, str) else value
-    grid = expand_grid([(path, file_base), ("command line", base)], axes, origins)
-    folder, signum = compare(ccfg, grid, {"axes": axes, "base": {**file_base, **base}, "argv": sys.argv[1:]})
+    notes: list[str] = []  # a schedule-free optimizer's cells mapped to const
+    grid = expand_grid([(path, file_base), ("command line", base)], axes, origins, notes)
+    for note in notes:
+        print(f"onecycle compare: {note}", flush=True)
+    folder, signum = compare(ccfg, grid, {"axes": axes, "base": {**file_base, **base}, "argv": sys.argv[1:],
+                                          "notes": notes})
     table = (folder / "summary.txt").read_text(encoding="utf-8")
     print(table + "\n".join(compare_summary(folder)) + f"\ncompare folder: {folder}")
     return 0 if signum is None else 128 + signum

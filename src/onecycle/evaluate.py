@@ -20,6 +20,7 @@ from torch import nn
 from . import checks as C
 from . import distributed as D
 from .metrics import MetricAccumulator
+from .optim.extras import has_modes
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -38,7 +39,7 @@ def restore_modes(modes: list[tuple[nn.Module, bool]]) -> None:
 
 def optimizer_mode(opt: torch.optim.Optimizer | None) -> bool | None:
     """Whether ``opt`` is in train mode; None for an optimizer without modes (most)."""
-    if opt is None or not (callable(getattr(opt, "train", None)) and callable(getattr(opt, "eval", None))):
+    if not has_modes(opt):
         return None
     return bool(opt.param_groups[0].get("train_mode", True))
 

@@ -30,6 +30,7 @@ from .loop import NO_CONTEXT, Loop, batches_per_epoch, steps_for
 from .lr_finder import find
 from .metrics import metric_columns, metric_directions, named_metrics
 from .optim import build_optimizer, optimizer_factory
+from .optim.extras import owns_weight_decay, prepare_fit
 from .optim.groups import DECOUPLED_WD, DecoupledWeightDecay, freeze_groups, layer_groups, normalized_wd_for, spread_lrs
 from .optim.scheduler import check_fit_schedules, fit_scheduler
 from .recorder import Recorder
@@ -184,7 +185,7 @@ class Learner:
         """The optimizer over the layer groups (frozen parameters included, so unfreezing needs no
         new optimizer), with the decoupled weight decay hook unless it decays weights itself."""
         opt = build_optimizer(self.opt_func, self.layer_groups() if groups is None else groups)
-        self._owns_wd = bool(getattr(opt, "applies_weight_decay", False))
+        self._owns_wd = owns_weight_decay(opt)  # LARS, LAMB, schedule-free, Prodigy
         self._wd_hook = None if self._owns_wd else DecoupledWeightDecay(opt, 0.0)
         self.opt = opt
         return opt
@@ -222,12 +223,10 @@ class Learner:
             if wd is not None:
                 raise ValueError(f"pass wd or wd_norm, not both (got wd={wd!r}, wd_norm={wd_norm!r})")
             wd = normalized_wd_for(wd_norm, self.train_dl, epochs)
-        if lr_max is None:
-            lr_max = self.suggested_lr
-            if lr_max is None:
-                why = self.no_suggestion_reason
-                raise ValueError("lr_max is None and no lr_find suggestion is available: pass lr_max"
-                                 + (f" (the last lr_find gave none: {why})" if why else ""))
+        if lr_max is None and (lr_max := self.suggested_lr) is None:
+            why = self.no_suggestion_reason
+            raise ValueError("lr_max is None and no lr_find suggestion is available: pass lr_max"
+                             + (f" (the last lr_find gave none: {why})" if why else ""))
         policy = S.cos_one_cycle(div=div, div_final=div_final, pct_start=pct_start, moms=moms)
         return self.fit_sched(epochs, lr_max, policy.lr, policy.mom, wd=wd, wd_sched=wd_sched,
                               callbacks=callbacks, **kw)
@@ -252,7 +251,7 @@ class Learner:
         per-batch read on CUDA). ``steps_per_epoch``: optimizer steps per epoch, for a loader
         without ``len()``, or fewer than a loader gives. An epoch also ends when the loader does;
         then a warning says the schedule did not reach its end, and the batches of an accumulation
-        window the loader ended inside are dropped.
+        window the loader ended inside are dropped. Schedule-free optimizers and Prodigy: ``optim.extras``.
         """
         epochs = C.check_int("epochs", epochs, 1)
         ckpt = Checkpointer(checkpoint_dir, every, ckpt_budget, resume, reschedule)  # checks its arguments
@@ -265,6 +264,7 @@ class Learner:
         n = len(self.opt.param_groups) if self.opt is not None else len(self.layer_groups())
         peaks, wds = spread_lrs(lr, n), C.per_group("wd", self.wd if wd is None else wd, n, low=0)
         opt = self.opt or self.create_opt()  # after every check: nothing changes when the input is bad
+        mom_sched = prepare_fit(opt, peaks, lr_sched, mom_sched)  # optim.extras: what this optimizer takes
         if self.scale_lr:  # the linear scaling rule: world_size times the global batch, times the LR
             peaks = [p * self.world_size for p in peaks]
         scheds = {"lr": lr_sched, "momentum": mom_sched, self.wd_key: wd_sched, **(extra_scheds or {})}
@@ -316,10 +316,9 @@ class Learner:
         args, kwargs, target = split_batch(batch, self.batch_fn, keep_target=self.loss_fn is None)
         device, channels_last = self.device, self.channels_last
         if kwargs or channels_last or not in_place(args, target, device):  # else already there (most often)
-            args = to_device(args, device, channels_last)
-            kwargs = to_device(kwargs, device, channels_last) if kwargs else kwargs
+            args, kwargs = to_device((args, kwargs), device, channels_last)
             target = to_device(target, device)
-        with torch.autocast(device.type, dtype=self.amp_dtype) if self.amp else NO_CONTEXT:
+        with self.autocast():
             out = (self.model if model is None else model)(*args, **kwargs)
             own_loss, preds = (None, out) if type(out) is torch.Tensor else split_output(out)
             if self.loss_fn is None:

@@ -9,7 +9,10 @@ short), the last iteration trains at ``end_lr``. The loader is looped over as of
 
 ``RangeTest`` (the callback), after each optimizer step: the step's mean loss (one host read per
 batch), then with validation the loss and metrics on the next ``val_batches`` batches of a cycling
-validation iterator (``Learner.validate``), all into a ``Recorder`` (the history type of ``fit``).
+validation iterator, or on the whole loader (``val_batches=None``) (``Learner.validate``), all into a
+``Recorder`` (the history type of ``fit``). ``keep_ratios=False`` takes each group from its own start
+to its own end (``PerGroup`` schedules), and ``stop_rule`` replaces the divergence rule: the ways of
+torch-lr-finder, for its drop-in (``compat.LRFinder``).
 It cancels the fit at ``num_it``, or with ``stop_div`` when the smoothed loss (bias-corrected EMA,
 ``suggest.smoothing_beta(num_it)``: 0.9 for 100 iterations; the curve the suggestion rules read
 and the plot draws) diverges (``suggest.divergence_bound``, with the
@@ -29,7 +32,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import math
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -41,6 +44,7 @@ from .callbacks import Callback, CancelFit, check_callbacks
 from .evaluate import restore_modes
 from .loop import Loop, NonFiniteLossError
 from .lr_find_result import LRFindResult
+from .optim.extras import check_lrs
 from .optim.groups import spread_lrs
 from .optim.scheduler import Scheduler, paused
 from .recorder import Recorder
@@ -55,26 +59,47 @@ __all__ = ["LRFindResult", "RangeTest", "find"]
 @dataclass
 class _Config:
     starts: list[float]
-    ratio: float  # end/start, the same for every group
+    ratios: list[float]  # end/start per group: all the same unless keep_ratios=False
     num_it: int
     step_mode: str
     stop_div: bool
     div_th: float
     with_valid: bool
-    val_batches: int
+    val_batches: int | None  # None: the whole validation loader at every step
     wds: list[float] | None  # None: leave the optimizer's weight decay alone
     callbacks: list[Callback]
     rule: str
     runs: int = 1
+    stop_rule: Callable[[Recorder], str | None] | None = None  # None: onecycle's divergence rule
+
+
+class PerGroup:
+    """One schedule per param group (``Scheduler`` takes the list it returns: one value per group)."""
+
+    def __init__(self, scheds: Sequence[Callable[[float], float]]) -> None:
+        self.scheds = list(scheds)
+
+    def __call__(self, pct: float) -> list[float]:
+        return [fn(pct) for fn in self.scheds]
+
+    def __repr__(self) -> str:
+        return f"PerGroup({self.scheds!r})"
 
 
 def _per_group(value: object) -> bool:
     return isinstance(value, slice) or not C.is_scalar(value)
 
 
-def _lr_range(start_lr: Any, end_lr: Any, n: int) -> tuple[list[float], float]:
-    """Per-group start LRs and the end/start ratio shared by all groups (their ratios are kept); a
-    single number on one side takes the other side's group ratios, the head group's value."""
+def _lr_range(start_lr: Any, end_lr: Any, n: int, keep_ratios: bool = True) -> tuple[list[float], list[float]]:
+    """Per-group start LRs and end/start ratios, shared by all groups (their ratios are kept); a
+    single number on one side takes the other side's group ratios, the head group's value. Without
+    ``keep_ratios`` each group goes from its own start to its own end (a single end: every group's)."""
+    if not keep_ratios:
+        starts, ends = spread_lrs(start_lr, n, "start_lr"), spread_lrs(end_lr, n, "end_lr")
+        if not all(e > s for s, e in zip(starts, ends)):
+            raise ValueError(f"start_lr must be below end_lr in every group, got start_lr={start_lr!r}, "
+                             f"end_lr={end_lr!r}")
+        return starts, [e / s for s, e in zip(starts, ends)]
     if _per_group(start_lr):
         starts = spread_lrs(start_lr, n, "start_lr")
         ends = spread_lrs(end_lr, n, "end_lr") if _per_group(end_lr) else None
@@ -86,23 +111,25 @@ def _lr_range(start_lr: Any, end_lr: Any, n: int) -> tuple[list[float], float]:
     elif _per_group(end_lr):
         ends = spread_lrs(end_lr, n, "end_lr")
         head = C.check_number("start_lr", start_lr, low=0, low_open=True)
-        starts, head_end = [e * head / ends[-1] for e in ends], ends[-1]
+        starts, head_end = [head * (e / ends[-1]) for e in ends], ends[-1]  # the ratio first: no underflow
     else:
         starts = [C.check_number("start_lr", start_lr, low=0, low_open=True)] * n
         head_end = C.check_number("end_lr", end_lr, low=0, low_open=True)
     if not head_end > starts[-1]:
         raise ValueError(f"start_lr must be below end_lr, got start_lr={start_lr!r}, end_lr={end_lr!r}")
-    return starts, head_end / starts[-1]
+    return starts, [head_end / starts[-1]] * n
 
 
 def _config(learn: Any, start_lr: Any, end_lr: Any, num_it: int, step_mode: str, stop_div: bool,
-            div_th: float, with_valid: bool | None, val_batches: int, wd: Any, callbacks: Sequence[Callback],
-            rule: str | None, use_wd: bool = True, runs: int = 1) -> _Config:
+            div_th: float, with_valid: bool | None, val_batches: int | None, wd: Any, callbacks: Sequence[Callback],
+            rule: str | None, use_wd: bool = True, runs: int = 1, keep_ratios: bool = True,
+            stop_rule: Callable[[Recorder], str | None] | None = None) -> _Config:
     n = len(learn.opt.param_groups) if learn.opt is not None else len(learn.layer_groups())
     num_it = C.check_int("num_it", num_it, 2)
     if step_mode not in ("exp", "linear"):
         raise ValueError(f"step_mode must be 'exp' or 'linear', got {step_mode!r}")
-    starts, ratio = _lr_range(start_lr, end_lr, n)
+    starts, ratios = _lr_range(start_lr, end_lr, n, C.check_bool("keep_ratios", keep_ratios))
+    C.check_callable("stop_rule", stop_rule, none_ok=True)
     div_th = C.check_number("div_th", div_th, low=1, low_open=True)
     C.check_loader("train_dl", learn.train_dl)  # not empty
     with_valid = learn.valid_dl is not None if with_valid is None else bool(with_valid)
@@ -114,9 +141,9 @@ def _config(learn: Any, start_lr: Any, end_lr: Any, num_it: int, step_mode: str,
     if rule not in SUGGESTERS:
         raise ValueError(f"rule must be one of {sorted(SUGGESTERS)}, got {rule!r}")
     wds = C.per_group("wd", learn.wd if wd is None else wd, n, low=0) if use_wd else None
-    return _Config(starts, ratio, num_it, step_mode, bool(stop_div), div_th, with_valid,
-                   C.check_int("val_batches", val_batches, 1), wds, check_callbacks(callbacks), rule,
-                   C.check_int("runs", runs, 1))
+    val_batches = None if val_batches is None else C.check_int("val_batches", val_batches, 1)
+    return _Config(starts, ratios, num_it, step_mode, bool(stop_div), div_th, with_valid, val_batches, wds,
+                   check_callbacks(callbacks), rule, C.check_int("runs", runs, 1), stop_rule)
 
 
 # ---- the callback ------------------------------------------------------------------------------
@@ -128,6 +155,7 @@ class RangeTest(Callback):
 
     def __init__(self, cfg: _Config, valid: Iterator | None, quiet: bool = True, run: int = 0) -> None:
         self.cfg, self.valid, self.quiet, self.run = cfg, valid, quiet, run
+        self.stop_rule = copy.deepcopy(cfg.stop_rule)  # each run's own: a rule may keep state
         self.bar: Any = None
         self.history, self.best, self.stop_reason = Recorder(smooth_beta=smoothing_beta(cfg.num_it)), math.inf, ""
         self._window: list[float] = []
@@ -154,16 +182,21 @@ class RangeTest(Callback):
         i, loss = len(h.losses), sum(self._window) / len(self._window)
         self._window = []
         h.add_iterations([self._lrs], [learn.loop.epoch_moms[-1]], [loss])
-        if self.valid is not None:  # the next batches of the cycling iterator; validate() restores modes
-            for name, value in learn.validate([next(self.valid) for _ in range(cfg.val_batches)]).items():
+        if cfg.with_valid:  # the next batches of the cycling iterator, or the whole loader; modes restored
+            batches = None if self.valid is None else [next(self.valid) for _ in range(cfg.val_batches)]
+            for name, value in learn.validate(batches).items():
                 h.log(name, value)
         smooth = h.smooth_losses[-1]
         if self.bar is not None:
             self.bar.update(i, self._lrs[-1], smooth)
+        if self.stop_rule is not None:
+            self.stop_reason = self.stop_rule(h) or ""
+            if self.stop_reason:
+                raise CancelFit
         if i >= 10:  # the first steps are noisy and their loss is still falling: no best yet
             self.best = min(self.best, smooth)
         bound = divergence_bound(self.best, h.smooth_losses[0], cfg.div_th)
-        if cfg.stop_div and (not math.isfinite(smooth) or smooth > bound):
+        if cfg.stop_div and self.stop_rule is None and (not math.isfinite(smooth) or smooth > bound):
             self.stop_reason = (f"diverged at iteration {i} (lr {self._lrs[-1]:.3g}): smoothed loss {smooth:.4g} "
                                 f"above {bound:.4g} (best {self.best:.4g}, start {h.smooth_losses[0]:.4g}, "
                                 f"div_th {cfg.div_th:g})")
@@ -220,7 +253,7 @@ class _Snapshot:
             self.opt.load_state_dict(copy.deepcopy(self.opt_state))
         learn.loop = self.loop
         if rng:
-            set_rng_state(self.rng, self.loaders)
+            set_rng_state(self.rng, self.loaders, same_loaders=True)
         for dl, epoch in zip(self.loaders, self.epochs):
             if epoch is not None:
                 dl.set_epoch(epoch)  # also reaches what set_epoch forwards to (a sampler)
@@ -229,9 +262,11 @@ class _Snapshot:
 def _loader_epoch(dl: Any) -> int | None:
     """The epoch a ``set_epoch`` loader is at, when it can be read back (else the finder leaves
     ``set_epoch`` alone, since it could not undo it)."""
-    if callable(getattr(dl, "set_epoch", None)) and isinstance(getattr(dl, "epoch", None), int):
-        return dl.epoch
-    return None
+    if not callable(getattr(dl, "set_epoch", None)):
+        return None
+    # accelerate's DataLoaderShard (a Hugging Face Trainer's loaders) counts its epochs as `iteration`
+    epoch = getattr(dl, "epoch", getattr(dl, "iteration", None))
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
 
 # ---- running it --------------------------------------------------------------------------------
@@ -239,18 +274,21 @@ def _run(learn: Any, cfg: _Config, set_epoch: bool, run: int = 0) -> RangeTest:
     """One range test on a ``Loop`` of its own. Run ``k`` of a multi-run test starts a ``set_epoch``
     loader at the epoch where run ``k - 1`` would have stopped, so each run has its own data order."""
     opt = learn.opt if learn.opt is not None else learn.create_opt()
+    opt.zero_grad(set_to_none=True)  # the test starts from no gradient (the snapshot puts any back)
+    check_lrs(opt, cfg.starts, "start_lr")  # Prodigy: one LR (the snapshot restores what this made)
     for g, lr in zip(opt.param_groups, cfg.starts):
         g["lr"] = g["initial_lr"] = lr
     for g, w in zip(opt.param_groups, cfg.wds or ()):
         g[learn.wd_key] = w
-    shape = S.Exp(1.0, cfg.ratio) if cfg.step_mode == "exp" else S.Lin(1.0, cfg.ratio)
+    kind = S.Exp if cfg.step_mode == "exp" else S.Lin
+    shape = kind(1.0, cfg.ratios[0]) if len(set(cfg.ratios)) == 1 else PerGroup([kind(1.0, r) for r in cfg.ratios])
     # num_it - 1 steps from start to end: iteration i trains at progress i / (num_it - 1).
     sched = Scheduler(opt, cfg.num_it - 1, {"lr": shape})
     n = C.loader_len(learn.train_dl)
     batches = n if n is not None else cfg.num_it * learn.accum  # no len(): each epoch ends with the loader
     epochs = -(-cfg.num_it * learn.accum // n) if n is not None else cfg.num_it
     first = run * epochs if set_epoch else 0
-    valid = _cycle(learn.valid_dl, "valid_dl") if cfg.with_valid else None
+    valid = _cycle(learn.valid_dl, "valid_dl") if cfg.with_valid and cfg.val_batches is not None else None
     finder = RangeTest(cfg, valid, quiet=learn.quiet, run=run)  # the finder's bar shows unless the Learner is quiet
     # The test's own history and a copy of the user's GradScaler (it keeps its scale, and no error leaves it
     # stuck mid-step: "unscale_() already called"); no epoch table or bar; the Learner's callbacks stay out.
@@ -300,21 +338,28 @@ def _result(runs: list[RangeTest], cfg: _Config, names: Iterable[str], direction
 
 
 def find(learn: Any, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100, *, step_mode: str = "exp",
-         stop_div: bool = True, div_th: float = 4.0, with_valid: bool | None = None, val_batches: int = 1,
+         stop_div: bool = True, div_th: float = 4.0, with_valid: bool | None = None, val_batches: int | None = 1,
          wd: Any = None, callbacks: Sequence[Callback] = (), rule: str | None = None, runs: int = 1,
-         use_wd: bool = True) -> LRFindResult:
+         use_wd: bool = True, keep_ratios: bool = True,
+         stop_rule: Callable[[Recorder], str | None] | None = None) -> LRFindResult:
     """``Learner.lr_find``: the LR range test with validation at every step (see the module doc).
 
     ``start_lr``/``end_lr``: numbers, per-group lists or slices. ``with_valid``: None validates when
-    the Learner has a validation loader. ``wd``: None uses ``learn.wd``, as ``fit`` does. ``div_th``:
-    the divergence threshold (``suggest.divergence_bound``). ``rule``: the suggestion stored as
+    the Learner has a validation loader; ``val_batches``: how many batches of it each step reads
+    (rotating through it), None for all of it (Smith's and torch-lr-finder's way). ``wd``: None uses
+    ``learn.wd``, as ``fit`` does. ``div_th``: the divergence threshold (``suggest.divergence_bound``).
+    ``keep_ratios=False``: each group goes from its own start to its own end (torch-lr-finder's way:
+    every group to the one ``end_lr``) instead of keeping the groups' ratios. ``stop_rule``: instead
+    of onecycle's divergence rule, ``stop_rule(history)`` after each step (a ``Recorder``: ``lrs``,
+    ``losses``, ``series["val_loss"]``), copied for each run so it may keep state; a non-empty string
+    it returns stops the test and is its ``stop_reason``. ``rule``: the suggestion stored as
     ``res.suggestion`` and ``learn.suggested_lr`` (default ``DEFAULT_RULE``). ``runs``: range tests
     from the same starting state, each on its own data order (the loader's next epochs, or the RNG's
     next draws); every suggestion is then the median over them (``res.run_suggestions`` holds each
     run's), the curves are the first run's.
     """
     cfg = _config(learn, start_lr, end_lr, num_it, step_mode, stop_div, div_th, with_valid, val_batches,
-                  wd, callbacks, rule, use_wd=use_wd, runs=runs)
+                  wd, callbacks, rule, use_wd=use_wd, runs=runs, keep_ratios=keep_ratios, stop_rule=stop_rule)
     learn.place_data()  # before the snapshot: the data stays on the GPU for every run and the fit after
     snap = _Snapshot(learn)
     finders: list[RangeTest] = []
@@ -327,7 +372,7 @@ def find(learn: Any, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100
     finally:
         snap.restore(learn)
     res = _result(finders, cfg, learn.recorder.metric_names, learn.recorder.higher_is_better)
-    ratios = [s / cfg.starts[-1] for s in cfg.starts]
+    ratios = [s / cfg.starts[-1] for s in cfg.starts]  # (keep_ratios=False: the ratios at the start)
     # fit_one_cycle(lr_max=None) reads this: per group when the groups' LRs differ, keeping ratios.
     learn.suggested_lr = (res.suggestion if res.suggestion is None or len(set(ratios)) == 1
                           else [res.suggestion * r for r in ratios])

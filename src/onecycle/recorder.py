@@ -4,7 +4,9 @@ Per iteration: the LR of every param group, momentum, raw loss and its smoothed 
 bias-corrected EMA whose factor a fit sets from its length, ``smoothing.smoothing_beta``); per epoch:
 train loss, validation loss, every metric, wall time.
 Extra per-step series (gradient statistics, trust ratios) live in ``series``. Never tensors, so
-nothing keeps a graph or device memory alive. It saves to JSON and CSV and loads back; plotting is
+nothing keeps a graph or device memory alive. It saves to JSON and CSV and loads back, and writes
+an append-only log (JSON lines: a snapshot, then per line only what was added since: what a run
+saves at each epoch end, so that costs the epoch's rows, not the whole history); plotting is
 ``plots.py``'s job (the methods here only forward).
 
 Epochs are numbered from 1 outside Python: ``epochs.csv``'s first column, and ``history.json`` says so
@@ -151,27 +153,29 @@ class Recorder:
     def load_json(cls, path: str | os.PathLike) -> Recorder:
         return cls.from_state(json.loads(Path(path).read_text(encoding="utf-8")))
 
-    def iteration_rows(self) -> tuple[list[str], list[list]]:
+    def iteration_rows(self, start: int = 0) -> tuple[list[str], list[list]]:
+        """The header and one row per iteration from ``start`` on."""
         n_groups = len(self.group_lrs)
         header = ["iteration"] + [f"lr_{g}" for g in range(n_groups)] + ["mom", "loss", "smooth_loss"]
         header += sorted(self.series)
         rows = []
-        for i in range(len(self.losses)):
+        for i in range(start, len(self.losses)):
             row = [i] + [self.group_lrs[g][i] for g in range(n_groups)]
             row += [_at(self.moms, i), self.losses[i], self.smooth_losses[i]]
             row += [_at(self.series[k], i) for k in sorted(self.series)]
             rows.append(row)
         return header, rows
 
-    def epoch_rows(self) -> tuple[list[str], list[list]]:
-        """One row per epoch, numbered from 1; an accuracy-like metric in percent, as everywhere a person
-        reads it (``metrics.percent_column``), its header saying so: ``accuracy (%)``."""
+    def epoch_rows(self, start: int = 0) -> tuple[list[str], list[list]]:
+        """The header and one row per epoch from index ``start`` on, numbered from 1; an accuracy-like
+        metric in percent, as everywhere a person reads it (``metrics.percent_column``), its header
+        saying so: ``accuracy (%)``."""
         pct = {n: percent_column(n, self.metrics[n]) for n in self.metric_names}
         header = ["epoch", "train_loss", "val_loss", *[f"{n} (%)" if pct[n] else n for n in self.metric_names],
                   "time (s)", "iterations"]
         rows = [[e + 1, self.train_losses[e], self.val_losses[e],
                  *[self.metrics[n][e] * (100.0 if pct[n] else 1.0) for n in self.metric_names],
-                 self.times[e], self.epoch_iters[e]] for e in range(self.n_epochs)]
+                 self.times[e], self.epoch_iters[e]] for e in range(start, self.n_epochs)]
         return header, rows
 
     def save_csv(self, folder: str | os.PathLike) -> tuple[Path, Path]:
@@ -179,12 +183,51 @@ class Recorder:
         folder = Path(folder)
         paths = folder / "iterations.csv", folder / "epochs.csv"
         for path, (header, rows) in zip(paths, (self.iteration_rows(), self.epoch_rows())):
-            buf = io.StringIO()
-            writer = csv.writer(buf)
-            writer.writerow(header)
-            writer.writerows(rows)
-            atomic_write_text(path, buf.getvalue())
+            atomic_write_text(path, csv_text(header, rows))
         return paths
+
+    # ---- the append-only log: a snapshot line, then what each epoch end added ----------------------
+    def log_snapshot(self) -> tuple[str, dict[str, Any]]:
+        """The log's first line (the whole history, ``history.json``'s content) and the lengths it
+        covers, for ``log_delta``."""
+        state = self.state_dict()
+        return _line({"snapshot": {**state, "epoch_numbering": EPOCH_NUMBERING}}), _lengths(state)
+
+    def log_delta(self, since: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        """One log line holding only what was added since ``since`` (the lengths the last line
+        covered): each list's new tail with the index it starts at, so its size is that of the new
+        rows, whatever the history's length. Returns the line and the new lengths."""
+        state = self.state_dict()
+        delta: dict[str, Any] = {k: state[k] for k in _WHOLE}
+        for key in _FLAT:
+            delta[key] = [since[key], state[key][since[key]:]]
+        for key in _NESTED:
+            items = enumerate(state[key]) if key == "group_lrs" else state[key].items()
+            delta[key] = {str(k): [since[key].get(str(k), 0), v[since[key].get(str(k), 0):]] for k, v in items}
+        return _line(delta), _lengths(state)
+
+    @classmethod
+    def from_log(cls, text: str, where: str = "history log") -> Recorder:
+        """The history a log holds: its snapshot plus every complete line after it. A last line cut
+        short (the process was killed while appending it) is left out; any other bad line, or a line
+        that does not continue where the history stands, is a ``ValueError`` naming the line."""
+        lines = text.split("\n")
+        complete = lines[:-1]  # what follows the last newline is a line cut short, or nothing
+        if not complete:
+            raise ValueError(f"{where}: no complete line")
+        state: dict[str, Any] = {}
+        for n, line in enumerate(complete, 1):
+            try:
+                entry = json.loads(line)
+            except ValueError as err:
+                raise ValueError(f"{where}: line {n} is not JSON: {err}") from None
+            if n == 1:
+                if "snapshot" not in entry:
+                    raise ValueError(f"{where}: line 1 is not a snapshot")
+                state = entry["snapshot"]
+            else:
+                _apply(state, entry, f"{where}: line {n}")
+        return cls.from_state(state)
 
     # ---- plots (drawn by plots.py) ----------------------------------------------------------
     def plot_lr(self, **kw: Any):
@@ -216,3 +259,50 @@ class Recorder:
 
 def _at(values: list, i: int) -> float:
     return values[i] if i < len(values) else math.nan
+
+
+def csv_text(header: list[str], rows: list[list], with_header: bool = True) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf)
+    if with_header:
+        writer.writerow(header)
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+# How a log line carries each part of the state: lists by their new tail, the small rest whole.
+_FLAT = tuple(k for k in _ITER_FIELDS + _EPOCH_FIELDS if k != "group_lrs")
+_NESTED = ("group_lrs", "metrics", "series")
+_WHOLE = ("metric_names", "smoother")
+
+
+def _line(obj: dict[str, Any]) -> str:
+    return json.dumps(obj, allow_nan=True, separators=(",", ":")) + "\n"
+
+
+def _lengths(state: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: len(state[k]) for k in _FLAT}
+    out["group_lrs"] = {str(g): len(v) for g, v in enumerate(state["group_lrs"])}
+    out.update({k: {name: len(v) for name, v in state[k].items()} for k in ("metrics", "series")})
+    return out
+
+
+def _apply(state: dict[str, Any], delta: dict[str, Any], where: str) -> None:
+    """Extend ``state`` by one log line; each tail must start where its list ends."""
+    def extend(values: list, start: int, tail: list, name: str) -> None:
+        if start != len(values):
+            raise ValueError(f"{where}: {name} continues at {start}, the history holds {len(values)}")
+        values.extend(tail)
+
+    for key in _WHOLE:
+        state[key] = delta[key]
+    for key in _FLAT:
+        extend(state[key], *delta[key], key)
+    groups = state["group_lrs"]
+    for g, (start, tail) in delta["group_lrs"].items():
+        while len(groups) <= int(g):
+            groups.append([])
+        extend(groups[int(g)], start, tail, f"group_lrs[{g}]")
+    for key in ("metrics", "series"):
+        for name, (start, tail) in delta[key].items():
+            extend(state[key].setdefault(name, []), start, tail, f"{key}[{name!r}]")

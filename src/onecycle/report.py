@@ -70,9 +70,8 @@ def _higher(rec: Any, name: str) -> bool:
 
 
 def history(folder: Path) -> Any:
-    from .recorder import Recorder
-    path = folder / "history.json"
-    return Recorder.load_json(path) if path.exists() else None
+    from .run_callbacks import read_history
+    return read_history(folder)
 
 
 # ---- drawing ---------------------------------------------------------------------------------------

@@ -27,6 +27,21 @@ __all__ = ["get_rng_state", "set_rng_state", "loader_generators"]
 _GENERATOR_OWNERS = ("", "sampler.", "batch_sampler.", "batch_sampler.sampler.", "dataset.")
 
 
+def _owner_attrs(loader: Any, prefix: str) -> list[tuple[str, Any]]:
+    """The attributes of the owner at ``prefix`` (``"batch_sampler.sampler."``), in definition order."""
+    owner = loader
+    for name in prefix.split(".")[:-1]:
+        owner = getattr(owner, name, None)
+    return list(vars(owner).items()) if hasattr(owner, "__dict__") else []
+
+
+def _unset_paths(loader: Any) -> list[str]:
+    """Attribute paths of the owners above that hold None. A sampler may make its generator lazily, at
+    its first iteration (accelerate's ``SeedableRandomSampler``, in a Hugging Face Trainer's loaders):
+    restoring the same loader puts the None back (``set_rng_state(..., same_loaders=True)``)."""
+    return [prefix + attr for prefix in _GENERATOR_OWNERS for attr, obj in _owner_attrs(loader, prefix) if obj is None]
+
+
 def loader_generators(loader: Any) -> list[tuple[list[str], torch.Generator]]:
     """The distinct ``torch.Generator`` objects ``loader`` draws from (deduplicated by identity, in
     a stable order: owner by owner as above, each owner's attributes in their definition order),
@@ -34,10 +49,7 @@ def loader_generators(loader: Any) -> list[tuple[list[str], torch.Generator]]:
     gives ``[(["generator", "sampler.generator", "batch_sampler.sampler.generator"], g)]``."""
     found: list[tuple[list[str], torch.Generator]] = []
     for prefix in _GENERATOR_OWNERS:
-        owner = loader
-        for name in prefix.split(".")[:-1]:
-            owner = getattr(owner, name, None)
-        for attr, obj in (vars(owner).items() if hasattr(owner, "__dict__") else ()):
+        for attr, obj in _owner_attrs(loader, prefix):
             if not isinstance(obj, torch.Generator):
                 continue
             for paths, gen in found:
@@ -97,31 +109,53 @@ def get_rng_state(loaders: Any = ()) -> dict[str, Any]:
             "gauss_next": gauss_next,
         },
         "loaders": [{"layout": _loader_layout(loader), "states": [gen.get_state() for _, gen in
-                                                                   loader_generators(loader)]}
+                                                                   loader_generators(loader)],
+                     "unset": _unset_paths(loader)}
                     for _, loader in _named_loaders(loaders)],
     }
 
 
-def _check_loader_states(saved: Any, named: list[tuple[str, Any]]) -> None:
-    """Raise ``ValueError`` naming the loader whose generators do not match the captured ones."""
+def _made_since(loader: Any, entry: dict[str, Any], same: bool) -> list[list[str]]:
+    """With ``same`` (the loader captured, in this process), the paths of each generator it holds now
+    at attributes that were None at the capture: made since, lazily. Restoring sets them back to None.
+    Another loader (a resume) gets none: a generator where the capture saw None is another layout."""
+    unset = set(entry.get("unset", ())) if same else set()
+    return [paths for paths, _ in loader_generators(loader) if all(p in unset for p in paths)]
+
+
+def _check_loader_states(saved: Any, named: list[tuple[str, Any]], same: bool) -> None:
+    """Raise ``ValueError`` naming the loader whose generators do not match the captured ones (a
+    generator made since the capture where the capture saw None aside)."""
     if saved is None or len(saved) != len(named):
         held = "no loaders" if saved is None else f"{len(saved)} loader(s)"
         raise ValueError(f"state holds the generators of {held}, but {len(named)} loader(s) were given: "
                          f"{', '.join(name for name, _ in named)}")
     for (name, loader), entry in zip(named, saved, strict=True):
-        now = _loader_layout(loader)
+        made = _made_since(loader, entry, same)
+        now = [layout for layout in _loader_layout(loader) if layout[:-1] not in made]
         if entry["layout"] != now or len(entry["states"]) != len(now):
             raise ValueError(f"cannot restore the generators of {name}: it draws from {now} "
                              f"([paths..., device] per generator) but the state holds {entry['layout']}")
 
 
-def set_rng_state(state: dict[str, Any], loaders: Any = ()) -> None:
+def _unset(loader: Any, path: str) -> None:
+    """``loader.<path> = None``: the value the capture saw there."""
+    *owners, attr = path.split(".")
+    owner = loader
+    for name in owners:
+        owner = getattr(owner, name)
+    setattr(owner, attr, None)
+
+
+def set_rng_state(state: dict[str, Any], loaders: Any = (), same_loaders: bool = False) -> None:
     """Restore a :func:`get_rng_state` capture so future draws repeat exactly (LR finder, exact resume).
 
     ``loaders`` (the same loaders, in the same order, as at capture; none: their generators are left
-    alone) get their generators back; a loader whose generators are laid out otherwise (another
-    sampler, a generator added or shared differently) raises ``ValueError`` naming it, before any
-    RNG is changed."""
+    alone) get their generators back. ``same_loaders``: they are the very objects captured, in this
+    process (the LR finder puts back what its test changed): a generator one of them made since at an
+    attribute that held None (a sampler that makes its generator at its first iteration) is set back
+    to None. A loader whose generators are laid out otherwise (another sampler, a generator added or
+    shared differently) raises ``ValueError`` naming it, before any RNG is changed."""
     if not isinstance(state, dict):
         raise TypeError(f"state must be a dict from get_rng_state(), got {type(state).__name__}")
     missing = {"format", "torch", "numpy", "random"} - state.keys()
@@ -132,7 +166,7 @@ def set_rng_state(state: dict[str, Any], loaders: Any = ()) -> None:
     named = _named_loaders(loaders)
     saved = state.get("loaders") if named else []
     if named:
-        _check_loader_states(saved, named)
+        _check_loader_states(saved, named, same_loaders)
     torch.set_rng_state(state["torch"].cpu())
     _set_cuda_rng_state(state.get("cuda"))
     npy = state["numpy"]
@@ -141,6 +175,9 @@ def set_rng_state(state: dict[str, Any], loaders: Any = ()) -> None:
     rnd = state["random"]
     random.setstate((rnd["version"], tuple(int(x) for x in rnd["internal"].tolist()), rnd["gauss_next"]))
     for (_, loader), entry in zip(named, saved, strict=True):
+        for paths in _made_since(loader, entry, same_loaders):
+            for path in paths:
+                _unset(loader, path)
         for (_, gen), gen_state in zip(loader_generators(loader), entry["states"], strict=True):
             gen.set_state(gen_state.cpu())
 

@@ -115,5 +115,5 @@ def build_learner(cfg: FindConfig) -> tuple[Any, Any]:
     task = load_run_task(cfg)
     model = build_model(cfg, task)
     learn = Learner(model, task.train_dl, task.valid_dl, task.loss_fn, opt=cfg.opt, metrics=task.metrics,
-                    wd=cfg.wd, clip=cfg.clip or None, quiet=cfg.quiet)
+                    wd=cfg.wd, clip=cfg.clip or None, quiet=cfg.quiet, device=cfg.device or None)
     return learn, task

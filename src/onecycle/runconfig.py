@@ -3,13 +3,13 @@
 Values come in layers, later ones winning: the dataclass defaults, the task's defaults
 (``TASK_DEFAULTS``, for keys nobody set), a config file (TOML, or JSON such as a run's own
 ``config.json``), then the command line. Every key is checked against the dataclass (an unknown key
-is an error naming it and where it came from) and every value against its type and range.
+is an error naming it and where it came from) and every value against its type and range. A compare's
+grid (its file and its expansion into cells) is in ``rungrid.py``.
 """
 
 from __future__ import annotations
 
 import difflib
-import itertools
 import json
 import math
 import tomllib
@@ -20,9 +20,9 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["ConfigError", "FindConfig", "FitConfig", "CompareConfig", "SCHEDULES", "TASK_DEFAULTS", "parse_lr",
-           "is_ref", "check_name", "make_config", "read_config_file", "read_grid_file", "expand_grid", "field_types"]
+           "is_ref", "check_name", "make_config", "read_config_file", "field_types", "unknown_key"]
 
-SCHEDULES = ("cos", "clr_beta", "const", "step", "triangular")
+SCHEDULES = ("cos", "clr_beta", "const", "step", "triangular", "wsd", "warmup_cos")
 
 # Per-task defaults, applied to every key the user leaves unset. mnist1d: AdamW with decoupled weight
 # decay 0.1, batch 64 and the paper's CNN widened from 25 to 64 channels. Measured with
@@ -77,7 +77,8 @@ class FindConfig:
                      "package.module:function returning an onecycle.tasks.Task")
     model: str = _opt("", "model name (mlp, cnn, resnet1d, resnet20, resnet56, lstm) or package.module:function "
                       "(in_shape, n_out) -> nn.Module; empty: the task's")
-    opt: str = _opt("sgd", "optimizer: sgd, adam, adamw, lars, lamb")
+    opt: str = _opt("sgd", "optimizer: sgd, adam, adamw, lars, lamb, sfree_sgd, sfree_adamw (schedule-free: "
+                    "pip install 'onecycle[schedulefree]'), prodigy (pip install 'onecycle[prodigyopt]')")
     wd: float = _opt(0.0, "decoupled weight decay")
     clip: float = _opt(0.0, "global gradient-norm clipping (0: none)")
     batch_size: int = _opt(0, "batch size (0: the task's)")
@@ -85,6 +86,7 @@ class FindConfig:
     task_opts: dict = _opt({}, "KEY=VALUE options for the task builder (e.g. train_chars=200000)")
     model_opts: dict = _opt({}, "KEY=VALUE options for the model (e.g. channels=64)")
     threads: int = _opt(0, "torch CPU threads (0: torch's default)")
+    device: str = _opt("", "torch device (cpu, cuda, cuda:1; empty: cuda when available, else cpu)")
     start_lr: float = _opt(1e-7, "LR finder: first LR")
     end_lr: float = _opt(10.0, "LR finder: last LR")
     num_it: int = _opt(100, "LR finder: iterations")
@@ -108,6 +110,9 @@ class FindConfig:
             raise _bad("model", f"empty, one of {sorted(MODELS)} or package.module:function", self.model)
         if self.opt not in OPTIMIZERS:
             raise _bad("opt", f"one of {sorted(OPTIMIZERS)}", self.opt)
+        from .optim.extras import missing
+        if missing(self.opt):
+            raise ConfigError(f"opt: {missing(self.opt)}", "opt")
         for key in ("wd", "clip"):
             _check_float(key, getattr(self, key), low=0.0)
         for key in ("batch_size", "threads"):
@@ -121,6 +126,12 @@ class FindConfig:
             raise _bad("num_it", ">= 2", self.num_it)
         if self.finder_runs < 1:
             raise _bad("finder_runs", ">= 1", self.finder_runs)
+        if self.device:
+            import torch
+            try:
+                torch.device(self.device)
+            except RuntimeError:
+                raise _bad("device", "a torch device such as cpu, cuda or cuda:1", self.device) from None
         if self.rule and self.rule not in SUGGESTERS:
             raise _bad("rule", f"empty or one of {sorted(SUGGESTERS)}", self.rule)
         if self.name:  # empty: a name made from the task, model, optimizer and schedule
@@ -134,7 +145,8 @@ class FitConfig(FindConfig):
     lr: str = _opt("auto", "peak LR: a number, LO:HI spread over the model's param groups, or auto (the "
                    "finder's suggestion)")
     schedule: str = _opt("cos", "LR schedule: cos (fastai's 1cycle), clr_beta (fastai 0.7's linear 1cycle), "
-                         "const, step, triangular")
+                         "const, step, triangular, wsd (warmup-stable-decay), warmup_cos (linear warmup, cosine); "
+                         "a schedule-free optimizer takes const only (after a --warmup-pct warmup)")
     div: float = _opt(25.0, "cos/clr_beta/triangular: the LR starts (and for clr_beta, triangular ends) at peak/div")
     div_final: float = _opt(1e5, "cos: the LR ends at peak/div_final")
     pct_start: float = _opt(0.25, "cos: fraction of training spent warming up")
@@ -143,6 +155,10 @@ class FitConfig(FindConfig):
     milestones: list = _opt([0.5, 0.75], "step: fractions of training where the LR drops")
     gamma: float = _opt(0.1, "step: factor at each milestone")
     cycles: int = _opt(1, "triangular: number of cycles")
+    warmup_pct: float = _opt(0.05, "wsd, warmup_cos, and const on a schedule-free optimizer: fraction of training "
+                             "spent warming up linearly from 0")
+    decay_pct: float = _opt(0.2, "wsd: fraction of training spent cooling down to 0 at the end")
+    decay: str = _opt("1-sqrt", "wsd: the cool-down's shape: linear, cos or 1-sqrt")
     every: int = _opt(200, "checkpoint every N optimizer steps, and at each epoch end (0: epoch ends only)")
     ckpt_budget: float = _opt(0.005, "share of training time checkpoints may take: a scheduled write is skipped "
                               "while the last one is more recent than its cost / budget (0: never skip)")
@@ -173,6 +189,24 @@ class FitConfig(FindConfig):
         for key, low in (("cycles", 1), ("every", 0)):
             if getattr(self, key) < low:
                 raise _bad(key, f">= {low}", getattr(self, key))
+        self._validate_warmup()
+
+    def _validate_warmup(self) -> None:
+        """WSD's and warmup's fractions, and the schedules an optimizer of its own kind takes."""
+        from .optim.extras import SCHEDULE_FREE
+        from .warmup import DECAYS
+        _check_float("warmup_pct", self.warmup_pct, low=0.0, high=0.99)
+        _check_float("decay_pct", self.decay_pct, low=0.0, high=1.0)
+        if self.schedule == "wsd" and self.warmup_pct + self.decay_pct > 1:
+            raise _bad("decay_pct", f"<= 1 - warmup_pct ({1 - self.warmup_pct:g})", self.decay_pct)
+        if self.decay not in DECAYS:
+            raise _bad("decay", f"one of {list(DECAYS)}", self.decay)
+        if self.opt in SCHEDULE_FREE and self.schedule != "const":
+            raise ConfigError(f"schedule: {self.opt} is schedule-free: it runs at a constant LR after a linear warmup "
+                              f"(--warmup-pct), so it takes --schedule const, got {self.schedule!r} (onecycle compare "
+                              "maps a grid's other schedules to const for it)", "schedule")
+        if self.opt == "prodigy" and isinstance(parse_lr(self.lr), slice):
+            raise _bad("lr", "one number or auto for prodigy (one LR for every param group: its d is shared)", self.lr)
 
 
 def _check_float(key: str, value: float, low: float | None = None, high: float | None = None,
@@ -208,19 +242,25 @@ def is_ref(text: str) -> bool:
 class CompareConfig:
     """A grid of fits: every ``FitConfig`` key given several values is an axis of the grid."""
     grid: str = _opt("", "TOML file: FitConfig keys at the top level, a [grid] table of key = [values]")
-    jobs: int = _opt(2, "runs at a time, each in its own process")
+    jobs: int = _opt(2, "runs at a time (worker processes; with Ray, tasks in flight)")
     target: float | None = _opt(None, "metric value to reach: the table gives the epochs each configuration "
                                 "took to reach it")
     metric: str = _opt("", "metric of the table and the target (empty: the task's first)")
     out: str = _opt("runs", "folder the compare folder is made in")
     name: str = _opt("compare", "compare name, one path component (the folder is <out>/<time>-<name>)")
     quiet: bool = _opt(False, "print only the final table")
+    draw: str = _opt("cells", "when the runs' plots and reports are drawn: cells (each run as it ends, its folder "
+                     "complete at once) or end (all of them after the last run, here: runs only train)")
+    ray_address: str = _opt("", "run the cells as Ray tasks: local (a Ray started here and stopped after), auto "
+                            "or an address (that cluster); empty: local worker processes")
 
     def validate(self) -> None:
         if self.jobs < 1:
             raise _bad("jobs", ">= 1", self.jobs)
         if self.target is not None:
             _check_float("target", self.target)
+        if self.draw not in ("cells", "end"):
+            raise _bad("draw", "cells or end", self.draw)
         check_name("name", self.name)
 
 
@@ -260,7 +300,7 @@ def _coerce(where: str, key: str, hint: Any, value: Any) -> Any:
     return int(value) if hint is int else value
 
 
-def _unknown(where: str, key: str, known: Sequence[str]) -> ConfigError:
+def unknown_key(where: str, key: str, known: Sequence[str]) -> ConfigError:
     close = difflib.get_close_matches(key, known, n=1)
     return ConfigError(f"{where}: unknown key {key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""), key)
 
@@ -282,7 +322,7 @@ def make_config(cls: type, layers: Sequence[tuple[str, Mapping[str, Any]]]) -> A
     for where, layer in layers:
         for key, value in layer.items():
             if key not in types:
-                raise _unknown(where, key, list(types))
+                raise unknown_key(where, key, list(types))
             values[key] = _coerce(where, key, types[key], value)
             origin[key] = where
     if "task" in types:
@@ -317,44 +357,3 @@ def read_config_file(path: str) -> dict[str, Any]:
     if "config" in data and "versions" in data:  # a run folder's config.json
         data = {k: v for k, v in data["config"].items() if k != "run_dir"}
     return data
-
-
-_AXIS_ORDER = ("task", "model", "schedule", "opt", "lr", "epochs")
-
-
-def expand_grid(layers: Sequence[tuple[str, Mapping[str, Any]]], axes: Mapping[str, Sequence[Any]],
-                origins: Mapping[str, str] | None = None) -> list[tuple[dict[str, Any], FitConfig]]:
-    """Every combination of the ``axes`` values over the base ``layers``: ``(label, config)``, the
-    label holding the values that vary. Seeds vary last, so a configuration's seeds are neighbours.
-    Every cell is checked before anything runs; an error names the axis's ``origins[key]`` (the grid
-    file's ``[grid]`` table, the command line), else "grid"."""
-    keys = [k for k in _AXIS_ORDER if k in axes] + sorted(k for k in axes if k not in _AXIS_ORDER and k != "seed")
-    keys += ["seed"] if "seed" in axes else []
-    cells = []
-    for combo in itertools.product(*(axes[k] for k in keys)):
-        values = dict(zip(keys, combo))
-        cfg = make_config(FitConfig, [*layers, *(((origins or {}).get(k, "grid"), {k: v}) for k, v in values.items())])
-        cells.append(({k: v for k, v in values.items() if len(axes[k]) > 1}, cfg))
-    return cells
-
-
-def read_grid_file(path: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, list[Any]]]:
-    """A compare grid file: (compare keys, base run keys, axes). Top-level keys are
-    ``CompareConfig`` or ``FitConfig`` keys; the ``[grid]`` table maps ``FitConfig`` keys to lists."""
-    data = read_config_file(path)
-    compare_keys, run_keys = set(field_types(CompareConfig)), set(field_types(FitConfig))
-    grid = data.pop("grid", {})
-    if not isinstance(grid, dict):
-        raise ConfigError(f"{path}: grid must be a table of key = [values], got {grid!r}", "grid")
-    for key in data:
-        if key not in compare_keys and key not in run_keys:
-            raise _unknown(path, key, sorted(compare_keys | run_keys))
-    axes = {}
-    for key, values in grid.items():
-        if key not in run_keys:
-            raise _unknown(f"{path} [grid]", key, sorted(run_keys))
-        listed = field_types(FitConfig)[key] is list  # an axis of lists: moms = [[0.95, 0.85], [0.9, 0.9]]
-        several = isinstance(values, list) and bool(values) and (not listed or all(isinstance(v, list) for v in values))
-        axes[key] = list(values) if several else [values]
-    return ({k: v for k, v in data.items() if k in compare_keys},
-            {k: v for k, v in data.items() if k not in compare_keys}, axes)

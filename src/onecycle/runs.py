@@ -9,8 +9,8 @@ and git versions; written before anything trains), ``history.json`` with ``epoch
 ``every`` steps and at each epoch end, within ``ckpt_budget``), PNG plots, ``result.json`` and a self-contained
 ``report.html``. ``resume_fit(folder)`` continues a run exactly from its checkpoint.
 
-``cli.py`` is the argparse layer over this module (and ``compare.py`` runs each cell of a grid
-through ``cli.py`` in a process of its own); nothing else in the package imports it.
+``cli.py`` is the argparse layer over this module, and ``cell.py`` runs each cell of a grid through
+it in a warm worker process; nothing else in the package imports it.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from .callbacks import Callback
 from .report import draw_plots, run_report, summarize
-from .run_callbacks import SaveHistory, ValidationTimer
+from .run_callbacks import SaveHistory, ValidationTimer, save_history
 from .runbuild import build_learner
 from .runconfig import ConfigError, FindConfig, FitConfig, make_config, parse_lr
 from .rundir import RunDir, is_main_process, read_json, read_run_config
@@ -98,18 +98,21 @@ def run_find(cfg: FindConfig, started: float | None = None) -> Path:
     return run.folder
 
 
-def _save_outputs(run: RunDir, result: dict[str, Any]) -> None:
+def _save_outputs(run: RunDir, result: dict[str, Any], plots: bool = True) -> None:
     """Draw the plots (timed), then write ``result.json`` with the time split, then ``report.html``
-    (which shows it). Best effort: never raises."""
+    (which shows it); ``plots=False``: only ``result.json`` (a grid drawing its cells at its end).
+    Best effort: never raises."""
     if not run.main:
         return
     start = time.perf_counter()
-    _guarded(draw_plots, run.folder)
+    if plots:
+        _guarded(draw_plots, run.folder)
     run.times["plotting"] += time.perf_counter() - start
     result["time"] = run.time_split()
     result["seconds"] = result["time"]["total"]
     _guarded(run.write_result, result)
-    _guarded(run_report, run.folder)
+    if plots:
+        _guarded(run_report, run.folder)
 
 
 def summary_lines(result: dict[str, Any], folder: Path) -> list[str]:
@@ -137,9 +140,16 @@ def summary_lines(result: dict[str, Any], folder: Path) -> list[str]:
 
 # ---- fit -------------------------------------------------------------------------------------------
 def schedules_for(cfg: FitConfig, steps_per_epoch: int) -> tuple[Callable, Callable | None]:
-    """(LR multiplier, momentum) schedules of progress for ``cfg.schedule``."""
+    """(LR multiplier, momentum) schedules of progress for ``cfg.schedule``. A schedule-free
+    optimizer's ``const`` is a linear warmup over ``warmup_pct``, then constant."""
     from . import schedules as S
+    from .optim.extras import SCHEDULE_FREE
     moms = tuple(cfg.moms) if cfg.moms else None
+    if cfg.opt in SCHEDULE_FREE:  # runconfig allows const only
+        return S.wsd(cfg.warmup_pct, 0.0), None
+    if cfg.schedule in ("wsd", "warmup_cos"):
+        return (S.wsd(cfg.warmup_pct, cfg.decay_pct, cfg.decay) if cfg.schedule == "wsd" else
+                S.warmup_cos(cfg.warmup_pct, 1 / cfg.div_final)), None
     if cfg.schedule == "cos":
         policy = S.cos_one_cycle(cfg.div, cfg.div_final, cfg.pct_start, moms)
     elif cfg.schedule == "clr_beta":
@@ -197,21 +207,22 @@ def _check_tensorboard() -> None:
             from err
 
 
-def run_fit(cfg: FitConfig, command: str = "fit", started: float | None = None) -> Path:
+def run_fit(cfg: FitConfig, command: str = "fit", started: float | None = None, plots: bool = True) -> Path:
     """Train ``cfg`` in a new run folder; returns the folder. ``KeyboardInterrupt`` (Ctrl-C, or
     ``TrainingInterrupted`` with ``.signum`` for SIGTERM) propagates after everything is saved.
-    ``started``: when the process started (``time.perf_counter()``): the time split counts startup."""
+    ``started``: when the process started (``time.perf_counter()``): the time split counts startup.
+    ``plots=False``: no PNGs or report (``report.redraw`` draws them later)."""
     if cfg.tensorboard:
         _check_tensorboard()  # before the data is loaded: a missing package fails at once
     learn, task = build_learner(cfg)
     model = cfg.model or task.default_model
     run = RunDir.create(cfg, command, f"{task.name}-{model}-{cfg.opt}-{cfg.schedule}" if command == "fit" else command,
                       task, learn, started)
-    return _train(learn, task, cfg, run, resume=False)
+    return _train(learn, task, cfg, run, resume=False, plots=plots)
 
 
 def resume_fit(folder: str | os.PathLike, quiet: bool | None = None, threads: int | None = None,
-               started: float | None = None) -> Path:
+               started: float | None = None, plots: bool = True) -> Path:
     """Continue the run in ``folder`` exactly: same config, same peak LR, from ``last.ckpt`` (from
     the start when it has none, e.g. interrupted during the finder)."""
     folder = Path(folder)
@@ -227,10 +238,10 @@ def resume_fit(folder: str | os.PathLike, quiet: bool | None = None, threads: in
     run.meta.setdefault("resumed", []).append(time.strftime("%Y-%m-%d %H:%M:%S"))
     run.write()
     from .resume import CKPT_NAME
-    return _train(learn, task, cfg, run, resume=(folder / CKPT_NAME).exists())
+    return _train(learn, task, cfg, run, resume=(folder / CKPT_NAME).exists(), plots=plots)
 
 
-def _train(learn: Any, task: Any, cfg: FitConfig, run: RunDir, resume: bool) -> Path:
+def _train(learn: Any, task: Any, cfg: FitConfig, run: RunDir, resume: bool, plots: bool = True) -> Path:
     status, error, signum = "failed", None, None
     timer = ValidationTimer()
     timer.before_fit(learn)  # in case the fit fails before it starts
@@ -255,7 +266,7 @@ def _train(learn: Any, task: Any, cfg: FitConfig, run: RunDir, resume: bool) -> 
     finally:
         run.times["training"] += timer.training(learn.recorder)
         run.times["validation"] += timer.validation
-        _finish(learn, run, cfg, status, error, signum)
+        _finish(learn, run, cfg, status, error, signum, plots)
         run.close()
     _barrier(learn)
     _say(cfg, *summary_lines(read_json(run.folder / "result.json") or {}, run.folder), f"run folder: {run.folder}")
@@ -270,16 +281,16 @@ def _barrier(learn: Any) -> None:
         dist.barrier()
 
 
-def _finish(learn: Any, run: RunDir, cfg: FitConfig, status: str, error: str | None, signum: int | None) -> None:
+def _finish(learn: Any, run: RunDir, cfg: FitConfig, status: str, error: str | None, signum: int | None,
+            plots: bool = True) -> None:
     """Save what exists: history, plots, result, report. Never raises (the run's own error matters)."""
     if not run.main:
         return
     rec = learn.recorder
-    _guarded(rec.save_json, run.folder / "history.json")
-    _guarded(rec.save_csv, run.folder)
+    _guarded(save_history, run.folder, rec)
     result = {"status": status, "error": error, "signal": signum, "epochs": cfg.epochs,
               "lr": run.meta["resolved"].get("lr"), **_card_facts(run, cfg), **summarize(rec)}
-    _save_outputs(run, result)
+    _save_outputs(run, result, plots)
 
 
 def _guarded(fn: Callable, *args: Any) -> Any:

@@ -6,7 +6,8 @@ loop owns the clock and passes progress in. Being dataclasses, schedules compare
 their parameters, pickle for worker processes, and can be checked on resume.
 
 LR shapes return a *multiplier* of each param group's peak LR (so discriminative LRs come free);
-momentum shapes return absolute values.
+momentum shapes return absolute values. Warmup-stable-decay (``wsd``) and linear warmup then cosine
+(``warmup_cos``) live in ``warmup.py`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .checks import check_int, check_number
+from .warmup import WSD, WarmupCos, warmup_cos, wsd
 
 __all__ = [
     "lin", "cos", "exp", "const", "combine", "repeat", "Lin", "Cos", "Exp", "Const", "Combined",
     "Repeat", "ClrBeta", "TorchOneCycle", "OneCycle", "cos_one_cycle", "clr_beta", "torch_one_cycle",
+    "WSD", "WarmupCos", "wsd", "warmup_cos",
 ]
 
 Schedule = Callable[[float], float]

@@ -62,12 +62,14 @@ def running_median(values: Sequence[float], points: int = MEDIAN_POINTS) -> np.n
     ``rolling(points, center=True, min_periods=1)``); non-finite points are left out (NaN where a
     window holds none)."""
     y = np.asarray(values, dtype=float)
+    if not len(y):
+        return np.zeros(0)
     half = points // 2
     padded = np.concatenate([np.full(half, np.nan), np.where(np.isfinite(y), y, np.nan), np.full(half, np.nan)])
     windows = np.lib.stride_tricks.sliding_window_view(padded, points)
     empty = np.isnan(windows).all(axis=1)
     with np.errstate(all="ignore"):
-        out = np.nanmedian(np.where(empty[:, None], 0.0, windows), axis=1) if len(y) else np.zeros(0)
+        out = np.nanmedian(np.where(empty[:, None], 0.0, windows), axis=1)
     return np.where(empty, np.nan, out)
 
 

@@ -215,9 +215,11 @@ def stop_words(stop_reason: str, lrs: Sequence[float] = (), num_it: int = 0) -> 
     if stop_reason.startswith("diverged"):
         size = re.search(r"smoothed loss (\S+) above (\S+)", stop_reason)
         why = f" to {size.group(1)}, past its limit {size.group(2)}" if size else ""
+        watched = "validation" if "the validation loss" in stop_reason else "training"  # compat.LRFinder's may watch it
         if step is not None and step == num_it:
-            return f"ran all {num_it} steps, up to LR {m.group(2)}; at the last the smoothed training loss blew up{why}"
-        return f"stopped {where}: the smoothed training loss blew up{why}"
+            return (f"ran all {num_it} steps, up to LR {m.group(2)}; at the last the smoothed {watched} loss "
+                    f"blew up{why}")
+        return f"stopped {where}: the smoothed {watched} loss blew up{why}"
     if stop_reason.startswith("non-finite loss"):
         value = stop_reason.split()[2] if len(stop_reason.split()) > 2 else "non-finite"
         return f"stopped {where}: the training loss became {value}"

@@ -1,10 +1,12 @@
 """Optimizers (LARS, LAMB), param-group helpers, the Scheduler for any torch optimizer, and the
-optimizers the Learner builds by name (``OPTIMIZERS``)."""
+optimizers the Learner builds by name (``OPTIMIZERS``), those of other packages included as optional
+extras imported only when built (``extras.py``: schedule-free SGD and AdamW, Prodigy)."""
 
 from collections.abc import Callable
 
 import torch
 
+from . import extras
 from .groups import DecoupledWeightDecay, freeze_groups, get_hyper, layer_groups, normalized_wd, set_hyper, spread_lrs
 from .lamb import LAMB
 from .lars import LARS
@@ -33,17 +35,23 @@ def _lamb(params: list[dict], lr: float) -> torch.optim.Optimizer:
     return LAMB(params, lr=lr, betas=(0.9, 0.99), eps=1e-6)
 
 
-# The Learner's optimizers by name: factories (param_groups, lr) -> Optimizer.
+# The Learner's optimizers by name: factories (param_groups, lr) -> Optimizer. Those of optional
+# extras (extras.EXTRAS) import their package when called.
 OPTIMIZERS: dict[str, Callable[[list[dict], float], torch.optim.Optimizer]] = {
     "sgd": _sgd, "adam": _adamw, "adamw": _adamw, "lars": _lars, "lamb": _lamb,
+    "sfree_sgd": extras.sfree_sgd, "sfree_adamw": extras.sfree_adamw, "prodigy": extras.prodigy,
 }
 
 
 def optimizer_factory(opt: str | Callable) -> str | Callable:
-    """A name in ``OPTIMIZERS`` (lower-cased) or a factory ``(param_groups, lr) -> Optimizer``."""
+    """A name in ``OPTIMIZERS`` (lower-cased) or a factory ``(param_groups, lr) -> Optimizer``. A name
+    whose package is not installed is an ``ImportError`` naming the extra to install."""
     if isinstance(opt, str):
         if opt.lower() not in OPTIMIZERS:
             raise ValueError(f"opt must be one of {sorted(OPTIMIZERS)} or a factory, got {opt!r}")
+        hint = extras.missing(opt.lower())
+        if hint is not None:
+            raise ImportError(hint)
         return opt.lower()
     if not callable(opt):
         raise TypeError(f"opt must be a name or a factory (params, lr) -> Optimizer, got {opt!r}")

@@ -32,8 +32,8 @@ import torch
 from .. import checks as C
 from .groups import get_hyper, momentum_key, set_hyper
 
-__all__ = ["Scheduler", "RELATIVE_KEYS", "check_momentum_schedule", "check_fit_schedules", "initial_key",
-           "fit_scheduler", "paused"]
+__all__ = ["Scheduler", "RELATIVE_KEYS", "check_momentum_schedule", "check_fit_schedules", "check_schedule_keys",
+           "initial_key", "fit_scheduler", "paused"]
 
 RELATIVE_KEYS = frozenset({"lr", "weight_decay", "decoupled_wd"})
 
@@ -55,8 +55,24 @@ def check_momentum_schedule(fn: Callable[[float], float], points: int = 21) -> N
                              "must be a number in [0, 1)")
 
 
+def check_schedule_keys(optimizer: torch.optim.Optimizer, keys: Sequence[str]) -> None:
+    """``ValueError`` naming the key and the optimizer when a param group lacks a key to schedule:
+    written anyway, it would be a value the optimizer never reads. ``momentum`` is SGD's
+    ``momentum`` or Adam's ``betas[0]``; an optimizer with neither is warned about by the Scheduler
+    (1cycle cycles momentum by default), not refused."""
+    for key in keys:
+        if key == "momentum":
+            continue
+        lacking = [i for i, g in enumerate(optimizer.param_groups) if key not in g]
+        if lacking:
+            have = sorted(k for k in optimizer.param_groups[lacking[0]] if k != "params")
+            raise ValueError(f"{type(optimizer).__name__}: param group has no {key!r} to schedule (group "
+                             f"{lacking[0]} has {', '.join(have)})")
+
+
 class Scheduler:
-    """Set ``optimizer``'s hyper-parameters from ``scheds`` (key -> schedule of progress).
+    """Set ``optimizer``'s hyper-parameters from ``scheds`` (key -> schedule of progress; a schedule
+    may return a list, one value per param group).
 
     >>> sched = Scheduler(opt, total_steps=len(dl) * epochs, lr=oc.schedules.cos_one_cycle().lr,
     ...                   momentum=oc.schedules.cos_one_cycle().mom)
@@ -78,6 +94,7 @@ class Scheduler:
         for key, fn in scheds.items():
             if not callable(fn):
                 raise TypeError(f"schedule for {key!r} must be callable, got {fn!r}")
+        check_schedule_keys(optimizer, list(scheds))
         if "momentum" in scheds:
             check_momentum_schedule(scheds["momentum"])
         if "momentum" in scheds and any(momentum_key(g) is None for g in optimizer.param_groups):
@@ -101,8 +118,10 @@ class Scheduler:
         pct, groups = min(self.step_count / self.total_steps, 1.0), self.optimizer.param_groups
         for key, fn in self.scheds.items():
             v, bases = fn(pct), self.base.get(key)
+            per_group = type(v) is list  # a schedule may give one value per group (the LR finder's own ends)
             for i, group in enumerate(groups):
-                value = v if bases is None else bases[i] * v
+                value = v[i] if per_group else v
+                value = value if bases is None else bases[i] * value
                 if type(group.get(key)) is float:  # this runs at every step: a plain float written directly
                     group[key] = value
                 else:  # momentum as betas[0], a tensor filled in place
@@ -168,7 +187,10 @@ def fit_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, peaks: Seq
                   bases: Mapping[str, Sequence[float]], scheds: Mapping[str, Callable | None]) -> Scheduler:
     """A fit's Scheduler: ``peaks`` become each group's LR base (``initial_lr``, where torch keeps
     it), ``bases`` each group's value (and base) of other keys (weight decay), then ``scheds``
-    (None entries left out) drive them from step 0."""
+    (None entries left out) drive them from step 0. A key a group lacks is refused before any is
+    written (``check_schedule_keys``)."""
+    check_schedule_keys(optimizer, [k for k, fn in scheds.items() if fn is not None]
+                        + [k for k, values in bases.items() if any(values)])
     for group, peak in zip(optimizer.param_groups, peaks):
         group["lr"] = group[initial_key("lr")] = peak
     for key, values in bases.items():
