@@ -70,11 +70,12 @@ def test_drawn_curves_are_centred_smoothings_of_the_raw_points():
     assert list(x) == res.lrs and x[-1] == res.lrs[-1]
     fig = res.plot(n_skip=10, n_skip_end=5)  # fastai 0.7's sched.plot window, cut after smoothing
     axes = fig.axes
-    assert [ax.get_ylabel() for ax in axes] == ["training loss", "validation loss", "accuracy"]
+    assert [ax.get_ylabel() for ax in axes] == ["training loss", "validation loss", "accuracy (%)"]  # as elsewhere
     x, y = _curve(axes[0])
     assert list(x) == res.lrs[10:95] and list(y) == range_test_curve(res.losses)[10:95]
     assert list(_curve(axes[1])[1]) == range_test_curve(res.val_losses)[10:95]
-    assert list(_curve(axes[2])[1]) == range_test_curve(res.metrics["accuracy"], lower=False)[10:95]
+    acc = range_test_curve(res.metrics["accuracy"], lower=False)[10:95]
+    assert list(_curve(axes[2])[1]) == pytest.approx([100 * v for v in acc], rel=1e-12)
     # ... which sit on the dip where the data has it (at LR 0.03), where the recorded EMA lags
     full = _curve(res.plot().axes[0])
     assert abs(math.log10(full[0][int(np.argmin(full[1]))] / 0.03)) < 0.15
@@ -192,8 +193,8 @@ def test_y_limits_leave_out_a_diverging_tail():
         assert top < 2.5 * start and bottom < min(y)  # the dip fills the panel, not the explosion
         (up,) = [m for m in _by_gid(ax, "clipped") if m.get_marker() == "^"]
         assert set(up.get_ydata()) == {top} and len(up.get_xdata()) >= 15  # every point above, on the edge
-    low, high = fig.axes[2].get_ylim()  # accuracy: its range where the training loss stayed in range
-    assert -0.1 < low and high < 1.1
+    low, high = fig.axes[2].get_ylim()  # accuracy (%): its range where the training loss stayed in range
+    assert -10 < low and high < 110
     bottom, top = plots.finder_ylim([2.0, 1.0, 0.5, 1e6], factor=2.0)
     assert top == pytest.approx(0.5 + 2 * 1.5 + 0.05 * (3.5 - 0.5))  # from the smoothed minimum, not the tail
     assert bottom == pytest.approx(0.5 - 2 * 0.05 * 3.0)
@@ -467,3 +468,11 @@ def test_a_figure_shows_itself_once_in_a_notebook():
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and meta == {"width": 1100, "height": round(fig.get_figheight() * 100)}
     assert "matplotlib.pyplot" not in sys.modules or not __import__("matplotlib.pyplot").pyplot.get_fignums()
     assert isinstance(_history().plot_losses(), __import__("matplotlib.figure").figure.Figure)
+
+
+def test_seed_dots_name_each_seed_once_and_seeds_on_one_value_together():
+    fig = plots.plot_seed_dots([("a", [0.9, 0.95, 0.9], ["seed 0", "seed 1", "seed 2"])], "accuracy")
+    labels = {t.get_text(): t.xy for t in fig.axes[0].texts if t.get_gid() == "seed_label"}
+    assert labels == {"seeds 0, 2": (0.9, 0), "seed 1": (0.95, 0)}  # two seeds on 0.9: one label, not two on top
+    fig = plots.plot_seed_dots([("a", [0.9, 0.95], ["seed 0", "seed 1"])], "accuracy")  # negative control
+    assert sorted(t.get_text() for t in fig.axes[0].texts) == ["seed 0", "seed 1"]

@@ -76,7 +76,7 @@ def plot_seed_dots(rows: Sequence[tuple[str, Sequence[float]] | tuple[str, Seque
         values = list(row[1])
         a.scatter(values, [y] * len(values), s=40, color=f"C{k % 10}", zorder=3, edgecolor="black", linewidth=0.5)
         a.plot([sum(values) / len(values)] * 2, [y - 0.3, y + 0.3], color=f"C{k % 10}", lw=2.5)
-        for v, text in zip(values, row[2] if len(row) > 2 else ()):
+        for v, text in _labels_by_value(values, row[2] if len(row) > 2 else ()):
             a.annotate(text, (v, y), xytext=(0, 7), textcoords="offset points", ha="center", va="bottom",
                        fontsize=8, color="0.25", gid="seed_label")
     a.set_yticks(range(len(rows)), [row[0] for row in reversed(rows)])
@@ -84,6 +84,17 @@ def plot_seed_dots(rows: Sequence[tuple[str, Sequence[float]] | tuple[str, Seque
     a.set_xlabel(xlabel)
     a.grid(axis="x", alpha=0.3)
     return save_figure(fig, save)
+
+
+def _labels_by_value(values: Sequence[float], labels: Sequence[str]) -> list[tuple[float, str]]:
+    """One label per distinct value: seeds that ended on the same value (an accuracy on a small
+    validation set often does) share one, ``seeds 0, 1``, rather than print over each other."""
+    named: dict[float, list[str]] = {}
+    for v, text in zip(values, labels):
+        named.setdefault(v, []).append(text)
+    return [(v, texts[0] if len(texts) == 1 else
+             "seeds " + ", ".join(t.removeprefix("seed ") for t in texts) if all(t.startswith("seed ") for t in texts)
+             else ", ".join(texts)) for v, texts in named.items()]
 
 
 def plot_finder_overlay(curves: dict[str, Sequence[tuple[Sequence[float], Sequence[float], float | None]]],

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ..checks import check_int, check_number
-from ..metrics import lower_is_better
+from ..metrics import lower_is_better, percent_column
 from ..smoothing import range_test_curve, smoothing_beta
 from ..suggest import RULE_NAMES, flat_end, stop_words
 from .common import field, figure, is_finite, own_figure, save_figure
@@ -75,7 +75,10 @@ def _finder_panels(result: Any) -> list[tuple[str, list[float], list[float], str
     higher = _directions(result)
     for k, (name, values) in enumerate((field(result, "metrics", {}) or {}).items()):
         values = [math.nan if v is None else v for v in values]
-        panels.append((name, values, range_test_curve(values, lower=not higher[name]),
+        lower = not higher[name]
+        if percent_column(name, values):  # in percent, as everywhere else a person reads it
+            name, values = f"{name} (%)", [100.0 * v for v in values]
+        panels.append((name, values, range_test_curve(values, lower=lower),
                        _PANEL_COLORS[k % len(_PANEL_COLORS)]))
     return panels
 
