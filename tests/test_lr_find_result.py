@@ -13,6 +13,7 @@ import pytest
 import onecycle.plots as plots
 from onecycle.lr_find_result import LRFindResult
 from onecycle.suggest import DEFAULT_RULE, RULE_NAMES, stop_words
+from test_suggest import _ema  # the bias-corrected EMA, written out: one copy
 
 
 def _result(**kw) -> LRFindResult:
@@ -23,13 +24,6 @@ def _result(**kw) -> LRFindResult:
     base.update(kw)
     return LRFindResult(**base)
 
-
-def _ema(values, beta):  # bias-corrected EMA, spelled out
-    avg, out = 0.0, []
-    for i, v in enumerate(values, 1):
-        avg = beta * avg + (1 - beta) * v
-        out.append(avg / (1 - beta ** i))
-    return out
 
 
 def test_defaults_are_an_empty_finder_run_with_the_default_rule():

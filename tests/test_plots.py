@@ -23,15 +23,7 @@ from onecycle.progress import Progress
 from onecycle.recorder import Recorder
 from onecycle.smoothing import centred, range_test_curve
 from onecycle.suggest import stop_words
-
-
-def _ema(values, beta):
-    """Bias-corrected EMA by hand, the reference for the drawn curves."""
-    out, avg = [], 0.0
-    for k, v in enumerate(values, 1):
-        avg = beta * avg + (1 - beta) * v
-        out.append(avg / (1 - beta ** k))
-    return out
+from test_suggest import _ema  # the bias-corrected EMA, written out: one copy
 
 
 def _finder(n=100, explode=False, stop="completed num_it=100 iterations", suggestion=1e-2, rule="val_min"):

@@ -8,15 +8,7 @@ import numpy as np
 import pytest
 
 from onecycle import smoothing as sm
-
-
-def _ema(values, beta):
-    """The bias-corrected EMA, written out."""
-    out, avg = [], 0.0
-    for i, v in enumerate(values):
-        avg = beta * avg + (1 - beta) * v
-        out.append(avg / (1 - beta ** (i + 1)))
-    return out
+from test_suggest import _ema  # the bias-corrected EMA, written out: one copy
 
 
 # ---- the causal EMA ----------------------------------------------------------------------------------
