@@ -468,3 +468,12 @@ def test_seed_dots_name_each_seed_once_and_seeds_on_one_value_together():
     assert labels == {"seeds 0, 2": (0.9, 0), "seed 1": (0.95, 0)}  # two seeds on 0.9: one label, not two on top
     fig = plots.plot_seed_dots([("a", [0.9, 0.95], ["seed 0", "seed 1"])], "accuracy")  # negative control
     assert sorted(t.get_text() for t in fig.axes[0].texts) == ["seed 0", "seed 1"]
+
+
+def test_configurations_with_the_same_finder_tests_are_told_apart():
+    lrs, ys = [1e-3, 1e-2, 1e-1], [2.0, 1.0, float("nan")]
+    fig = plots.plot_finder_overlay({"cos sgd": [(lrs, ys, 0.01)], "wsd sgd": [(lrs, list(ys), 0.01)],
+                                     "cos adamw": [(lrs, [2.0, 1.5, 1.0], 0.1)]}, "loss")
+    lines = [ln for ln in fig.axes[0].lines if ln.get_gid() == "finder"]
+    assert [ln.get_label() for ln in lines] == ["cos sgd", "wsd sgd (dashed: the same tests as cos sgd)", "cos adamw"]
+    assert [ln.get_linestyle() for ln in lines] == ["-", "--", "-"]  # the second drawn over the first, dashed

@@ -108,11 +108,17 @@ def plot_finder_overlay(curves: dict[str, Sequence[tuple[Sequence[float], Sequen
     fig, axes = figure(height=4.2, ax=ax, fig=fig)
     a = axes[0][0]
     lows, starts = [], []
+    drawn: dict[tuple, str] = {}  # a configuration's tests -> its title
     for k, (title, items) in enumerate(curves.items()):
         color = f"C{k % 10}"
+        # configurations that differ after the finder (a schedule) run the same tests: dashed over the first
+        key = tuple((tuple(lrs), tuple(y if is_finite(y) else None for y in ys)) for lrs, ys, _ in items)
+        same = drawn.setdefault(key, title)
+        label = title if same == title else f"{title} (dashed: the same tests as {same})"
         for i, (lrs, ys, chosen) in enumerate(items):
             ys = [y if is_finite(y) else math.nan for y in ys]
-            a.plot(lrs, ys, color=color, lw=1.4, alpha=0.85, label=title if i == 0 else None, gid="finder")
+            a.plot(lrs, ys, color=color, lw=1.4, alpha=0.85, label=label if i == 0 else None, gid="finder",
+                   ls="-" if same == title else (0, (4, 4)))
             finite = [y for y in ys if math.isfinite(y)]
             lows.append(min(finite, default=math.nan))
             starts.append(finite[0] if finite else math.nan)
