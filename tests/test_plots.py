@@ -477,3 +477,24 @@ def test_configurations_with_the_same_finder_tests_are_told_apart():
     lines = [ln for ln in fig.axes[0].lines if ln.get_gid() == "finder"]
     assert [ln.get_label() for ln in lines] == ["cos sgd", "wsd sgd (dashed: the same tests as cos sgd)", "cos adamw"]
     assert [ln.get_linestyle() for ln in lines] == ["-", "--", "-"]  # the second drawn over the first, dashed
+
+
+def test_the_dashboards_training_curve_agrees_with_the_epoch_table():
+    """The table's train_loss is each epoch's mean; the drawn curve's mean over each epoch is the same
+    number within 5% (the noise is 20% a step), and at each epoch's end it reads the loss of that
+    moment (the last steps' level), where a lagging EMA reads well above it (the negative control)."""
+    rng = np.random.default_rng(0)
+    rec, n = Recorder([]), 60
+    for epoch in range(8):
+        raw = [2.0 * math.exp(-(epoch * n + i) / 120) * (1 + 0.2 * rng.standard_normal()) for i in range(n)]
+        rec.add_iterations([[0.1]] * n, [0.9] * n, raw)
+        rec.add_epoch(sum(raw) / n, {"val_loss": 1.0}, 1.0)
+    (line,) = [ln for ln in plots.plot_losses(rec).axes[0].lines if ln.get_gid() == "smooth"]
+    y = np.asarray(line.get_ydata(), float)
+    assert len(y) == 8 * n
+    for e in range(8):
+        assert y[e * n:(e + 1) * n].mean() == pytest.approx(rec.train_losses[e], rel=0.05), e
+        level = 2.0 * math.exp(-((e + 1) * n - 1) / 120)  # the noiseless loss at the epoch's last step
+        assert y[(e + 1) * n - 1] == pytest.approx(level, rel=0.1), e
+    lagging = oc.smoothing.ema(rec.losses, 0.98)  # the causal EMA the dashboard used to draw
+    assert lagging[4 * n - 1] > 1.15 * 2.0 * math.exp(-(4 * n - 1) / 120)
