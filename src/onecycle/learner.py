@@ -28,7 +28,7 @@ from .callbacks import Callback, check_callbacks
 from .checkpointer import Checkpointer
 from .loop import NO_CONTEXT, Loop, batches_per_epoch, steps_for
 from .lr_finder import find
-from .metrics import metric_columns, named_metrics
+from .metrics import metric_columns, metric_directions, named_metrics
 from .optim import build_optimizer, optimizer_factory
 from .optim.extras import owns_weight_decay, prepare_fit
 from .optim.groups import DECOUPLED_WD, DecoupledWeightDecay, freeze_groups, layer_groups, normalized_wd_for, spread_lrs
@@ -118,7 +118,7 @@ class Learner:
             self.model = self.model.to(memory_format=torch.channels_last)
         self._compiled: nn.Module | None = None
         self._ddp = D.wrap(self.model, self.device) if self.world_size > 1 else None
-        self.recorder = Recorder(metric_columns(self.metrics))
+        self.recorder = Recorder(metric_columns(self.metrics), higher_is_better=metric_directions(self.metrics))
         self.opt: torch.optim.Optimizer | None = None
         self._owns_wd, self._wd_hook = False, None
         self.loop: Loop | None = None  # the running fit's loop (or the last one's): its whole state
