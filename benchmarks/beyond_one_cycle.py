@@ -234,6 +234,23 @@ def tables(records: list[dict]) -> str:
     return "\n".join(out)
 
 
+def _save(tasks: list[str], studied: dict, commands: dict, runs: list[dict]) -> None:
+    """Writes this call's tasks into the raw results, keeping the other tasks' records as the file
+    holds them now: two calls on different tasks may run at once."""
+    now = _json(RAW)
+    mine = set(tasks)
+    merged = {"tasks": {**{k: v for k, v in now.get("tasks", {}).items() if k not in mine},
+                        **{k: v for k, v in studied.items() if k in mine}},
+              "commands": {**{k: v for k, v in now.get("commands", {}).items() if k.split("-")[0] not in mine},
+                           **{k: v for k, v in commands.items() if k.split("-")[0] in mine}},
+              "runs": [*(r for r in now.get("runs", []) if r["task"] not in mine),
+                       *(r for r in runs if r["task"] in mine)]}
+    RAW.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RAW.with_suffix(".tmp")
+    tmp.write_text(json.dumps(merged, indent=1))
+    tmp.replace(RAW)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seeds", type=int, default=5)
@@ -264,8 +281,7 @@ def main() -> int:
             studied[task] = {"seeds": args.seeds, "seconds": round(time.perf_counter() - t_task),
                              "load_1min": [round(v, 1) for v in load],
                              **({"task_opts": args.charlm_opts} if task == "charlm" else {})}
-            RAW.parent.mkdir(parents=True, exist_ok=True)
-            RAW.write_text(json.dumps({"tasks": studied, "commands": commands, "runs": runs}, indent=1))
+            _save(args.tasks, studied, commands, runs)
     print(f"study: {time.perf_counter() - start:.0f} s")
     print(tables(runs))
     return 0
