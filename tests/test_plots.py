@@ -498,3 +498,30 @@ def test_the_dashboards_training_curve_agrees_with_the_epoch_table():
         assert y[(e + 1) * n - 1] == pytest.approx(level, rel=0.1), e
     lagging = oc.smoothing.ema(rec.losses, 0.98)  # the causal EMA the dashboard used to draw
     assert lagging[4 * n - 1] > 1.15 * 2.0 * math.exp(-(4 * n - 1) / 120)
+
+
+def test_the_overlay_draws_each_configurations_seed_mean_and_min_max_band():
+    """compare.png: per configuration the mean over its seeds, per epoch, and a band from their min to
+    their max (a seed that stopped early counts only where it ran); accuracy-like metrics in percent;
+    one legend entry per configuration, below the panels, saying what the line and band are."""
+    import numpy as np
+    seeds = [{"val_losses": [1.0, 0.5, 0.2], "metrics": {"accuracy": [0.5, 0.7, 0.9]}},
+             {"val_losses": [2.0, 0.7, 0.4], "metrics": {"accuracy": [0.3, 0.6, 0.8]}},
+             {"val_losses": [0.6, 0.3], "metrics": {"accuracy": [0.4, 0.8]}}]
+    alone = [{"val_losses": [0.9, 0.8, 0.7], "metrics": {"accuracy": [0.1, 0.2, 0.3]}}]
+    fig = plots.plot_overlay({"three seeds": seeds, "one run": alone})
+    loss, acc = fig.axes[:2]
+    (mean, _) = _by_gid(loss, "mean")
+    assert list(mean.get_xdata()) == [1, 2, 3]
+    assert np.allclose(mean.get_ydata(), [3.6 / 3, 1.5 / 3, 0.3])  # epoch 3: the two seeds that got there
+    (band,) = [c for c in loss.collections if c.get_gid() == "band"]  # the one configuration with seeds
+    verts = band.get_paths()[0].vertices
+    for epoch, low, high in ((1, 0.6, 2.0), (2, 0.3, 0.7), (3, 0.2, 0.4)):
+        ys = verts[np.isclose(verts[:, 0], epoch), 1]
+        assert np.isclose(ys.min(), low) and np.isclose(ys.max(), high)
+    assert np.allclose(_by_gid(acc, "mean")[0].get_ydata(), [40.0, 70.0, 85.0])  # percent
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["three seeds", "one run"]
+    assert legend.get_title().get_text() == "mean of each one's seeds, shaded: their min-max"
+    assert plots.plot_overlay({"a": seeds}).legends[0].get_title().get_text() == \
+        "mean of 3 seeds each, shaded: their min-max"

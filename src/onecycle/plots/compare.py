@@ -29,8 +29,7 @@ def _overlay_panel(ax: Any, runs: Sequence[Any], values_of: Any, label: str, col
             low.append(min(vals))
             high.append(max(vals))
     k = len(runs)
-    what = f"mean of {k} seeds, band min-max" if k > 1 else "1 run"
-    ax.plot(epochs, mean, "o-", ms=3, color=color, lw=1.8, label=f"{label} ({what})", gid="mean")
+    ax.plot(epochs, mean, "o-", ms=3, color=color, lw=1.8, label=label, gid="mean")
     if k > 1:
         ax.fill_between(epochs, low, high, color=color, alpha=0.2, linewidth=0, gid="band")
 
@@ -47,7 +46,8 @@ def plot_overlay(groups: Any, save: str | os.PathLike | None = None, *, ax: Any 
     for n in names:
         values = [v for _, runs in items for rec in runs for v in (field(rec, "metrics", {}) or {}).get(n, [])]
         panels.append((n, lambda rec, n=n: (field(rec, "metrics", {}) or {}).get(n, []), percent_column(n, values)))
-    fig, axes = figure(ncols=len(panels), height=3.8, ax=ax, fig=fig)
+    rows = math.ceil(len(items) / 3) if ax is None and fig is None else 0  # the legend's, below the panels
+    fig, axes = figure(ncols=len(panels), height=3.8 + 0.22 * rows, ax=ax, fig=fig)
     cmap = colormaps["tab10" if len(items) <= 10 else "tab20"]
     for k, (label, runs) in enumerate(items):
         for a, (_, values_of, pct) in zip(axes[0], panels):
@@ -61,7 +61,15 @@ def plot_overlay(groups: Any, save: str | os.PathLike | None = None, *, ax: Any 
         if 0 < low and high > 100 * low:  # a diverged run would flatten every other curve
             a.set_yscale("log")
         a.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize="small")
+    sizes = sorted({len(runs) for _, runs in items})
+    what = ("1 run each" if sizes == [1] else (f"mean of {sizes[0]} seeds each" if len(sizes) == 1 else
+                                                "mean of each one's seeds") + ", shaded: their min-max")
+    if own_figure(fig):  # below the panels, in columns: a long legend never hides the curves
+        handles, labels = axes[0][0].get_legend_handles_labels()  # one entry per configuration, not per panel
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(3, len(items)), fontsize="small",
+                   frameon=False, title=what, title_fontsize="small")
+    else:  # a caller's figure: in the last Axes, nothing placed outside them
+        axes[0][-1].legend(fontsize="small", title=what, title_fontsize="small")
     return save_figure(fig, save)
 
 
