@@ -71,12 +71,12 @@ TASKS: dict[str, dict] = {
 
 
 def grids(task: str, seeds: int, jobs: int, out: str, draw: str = "end",
-          charlm_opts: tuple[str, ...] = ("train_chars=200000",)) -> list[tuple[str, list[str]]]:
-    """(name, ``onecycle`` arguments) of every grid for ``task``: per optimizer group the main grid
-    and WSD at the anytime budgets, then the extra checks."""
+          charlm_opts: tuple[str, ...] = ("train_chars=200000",), first: int = 0) -> list[tuple[str, list[str]]]:
+    """(name, ``onecycle`` arguments) of every grid for ``task``, seeds ``first..seeds-1``: per
+    optimizer group the main grid and WSD at the anytime budgets, then the extra checks."""
     t = TASKS[task]
     extra = [*t["extra"], *(["--task-opts", *charlm_opts] if task == "charlm" else [])]
-    common = ["--task", task, *extra, "--seed", *map(str, range(seeds)), "--target", str(t["target"]),
+    common = ["--task", task, *extra, "--seed", *map(str, range(first, seeds)), "--target", str(t["target"]),
               "--jobs", str(jobs), "--out", out, "--draw", draw, "--quiet"]
     out_grids = []
     for tag, opts, own in t["groups"]:
@@ -260,26 +260,32 @@ def main() -> int:
     ap.add_argument("--draw", default="end", choices=["end", "cells"], help="the grids' --draw")
     ap.add_argument("--charlm-opts", nargs="+", default=["train_chars=200000"], metavar="KEY=VALUE",
                     help="the char-LM's --task-opts")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="run seeds FIRST..SEEDS-1 only, keeping the saved runs of the seeds before (more seeds later)")
     ap.add_argument("--tables", action="store_true", help="print the tables from the saved raw results only")
     args = ap.parse_args()
     saved = _json(RAW)
     if args.tables:
         print(tables(saved.get("runs", [])))
         return 0
-    runs = [r for r in saved.get("runs", []) if r["task"] not in args.tasks]
-    commands = {k: v for k, v in saved.get("commands", {}).items() if k.split("-")[0] not in args.tasks}
+    first = args.first_seed
+    runs = [r for r in saved.get("runs", []) if r["task"] not in args.tasks or r["seed"] < first]
+    commands = {k: v for k, v in saved.get("commands", {}).items() if k.split("-")[0] not in args.tasks or first}
     studied, start = dict(saved.get("tasks", {})), time.perf_counter()
     for task in args.tasks:
         t_task, load = time.perf_counter(), [os.getloadavg()[0]]
-        for name, cmd in grids(task, args.seeds, args.jobs, args.out, args.draw, tuple(args.charlm_opts)):
+        before = studied.get(task, {}) if first else {}  # the earlier seeds' time and load, added to
+        for name, cmd in grids(task, args.seeds, args.jobs, args.out, args.draw, tuple(args.charlm_opts), first):
             t0 = time.perf_counter()
             folder = run(cmd)
             load.append(os.getloadavg()[0])
-            commands[name] = {"command": "onecycle " + " ".join(cmd), "folder": str(folder),
+            commands[name + (f" (seeds {first}-{args.seeds - 1})" if first else "")] = {
+                "command": "onecycle " + " ".join(cmd), "folder": str(folder),
                               "seconds": round(time.perf_counter() - t0)}
             runs += collect(task, name, folder, cmd)
-            studied[task] = {"seeds": args.seeds, "seconds": round(time.perf_counter() - t_task),
-                             "load_1min": [round(v, 1) for v in load],
+            studied[task] = {"seeds": args.seeds,
+                             "seconds": before.get("seconds", 0) + round(time.perf_counter() - t_task),
+                             "load_1min": before.get("load_1min", []) + [round(v, 1) for v in load],
                              **({"task_opts": args.charlm_opts} if task == "charlm" else {})}
             _save(args.tasks, studied, commands, runs)
     print(f"study: {time.perf_counter() - start:.0f} s")
