@@ -3,12 +3,17 @@ decay (WSD), schedule-free SGD and AdamW, and LR-free Prodigy, each method at it
 suggestion? Every run goes through ``onecycle compare`` (each cell runs its own finder first).
 
     python benchmarks/beyond_one_cycle.py [--seeds 5] [--jobs 2] [--out runs/beyond] [--tasks mnist1d digits charlm]
+                                          [--draw end] [--charlm-opts train_chars=200000]
     python benchmarks/beyond_one_cycle.py --tables        # the tables again, from the saved raw results
+
+A call replaces the saved runs of the tasks it runs and keeps the others', so the tasks can be run
+one at a time (the char-LM with fewer seeds and characters where the time is short).
 
 The grids, per task (``grids()`` spells every command out):
 
-- methods: ``--schedule cos clr_beta wsd const`` crossed with the optimizers; a schedule-free one runs
-  once, at a constant LR after a 5% linear warmup (the grid maps its other schedules to const);
+- methods: ``--schedule cos wsd const`` crossed with the optimizers (clr_beta, fastai 0.7's linear
+  1cycle, is left out to keep the compute to 11 methods); a schedule-free one runs once, at a constant
+  LR after a 5% linear warmup (the grid maps its other schedules to const);
 - MNIST-1D (CNN): SGD and schedule-free SGD without weight decay, AdamW, schedule-free AdamW and
   Prodigy with the task's 0.1 (decoupled; each of these applies it as ``lr * wd * w``): the task
   defaults' sweep shows SGD at 0.1 collapsing; digits (MLP) and the char-LM (AWD-LSTM, clip 0.25)
@@ -22,8 +27,10 @@ The grids, per task (``grids()`` spells every command out):
   for the warmup, which is 5% of each run.
 
 Writes ``benchmarks/beyond_one_cycle/results.json`` (every run: method, budget, seed, LR, per-epoch
-metric, times, and the commands) and prints the README's tables. Takes several hours on 2 shared
-cores: run it ``nice``d in the background.
+metric, times; the commands with their seconds; per task the seeds, wall time and load) and prints the
+README's tables. The grids draw their runs' plots once all their runs are done (``--draw end``), so
+drawing never holds a worker. Takes well over an hour on 2 shared cores: run it ``nice``d in the
+background.
 """
 
 from __future__ import annotations
@@ -31,11 +38,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from onecycle.metrics import lower_is_better
 
 RAW = Path(__file__).parent / "beyond_one_cycle" / "results.json"
 SCHEDULES = ["cos", "wsd", "const"]
@@ -52,18 +62,22 @@ TASKS: dict[str, dict] = {
     "digits": {"extra": [], "budgets": [5, 10, 20], "anytime": [15], "target": 0.97,
                "groups": [("all", ["sgd", "adamw", "sfree_sgd", "sfree_adamw"], ["--lr", "auto"]),
                           ("prodigy", ["prodigy"], ["--lr", "1"])], "also": []},
-    "charlm": {"extra": ["--task-opts", "train_chars=200000"], "budgets": [2, 4], "anytime": [1, 3], "target": 3.0,
+    # The char-LM on one thread per run: torch's default (every core) in each of --jobs workers would
+    # oversubscribe the cores (mnist1d and digits run on one thread by their task defaults).
+    "charlm": {"extra": ["--threads", "1"], "budgets": [2, 4], "anytime": [1, 3], "target": 3.0,
                "groups": [("all", ["sgd", "adamw", "sfree_sgd", "sfree_adamw"], ["--lr", "auto"]),
                           ("prodigy", ["prodigy"], ["--lr", "1"])], "also": []},
 }
 
 
-def grids(task: str, seeds: int, jobs: int, out: str) -> list[tuple[str, list[str]]]:
-    """(name, ``onecycle`` arguments) of every grid for ``task``: per optimizer group the main grid
-    and WSD at the anytime budgets, then the extra checks."""
+def grids(task: str, seeds: int, jobs: int, out: str, draw: str = "end",
+          charlm_opts: tuple[str, ...] = ("train_chars=200000",), first: int = 0) -> list[tuple[str, list[str]]]:
+    """(name, ``onecycle`` arguments) of every grid for ``task``, seeds ``first..seeds-1``: per
+    optimizer group the main grid and WSD at the anytime budgets, then the extra checks."""
     t = TASKS[task]
-    common = ["--task", task, *t["extra"], "--seed", *map(str, range(seeds)), "--target", str(t["target"]),
-              "--jobs", str(jobs), "--out", out, "--quiet"]
+    extra = [*t["extra"], *(["--task-opts", *charlm_opts] if task == "charlm" else [])]
+    common = ["--task", task, *extra, "--seed", *map(str, range(first, seeds)), "--target", str(t["target"]),
+              "--jobs", str(jobs), "--out", out, "--draw", draw, "--quiet"]
     out_grids = []
     for tag, opts, own in t["groups"]:
         name = f"{task}-{tag}"
@@ -129,10 +143,6 @@ def method(r: dict) -> str:
     return name
 
 
-def _lower_is_better(metric: str) -> bool:
-    return metric in ("val_loss", "bits_per_char", "perplexity")
-
-
 def _fmt(metric: str, values: list[float], pct: bool) -> str:
     values = [v for v in values if v is not None and math.isfinite(v)]
     if not values:
@@ -142,7 +152,7 @@ def _fmt(metric: str, values: list[float], pct: bool) -> str:
 
 
 def _epochs_to(r: dict, target: float) -> int | None:
-    low = _lower_is_better(r["metric"])
+    low = lower_is_better(r["metric"])
     for i, v in enumerate(r["per_epoch"]):
         if v is not None and math.isfinite(v) and (v <= target if low else v >= target):
             return i + 1
@@ -164,7 +174,7 @@ def final_table(task: str, rows: list[dict]) -> str:
     if not main:
         return ""
     metric = main[0]["metric"]
-    pct = not _lower_is_better(metric)
+    pct = not lower_is_better(metric)
     head = ("| method | peak LR (mean) | " + " | ".join(f"{b} epochs" for b in budgets)
             + f" | epochs to {target:g} ({' / '.join(map(str, budgets))}) | seconds per run ({budgets[-1]} epochs) |")
     lines = [head, "|" + "---|" * (len(budgets) + 4)]
@@ -197,7 +207,7 @@ def anytime_table(task: str, rows: list[dict]) -> str:
     if not mine:
         return ""
     metric = mine[0]["metric"]
-    pct = not _lower_is_better(metric)
+    pct = not lower_is_better(metric)
     lines = ["| method | " + " | ".join(f"stop at {s} ({s / full:.0%})" for s in stops) + f" | {full} (100%) |",
              "|" + "---|" * (len(stops) + 2)]
     for m in _methods(mine):
@@ -218,9 +228,27 @@ def tables(records: list[dict]) -> str:
     for task in TASKS:
         final = final_table(task, records)
         if final:
-            out += [f"### {task}: final metric", "", final, "", f"### {task}: anytime", "",
+            seeds = len({r["seed"] for r in records if r["task"] == task})
+            out += [f"### {task}: final metric ({seeds} seeds)", "", final, "", f"### {task}: anytime", "",
                     anytime_table(task, records), ""]
     return "\n".join(out)
+
+
+def _save(tasks: list[str], studied: dict, commands: dict, runs: list[dict]) -> None:
+    """Writes this call's tasks into the raw results, keeping the other tasks' records as the file
+    holds them now: two calls on different tasks may run at once."""
+    now = _json(RAW)
+    mine = set(tasks)
+    merged = {"tasks": {**{k: v for k, v in now.get("tasks", {}).items() if k not in mine},
+                        **{k: v for k, v in studied.items() if k in mine}},
+              "commands": {**{k: v for k, v in now.get("commands", {}).items() if k.split("-")[0] not in mine},
+                           **{k: v for k, v in commands.items() if k.split("-")[0] in mine}},
+              "runs": [*(r for r in now.get("runs", []) if r["task"] not in mine),
+                       *(r for r in runs if r["task"] in mine)]}
+    RAW.parent.mkdir(parents=True, exist_ok=True)
+    tmp = RAW.with_suffix(".tmp")
+    tmp.write_text(json.dumps(merged, indent=1))
+    tmp.replace(RAW)
 
 
 def main() -> int:
@@ -229,23 +257,37 @@ def main() -> int:
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--out", default="runs/beyond")
     ap.add_argument("--tasks", nargs="+", default=list(TASKS), choices=list(TASKS))
+    ap.add_argument("--draw", default="end", choices=["end", "cells"], help="the grids' --draw")
+    ap.add_argument("--charlm-opts", nargs="+", default=["train_chars=200000"], metavar="KEY=VALUE",
+                    help="the char-LM's --task-opts")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="run seeds FIRST..SEEDS-1 only, keeping the saved runs of the seeds before (more seeds later)")
     ap.add_argument("--tables", action="store_true", help="print the tables from the saved raw results only")
     args = ap.parse_args()
     saved = _json(RAW)
     if args.tables:
         print(tables(saved.get("runs", [])))
         return 0
-    runs = [r for r in saved.get("runs", []) if r["task"] not in args.tasks]
-    commands, start = dict(saved.get("commands", {})), time.perf_counter()
+    first = args.first_seed
+    runs = [r for r in saved.get("runs", []) if r["task"] not in args.tasks or r["seed"] < first]
+    commands = {k: v for k, v in saved.get("commands", {}).items() if k.split("-")[0] not in args.tasks or first}
+    studied, start = dict(saved.get("tasks", {})), time.perf_counter()
     for task in args.tasks:
-        for name, cmd in grids(task, args.seeds, args.jobs, args.out):
+        t_task, load = time.perf_counter(), [os.getloadavg()[0]]
+        before = studied.get(task, {}) if first else {}  # the earlier seeds' time and load, added to
+        for name, cmd in grids(task, args.seeds, args.jobs, args.out, args.draw, tuple(args.charlm_opts), first):
             t0 = time.perf_counter()
             folder = run(cmd)
-            commands[name] = {"command": "onecycle " + " ".join(cmd), "folder": str(folder),
+            load.append(os.getloadavg()[0])
+            commands[name + (f" (seeds {first}-{args.seeds - 1})" if first else "")] = {
+                "command": "onecycle " + " ".join(cmd), "folder": str(folder),
                               "seconds": round(time.perf_counter() - t0)}
             runs += collect(task, name, folder, cmd)
-            RAW.parent.mkdir(parents=True, exist_ok=True)
-            RAW.write_text(json.dumps({"commands": commands, "runs": runs}, indent=1))
+            studied[task] = {"seeds": args.seeds,
+                             "seconds": before.get("seconds", 0) + round(time.perf_counter() - t_task),
+                             "load_1min": before.get("load_1min", []) + [round(v, 1) for v in load],
+                             **({"task_opts": args.charlm_opts} if task == "charlm" else {})}
+            _save(args.tasks, studied, commands, runs)
     print(f"study: {time.perf_counter() - start:.0f} s")
     print(tables(runs))
     return 0

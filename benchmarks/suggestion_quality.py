@@ -14,6 +14,11 @@ rule knew it that well. On 3 seeds they miss the 0.5-point line about as often a
 (an SGD run near the best peak can collapse; one peak's accuracy varies by about a point between
 seeds), so read a rule's gap next to theirs.
 
+Rules marked ``@c`` read the zero-phase curves the plots draw (``smoothing.range_test_curve``:
+centred, no lag) instead of the causal EMA: the same rules, plus ``val_min1@c`` (the LR at the
+centred validation minimum itself) and ``val_edge@c`` (the highest LR of the centred validation
+curve's floor: within 15% of its fall from the start to its lowest, on the minimum's side).
+
 ``--finder-runs N`` (N > 1) also scores ``RULE@runsN``: ``lr_find(runs=N)``, the median of the rule's
 suggestions over N range tests from the same initial model, run k training on the data order of
 the loader's epochs after run k - 1's (run 0 is the single run above).
@@ -36,6 +41,7 @@ import torch
 from onecycle import Learner
 from onecycle.loop import NonFiniteLossError
 from onecycle.models import create_model
+from onecycle.smoothing import range_test_curve
 from onecycle.suggest import DEFAULT_RULE, SUGGESTERS
 from onecycle.tasks import load_task
 
@@ -54,6 +60,41 @@ def make_learner(opt: str, seed: int, data_seed: int | None = None) -> Learner:
     model = create_model(task.default_model, task.in_shape, task.n_out)
     return Learner(model, task.train_dl, task.valid_dl, task.loss_fn, opt=opt, metrics=task.metrics,
                    quiet=True)
+
+
+CENTRED = ["val_min@c", "val_min1@c", "val_edge@c", "val_steep@c", "steep@c"]
+
+
+def val_edge(lrs: list[float], curve: list[float], within: float = 0.15) -> float:
+    """The highest LR right of the curve's minimum still within ``within`` of its fall from the start."""
+    low = min(range(len(curve)), key=lambda i: curve[i])
+    top = curve[low] + within * (curve[0] - curve[low])
+    i = low
+    while i + 1 < len(curve) and curve[i + 1] <= top:
+        i += 1
+    return lrs[i]
+
+
+def centred_suggestions(res) -> dict[str, float | None]:
+    """The rules on the centred curves, cut as ``suggest`` cuts (the first num_it // 10 and last 5
+    points, then at the first non-finite one)."""
+    n = len(res.lrs)
+    window = slice(res.num_it // 10, max(n - 5, res.num_it // 10))
+    lrs = res.lrs[window]
+    curves = {"train": range_test_curve(res.losses)[window], "val": range_test_curve(res.val_losses)[window]}
+    finite = {k: v[:next((i for i, y in enumerate(v) if y != y), len(v))] for k, v in curves.items()}
+    rules = {"val_min@c": lambda: SUGGESTERS["val_min"](lrs, curves["val"]),
+             "val_min1@c": lambda: SUGGESTERS["val_min"](lrs, curves["val"], div=1.0),
+             "val_edge@c": lambda: val_edge(lrs, finite["val"]),
+             "val_steep@c": lambda: SUGGESTERS["val_steep"](lrs, curves["val"]),
+             "steep@c": lambda: SUGGESTERS["steep"](lrs, curves["train"])}
+    out: dict[str, float | None] = {}
+    for name, rule in rules.items():
+        try:
+            out[name] = float(rule())
+        except ValueError:
+            out[name] = None
+    return out
 
 
 def final_accuracy(opt: str, seed: int, peak: float, epochs: int, cache: dict) -> float:
@@ -78,12 +119,12 @@ def mean(values: list[float]) -> float:
 def run(seeds: list[int], epochs: int, finder_runs: int = 1) -> dict:
     cache: dict = {}
     out: dict = {}
-    names = list(SUGGESTERS) + ([f"{r}@runs{finder_runs}" for r in SUGGESTERS] if finder_runs > 1 else [])
+    names = list(SUGGESTERS) + CENTRED + ([f"{r}@runs{finder_runs}" for r in SUGGESTERS] if finder_runs > 1 else [])
     for opt, sweep in SWEEPS.items():
         rules: dict[str, dict[str, list[float]]] = {r: {"peaks": [], "accs": []} for r in names}
         for seed in seeds:
             res = make_learner(opt, seed).lr_find(runs=1)
-            suggestions = dict(res.suggestions)
+            suggestions = {**res.suggestions, **centred_suggestions(res)}
             if finder_runs > 1:
                 multi = make_learner(opt, seed).lr_find(runs=finder_runs)
                 suggestions.update({f"{r}@runs{finder_runs}": multi.suggestions[r] for r in SUGGESTERS})
@@ -118,13 +159,13 @@ def table(results: dict) -> str:
         best = sweep[top]
         lines.append(f"\n{opt}: sweep " + ", ".join(f"{p:g}: {a:.2f}" for p, a in sweep.items())
                      + f"  -> best peak {top:g} ({best:.2f}%)")
-        lines.append(f"  {'rule':<10} {'peaks (per seed)':<32} {'acc % (per seed)':<26} {'mean':>6} {'gap':>6}")
+        lines.append(f"  {'rule':<12} {'peaks (per seed)':<32} {'acc % (per seed)':<26} {'mean':>6} {'gap':>6}")
         for rule, r in [*res["rules"].items(), *res.get("floor", {}).items()]:
             acc = mean(r["accs"])
             gap = best - acc if r["accs"] else float("inf")
             if rule in gaps:
                 gaps[rule].append(gap if gap == gap else float("inf"))
-            lines.append(f"  {rule:<10} {', '.join(f'{p:.3g}' for p in r['peaks']):<32} "
+            lines.append(f"  {rule:<12} {', '.join(f'{p:.3g}' for p in r['peaks']):<32} "
                          f"{', '.join(f'{a:.2f}' for a in r['accs']):<26} {acc:6.2f} {gap:6.2f}")
     worst = {r: max(g) for r, g in gaps.items()}
     passing = sorted((w, r) for r, w in worst.items() if w <= TOLERANCE)

@@ -3,6 +3,7 @@ TypeError and a wrong value a ValueError; paths must name files."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -332,3 +333,15 @@ def test_warn_points_at_the_first_caller_outside_the_package():
         line = inspect.currentframe().f_lineno + 1
         scope["deep"]()
     assert points_at(record[0]) == expected(line)
+
+
+def test_import_extra_returns_the_module_or_names_the_extra(monkeypatch):
+    import json
+
+    from onecycle.checks import import_extra, install_hint
+    assert import_extra("json", "never", "unused") is json
+    assert install_hint("ray") == "pip install 'onecycle[ray]'"
+    monkeypatch.setitem(sys.modules, "onecycle_missing_pkg", None)  # an import of it fails
+    with pytest.raises(ImportError, match=r"^X needs onecycle_missing_pkg: pip install 'onecycle\[extra\]'$") as info:
+        import_extra("onecycle_missing_pkg", "extra", "X needs onecycle_missing_pkg")
+    assert isinstance(info.value.__cause__, ImportError)  # the original error is kept

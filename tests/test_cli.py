@@ -80,7 +80,8 @@ def test_demo_prints_finder_table_and_folder(demo_run):
     lines = proc.stdout.splitlines()
     assert lines[0].startswith("LR finder") and any("<- suggestion" in ln for ln in lines)
     assert any(ln.split()[:2] == ["epoch", "train_loss"] for ln in lines)
-    assert [ln.split()[0] for ln in lines if ln.strip()[:1].isdigit()] == ["1", "2"]  # one row per epoch, from 1
+    rows = [ln.split()[0] for ln in lines if ln.split() and ln.split()[0].isdigit()]
+    assert rows == ["1", "2"]  # one row per epoch, from 1
     assert lines[-1] == f"run folder: {folder}"
     assert lines[-2] == f"report: {folder / 'report.html'}" and lines[-3].startswith("finished in ")
     assert lines[-4].startswith("accuracy: best ")  # the summary: best and final metric, where the time went
@@ -142,13 +143,17 @@ def test_compare_grid_reports_a_failing_run_and_finishes_the_rest(tmp_path, monk
     assert main(["compare", "--grid", str(grid), "--out", str(tmp_path), "--quiet"]) == 0
     out = capsys.readouterr().out
     folder = _only_folder(tmp_path)
-    rows = {ln.split()[0] + " " + ln.split()[1]: ln for ln in out.splitlines() if ln.startswith("task=")}
+    lines = out.splitlines()
+    table = (folder / "summary.txt").read_text().splitlines()
+    assert out.startswith("\n".join(table)) and max(map(len, table)) <= 80  # 80 columns: configurations wrap
+    rows = {ln.split()[0] + " " + lines[k + 1]: k for k, ln in enumerate(lines) if ln.startswith("task=")}
     assert len(rows) == 4
     for opt in ("sgd", "adamw"):
-        assert " 1/1 " in rows[f"task=_cli_task:tiny opt={opt}"]
-        assert " 0/1 " in rows[f"task=_cli_task:broken opt={opt}"]
-        assert "RuntimeError: broken task: the data is gone" in rows[f"task=_cli_task:broken opt={opt}"]
-    assert "epochs to accuracy >= 0.5" in out and out.rstrip().endswith(f"compare folder: {folder}")
+        assert " 1/1 " in lines[rows[f"task=_cli_task:tiny opt={opt}"]]
+        assert " 0/1 " in lines[rows[f"task=_cli_task:broken opt={opt}"]]
+        below = lines[rows[f"task=_cli_task:broken opt={opt}"] + 2]  # the failure, on the line below its row
+        assert below == "    failed: RuntimeError: broken task: the data is gone"
+    assert " to 50.00% " in lines[0] and out.rstrip().endswith(f"compare folder: {folder}")
     assert "2/4 runs finished in " in out and f"report: {folder / 'report.html'}" in out
     for name in ("compare.png", "seeds.png", "summary.txt", "summary.csv", "report.html", "compare.json"):
         assert (folder / name).is_file(), name
@@ -157,6 +162,10 @@ def test_compare_grid_reports_a_failing_run_and_finishes_the_rest(tmp_path, monk
     assert len(cells) == 4 and all((c / "cell.json").is_file() and (c / "log.txt").is_file() for c in cells)
     ok = [c for c in cells if (c / "history.json").is_file()]
     assert len(ok) == 2 and all(json.loads((c / "result.json").read_text())["status"] == "finished" for c in ok)
+    grid_page = (folder / "report.html").read_text()  # links both ways: the grid to each run, each run back
+    for c in ok:
+        assert f'href="{c.name}/report.html"' in grid_page
+        assert 'href="../report.html"' in (c / "report.html").read_text()
 
 
 def test_compare_options_make_the_axes():

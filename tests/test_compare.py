@@ -171,6 +171,28 @@ def test_ctrl_c_skips_the_queued_cells_and_the_running_one_saves_and_resumes(tmp
     assert result["status"] == "finished" and result["epochs_done"] == 3
 
 
+def test_draw_none_draws_only_the_grids_own_and_plot_draws_a_run_later(tmp_path, monkeypatch, capsys):
+    """--draw none: the cheapest grid (its cells only train); compare's own table, plots and report
+    are there, the runs' are not (and not linked), and onecycle plot RUN draws one afterwards."""
+    monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
+    assert main(["compare", "--task", "_cli_task:tiny", "--seed", "0", "--opt", "sgd", "adamw", "--lr", "0.1",
+                 "--epochs", "2", "--jobs", "2", "--draw", "none", "--out", str(tmp_path)]) == 0
+    folder = _compare_folder(tmp_path)
+    assert all((folder / f).is_file() for f in ("report.html", "compare.png", "summary.csv"))
+    cells = sorted(p for p in folder.iterdir() if p.is_dir())
+    assert len(cells) == 2
+    for cell in cells:
+        assert (cell / "history.json").is_file() and not (cell / "report.html").exists()
+        assert not list(cell.glob("*.png"))
+    assert (folder / "report.html").read_text().count("/report.html") == 0  # no link to a report not drawn
+    assert main(["plot", str(cells[0])]) == 0
+    assert (cells[0] / "report.html").is_file() and (cells[0] / "dashboard.png").is_file()
+    capsys.readouterr()
+    assert main(["compare", "--task", "_cli_task:tiny", "--draw", "sometimes", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "draw" in err and "cells, end or none" in err and "'sometimes'" in err, err
+
+
 def test_draw_end_draws_every_cells_plots_and_report_after_the_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("PYTHONPATH", _env()["PYTHONPATH"])
     assert main(["compare", "--task", "_cli_task:tiny", "--seed", "0", "--opt", "sgd", "adamw", "--lr", "0.1",

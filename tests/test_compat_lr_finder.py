@@ -28,14 +28,7 @@ from onecycle.compat import DataLoaderIter, LRFinder, TrainDataLoaderIter, ValDa
 from onecycle.compat.torch_lr_finder import peer_smooth  # noqa: E402
 from onecycle.rng import get_rng_state, set_rng_state  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second torch thread only adds contention (on a busy 2-core machine, 40x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models on one torch thread
 
 
 # ---- the peer's tasks, made again: XOR (8 bits -> parity), with extra values, two LR groups, a POS tagger ----

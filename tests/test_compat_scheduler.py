@@ -484,7 +484,12 @@ def test_hold_keeps_the_final_values_past_the_end():
               anneal_strategy="linear")
     opt = _sgd()
     sched = OneCycleLR(opt, **kw, hold=True)
-    rows = _trace(opt, sched, 15)
+    with pytest.warns(UserWarning) as caught:
+        rows = _trace(opt, sched, 15)
+    # one warning, at the first step past the end (step 11 of 10), not one per step held
+    assert [str(w.message) for w in caught] == [
+        "OneCycleLR: stepped past total_steps=10: holding the final LR and momentum from here on (hold=True); "
+        "the loop takes more steps than the schedule was laid out for"]
     _check_targets(rows, [LINEAR_LR] * 2, [LINEAR_MOM] * 2)  # the first 10: torch's targets
     assert {row[0] for row in rows[9:]} == {(("float", 0.5), ("float", 22.0))}  # min_lr and max_momentum, held
     assert sched.last_epoch == 15 and sched.get_last_lr()[0] == 0.5

@@ -41,7 +41,7 @@ def test_the_eta_comes_from_finished_work_and_never_grows_while_nothing_finishes
     clock.now += 50
     status.tick([0, 1])
     assert status.eta({0: 0, 1: 0}) is None  # nothing finished yet: nothing to go by
-    assert status.stream.getvalue().splitlines()[-1].endswith("ETA ?")
+    assert ", ETA ? | " in status.stream.getvalue().splitlines()[-1]
     clock.now += 10  # t=160: cell 0 finishes epoch 1 of 3 after 60 s
     _epoch(tmp_path, 0, 1)
     status.tick([0, 1])
@@ -74,7 +74,7 @@ def test_a_cell_without_its_config_yet_is_starting_and_its_clock_waits(tmp_path)
     status, clock, cells = _status(tmp_path, n=2)
     (tmp_path / "0" / "config.json").unlink()  # its worker is still starting up
     status.tick([0, 1])
-    assert "seed=0: starting; seed=1: epoch 1/3 | ETA ?" in status.stream.getvalue().splitlines()[-1]
+    assert "queued, ETA ? | seed=0: starting; seed=1: epoch 1/3" in status.stream.getvalue().splitlines()[-1]
     clock.now += 20
     (tmp_path / "0" / "config.json").write_text("{}")
     status.tick([0, 1])
@@ -90,3 +90,18 @@ def test_epochs_done_counts_complete_rows_only(tmp_path):
     assert epochs_done(tmp_path) == 0  # no file yet
     (tmp_path / "epochs.csv").write_text("epoch,train_loss\n1,0.5\n2,0.4")  # row 2 is being appended
     assert epochs_done(tmp_path) == 1
+
+
+def test_a_terminal_line_cut_to_its_width_keeps_the_eta(tmp_path, monkeypatch):
+    import os
+    import shutil
+    status, clock, cells = _status(tmp_path)
+    status.tty = True
+    monkeypatch.setattr(shutil, "get_terminal_size", lambda *a: os.terminal_size((60, 24)))
+    _epoch(tmp_path, 0, 1)
+    status.tick([0, 1])
+    clock.now += 60
+    status.tick([0, 1])
+    line = status.stream.getvalue().rsplit("\r\033[K", 1)[1]
+    assert len(line) == 59 and "0/3 done, 2 running, 1 queued, ETA " in line and ", ETA ? " not in line
+    assert "seed=1" not in line  # the cut takes the running cells' states, never the ETA

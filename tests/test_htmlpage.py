@@ -10,7 +10,7 @@ import zlib
 
 import pytest
 
-from onecycle.htmlpage import Page, fact, fmt_seconds, fmt_value, is_fraction, png_css_width
+from onecycle.htmlpage import Page, fact, fmt_seconds, fmt_value, png_css_width
 
 
 @pytest.mark.parametrize("seconds, text", [(0.42, "0.42 s"), (9.999, "10.00 s"), (12.34, "12.3 s"), (59.9, "59.9 s"),
@@ -27,11 +27,6 @@ def test_fmt_seconds_gives_the_unit(seconds, text):
 ])
 def test_fmt_value_formats_by_column(name, value, text):
     assert fmt_value(name, value) == text
-
-
-def test_is_fraction_reads_accuracy_like_names():
-    assert is_fraction("accuracy") and is_fraction("val_MulticlassF1Score") and is_fraction("error")
-    assert not is_fraction("val_loss") and not is_fraction("perplexity") and not is_fraction("accuracy_loss")
 
 
 def _png(width: int, dpi: float | None) -> bytes:

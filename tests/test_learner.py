@@ -393,7 +393,7 @@ def test_progress_table_and_quiet(capsys):
     learn = _learner(quiet=False)
     learn.fit(0.1, 2)
     out = capsys.readouterr().out.splitlines()
-    assert out[0].split() == ["epoch", "train_loss", "valid_loss", "accuracy", "time"]
+    assert out[0].split() == ["epoch", "train_loss", "val_loss", "accuracy", "time"]
     assert len(out) == 3 and out[1].split()[0] == "1" and out[2].split()[0] == "2"  # epochs from 1
     learn.quiet = True
     learn.fit(0.1, 1)
@@ -421,7 +421,7 @@ def test_recorder_holds_python_floats():
 
     walk(rec.state_dict())
     assert rec.metrics["accuracy"] and rec.series and rec.times and rec.epoch_iters
-    assert {type(v) for v in leaves} <= {float, int, str}
+    assert {type(v) for v in leaves} <= {float, int, str, bool}  # bool: a metric's direction
     assert all(type(v) is float for v in [*rec.times, *rec.metrics["accuracy"], *sum(rec.series.values(), [])])
 
 

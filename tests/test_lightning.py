@@ -19,14 +19,7 @@ import onecycle as oc  # noqa: E402
 from onecycle.integrations.lightning import OneCycle, lr_find  # noqa: E402
 from onecycle.rng import get_rng_state  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second torch thread only adds contention (on a busy 2-core machine, 40x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models on one torch thread
 
 
 def data(n=96, seed=0):

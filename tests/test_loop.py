@@ -442,7 +442,7 @@ def test_the_progress_table_prints_unless_quiet(capsys):
     learn.quiet = False
     learn.fit_sched(2, 0.1, lambda p: 1.0)
     out = capsys.readouterr().out.strip().splitlines()
-    assert out[0].split()[:3] == ["epoch", "train_loss", "valid_loss"] and [r.split()[0] for r in out[1:]] == ["1", "2"]
+    assert out[0].split()[:3] == ["epoch", "train_loss", "val_loss"] and [r.split()[0] for r in out[1:]] == ["1", "2"]
     assert float(out[2].split()[1]) == pytest.approx(learn.recorder.train_losses[1], abs=1e-4)
     learn.quiet = True
     learn.fit_sched(1, 0.1, lambda p: 1.0)

@@ -13,6 +13,7 @@ import pytest
 import onecycle.plots as plots
 from onecycle.lr_find_result import LRFindResult
 from onecycle.suggest import DEFAULT_RULE, RULE_NAMES, stop_words
+from test_suggest import _ema  # the bias-corrected EMA, written out: one copy
 
 
 def _result(**kw) -> LRFindResult:
@@ -23,13 +24,6 @@ def _result(**kw) -> LRFindResult:
     base.update(kw)
     return LRFindResult(**base)
 
-
-def _ema(values, beta):  # bias-corrected EMA, spelled out
-    avg, out = 0.0, []
-    for i, v in enumerate(values, 1):
-        avg = beta * avg + (1 - beta) * v
-        out.append(avg / (1 - beta ** i))
-    return out
 
 
 def test_defaults_are_an_empty_finder_run_with_the_default_rule():
@@ -64,6 +58,7 @@ def test_summary_is_the_outcome_and_one_line_per_rule_with_the_chosen_one_marked
         f"  val_min    0.005     {RULE_NAMES['val_min']}  <- suggestion",
         f"  valley     0.0123    {RULE_NAMES['valley']}",
         f"  steep      -         {RULE_NAMES['steep']}",
+        "  1cycle range: 0.0002 up to the peak 0.005 (div 25), then down",
         "  note: steep: the curve never fell",
         "  note: only 3 steps",
     ]
@@ -71,7 +66,8 @@ def test_summary_is_the_outcome_and_one_line_per_rule_with_the_chosen_one_marked
                      stop_reason="completed", num_it=3)
     assert chosen.summary() == (f"LR finder: ran all 3 steps, up to LR 0.1\n"
                                 f"  valley     0.0123    {RULE_NAMES['valley']}  <- suggestion\n"
-                                f"  custom     2         ")  # a rule without a name: no words
+                                f"  custom     2         \n"  # a rule without a name: no words
+                                f"  1cycle range: 0.000494 up to the peak 0.0123 (div 25), then down")
 
 
 def test_repr_shows_the_suggestions_not_the_curves():

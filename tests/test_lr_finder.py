@@ -373,7 +373,10 @@ def test_lr_find_prints_its_summary_unless_quiet_and_shows_it_as_its_repr(capsys
     assert out[0] == (f"LR finder: stopped at LR {res.lrs[-1]:.3g} (step {len(res.lrs)} of 40): the smoothed training "
                       f"loss blew up to {res.stop_reason.split('smoothed loss ')[1].split()[0]}, past its limit "
                       f"{res.stop_reason.split(' above ')[1].split()[0]}")
-    assert [ln.split()[0] for ln in out[1:]] == list(res.suggestions)  # one line per rule, in order
+    rules = len(res.suggestions)
+    assert [ln.split()[0] for ln in out[1:1 + rules]] == list(res.suggestions)  # one line per rule, in order
+    assert out[1 + rules] == (f"  1cycle range: {res.suggestion / 25:.3g} up to the peak {res.suggestion:.3g} "
+                              "(div 25), then down") and res.one_cycle_range() == (res.suggestion / 25, res.suggestion)
     chosen = next(ln for ln in out if ln.endswith("<- suggestion"))
     assert chosen.split()[:2] == [res.rule, f"{res.suggestion:.3g}"] and "lowest validation loss / 2" in chosen
     assert repr(res).startswith(f"LRFindResult(suggestion={res.suggestion:.3g} (val_min); valley=")
@@ -738,3 +741,12 @@ def test_negative_control_the_restore_check_sees_a_missing_restore(monkeypatch):
     monkeypatch.undo()
     with pytest.raises(AssertionError):
         _assert_restored(learn, before, rng)
+
+
+def test_without_validation_res_rule_names_the_rule_that_answered():
+    res = _learner().lr_find(num_it=30, with_valid=False)  # val_min cannot answer: a training-loss rule does
+    assert res.suggestions["val_min"] is None and res.suggestion is not None
+    assert res.rule != "val_min" and res.suggestions[res.rule] == res.suggestion  # its value is res.suggestion's
+    assert res.rule == next(k for k, v in res.suggestions.items() if v is not None)  # the first that answered
+    assert any(n.startswith("the 'val_min' rule gave no suggestion; using ") for n in res.notes)
+    assert f"{res.rule:<10}" in next(ln for ln in res.summary().splitlines() if ln.endswith("<- suggestion"))

@@ -321,8 +321,42 @@ def test_changing_keys_raise():
 
 @pytest.mark.parametrize("name, lower", [
     ("val_loss", True), ("train_loss", True), ("l1_loss", True), ("perplexity", True), ("bits_per_char", True),
-    ("error", True), ("accuracy", False), ("top_k_accuracy", False), ("MulticlassAccuracy", False), ("f1", False),
+    ("error", True), ("error_rate", True), ("val_perplexity", True), ("accuracy", False), ("top_k_accuracy", False),
+    ("MulticlassAccuracy", False), ("f1", False),
 ])
 def test_lower_is_better_reads_the_direction_from_the_column_name(name, lower):
     assert M.lower_is_better(name) is lower
 
+
+
+def test_is_fraction_reads_accuracy_like_names():
+    assert M.is_fraction("accuracy") and M.is_fraction("val_MulticlassF1Score") and M.is_fraction("error")
+    assert not M.is_fraction("val_loss") and not M.is_fraction("perplexity") and not M.is_fraction("accuracy_loss")
+
+
+
+def test_a_metric_says_its_direction_else_its_name_does():
+    def error_rate(preds, targets):
+        return 1 - M.accuracy(preds, targets)
+
+    def goodness(preds, targets):
+        return M.accuracy(preds, targets)
+
+    goodness.higher_is_better = False  # what a metric says wins over its name (a negative control for the rule)
+    assert M.higher_is_better(M.accuracy) and M.higher_is_better(M.top_k_accuracy)
+    assert not M.higher_is_better(M.perplexity) and not M.higher_is_better(M.bits_per_char)
+    assert not M.higher_is_better(error_rate) and not M.higher_is_better(goodness)
+    assert not M.higher_is_better(functools.partial(goodness))  # a partial's function says it
+    assert M.higher_is_better(MulticlassAccuracy(num_classes=3))  # torchmetrics objects carry higher_is_better
+    assert MulticlassAccuracy.higher_is_better is True and torchmetrics.MeanSquaredError.higher_is_better is False
+    assert not M.higher_is_better(torchmetrics.MeanSquaredError(), "whatever")
+    coll = torchmetrics.MetricCollection([MulticlassAccuracy(num_classes=3), torchmetrics.MeanSquaredError()])
+    named = M.named_metrics({"err": error_rate, "good": goodness, "val": coll, "acc": M.accuracy})
+    assert M.metric_directions(named) == {"err": False, "good": False, "val_MulticlassAccuracy": True,
+                                          "val_MeanSquaredError": False, "acc": True}
+    assert M.metric_directions(named).keys() == set(M.metric_columns(named))
+
+
+def test_percent_columns_are_accuracy_like_fractions():
+    assert M.percent_column("accuracy", [0.5, 1.0, float("nan")]) and not M.percent_column("accuracy", [0.5, 95.0])
+    assert not M.percent_column("val_loss", [0.5]) and M.percent_column("f1_macro", [])

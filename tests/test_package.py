@@ -75,8 +75,8 @@ def test_no_import_cycles():
 # The command line and its outputs: run folders, reports, grids. Nothing else imports them.
 CLI_LAYER = {"onecycle.cli", "onecycle.__main__", "onecycle.runconfig", "onecycle.rungrid", "onecycle.runs",
              "onecycle.runbuild", "onecycle.rundir", "onecycle.run_callbacks", "onecycle.compare",
-             "onecycle.compare_report", "onecycle.report", "onecycle.htmlpage", "onecycle.cell", "onecycle.pool",
-             "onecycle.gridstatus"}
+             "onecycle.compare_report", "onecycle.compare_table", "onecycle.report", "onecycle.htmlpage",
+             "onecycle.cell", "onecycle.pool", "onecycle.gridstatus"}
 
 
 # The explicit ``.plot()`` conveniences, the only modules below the output layer that import plots (lazily).
@@ -88,7 +88,8 @@ def test_layers_point_down():
     checkpoint < weights; no module below the command line imports it, plots or an integration."""
     graph = _graph()
     leaves = {"onecycle.checks": set(), "onecycle.batches": set(), "onecycle.rng": set(),
-              "onecycle.data": {"onecycle.checks"}, "onecycle.suggest": {"onecycle.checks"},
+              "onecycle.data": {"onecycle.checks"}, "onecycle.suggest": {"onecycle.checks", "onecycle.smoothing"},
+              "onecycle.smoothing": set(),
               "onecycle.schedules": {"onecycle.checks", "onecycle.warmup"}, "onecycle.warmup": {"onecycle.checks"},
               "onecycle.models": {"onecycle.checks"},
               "onecycle.atomic": {"onecycle.checks"}, "onecycle.metrics": {"onecycle.batches", "onecycle.checks"},

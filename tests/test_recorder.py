@@ -62,8 +62,8 @@ def test_csv(tmp_path):
                        "trust_mean/0", "trust_min/0"]
     assert len(rows) == 5 and float(rows[2][2]) == 0.2
     ep = list(csv.reader(ep_path.open()))
-    assert ep[0] == ["epoch", "train_loss", "val_loss", "accuracy", "time", "iterations"]
-    assert float(ep[2][3]) == 0.75
+    assert ep[0] == ["epoch", "train_loss", "val_loss", "accuracy (%)", "time (s)", "iterations"]  # accuracy in %,
+    assert float(ep[2][3]) == 75.0  # as everywhere a person reads it
 
 
 def test_plots_return_figures_and_save_png(tmp_path):
@@ -112,9 +112,9 @@ def test_grown_columns_csv_and_json_round_trip(tmp_path):
     rec = _growing()
     _, ep_path = rec.save_csv(tmp_path)
     ep = list(csv.reader(ep_path.open()))
-    assert ep[0] == ["epoch", "train_loss", "val_loss", "accuracy", "f1_macro", "time", "iterations"]
-    assert [float(r[3]) for r in ep[1:3]] == [0.5, 0.6] and math.isnan(float(ep[3][3]))
-    assert math.isnan(float(ep[1][4])) and [float(r[4]) for r in ep[2:]] == [0.4, 0.45]
+    assert ep[0] == ["epoch", "train_loss", "val_loss", "accuracy (%)", "f1_macro (%)", "time (s)", "iterations"]
+    assert [float(r[3]) for r in ep[1:3]] == [50.0, 60.0] and math.isnan(float(ep[3][3]))
+    assert math.isnan(float(ep[1][4])) and [float(r[4]) for r in ep[2:]] == [40.0, 45.0]
     back = Recorder.load_json(rec.save_json(tmp_path / "h.json"))
     assert json.dumps(back.state_dict()) == json.dumps(rec.state_dict())
     assert back.metric_names == ["accuracy", "f1_macro"] and _same(back.metrics["f1_macro"], [math.nan, 0.4, 0.45])
@@ -124,28 +124,9 @@ def test_grown_columns_csv_and_json_round_trip(tmp_path):
     assert len(rec.metrics["accuracy"]) == 3  # from_state copied, not shared
 
 
-def test_progress_header_from_first_row_and_new_columns():
-    import io
-
-    from onecycle.progress import Progress
-    out = io.StringIO()
-    prog = Progress([], stream=out)
-    prog.epoch_row(0, 1.0, {"val_loss": 0.5, "MulticlassAccuracy": 0.25}, 1.0)
-    prog.epoch_row(1, 0.9, {"val_loss": 0.4, "MulticlassAccuracy": 0.5, "f1": 0.125}, 1.0)
-    prog.epoch_row(2, 0.8, {}, 0.0432)  # a short epoch reads in ms, not "0.0s"
-    prog.epoch_row(3, 0.8, {}, 0.949)
-    lines = [line.split() for line in out.getvalue().splitlines()]
-    assert lines[0] == ["epoch", "train_loss", "valid_loss", "MulticlassAccuracy", "time"]
-    assert lines[1] == ["1", "1.000000", "0.500000", "0.250000", "1.0s"]  # epochs numbered from 1
-    assert lines[2] == ["epoch", "train_loss", "valid_loss", "MulticlassAccuracy", "f1", "time"]
-    assert lines[3] == ["2", "0.900000", "0.400000", "0.500000", "0.125000", "1.0s"]
-    assert lines[4][-1] == "43ms" and lines[5][-1] == "949ms"
-    assert len(lines) == 6
-
-
 def test_repr_is_the_last_epoch_not_the_lists():
     """A notebook shows this after ``fit_one_cycle(...)``."""
-    assert repr(_filled()) == "Recorder(2 epochs, 4 iterations; epoch 2: train_loss 0.4, valid_loss 0.7, accuracy 0.75)"
+    assert repr(_filled()) == "Recorder(2 epochs, 4 iterations; epoch 2: train_loss 0.4, val_loss 0.7, accuracy 75.00%)"
     assert repr(Recorder()) == "Recorder(0 epochs, 0 iterations)"
     rec = Recorder()
     rec.add_iterations([[0.1]], [0.9], [2.0])

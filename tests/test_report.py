@@ -17,7 +17,8 @@ import torch
 
 from onecycle.cli import _given, _layers, build_parser, main
 from onecycle.compare import Cell, LiveStatus
-from onecycle.compare_report import compare_outputs, compare_rows, geo_mean
+from onecycle.compare_report import compare_outputs
+from onecycle.compare_table import compare_rows, geo_mean
 from onecycle.recorder import Recorder
 from onecycle.runconfig import FitConfig, make_config
 
@@ -108,6 +109,25 @@ def test_run_report_is_one_file_with_every_image_embedded(digits_run):
     assert len(imgs) == len(list(folder.glob("*.png"))) == 2  # the dashboard and the finder's plot
 
 
+def test_a_finished_run_folder_holds_no_stray_file(digits_run):
+    folder, _, _ = digits_run
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "config.json", "dashboard.png", "epochs.csv", "history.json", "iterations.csv", "last.ckpt", "lr_find.json",
+        "lr_find.png", "model.pt", "report.html", "result.json"]  # no .lock: the lock was on the folder itself
+
+
+def test_card_names_the_parts_of_its_time_split_and_the_1cycle_range(digits_run):
+    folder, result, _ = digits_run
+    text = (folder / "report.html").read_text()
+    for part in ("finder: the LR range test.", "training: the training batches",
+                 "other: the rest of the wall time: starting Python and importing torch, loading the data"):
+        assert part in text
+    facts = _parse(folder / "report.html").facts
+    low, peak = result["one_cycle"]
+    assert peak == result["lr"] and low == pytest.approx(result["lr"] / 25)  # the fit's div
+    assert facts["one_cycle"] == ([low, peak], f"{low:.3g} up to {peak:.3g}")
+
+
 def test_card_shows_result_json(digits_run):
     folder, result, _ = digits_run
     facts = _parse(folder / "report.html").facts
@@ -129,15 +149,16 @@ def test_card_shows_result_json(digits_run):
     lr_find = json.loads((folder / "lr_find.json").read_text())
     assert result["lr"] == lr_find["suggestion"] and result["lr_source"].endswith(f"({lr_find['rule']})")
     rows = list(csv.DictReader((folder / "epochs.csv").open()))
-    acc = [float(r["accuracy"]) for r in rows]
-    assert result["best"]["accuracy"] == max(acc)
+    acc = [float(r["accuracy (%)"]) / 100 for r in rows]  # the CSV in percent, as the report shows it
+    assert result["best"]["accuracy"] == pytest.approx(max(acc), rel=1e-12)
     assert result["best_epoch"]["accuracy"] == int(rows[acc.index(max(acc))]["epoch"])
-    assert result["final"]["accuracy"] == acc[-1] and result["epochs_done"] == int(rows[-1]["epoch"]) == 3
+    assert result["final"]["accuracy"] == pytest.approx(acc[-1], rel=1e-12) and result["epochs_done"] == 3
+    assert int(rows[-1]["epoch"]) == 3
     split = result["time"]
     assert split["finder"] > 0 and split["training"] > 0 and split["validation"] > 0 and split["plotting"] > 0
     parts = sum(v for k, v in split.items() if k != "total")
     assert math.isclose(parts, split["total"], abs_tol=1e-3)
-    assert split["training"] + split["validation"] <= sum(float(r["time"]) for r in rows) + 1e-3
+    assert split["training"] + split["validation"] <= sum(float(r["time (s)"]) for r in rows) + 1e-3
 
 
 def test_reproduce_command_gives_the_same_config(digits_run):
@@ -161,8 +182,8 @@ def test_report_epochs_start_at_1_and_agree_with_epochs_csv(digits_run):
     col = table[0].index
     for shown, r in zip(table[1:], rows):  # per-column formats: loss 4 decimals, accuracy %, time in s
         assert shown[col("train_loss")] == f"{float(r['train_loss']):.4f}"
-        assert shown[col("accuracy")] == f"{100 * float(r['accuracy']):.2f}%"
-        assert shown[col("time")] == f"{float(r['time']):.2f} s"
+        assert shown[col("accuracy")] == f"{float(r['accuracy (%)']):.2f}%"
+        assert shown[col("time")] == f"{float(r['time (s)']):.2f} s"
 
 
 def test_terminal_ends_with_a_summary_and_the_report(digits_run):
@@ -200,7 +221,10 @@ def test_compare_peak_lr_is_the_geometric_mean_with_its_range(tmp_path):
     col = header.index("peak LR (geo. mean, range)")
     # hand-computed: (1e-3 * 1e-2 * 1e-1) ** (1/3) = 1e-2 (the arithmetic mean, 0.037, no seed used)
     assert [r[col] for r in rows] == ["0.01 (0.001 to 0.1)", "0.04 (0.02 to 0.08)"]
-    assert [r[header.index("per seed")] for r in rows] == ["90.00%, 91.00%, 92.00%", "90.00%, 91.00%"]
+    assert [r[header.index("per seed")] for r in rows] == [  # each value named by its seed, with its LR
+        "seed 0: 90.00% (LR 0.001), seed 1: 91.00% (LR 0.01), seed 2: 92.00% (LR 0.1)",
+        "seed 0: 90.00% (LR 0.02), seed 1: 91.00% (LR 0.08)"]
+    assert "failures" not in header  # none failed: no column of dashes
     compare_outputs(tmp_path)
     _assert_self_contained(tmp_path / "report.html")
     page = _parse(tmp_path / "report.html")
@@ -208,6 +232,33 @@ def test_compare_peak_lr_is_the_geometric_mean_with_its_range(tmp_path):
     assert (tmp_path / "seeds.png").is_file()  # the per-seed dots
     links = [a["href"] for t, a in page.tags if t == "a"]
     assert links == []  # the fake cells wrote no report.html: nothing to link
+    # the card: the best configuration (the higher mean accuracy: sgd's 91% against adamw's 90.5%) and its score
+    assert page.facts["best.config"] == ("opt=sgd", "opt=sgd") and page.facts["best.mean"][1] == "91.00 ± 1.00%"
+    assert page.facts["seeds"][0] == [0, 1, 2]
+    # the terminal table: within 80 columns, each seed on the line below its configuration
+    text = (tmp_path / "summary.txt").read_text().splitlines()
+    assert max(map(len, text)) <= 80 and text[0].split()[:3] == ["configuration", "ok", "accuracy"]
+    assert text[2].split()[:5] == ["opt=sgd", "3/3", "91.00", "±", "1.00%"]
+    assert text[3].strip() == "seed 0: 90.00% (LR 0.001)   seed 1: 91.00% (LR 0.01)"  # whole seeds a line
+    assert text[4].strip() == "seed 2: 92.00% (LR 0.1)" and text[5].startswith("opt=adamw")
+    # summary.csv: numbers, the units in the header
+    head, *body = list(csv.reader((tmp_path / "summary.csv").open()))
+    assert head[:7] == ["configuration", "runs", "runs ok", "final accuracy mean (%)", "final accuracy sd (%)",
+                        "final val_loss mean", "final val_loss sd"]
+    assert [float(v) for v in body[0][3:5]] == pytest.approx([91.0, 1.0]) and float(body[1][5]) == pytest.approx(0.495)
+    assert [float(body[0][head.index(f"final accuracy seed {s} (%)")]) for s in range(3)] == pytest.approx([90, 91, 92])
+    assert body[1][head.index("final accuracy seed 2 (%)")] == ""  # adamw ran two seeds
+    assert float(body[0][head.index("peak LR geometric mean")]) == pytest.approx(0.01)
+
+
+def test_the_terminal_table_wraps_long_configurations_within_80_columns():
+    from onecycle.compare_table import text_table
+    rows = [["opt=sgd model_opts={'channels': 25, 'depth': 4} wd=0.1 schedule=cos", "3/3", "94.31 ± 0.59%",
+             "0.1890 ± 0.0111", "11.9 s", "0.211"]]
+    text = text_table(["configuration", "ok", "accuracy", "val_loss", "time/run", "peak LR"], rows,
+                      [["seed 0: 94.72% (LR 0.211)"] * 5])
+    assert max(map(len, text.splitlines())) <= 80 and "94.31 ± 0.59%" in text.splitlines()[2]
+    assert "opt=sgd" in text and "schedule=cos" in text  # wrapped, not cut
 
 
 def _fake_run(folder: Path, task: str, opt: str, lr: float) -> Path:
@@ -252,12 +303,13 @@ def test_compare_status_line_counts_cells_and_reads_their_epochs(tmp_path):
     status.tick([0, 1])  # nothing changed: no new line in a log
     lines = stream.getvalue().splitlines()
     assert len(lines) == 2
-    assert "0/3 done, 2 running, 1 queued | opt=sgd: epoch 1/3; opt=adamw: epoch 1/3 | ETA ?" in lines[0]
-    assert "opt=sgd: epoch 2/3; opt=adamw: epoch 1/3 | ETA " in lines[1] and not lines[1].endswith("?")
+    assert "0/3 done, 2 running, 1 queued, ETA ? | opt=sgd: epoch 1/3; opt=adamw: epoch 1/3" in lines[0]
+    assert lines[1].endswith(" | opt=sgd: epoch 2/3; opt=adamw: epoch 1/3") and ", ETA ? |" not in lines[1]
     status.cell_done(cells[0], {"wall_seconds": 3.0}, "[1/3] opt=sgd: finished")
     status.tick([1, 2])
     assert stream.getvalue().splitlines()[-1].split("] ", 1)[1].startswith(
-        "1/3 done, 2 running, 0 queued | opt=adamw: epoch 1/3; opt=lamb: epoch 1/3 | ETA ")
+        "1/3 done, 2 running, 0 queued, ETA ")
+    assert stream.getvalue().splitlines()[-1].endswith(" | opt=adamw: epoch 1/3; opt=lamb: epoch 1/3")
 
 
 @pytest.mark.parametrize("command, layer", [

@@ -79,30 +79,6 @@ def _ema(values, beta):
     return out
 
 
-@pytest.mark.parametrize("n", [40, 100, 300])
-def test_the_smoothing_does_not_lag_a_symmetric_dip(n):
-    """The smoothed curve's minimum lies within a tenth of the curve (in log LR, on an even log grid)
-    of the raw dip, at any length; fastai's fixed 0.98 lands far past it."""
-    x = np.linspace(-7, 1, n)  # log10 LR
-    dip = x[n // 2]
-    loss = 1 + (x - dip) ** 2  # symmetric about the dip
-    smooth = _ema(loss, sg.smoothing_beta(n))
-    assert sg.ema(loss, sg.smoothing_beta(n)) == pytest.approx(smooth, rel=1e-12)
-    span = x[-1] - x[0]
-    assert abs(x[int(np.argmin(smooth))] - dip) <= 0.1 * span
-    assert abs(x[int(np.argmin(_ema(loss, 0.98)))] - dip) > 0.1 * span if n <= 100 else True  # the old lag
-
-
-def test_the_smoothing_follows_a_step_within_a_tenth_of_the_curve():
-    n = 100
-    step = [2.0] * 50 + [1.0] * 50
-    smooth = _ema(step, sg.smoothing_beta(n))
-    # within 5% of the new level at most n/10 + a few points after the step: e-folding time 1/(1-beta) = 10
-    settled = next(i for i in range(50, n) if smooth[i] < 1.05)
-    assert settled - 50 <= 3 * 10 and sg.smoothing_beta(n) == pytest.approx(0.9)
-    assert sg.smoothing_beta(5) == 0.5 and sg.smoothing_beta(1000) == pytest.approx(0.99)
-
-
 def test_median_suggestion_over_runs():
     runs = [{"val_min": 0.3, "valley": None}, {"val_min": 0.2, "valley": 0.01}, {"val_min": 0.45, "valley": None}]
     assert sg.median_suggestion(runs) == 0.3 and sg.median_suggestion(runs, "val_min") == 0.3
@@ -167,22 +143,6 @@ def test_divergence_bound_is_a_fall_or_the_best_not_a_ratio():
 
 
 # ---- contracts the rules above leave open: defaults, error messages, boundaries ---------------------
-def test_smooth_loss_defaults_and_state_dict_round_trip():
-    # the default factor is 0.9: [1, 0] smooths to 1 and 0.09 / (1 - 0.81)
-    assert sg.ema([1.0, 0.0]) == pytest.approx([1.0, 0.09 / 0.19], rel=1e-12)
-    s = sg.SmoothLoss()
-    assert s.add(1.0) == pytest.approx(1.0) and s.add(0.0) == pytest.approx(0.09 / 0.19, rel=1e-12)
-    s = sg.SmoothLoss(0.8)
-    for v in (3.0, 2.0, 4.0):
-        s.add(v)
-    state = s.state_dict()
-    assert state == {"beta": 0.8, "avg": pytest.approx(0.2 * (0.8**2 * 3 + 0.8 * 2 + 4), rel=1e-12), "count": 3}
-    t = sg.SmoothLoss(0.3)  # the loaded state replaces its factor too
-    t.load_state_dict(state)
-    assert t.state_dict() == state
-    assert t.add(1.0) == s.add(1.0) == pytest.approx(_ema([3.0, 2.0, 4.0, 1.0], 0.8)[-1], rel=1e-12)
-
-
 def test_finite_prefix_errors_name_the_rule():
     for rule, need in [("valley", 2), ("slide", 16), ("minimum", 1), ("steep", 2), ("val_steep", 2), ("val_min", 1)]:
         fn = sg.SUGGESTERS[rule]
@@ -317,3 +277,27 @@ def test_stop_words_name_where_the_test_stopped():
     assert sg.stop_words("cancelled by a callback", lrs[:2]) == "cancelled by a callback after 2 steps, at LR 0.01"
     assert sg.stop_words("", []) == "LR range test" and sg.stop_words("other reason") == "other reason"
 
+
+
+def test_a_test_that_diverged_at_its_last_step_ran_all_of_them():
+    lrs = [1e-3, 1e-2, 0.1, 1.0]
+    assert sg.stop_words("diverged at iteration 3 (lr 1): smoothed loss 9 above 4.5", lrs, 4) == \
+        "ran all 4 steps, up to LR 1; at the last the smoothed training loss blew up to 9, past its limit 4.5"
+
+
+def test_floor_and_flat_region_of_a_range_test_curve():
+    lrs = [10.0 ** (k / 10 - 6) for k in range(50)]
+    loss = [2.0] * 20 + [2.0 - 0.1 * k for k in range(1, 16)] + [0.5 + 0.5 * k for k in range(15)]
+    # medians of 5 points: start 2.0, best 0.6; the floor is within 0.15 * 1.4 = 0.21 of 0.6
+    med = [float(np.median(loss[max(0, i - 2):i + 3])) for i in range(50)]
+    assert med[0] == 2.0 and min(med) == pytest.approx(0.6)
+    floor = [m <= 0.81 + 1e-12 for m in med]
+    assert sg.floor_mask(loss).tolist() == floor and sum(floor) == 5
+    assert sg.floor_mask([-v for v in loss], lower=False).tolist() == floor  # a metric, higher is better
+    assert not sg.floor_mask([1.0] * 10).any() and not sg.floor_mask([1.0, 2.0, 3.0]).any()  # never improves
+    # the flat start ends where the median first moves 5% of the fall (0.075) below the start
+    end = next(i for i, m in enumerate(med) if m < 2.0 - 0.075)
+    assert sg.flat_end(lrs, loss) == lrs[end] and 19 <= end <= 22
+    assert sg.in_flat_region(lrs[5], lrs, loss) and not sg.in_flat_region(lrs[end], lrs, loss)
+    assert not sg.in_flat_region(None, lrs, loss) and sg.flat_end(lrs, [1.0] * 50) is None
+    assert sg.one_cycle_range(0.25) == (0.01, 0.25) and sg.one_cycle_range(0.3, div=10) == pytest.approx((0.03, 0.3))

@@ -16,14 +16,7 @@ import onecycle as oc  # noqa: E402
 from onecycle.integrations.transformers import lr_find  # noqa: E402
 from onecycle.rng import get_rng_state  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: a second torch thread only adds contention (on a busy 2-core machine, 40x slower)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py: tiny models on one torch thread
 
 
 class Pairs(torch.utils.data.Dataset):
@@ -178,3 +171,31 @@ def test_readme_coming_from_the_trainer_snippet_runs(tmp_path):
     res, sched = scope["res"], scope["sched"]
     assert scope["steps"] == 16 and sched.last_epoch == 16 and res.suggestion is not None
     assert sched.optimizer.param_groups[0]["max_lr"] == res.suggestion
+
+
+@pytest.mark.parametrize("kw", [dict(num_train_epochs=1.5, gradient_accumulation_steps=3),
+                                dict(num_train_epochs=1, max_steps=5), dict(num_train_epochs=2)])
+def test_total_steps_is_the_trainers_own_count(tmp_path, kw):
+    """What a newcomer's formula got wrong: fractional epochs (64 samples / 8 = 8 batches, windows of 3:
+    3 steps an epoch, 1.5 epochs: 5 steps) and max_steps. The reference is the Trainer itself: the
+    optimizer steps train() takes, counted by a step hook."""
+    from onecycle.integrations.transformers import total_steps
+    trainer = make_trainer(tmp_path, **kw)
+    steps = total_steps(trainer)
+    trainer.create_optimizer()
+    count = []
+    trainer.optimizer.register_step_post_hook(lambda *a: count.append(1))
+    trainer.train()
+    assert steps == len(count) == {1.5: 5, 1: 5, 2: 16}[kw["num_train_epochs"]]
+    with pytest.raises(TypeError, match="trainer"):
+        total_steps(object())
+
+
+def test_lr_find_prints_its_suggestions_as_the_learners_does_unless_quiet(tmp_path, capsys):
+    trainer = make_trainer(tmp_path)
+    lr_find(trainer, num_it=5, quiet=True)
+    assert capsys.readouterr().out == ""
+    res = lr_find(trainer, num_it=5)
+    assert res.summary() in capsys.readouterr().out
+    with pytest.raises(TypeError, match="quiet"):
+        lr_find(trainer, quiet="no")

@@ -1,21 +1,24 @@
 """Argument checks, one home for them: each raises ``TypeError``/``ValueError`` naming the argument
 and the value, and is called before anything changes. Numbers may be Python numbers, numpy scalars,
-or 0-d tensors and arrays (anything with ``__float__`` and no elements beyond one)."""
+or 0-d tensors and arrays (anything with ``__float__`` and no elements beyond one). Also the one way
+to import an optional extra: an ``ImportError`` naming the extra to install when it is missing."""
 
 from __future__ import annotations
 
 import difflib
+import importlib
 import inspect
 import math
 import os
 import traceback
 import warnings
 from collections.abc import Callable, Mapping, Sequence
+from types import ModuleType
 from typing import Any
 
 __all__ = ["check_number", "check_int", "check_bool", "check_type", "check_callable", "check_choice", "check_device",
            "check_path", "check_file_path", "is_scalar", "per_group", "check_loader", "loader_len", "check_keywords",
-           "warn"]
+           "warn", "install_hint", "import_extra"]
 
 
 def is_scalar(value: object) -> bool:
@@ -200,3 +203,17 @@ def warn(message: str, category: type[Warning] = UserWarning) -> None:
     inside = next((i for i, f in enumerate(reversed(stack)) if not os.path.abspath(f.filename).startswith(package)),
                   len(stack))
     warnings.warn(message, category, stacklevel=inside + 1)
+
+
+def install_hint(extra: str) -> str:
+    """The command that installs onecycle's optional extra ``extra``."""
+    return f"pip install 'onecycle[{extra}]'"
+
+
+def import_extra(module: str, extra: str, needs: str) -> ModuleType:
+    """``module``, imported only now (an optional dependency); when it cannot be, an ``ImportError``
+    saying ``needs`` ("what needs which package") and the command that installs ``extra``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"{needs}: {install_hint(extra)}") from err

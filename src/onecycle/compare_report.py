@@ -1,8 +1,9 @@
-"""A compare folder's outputs: the table (one row per configuration, the seeds pooled: mean and spread
-of the metric, every seed's value, epochs to a target, time, the peak LR as a geometric mean with its
-range), ``summary.txt``/``summary.csv``, the overlay per configuration (``compare.png``), every seed's
-final metric as a dot (``seeds.png``), the finder curves of every run with each seed's chosen LR
-(``finders.png``), and ``report.html`` linking every run's own report.
+"""A compare folder's outputs: ``summary.txt`` and ``summary.csv`` (the table, ``compare_table.py``), the
+overlay per configuration (``compare.png``: mean line and seed band, from epoch 1), every seed's final
+metric as a labelled dot (``seeds.png``), every run's finder curve over its whole range with the LR it
+chose (``finders.png``), and ``report.html``: a card (the best configuration and its score, task,
+model, epochs, seeds, the command that reproduces the grid), the table (it fits a 1024-px page), the
+plots, and every run linked to its own report (which links back).
 
 Read from ``compare.json`` and each cell's files, so ``onecycle plot COMPARE`` redraws it.
 """
@@ -10,122 +11,31 @@ Read from ``compare.json`` and each cell's files, so ``onecycle plot COMPARE`` r
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
-import math
-import statistics
-from collections.abc import Sequence
+import shlex
 from pathlib import Path
 from typing import Any
 
-from .htmlpage import Page, fmt_seconds, fmt_value, is_fraction
-from .metrics import lower_is_better
-from .report import PLOTS, history
+from .compare_table import (
+    best_config,
+    compare_groups,
+    compare_rows,
+    config_rows,
+    csv_table,
+    default_metric,
+    mean_sd_text,
+    metric_scale,
+    terminal_table,
+)
+from .htmlpage import Page, fact, fmt_seconds
+from .metrics import lower_is_better, percent_column
+from .report import PLOTS
 from .rundir import read_json
 
-__all__ = ["compare_outputs", "compare_rows", "compare_groups", "default_metric", "text_table", "geo_mean",
-           "compare_summary", "plot_seeds", "plot_finders"]
-
-
-def geo_mean(values: Sequence[float]) -> float:
-    """The geometric mean: the centre of LRs, which spread on a log scale (an arithmetic mean of
-    1e-3 and 1e-1 is 0.05, an LR no run used; the geometric one is 1e-2)."""
-    return math.exp(sum(math.log(v) for v in values) / len(values))
-
-
-def _epochs_to(values: Sequence[float], target: float | None, lower: bool) -> int | None:
-    if target is None:
-        return None
-    for e, v in enumerate(values, 1):
-        if (v <= target) if lower else (v >= target):
-            return e
-    return None
-
-
-def _finite(values: Sequence[Any]) -> list[float]:
-    return [v for v in values if isinstance(v, (int, float)) and not math.isnan(v)]
-
-
-def _mean_sd(name: str, values: list[Any]) -> str:
-    values = _finite(values)
-    if not values:
-        return "-"
-    sd = statistics.stdev(values) if len(values) > 1 else 0.0
-    if is_fraction(name) and all(0 <= v <= 1 for v in values):
-        return f"{100 * statistics.mean(values):.2f} ± {100 * sd:.2f}%"
-    return f"{statistics.mean(values):.4f} ± {sd:.4f}"
-
-
-def _lr_cell(lrs: list[Any]) -> str:
-    lrs = [v for v in _finite(lrs) if v > 0]
-    if not lrs:
-        return "-"
-    g = geo_mean(lrs)
-    return f"{g:.3g}" if min(lrs) == max(lrs) else f"{g:.3g} ({min(lrs):.3g} to {max(lrs):.3g})"
-
-
-def _run_row(res: dict, metric: str, target: float | None, folder: Path) -> dict:
-    rec = history(folder / Path(res["folder"]).name) if res.get("status") != "skipped" else None
-    values = [] if rec is None else rec.val_losses if metric == "val_loss" else rec.metrics.get(metric, [])
-    final = res.get("final", {})
-    return {"ok": res.get("status") == "finished", "metric": final.get(metric), "val_loss": final.get("val_loss"),
-            "to_target": _epochs_to(values, target, lower_is_better(metric)), "seconds": res.get("seconds"),
-            "lr": res.get("lr"), "error": res.get("error") or res.get("status"), "rec": rec, "res": res}
-
-
-def default_metric(folder: Path, results: Sequence[dict]) -> str:
-    """The first metric of the first run that recorded one; ``val_loss`` when none did."""
-    for res in results:
-        rec = history(folder / Path(res["folder"]).name)
-        if rec is not None and rec.metric_names:
-            return rec.metric_names[0]
-    return "val_loss"
-
-
-def config_title(label: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in label.items() if k != "seed") or "all"
-
-
-def compare_groups(data: dict, folder: Path) -> dict[str, list[dict]]:
-    """Each configuration's runs (its seeds), in grid order."""
-    groups: dict[str, list[dict]] = {}
-    for res in data["results"]:
-        groups.setdefault(config_title(res["label"]), []).append(_run_row(res, data["metric"], data.get("target"),
-                                                                           folder))
-    return groups
-
-
-def compare_rows(data: dict, folder: Path) -> tuple[list[str], list[list[Any]], dict[str, list]]:
-    """The summary table of a compare folder, one row per configuration (the seeds pooled), and
-    the recorders of each configuration's finished runs (for the overlay)."""
-    metric, target = data["metric"], data.get("target")
-    header = ["configuration", "runs ok", f"final {metric}", "per seed", "final val_loss",
-              f"epochs to {metric} {'<=' if lower_is_better(metric) else '>='} {target}", "time/run",
-              "peak LR (geo. mean, range)", "failures"]
-    rows, recs = [], {}
-    for title, runs in compare_groups(data, folder).items():
-        ok = [r for r in runs if r["ok"]]
-        reached = [r["to_target"] for r in ok if r["to_target"] is not None]
-        to_target = f"{statistics.mean(reached):.1f} ({len(reached)}/{len(ok)})" if reached else f"never (0/{len(ok)})"
-        fails = sorted({str(r["error"]) for r in runs if not r["ok"]})
-        seconds = _finite([r["seconds"] for r in ok])
-        rows.append([title, f"{len(ok)}/{len(runs)}", _mean_sd(metric, [r["metric"] for r in ok]),
-                     ", ".join(fmt_value(metric, r["metric"]) for r in ok) or "-",
-                     _mean_sd("val_loss", [r["val_loss"] for r in ok]), to_target,
-                     fmt_seconds(statistics.mean(seconds)) if seconds else "-",
-                     _lr_cell([r["lr"] for r in ok]), "; ".join(fails) or "-"])
-        recs[title] = [r["rec"] for r in ok if r["rec"] is not None and r["rec"].n_epochs]
-    if target is None:  # no target, no column
-        header, rows = header[:5] + header[6:], [r[:5] + r[6:] for r in rows]
-    return header, rows, recs
-
-
-def text_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    cells = [list(map(str, header))] + [[str(v) for v in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+__all__ = ["compare_outputs", "compare_summary", "reproduce", "plot_seeds", "plot_finders",
+           "default_metric"]  # default_metric: compare.py reads it here
 
 
 def compare_outputs(folder: str | Path) -> list[Path]:
@@ -139,9 +49,10 @@ def compare_outputs(folder: str | Path) -> list[Path]:
     for res in data["results"]:
         res.update(read_json(folder / Path(res["folder"]).name / "result.json") or {})
     header, rows, recs = compare_rows(data, folder)
-    atomic_write_text(folder / "summary.txt", text_table(header, rows) + "\n")
+    atomic_write_text(folder / "summary.txt", terminal_table(data, folder) + "\n")
+    csv_header, csv_rows = csv_table(data, folder)
     buf = io.StringIO()
-    csv.writer(buf).writerows([header, *rows])
+    csv.writer(buf).writerows([csv_header, *csv_rows])
     atomic_write_text(folder / "summary.csv", buf.getvalue())
     written = [folder / "summary.txt", folder / "summary.csv"]
     if any(recs.values()):
@@ -160,24 +71,84 @@ def compare_summary(folder: Path) -> list[str]:
     """The lines ``onecycle compare`` ends with: the best configuration, runs and time, the report."""
     data = read_json(folder / "compare.json") or {}
     metric, lines = data.get("metric", "val_loss"), []
-    scored = [(statistics.mean(v), title, len(v)) for title, runs in compare_groups(data, folder).items()
-              if (v := _finite([r["metric"] for r in runs if r["ok"]]))]
-    if scored:
-        mean, title, k = (min if lower_is_better(metric) else max)(scored)
-        lines.append(f"best: {title}: {metric} {fmt_value(metric, mean)} (mean of {k} run{'s' * (k > 1)})")
+    rows = config_rows(data, folder) if data.get("results") else []
+    best = best_config(rows, metric)
+    if best is not None:
+        scale, unit = metric_scale(metric, rows)
+        k = len(best.values("metric"))
+        lines.append(f"best: {best.title}: {metric} {mean_sd_text(best.mean_sd('metric'), scale, unit)} "
+                     f"(mean of {k} run{'s' * (k > 1)})")
     ok = sum(r.get("status") == "finished" for r in data.get("results", []))
     lines.append(f"{ok}/{len(data.get('results', []))} runs finished in {fmt_seconds(data.get('seconds'))}")
     lines.append(f"report: {folder / 'report.html'}")
     return lines
 
 
+# ---- report.html ---------------------------------------------------------------------------------------
+def _first_result(data: dict) -> dict:
+    return next((r for r in data["results"] if r.get("task")), data["results"][0] if data["results"] else {})
+
+
+def reproduce(data: dict) -> str:
+    """The command that runs the grid again: its command line as given, less where its folder went
+    (``--out``, ``--name``) and ``--quiet``, as a run's reproduce command leaves them out."""
+    argv, kept = list(data.get("argv") or []), []
+    skip = False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in ("--out", "--name"):
+            skip = True
+        elif a != "--quiet" and not a.startswith(("--out=", "--name=")):
+            kept.append(a)
+    return "onecycle " + shlex.join(kept) if kept else ""
+
+
+def _compare_card(data: dict, folder: Path) -> str:
+    metric = data["metric"]
+    rows = config_rows(data, folder)
+    best, first = best_config(rows, metric), _first_result(data)
+    scale, unit = metric_scale(metric, rows)
+    facts = []
+    if best is not None:
+        way = "lower" if lower_is_better(metric) else "higher"
+        facts.append(("Best", fact("best.config", best.title, best.title, "b") + f": {metric} "
+                      + fact("best.mean", best.mean_sd("metric")[0], mean_sd_text(best.mean_sd("metric"), scale, unit),
+                             "b") + f" (mean of {len(best.values('metric'))} seeds; {way} is better)"))
+    seeds = sorted({r["seed"] for row in rows for r in row.runs if r["seed"] is not None}, key=str)
+    axes = data.get("axes") or {}
+    model = first.get("model")
+    n = first.get("n_params")
+    facts += [("Task", fact("task", first.get("task"), str(first.get("task", "-")))),
+              ("Model", fact("model", model, str(model or "-")) + (f" ({n:,} parameters)" if n else "")),
+              ("Epochs", fact("epochs", first.get("epochs"), str(first.get("epochs", "-")))),
+              ("Seeds", fact("seeds", seeds, ", ".join(map(str, seeds)) or "-")),
+              ("Grid", " × ".join(f"{k}: {', '.join(map(str, v))}" for k, v in axes.items() if k != "seed")
+               + f" ({len(data['results'])} runs" + (f", {data['config'].get('jobs')} at a time)"
+                                                      if (data.get("config") or {}).get("jobs") else ")"))]
+    if data.get("seconds"):
+        facts.append(("Time", fact("seconds", data["seconds"], fmt_seconds(data["seconds"])) + " in all"))
+    if reproduce(data):
+        facts.append(("Reproduce", fact("command", reproduce(data), reproduce(data), "pre")))
+    body = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+    return f'<section class="card"><dl>{body}</dl></section>'
+
+
 def _compare_page(folder: Path, data: dict, header: list[str], rows: list[list[Any]]) -> Path:
     page = Page(f"onecycle compare: {folder.name}")
+    page.raw(_compare_card(data, folder))
     page.para(f"{len(data['results'])} runs; metric {data['metric']}"
               + (f", target {data['target']}" if data.get("target") is not None else "")
-              + "; mean ± standard deviation over seeds; the peak LR as the geometric mean of the seeds' LRs"
-              + (f"; {fmt_seconds(data['seconds'])} in all" if data.get("seconds") else ""))
-    page.table(header, rows, kinds=["text"] * len(header))
+              + "; mean ± standard deviation over seeds; the peak LR as the geometric mean of the seeds' LRs.")
+    if "per seed" in header:  # one seed a line
+        k = header.index("per seed")
+        rows = [[*r[:k], ("html", "<br>".join(f'<span style="white-space:nowrap">{html.escape(p)}</span>'
+                                              for p in r[k].replace(", seed ", "\0seed ").split("\0"))),
+                 *r[k + 1:]] for r in rows]
+    if "peak LR (geo. mean, range)" in header:  # the range under the mean: the table fits a 1024-px page
+        k = header.index("peak LR (geo. mean, range)")
+        rows = [[*r[:k], ("html", html.escape(r[k]).replace(" (", " <br>(")), *r[k + 1:]] for r in rows]
+    page.table(header, rows, kinds=["text"] * len(header), wrap=True)
     for name in ("seeds.png", "compare.png", "finders.png"):
         if (folder / name).exists():
             page.image(folder / name, dict(PLOTS)[name])
@@ -193,7 +164,7 @@ def _compare_page(folder: Path, data: dict, header: list[str], rows: list[list[A
         links.append(f"{name}/report.html" if (folder / name / "report.html").exists() else "")
     page.table(["run (its report)", "status", "epochs", f"final {metric}", "final val_loss", "peak LR", "time",
                 "error"], run_rows, links, kinds=["run", "status", "epochs", metric, "val_loss", "lr", "seconds",
-                                                  "error"])
+                                                  "error"], wrap=True)
     page.heading("Grid")
     page.details("the compare's config, axes and base options",
                  json.dumps({k: data[k] for k in ("config", "axes", "base", "argv") if k in data}, indent=2))
@@ -202,41 +173,45 @@ def _compare_page(folder: Path, data: dict, header: list[str], rows: list[list[A
 
 # ---- the data of compare's own figures (onecycle.plots draws them) --------------------------------
 def plot_seeds(groups: dict[str, list[dict]], metric: str, save: Path) -> Any:
-    """One row per configuration: a dot per seed's final ``metric``, a bar at their mean."""
+    """One row per configuration: a dot per seed's final ``metric``, labelled with its seed, a bar at
+    their mean."""
     from .plots import plot_seed_dots
-    rows = [(t, v) for t, runs in groups.items() if (v := _finite([r["metric"] for r in runs if r["ok"]]))]
+    rows = [(t, [r["metric"] for r in runs if r["ok"] and isinstance(r["metric"], (int, float))],
+             [f"seed {r['seed']}" for r in runs if r["ok"] and isinstance(r["metric"], (int, float))])
+            for t, runs in groups.items()]
+    rows = [r for r in rows if r[1]]
     if not rows:
         return None
-    pct = is_fraction(metric) and all(0 <= x <= 1 for _, v in rows for x in v)
+    pct = percent_column(metric, [x for _, v, _ in rows for x in v])
     label = f"final {metric}" + (" (%)" if pct else "") + (
         "  (lower is better)" if lower_is_better(metric) else "  (higher is better)")
-    return plot_seed_dots([(t, [x * (100.0 if pct else 1.0) for x in v]) for t, v in rows], label, save)
+    return plot_seed_dots([(t, [x * (100.0 if pct else 1.0) for x in v], s) for t, v, s in rows], label, save)
 
 
 def _finder_curves(runs: list[dict], folder: Path) -> list[tuple[list[float], list[float], float | None, str]]:
-    """(LRs, the curve its rule read, the LR it chose, which curve) for each seed that ran the finder."""
+    """(LRs, the curve its rule read, smoothed and centred, over the whole test, the LR it chose, which
+    curve) for each seed that ran the finder."""
     from .lr_find_result import LRFindResult
+    from .smoothing import range_test_curve
     out = []
     for r in runs:
         path = folder / Path(r["res"]["folder"]).name / "lr_find.json"
         if not path.exists():
             continue
         res = LRFindResult.load_json(path)
-        n = len(res.lrs)
-        cut = slice(min(n // 10, max(n - 2, 0)), max(n - 5, min(n // 10, max(n - 2, 0)) + 2))
         val = res.rule.startswith("val_")
-        curve = res.smooth_val_losses if val else res.smooth_losses
-        out.append((res.lrs[cut], curve[cut], res.suggestion, "validation" if val else "training"))
+        curve = range_test_curve(res.val_losses if val else res.losses)
+        out.append((res.lrs, curve, res.suggestion, "validation" if val else "training"))
     return out
 
 
 def plot_finders(groups: dict[str, list[dict]], folder: Path, save: Path) -> Any:
-    """Every run's finder curve (the smoothed loss its rule read) against the LR, one colour per
-    configuration, with a dot where each seed's finder chose its LR."""
+    """Every run's finder curve (the loss its rule read) against the LR over the whole test, one colour
+    per configuration, with a dot where each seed's finder chose its LR."""
     from .plots import plot_finder_overlay
     curves = {t: c for t, runs in groups.items() if (c := _finder_curves(runs, folder))}
     if not curves:
         return None
     kinds = sorted({kind for items in curves.values() for *_, kind in items})
     return plot_finder_overlay({t: [c[:3] for c in items] for t, items in curves.items()},
-                               f"smoothed {' / '.join(kinds)} loss", save)
+                               f"{' / '.join(kinds)} loss", save)

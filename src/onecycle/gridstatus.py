@@ -97,14 +97,15 @@ class LiveStatus:
                 f"epoch {k + 1}/{cfg.epochs}" if k < cfg.epochs else "saving"
             states.append(f"{self.cells[i].title()}: {doing}")
         queued = len(self.cells) - self.done - len(running)
-        what = f"{self.done}/{len(self.cells)} done, {len(running)} running, {queued} queued"
-        what += f" | {'; '.join(states)}" if states else ""
-        eta = self.eta(epochs)
-        if not self.tty and what == self._last:
+        counts = f"{self.done}/{len(self.cells)} done, {len(running)} running, {queued} queued"
+        cells = f" | {'; '.join(states)}" if states else ""
+        if not self.tty and counts + cells == self._last:
             return
-        self._last = what
-        self._print(f"[{fmt_seconds(self.clock() - self.start)}] {what} | ETA "
-                    + (fmt_seconds(eta) if eta is not None else "?"))
+        self._last = counts + cells
+        eta = self.eta(epochs)
+        # the ETA before the cells' states: a terminal's line is cut at its width, and the cut takes those
+        self._print(f"[{fmt_seconds(self.clock() - self.start)}] {counts}, ETA "
+                    + (fmt_seconds(eta) if eta is not None else "?") + cells)
 
     def _print(self, line: str, final: bool = False) -> None:
         if self.tty:  # rewrite the status line; a finished cell's line stays above it

@@ -16,19 +16,11 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
+from .metrics import is_fraction
 
-__all__ = ["Page", "fact", "png_css_width", "fmt_value", "fmt_seconds", "is_fraction"]
-
-_FRACTION_WORDS = ("acc", "precision", "recall", "f1", "auroc", "auc", "iou", "dice", "error")
-
+__all__ = ["Page", "fact", "png_css_width", "fmt_value", "fmt_seconds"]
 
 # ---- numbers ---------------------------------------------------------------------------------------
-def is_fraction(name: str) -> bool:
-    """Accuracy-like metrics (a fraction in [0, 1], shown as a percentage)."""
-    low = name.lower()
-    return "loss" not in low and any(w in low for w in _FRACTION_WORDS)
-
-
 def fmt_seconds(s: Any) -> str:
     """A duration with its unit: ``0.42 s``, ``12.3 s``, ``2 min 05 s``."""
     if not isinstance(s, (int, float)) or math.isnan(s):
@@ -81,7 +73,10 @@ _STYLE = (
     ".bar span{display:block;height:100%}.key{display:inline-block;width:.8em;height:.8em;margin:0 .25em 0 .7em;"
     "vertical-align:-.05em;border-radius:2px}.key:first-child{margin-left:0}.muted{color:#666}"
     ".warn{background:#fff4d6;border:1px solid #e5c46b;padding:.5em .8em;border-radius:4px}"
-    "details summary{cursor:pointer;color:#345}")
+    "details summary{cursor:pointer;color:#345}.scroll{overflow-x:auto;max-width:100%}"
+    ".small{font-size:12.5px}table.wrap td.t{white-space:normal;min-width:7em}table.wrap th{white-space:normal}"
+    "td.top{font-weight:bold}"
+    "td.top::after{content:' \\2605';color:#c90}")
 
 
 def fact(key: str, value: Any, text: str, tag: str = "span") -> str:
@@ -107,11 +102,14 @@ class Page:
         self.parts.append(f'<p class="{cls}">{html.escape(text)}</p>' if cls else f"<p>{html.escape(text)}</p>")
 
     def table(self, header: Sequence[str], rows: Sequence[Sequence[Any]], links: Sequence[str] | None = None,
-              kinds: Sequence[str] | None = None, best_row: int | None = None) -> None:
+              kinds: Sequence[str] | None = None, best_row: int | None = None, wrap: bool = False,
+              best_cells: Sequence[tuple[int, int]] = ()) -> None:
         """``kinds[i]``: the column name that picks column ``i``'s number format (its header by default);
-        a cell may be ready markup as ``("html", markup)``."""
+        a cell may be ready markup as ``("html", markup)``. ``wrap``: text cells wrap and the table
+        scrolls inside the page rather than spill out of it. ``best_cells``: (row, column) of cells to
+        mark as the best of their column."""
         kinds = list(kinds or header)
-        text = [isinstance(v, str) and not _numeric(v) for v in rows[0]] if rows else [False] * len(header)
+        text = [_is_text(v) for v in rows[0]] if rows else [False] * len(header)
         head = "".join(f'<th class="t">{html.escape(str(h))}</th>' if t else f"<th>{html.escape(str(h))}</th>"
                        for h, t in zip(header, text))
         body = []
@@ -120,11 +118,13 @@ class Page:
                      for k, v in zip(kinds, row)]
             if links and links[i]:
                 cells[0] = f'<a href="{html.escape(links[i])}">{cells[0]}</a>'
-            words = [isinstance(v, str) and not _numeric(v) for v in row]  # text reads from the left
+            words = [_is_text(v) for v in row]  # text reads from the left
             cls = ' class="best"' if i == best_row else ""
-            body.append(f"<tr{cls}>" + "".join(f'<td class="t">{c}</td>' if w else f"<td>{c}</td>"
-                                               for c, w in zip(cells, words)) + "</tr>")
-        self.parts.append(f"<table><tr>{head}</tr>{''.join(body)}</table>")
+            marks = {j for r, j in best_cells if r == i}
+            body.append(f"<tr{cls}>" + "".join(_td(c, w, j in marks) for j, (c, w) in enumerate(zip(cells, words)))
+                        + "</tr>")
+        table = ('<table class="wrap">' if wrap else "<table>") + f"<tr>{head}</tr>{''.join(body)}</table>"
+        self.parts.append(f'<div class="scroll">{table}</div>' if wrap else table)
 
     def image(self, path: Path, caption: str) -> None:
         """A PNG embedded as a data URI, shown at its natural size (a 2x PNG at half its pixels, so it
@@ -148,6 +148,17 @@ class Page:
                 f"<body>{''.join(self.parts)}</body></html>\n")
         atomic_write_text(path, page)
         return path
+
+
+def _td(markup: str, text: bool, best: bool) -> str:
+    """A cell: text aligned left (class ``t``), the best of its column marked (class ``top``)."""
+    classes = " ".join(k for k, on in (("t", text), ("top", best)) if on)
+    return f'<td class="{classes}">{markup}</td>' if classes else f"<td>{markup}</td>"
+
+
+def _is_text(v: Any) -> bool:
+    """Words (aligned left): a string that does not start as a number, or ready markup."""
+    return isinstance(v, str) and not _numeric(v) or isinstance(v, tuple) and v[:1] == ("html",)
 
 
 def _numeric(text: str) -> bool:

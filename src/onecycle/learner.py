@@ -28,7 +28,7 @@ from .callbacks import Callback, check_callbacks
 from .checkpointer import Checkpointer
 from .loop import NO_CONTEXT, Loop, batches_per_epoch, steps_for
 from .lr_finder import find
-from .metrics import metric_columns, named_metrics
+from .metrics import metric_columns, metric_directions, named_metrics
 from .optim import build_optimizer, optimizer_factory
 from .optim.extras import owns_weight_decay, prepare_fit
 from .optim.groups import DECOUPLED_WD, DecoupledWeightDecay, freeze_groups, layer_groups, normalized_wd_for, spread_lrs
@@ -118,7 +118,7 @@ class Learner:
             self.model = self.model.to(memory_format=torch.channels_last)
         self._compiled: nn.Module | None = None
         self._ddp = D.wrap(self.model, self.device) if self.world_size > 1 else None
-        self.recorder = Recorder(metric_columns(self.metrics))
+        self.recorder = Recorder(metric_columns(self.metrics), higher_is_better=metric_directions(self.metrics))
         self.opt: torch.optim.Optimizer | None = None
         self._owns_wd, self._wd_hook = False, None
         self.loop: Loop | None = None  # the running fit's loop (or the last one's): its whole state
@@ -379,10 +379,10 @@ class Learner:
 
     # ---- LR range test ------------------------------------------------------------------------
     def lr_find(self, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100, **kw: Any) -> Any:
-        """LR range test with validation loss and metrics at every step (``lr_finder.find``);
-        returns an ``LRFindResult``. Model, optimizer, RNG and history are restored afterwards; called
-        from a callback inside a fit, it leaves that fit as it was. The Learner's own callbacks do not
-        run inside the test (pass ``callbacks=`` for those that should)."""
+        """LR range test, validation loss and metrics at every step: an ``LRFindResult``. Options (each
+        in ``onecycle.lr_finder.find``'s doc): step_mode, stop_div, div_th, with_valid, val_batches, wd, rule,
+        runs, callbacks (the Learner's own do not run inside), keep_ratios, stop_rule. Model, optimizer,
+        RNG and history are restored afterwards; inside a fit, it leaves that fit as it was."""
         C.check_keywords("lr_find", kw, self.lr_find, [find], sets={"learn": ""})
         return find(self, start_lr=start_lr, end_lr=end_lr, num_it=num_it, **kw)
 

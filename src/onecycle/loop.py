@@ -42,7 +42,7 @@ from .progress import Progress
 from .recorder import Recorder
 from .resume import batches_to_replay, rng_loaders
 from .rng import set_rng_state
-from .suggest import smoothing_beta
+from .smoothing import smoothing_beta
 
 if TYPE_CHECKING:
     from .learner import Learner
@@ -159,7 +159,7 @@ class Loop:
         ckpt, learn = self.checkpointer, self.learn
         state = ckpt.load(self)  # a checkpoint to resume from, checked before anything changes
         self.recorder.reset(smoothing_beta(self.n_epochs * self.batches))  # a lag of ~10% of the fit
-        self.progress = Progress(self.recorder.metric_names, quiet=self.quiet)
+        self.progress = Progress(self.recorder.metric_names, quiet=self.quiet, total=self.n_epochs * self.batches)
         start_epoch = ckpt.restore(self, state) if state is not None else start_epoch
         failure = None
         try:
@@ -181,6 +181,7 @@ class Loop:
                 ckpt.wait(learn, failure)
             finally:
                 set_optimizer_mode(self.opt, train=False)  # schedule-free: the weights to evaluate, save, use
+                self.progress.close()  # the fit's one bar goes; its table stays
                 self.call("after_fit")
         if self.short_epochs and self.warn_short and learn.rank == 0:
             self.warn_short_epochs()

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
-from .suggest import DEFAULT_RULE, RULE_NAMES, ema, smoothing_beta, stop_words
+from .smoothing import ema, smoothing_beta
+from .suggest import DEFAULT_RULE, RULE_NAMES, flat_end, in_flat_region, one_cycle_range, stop_words
 
 __all__ = ["LRFindResult"]
 
@@ -40,6 +41,7 @@ class LRFindResult:
     step_mode: str = "exp"
     num_it: int = 0
     run_suggestions: list[dict[str, float | None]] = field(default_factory=list)  # per run, when runs > 1
+    higher_is_better: dict[str, bool] = field(default_factory=dict)  # per metric; by name when missing
 
     @property
     def smooth_val_losses(self) -> list[float]:
@@ -67,13 +69,30 @@ class LRFindResult:
         """How the test ended, in plain words ("ran all 100 steps, up to LR 10")."""
         return stop_words(self.stop_reason, self.lrs, self.num_it)
 
+    def one_cycle_range(self, div: float = 25.0) -> tuple[float, float] | None:
+        """The LRs a 1cycle fit at the suggestion runs through (``suggest.one_cycle_range``: from the peak
+        / ``div``, fastai's default 25, up to the peak); None without a suggestion."""
+        return None if self.suggestion is None else one_cycle_range(self.suggestion, div)
+
+    def flat_rules(self) -> list[str]:
+        """The rules whose answer lies in the flat start of the training loss (``suggest.flat_end``)."""
+        return [k for k, v in self.suggestions.items() if in_flat_region(v, self.lrs, self.losses)]
+
     def summary(self) -> str:
         """What ``lr_find`` prints: how the test ended, every rule's suggestion in plain words with
-        the chosen one marked, and the notes."""
+        the chosen one marked and those in the flat region flagged, the 1cycle range, and the notes."""
         lines = [f"LR finder: {self.outcome}"]
+        flat = self.flat_rules()
         for rule, lr in self.suggestions.items():
-            mark = "  <- suggestion" if rule == self.rule else ""
+            mark = "  <- suggestion" if rule == self.rule else "  (flat region)" if rule in flat else ""
             lines.append(f"  {rule:<10} {_g(lr) if lr is not None else '-':<9} {RULE_NAMES.get(rule, '')}{mark}")
+        span = self.one_cycle_range()
+        if span is not None:
+            lines.append(f"  1cycle range: {_g(span[0])} up to the peak {_g(span[1])} (div 25), then down")
+        if flat:
+            end = flat_end(self.lrs, self.losses)
+            lines.append(f"  note: {', '.join(flat)} answered in the flat region (LR below {_g(end)}), where the "
+                         "training loss had not started to fall")
         return "\n".join(lines + [f"  note: {n}" for n in self.notes])
 
     def __repr__(self) -> str:  # the suggestions, not the curves (a notebook shows this after lr_find())

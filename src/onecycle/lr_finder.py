@@ -44,12 +44,13 @@ from .callbacks import Callback, CancelFit, check_callbacks
 from .evaluate import restore_modes
 from .loop import Loop, NonFiniteLossError
 from .lr_find_result import LRFindResult
-from .optim.extras import check_lrs
+from .optim.extras import check_lrs, single_lr
 from .optim.groups import spread_lrs
 from .optim.scheduler import Scheduler, paused
 from .recorder import Recorder
 from .rng import get_rng_state, set_rng_state
-from .suggest import DEFAULT_RULE, SUGGESTERS, divergence_bound, median_suggestion, smoothing_beta, suggest
+from .smoothing import smoothing_beta
+from .suggest import DEFAULT_RULE, SUGGESTERS, divergence_bound, median_suggestion, suggest
 
 __all__ = ["LRFindResult", "RangeTest", "find"]
 
@@ -306,7 +307,8 @@ def _run(learn: Any, cfg: _Config, set_epoch: bool, run: int = 0) -> RangeTest:
     return finder
 
 
-def _result(runs: list[RangeTest], cfg: _Config, names: Iterable[str]) -> LRFindResult:
+def _result(runs: list[RangeTest], cfg: _Config, names: Iterable[str], directions: dict[str, bool]
+            ) -> LRFindResult:
     """The result of the first run's curves; with more runs, each rule's suggestion is the median
     over all of them (``median_suggestion``)."""
     first = runs[0].history
@@ -318,19 +320,21 @@ def _result(runs: list[RangeTest], cfg: _Config, names: Iterable[str]) -> LRFind
     if len(runs) > 1:
         suggestions = {rule: median_suggestion(per_run, rule) for rule in suggestions}
         notes.append(f"suggestions: the median over {len(per_run)} runs with different data orders")
-    chosen = suggestions[cfg.rule]
-    if chosen is None:
+    rule, chosen = cfg.rule, suggestions[cfg.rule]
+    if chosen is None:  # res.rule then names the rule that answered, whose value res.suggestion is
         fallback = next((k for k, v in suggestions.items() if v is not None), None)
         notes.append(f"the {cfg.rule!r} rule gave no suggestion; "
                      + (f"using {fallback!r}" if fallback else "no rule could suggest an LR"))
-        chosen = suggestions[fallback] if fallback else None
+        rule, chosen = (fallback, suggestions[fallback]) if fallback else (cfg.rule, None)
     series = first.series
-    metrics = {name: [] for name in names}  # every metric, with or without validation
-    metrics.update((name, list(values)) for name, values in series.items() if name != "val_loss")
+    recorded = {name: list(values) for name, values in series.items() if name != "val_loss"}
+    # without validation every metric is an empty panel; with it, the columns recorded (a dict-valued
+    # metric's keys, not its own name)
+    metrics = recorded if recorded else {name: [] for name in names}
     return LRFindResult(list(first.lrs), [list(g) for g in first.group_lrs], list(first.losses),
                         list(first.smooth_losses), list(series.get("val_loss", [])), metrics, list(first.moms),
-                        suggestions, chosen, cfg.rule, runs[0].stop_reason, notes, cfg.step_mode, cfg.num_it,
-                        per_run if len(runs) > 1 else [])
+                        suggestions, chosen, rule, runs[0].stop_reason, notes, cfg.step_mode, cfg.num_it,
+                        per_run if len(runs) > 1 else [], dict(directions))
 
 
 def find(learn: Any, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100, *, step_mode: str = "exp",
@@ -365,14 +369,19 @@ def find(learn: Any, start_lr: Any = 1e-7, end_lr: Any = 10.0, num_it: int = 100
                 if k:
                     snap.restore(learn, rng=False)
                 finders.append(_run(learn, cfg, snap.epoch is not None, k))
+        scaled_d = single_lr(learn.opt)  # the optimizer it ran (a fresh Learner's is gone after the restore)
     finally:
         snap.restore(learn)
-    res = _result(finders, cfg, learn.recorder.metric_names)
+    res = _result(finders, cfg, learn.recorder.metric_names, learn.recorder.higher_is_better)
     ratios = [s / cfg.starts[-1] for s in cfg.starts]  # (keep_ratios=False: the ratios at the start)
     # fit_one_cycle(lr_max=None) reads this: per group when the groups' LRs differ, keeping ratios.
     learn.suggested_lr = (res.suggestion if res.suggestion is None or len(set(ratios)) == 1
                           else [res.suggestion * r for r in ratios])
     learn.no_suggestion_reason = None if res.suggestion is not None else "; ".join([res.stop_reason, *res.notes])
+    if res.suggestion is not None and scaled_d:  # Prodigy: its LR scales the step d it estimates
+        C.warn("Prodigy's LR multiplies the step size d it estimates, which starts tiny (d0) and "
+               "grows only as the weights move: over a range test the loss barely moves, so this suggestion "
+               f"({res.suggestion:.3g}) is no LR to train at. Train it at lr=1 (its authors' default)")
     if not learn.quiet:
         print(res.summary(), flush=True)
     return res

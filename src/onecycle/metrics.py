@@ -18,6 +18,12 @@ A column name claimed twice (two dicts sharing a key, a key equal to another met
 ``val_loss``) raises ``ValueError`` in ``result()``. Values must be numbers or 0-d tensors: a per-class
 tensor raises ``ValueError`` (reduce it, or return a dict of named numbers).
 
+Direction and unit: ``higher_is_better`` says which way a metric improves (its own attribute, as
+torchmetrics objects and the functions here carry one, else the name rule ``lower_is_better``), and
+``metric_directions`` gives it per column, which the Recorder keeps for the plots and reports. An
+accuracy-like column (``is_fraction``: by its name, its values in [0, 1]) is shown in percent
+everywhere a person reads it (``percent_column``).
+
 Weighting: the accumulator weights each batch's value by its number of targets (``targets.numel()``), so a
 smaller last batch counts for what it holds; a metric with ``average = "geometric"`` (also on a partial's
 function) has its logarithm averaged instead. Objects following the torchmetrics protocol
@@ -39,8 +45,9 @@ import torch.nn.functional as F
 from .batches import batch_size
 from .checks import check_int
 
-__all__ = ["accuracy", "top_k_accuracy", "perplexity", "bits_per_char", "lower_is_better", "metric_name",
-           "named_metrics", "metric_columns", "MetricAccumulator"]
+__all__ = ["accuracy", "top_k_accuracy", "perplexity", "bits_per_char", "lower_is_better", "higher_is_better",
+           "is_fraction", "percent_column", "metric_name", "named_metrics", "metric_columns", "metric_directions",
+           "MetricAccumulator"]
 
 
 def _flat(preds: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,6 +80,7 @@ def perplexity(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 perplexity.average = "geometric"  # type: ignore[attr-defined]
+perplexity.higher_is_better = False  # type: ignore[attr-defined]
 
 
 def bits_per_char(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -81,16 +89,46 @@ def bits_per_char(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(preds, targets) / math.log(2.0)
 
 
-# A metric's direction, read from its column name until metrics carry one: losses (``val_loss``,
-# ``train_loss``, a user's ``l1_loss``), perplexity, bits per character and error rates fall as a model
-# improves; everything else (accuracy, F1, AUROC...) rises.
+accuracy.higher_is_better = top_k_accuracy.higher_is_better = True  # type: ignore[attr-defined]
+bits_per_char.higher_is_better = False  # type: ignore[attr-defined]
+
+
+# ---- a metric's direction and unit: the one home ------------------------------------------------------
+# The name rule, for a metric that does not say: losses (``val_loss``, ``train_loss``, a user's
+# ``l1_loss``), perplexity, bits per character and error rates fall as a model improves; everything
+# else (accuracy, F1, AUROC...) rises.
 _LOWER_IS_BETTER = ("perplexity", "bits_per_char", "error")
+_FRACTION_WORDS = ("acc", "precision", "recall", "f1", "auroc", "auc", "iou", "dice", "error")
 
 
 def lower_is_better(name: str) -> bool:
-    """Whether a smaller value of the metric column ``name`` is better (the "best" epoch, the star in
-    the plots, the reports' best runs): the one home of a metric's direction."""
-    return "loss" in name or name in _LOWER_IS_BETTER
+    """The name rule: whether a smaller value of the column ``name`` is better (the fallback of
+    ``higher_is_better`` when a metric does not say, and how a saved history without directions reads)."""
+    return "loss" in name or any(w in name for w in _LOWER_IS_BETTER)
+
+
+def higher_is_better(metric: object, name: str | None = None) -> bool:
+    """Whether a larger value of ``metric`` is better: its own ``higher_is_better`` attribute (torchmetrics
+    objects carry one; set it on a function: ``f.higher_is_better = False``; a partial's function's counts),
+    else the name rule (``lower_is_better``) on its own name and on its column's ``name``."""
+    for owner in (metric, getattr(metric, "func", None)):
+        said = getattr(owner, "higher_is_better", None)
+        if isinstance(said, bool):
+            return said
+    return not (lower_is_better(metric_name(metric)) or (name is not None and lower_is_better(name)))
+
+
+def is_fraction(name: str) -> bool:
+    """Accuracy-like metrics by name (a fraction in [0, 1], shown as a percentage wherever a person reads
+    it: the terminal, plots, reports, CSV files)."""
+    low = name.lower()
+    return "loss" not in low and any(w in low for w in _FRACTION_WORDS)
+
+
+def percent_column(name: str, values: Iterable[Any]) -> bool:
+    """Whether a column is shown in percent: an accuracy-like name whose finite values all lie in [0, 1]."""
+    finite = [v for v in values if isinstance(v, numbers.Real) and math.isfinite(v)]
+    return is_fraction(name) and all(-1e-9 <= v <= 1 + 1e-9 for v in finite)
 
 
 def metric_name(metric: object) -> str:
@@ -124,6 +162,23 @@ def metric_columns(metrics: Mapping[str, Any]) -> list[str]:
             out.append(name)
         else:
             out += [str(k) if name == metric_name(m) else f"{name}_{k}" for k in keys]
+    return out
+
+
+def metric_directions(metrics: Mapping[str, Any]) -> dict[str, bool]:
+    """``higher_is_better`` of each column ``metric_columns`` lists (a ``MetricCollection``'s keys take
+    their member's direction where it has one)."""
+    out = {}
+    for name, m in metrics.items():
+        keys = m.keys() if _is_stateful(m) and callable(getattr(m, "keys", None)) else None
+        if keys is None:
+            out[name] = higher_is_better(m, name)
+            continue
+        for k in keys:
+            col = str(k) if name == metric_name(m) else f"{name}_{k}"
+            member = m[k] if callable(getattr(m, "__getitem__", None)) else None
+            said = getattr(member, "higher_is_better", None)
+            out[col] = said if isinstance(said, bool) else higher_is_better(m, col)
     return out
 
 

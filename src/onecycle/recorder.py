@@ -1,7 +1,7 @@
 """Recorder: the training history as plain Python lists of floats.
 
 Per iteration: the LR of every param group, momentum, raw loss and its smoothed value (a
-bias-corrected EMA whose factor a fit sets from its length, ``suggest.smoothing_beta``); per epoch:
+bias-corrected EMA whose factor a fit sets from its length, ``smoothing.smoothing_beta``); per epoch:
 train loss, validation loss, every metric, wall time.
 Extra per-step series (gradient statistics, trust ratios) live in ``series``. Never tensors, so
 nothing keeps a graph or device memory alive. It saves to JSON and CSV and loads back, and writes
@@ -27,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from .atomic import atomic_write_text
-from .suggest import SmoothLoss
+from .metrics import percent_column
+from .smoothing import SmoothLoss
 
 __all__ = ["Recorder"]
 
@@ -40,8 +41,11 @@ EPOCH_NUMBERING = "from 1"  # how the JSON and CSV exports number epochs
 class Recorder:
     """History of a Learner's training. ``lrs`` is the last (head) group's LR, as fastai 0.7 plotted."""
 
-    def __init__(self, metric_names: Iterable[str] = (), smooth_beta: float = 0.98) -> None:
+    def __init__(self, metric_names: Iterable[str] = (), smooth_beta: float = 0.98,
+                 higher_is_better: Mapping[str, bool] | None = None) -> None:
         self.metric_names = list(metric_names)
+        # each metric's direction (``metrics.metric_directions``); a column missing here reads by its name
+        self.higher_is_better = dict(higher_is_better or {})
         self.reset(smooth_beta)
 
     def reset(self, smooth_beta: float | None = None) -> None:
@@ -60,8 +64,9 @@ class Recorder:
 
     def __repr__(self) -> str:  # what a notebook shows after fit_one_cycle(...): the last epoch, not lists
         n = len(self.train_losses)
-        columns = [("train_loss", self.train_losses), ("valid_loss", self.val_losses), *self.metrics.items()]
-        last = [f"{name} {values[-1]:.4g}" for name, values in columns if values and math.isfinite(values[-1])]
+        columns = [("train_loss", self.train_losses), ("val_loss", self.val_losses), *self.metrics.items()]
+        last = [f"{name} {100 * values[-1]:.2f}%" if percent_column(name, values) else f"{name} {values[-1]:.4g}"
+                for name, values in columns if values and math.isfinite(values[-1])]
         return (f"Recorder({n} epoch{'' if n == 1 else 's'}, {len(self.losses)} iterations"
                 + (f"; epoch {n}: " + ", ".join(last) if last else "") + ")")
 
@@ -88,6 +93,11 @@ class Recorder:
                 raise TypeError(f"val: a metric name must be a str, got {name!r} ({type(name).__name__})")
             if not isinstance(value, numbers.Real):  # torch.Tensor is not a Real: plain floats only here
                 raise TypeError(f"val[{name!r}] must be a number, got {value!r} ({type(value).__name__})")
+        if val and not self.train_losses:  # a dict-valued metric's own name is no column: its keys are
+            unseen = [n for n in self.metric_names if n not in val]
+            self.metric_names = [n for n in self.metric_names if n in val]
+            for name in unseen:
+                del self.metrics[name]
         self.train_losses.append(train_loss)
         self.val_losses.append(float(val.get("val_loss", math.nan)))
         for name in val:
@@ -116,7 +126,7 @@ class Recorder:
     def state_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: getattr(self, k) for k in _ITER_FIELDS + _EPOCH_FIELDS}
         out.update(metric_names=self.metric_names, metrics=self.metrics, series=self.series,
-                   smoother=self.smoother.state_dict())
+                   smoother=self.smoother.state_dict(), higher_is_better=self.higher_is_better)
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -125,6 +135,7 @@ class Recorder:
             setattr(self, k, [list(v) for v in state[k]] if k == "group_lrs" else list(state[k]))
         self.metrics = {k: list(v) for k, v in state["metrics"].items()}
         self.series = {k: list(v) for k, v in state.get("series", {}).items()}
+        self.higher_is_better = dict(state.get("higher_is_better", {}))  # older files: by name
         self.smoother = SmoothLoss()
         self.smoother.load_state_dict(state["smoother"])  # its beta too
 
@@ -156,9 +167,14 @@ class Recorder:
         return header, rows
 
     def epoch_rows(self, start: int = 0) -> tuple[list[str], list[list]]:
-        """The header and one row per epoch from index ``start`` on, numbered from 1."""
-        header = ["epoch", "train_loss", "val_loss", *self.metric_names, "time", "iterations"]
-        rows = [[e + 1, self.train_losses[e], self.val_losses[e], *[self.metrics[n][e] for n in self.metric_names],
+        """The header and one row per epoch from index ``start`` on, numbered from 1; an accuracy-like
+        metric in percent, as everywhere a person reads it (``metrics.percent_column``), its header
+        saying so: ``accuracy (%)``."""
+        pct = {n: percent_column(n, self.metrics[n]) for n in self.metric_names}
+        header = ["epoch", "train_loss", "val_loss", *[f"{n} (%)" if pct[n] else n for n in self.metric_names],
+                  "time (s)", "iterations"]
+        rows = [[e + 1, self.train_losses[e], self.val_losses[e],
+                 *[self.metrics[n][e] * (100.0 if pct[n] else 1.0) for n in self.metric_names],
                  self.times[e], self.epoch_iters[e]] for e in range(start, self.n_epochs)]
         return header, rows
 

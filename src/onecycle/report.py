@@ -35,8 +35,8 @@ PLOTS = (("dashboard.png", "The run at a glance: LR, momentum, losses and metric
          ("trust_ratios.png", "LARS/LAMB trust ratios per param group"),
          ("compare.png", "Validation loss and metrics per configuration (line: mean; band: min-max over seeds)"),
          ("seeds.png", "Final metric of every seed (one dot each; bar: the configuration's mean)"),
-         ("finders.png", "LR finder curves of every run, as the suggestion rule read them; dot: the LR each "
-                         "seed's finder chose"),
+         ("finders.png", "LR finder curves of every run over each test's whole range (the loss its rule reads, "
+                         "smoothed and centred); dot: the LR each seed's finder chose"),
          ("overlay.png", "Runs overlaid"))
 
 
@@ -58,9 +58,15 @@ def summarize(rec: Any) -> dict[str, Any]:
     final = {"train_loss": rec.train_losses[-1], "val_loss": rec.val_losses[-1],
              **{n: v[-1] for n, v in rec.metrics.items()}}
     series = {"val_loss": rec.val_losses, **rec.metrics}
-    bests = {n: best_of(v, lower_is_better(n)) for n, v in series.items()}
+    bests = {n: best_of(v, not _higher(rec, n)) for n, v in series.items()}
     return {"epochs_done": rec.n_epochs, "final": final, "best": {n: b[0] for n, b in bests.items()},
             "best_epoch": {n: b[1] for n, b in bests.items()}, "metric": metric, "train_seconds": sum(rec.times)}
+
+
+def _higher(rec: Any, name: str) -> bool:
+    """A column's direction: as the history recorded it, else by its name."""
+    recorded = getattr(rec, "higher_is_better", {}) or {}
+    return bool(recorded[name]) if name in recorded else not lower_is_better(name)
 
 
 def history(folder: Path) -> Any:
@@ -137,6 +143,12 @@ def overlay_runs(folders: Sequence[Path], out: Path) -> tuple[list[Path], list[s
     return [out / "overlay.png", page.write(out / "report.html")], warnings
 
 
+# What each part of the time split holds (the card says it under the bar).
+TIME_PARTS = {"finder": "the LR range test", "training": "the training batches (forward, backward, optimizer steps)",
+              "validation": "the validation passes at epoch ends",
+              "plotting": "drawing the PNGs (the report page itself is not counted)",
+              "other": "the rest of the wall time: starting Python and importing torch, loading the data, building "
+                       "the model, checkpoints, saving the history and the weights"}
 TIME_COLORS = {"finder": "#8e6cc9", "training": "#2f7ed8", "validation": "#f28f43", "plotting": "#54a24b",
                "other": "#a0a0a0"}
 
@@ -150,8 +162,9 @@ def _time_split(split: dict[str, float]) -> str:
                   f'title="{k} {fmt_seconds(v)}"></span>' for k, v in parts if total > 0 and v > 0)
     legend = "".join(f'<span class="key" style="background:{TIME_COLORS[k]}"></span>{k} '
                      + fact(f"time.{k}", v, fmt_seconds(v)) for k, v in parts)
+    explain = " ".join(f"{k}: {TIME_PARTS[k]}." for k, _ in parts)
     return (fact("time.total", total, fmt_seconds(total), "b") + " in all"
-            + f'<div class="bar">{bar}</div><div>{legend}</div>')
+            + f'<div class="bar">{bar}</div><div>{legend}</div><div class="muted small">{html.escape(explain)}</div>')
 
 
 def _metric_line(result: dict, which: str, name: str) -> str:
@@ -164,9 +177,11 @@ def _metric_line(result: dict, which: str, name: str) -> str:
     return f"{html.escape(name)} " + fact(f"{which}.{name}", value, fmt_value(name, value), "b") + where
 
 
-def card(result: dict) -> str:
-    """The box at the top of a run's report: what ran, with what LR, what came out, where the time
-    went, and how to run it again. Every number carries ``result.json``'s value in ``data-value``."""
+def card(result: dict, grid: tuple[str, str] | None = None) -> str:
+    """The box at the top of a run's report: what ran, with what LR (and the 1cycle range it gives),
+    what came out, where the time went (each part named), and how to run it again; ``grid``: (the
+    compare's name, this cell's configuration) when the run is a cell of one, linked back. Every number
+    carries ``result.json``'s value in ``data-value``."""
     rows = []
     if "task" in result:
         rows.append(("Task", fact("task", result["task"], str(result["task"]))))
@@ -184,6 +199,10 @@ def card(result: dict) -> str:
         rows.append(("Peak LR" if result.get("schedule") else "LR suggestion",
                      fact("lr", lr, fmt_value("lr", lr), "b") + " from "
                      + fact("lr_source", result.get("lr_source", "-"), str(result.get("lr_source", "-")))))
+    if lr is not None and result.get("one_cycle"):
+        low, peak = result["one_cycle"]
+        rows.append(("1cycle range", "from " + fact("one_cycle", result["one_cycle"], f"{low:.3g} up to {peak:.3g}")
+                     + f", then down (the peak / div {peak / low:.3g} up to the peak)"))
     metric = result.get("metric")
     if metric and metric in result.get("best", {}):
         also = [n for n in ("val_loss",) if n != metric and n in result["best"]]
@@ -195,34 +214,57 @@ def card(result: dict) -> str:
         rows.append(("Time", _time_split(result["time"])))
     if result.get("command"):
         rows.append(("Reproduce", fact("command", result["command"], result["command"], "pre")))
+    if grid:
+        rows.insert(0, ("Grid", f'<a href="../report.html">{html.escape(grid[0])}</a>: this run is '
+                                f"{html.escape(grid[1])}"))
     body = "".join(f"<dt>{html.escape(k)}</dt><dd>{v}</dd>" for k, v in rows)
     return f'<section class="card"><dl>{body}</dl></section>'
 
 
-def epoch_table(rec: Any) -> tuple[list[str], list[list[Any]], int | None]:
-    """The per-epoch table, epochs numbered from 1, and the row of the headline metric's best epoch."""
+def epoch_table(rec: Any) -> tuple[list[str], list[list[Any]], int | None, list[tuple[int, int]]]:
+    """The per-epoch table, epochs numbered from 1, the row of the headline metric's best epoch, and
+    (row, column) of every loss's and metric's best epoch, each in its own direction."""
     names = list(rec.metric_names)
     header = ["epoch", "train_loss", "val_loss", *names, "time"]
     rows = [[e + 1, rec.train_losses[e], rec.val_losses[e], *[rec.metrics[n][e] for n in names], rec.times[e]]
             for e in range(rec.n_epochs)]
+    series = {"train_loss": rec.train_losses, "val_loss": rec.val_losses, **rec.metrics}
+    cells = []
+    for col, name in enumerate(header[1:-1], 1):
+        _, epoch = best_of(series[name], not _higher(rec, name))
+        if epoch is not None:
+            cells.append((epoch - 1, col))
     metric = names[0] if names else "val_loss"
-    _, best = best_of(rec.metrics[metric] if names else rec.val_losses, lower_is_better(metric))
-    return header, rows, None if best is None else best - 1
+    _, best = best_of(rec.metrics[metric] if names else rec.val_losses, not _higher(rec, metric))
+    return header, rows, None if best is None else best - 1, cells
 
 
 def _finder_table(page: Page, finder: dict, folder: Path) -> None:
-    from .suggest import RULE_NAMES, stop_words
+    from .suggest import RULE_NAMES, in_flat_region, stop_words
+    data = read_json(folder / "lr_find.json") or {}
+    lrs, losses = data.get("lrs", []), [math.nan if v is None else v for v in data.get("losses", [])]
     rules = list(finder["suggestions"])
-    rows = [[k, v, RULE_NAMES.get(k, ""), "← chosen" if k == finder.get("rule") else ""]
+    rows = [[k, v, RULE_NAMES.get(k, ""), "← chosen" if k == finder.get("rule") else
+             "in the flat region: the loss had not started to fall" if in_flat_region(v, lrs, losses) else ""]
             for k, v in finder["suggestions"].items()]
     chosen = rules.index(finder["rule"]) if finder.get("rule") in rules else None
     page.table(["rule", "LR", "what it reads", ""], rows, kinds=["rule", "lr", "", ""], best_row=chosen)
     if finder.get("stop_reason"):
-        data = read_json(folder / "lr_find.json") or {}
-        page.para(f"The range test {stop_words(finder['stop_reason'], data.get('lrs', []), data.get('num_it', 0))}.",
-                  "muted")
+        page.para(f"The range test {stop_words(finder['stop_reason'], lrs, data.get('num_it', 0))}.", "muted")
     for note in finder.get("notes", []):
         page.para(f"Note: {note}", "muted")
+
+
+def _grid_of(folder: Path) -> tuple[str, str] | None:
+    """(the compare's folder name, this cell's label) when ``folder`` is a cell of a compare."""
+    data = read_json(folder.parent / "compare.json")
+    if not data:
+        return None
+    label = next((r.get("label", {}) for r in data.get("results", []) if Path(r.get("folder", "")).name == folder.name),
+                 None)
+    if label is None:
+        return None
+    return folder.parent.name, " ".join(f"{k}={v}" for k, v in label.items()) or folder.name
 
 
 def run_report(folder: str | Path) -> Path:
@@ -231,15 +273,17 @@ def run_report(folder: str | Path) -> Path:
     folder = Path(folder)
     meta, result = read_json(folder / "config.json") or {}, read_json(folder / "result.json") or {}
     page = Page(f"onecycle {meta.get('command', 'run')}: {folder.name}", result.get("status", "unknown"))
-    page.raw(card(result))
+    page.raw(card(result, _grid_of(folder)))
     for name, caption in PLOTS:
         if (folder / name).exists():
             page.image(folder / name, caption)
     rec = history(folder)
     if rec is not None and rec.n_epochs:
         page.heading("Per epoch")
-        header, rows, best = epoch_table(rec)
-        page.table(header, rows, best_row=best)
+        header, rows, best, cells = epoch_table(rec)
+        page.table(header, rows, best_row=best, best_cells=cells)
+        page.para("\u2605: the best epoch of each column (the lowest loss, the highest accuracy: each metric "
+                  "in its own direction); the shaded row: the best epoch of the headline metric.", "muted")
     finder = meta.get("resolved", {}).get("lr_find")
     if finder:
         page.heading("LR finder suggestions")

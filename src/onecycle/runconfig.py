@@ -250,7 +250,8 @@ class CompareConfig:
     name: str = _opt("compare", "compare name, one path component (the folder is <out>/<time>-<name>)")
     quiet: bool = _opt(False, "print only the final table")
     draw: str = _opt("cells", "when the runs' plots and reports are drawn: cells (each run as it ends, its folder "
-                     "complete at once) or end (all of them after the last run, here: runs only train)")
+                     "complete at once), end (all of them after the last run, here: runs only train) or none "
+                     "(only the grid's own; onecycle plot RUN draws a run's later)")
     ray_address: str = _opt("", "run the cells as Ray tasks: local (a Ray started here and stopped after), auto "
                             "or an address (that cluster); empty: local worker processes")
 
@@ -259,8 +260,8 @@ class CompareConfig:
             raise _bad("jobs", ">= 1", self.jobs)
         if self.target is not None:
             _check_float("target", self.target)
-        if self.draw not in ("cells", "end"):
-            raise _bad("draw", "cells or end", self.draw)
+        if self.draw not in ("cells", "end", "none"):
+            raise _bad("draw", "cells, end or none", self.draw)
         check_name("name", self.name)
 
 

@@ -97,21 +97,32 @@ def _shared_folder(learn: Any, make: Callable[[], Path]) -> Path:
     return Path(box[0])
 
 
-def _lock_folder(folder: Path) -> Any:
-    """An exclusive lock on ``folder/.lock`` held while this process uses the run, so a second
-    process (say ``--resume`` while the run still trains) is refused instead of writing over it.
-    The system drops the lock when the process dies. Not on Windows (no ``fcntl``): no lock."""
-    try:
+class _FolderLock:
+    """An exclusive ``flock`` on the run folder itself (its directory, opened read-only), held while
+    this process uses the run, so a second process (say ``--resume`` while the run still trains) is
+    refused instead of writing over it. Locking the directory leaves no file behind in a finished
+    run; the system drops the lock when the process dies."""
+
+    def __init__(self, folder: Path) -> None:
         import fcntl
+        self.fd = os.open(folder, os.O_RDONLY)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self.fd)
+            raise ConfigError(f"run folder {str(folder)!r} is in use by another onecycle process", "run_dir") from None
+
+    def close(self) -> None:
+        os.close(self.fd)  # closing the descriptor releases the lock
+
+
+def _lock_folder(folder: Path) -> _FolderLock | None:
+    """The folder's lock (``_FolderLock``); None where there is no ``fcntl`` (Windows: no lock)."""
+    try:
+        import fcntl  # noqa: F401
     except ImportError:
         return None
-    f = open(folder / ".lock", "a+")  # noqa: SIM115  (kept open: the lock lives as long as the file)
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise ConfigError(f"run folder {str(folder)!r} is in use by another onecycle process", "run_dir") from None
-    return f
+    return _FolderLock(folder)
 
 
 class RunDir:

@@ -66,6 +66,11 @@ def _card_facts(run: RunDir, cfg: FindConfig) -> dict[str, Any]:
              "command": run.meta.get("reproduce", "")}
     if isinstance(cfg, FitConfig):
         facts["schedule"] = cfg.schedule
+    # the LRs a 1cycle at the peak runs through: a fit's own div, fastai's 25 for a finder's suggestion
+    peak = resolved.get("lr") if isinstance(cfg, FitConfig) else finder.get("suggestion")
+    if peak and (not isinstance(cfg, FitConfig) or cfg.schedule in ("cos", "clr_beta")):
+        div = cfg.div if isinstance(cfg, FitConfig) else 25.0
+        facts["one_cycle"] = [peak / div, peak]
     return facts
 
 
@@ -87,7 +92,8 @@ def run_find(cfg: FindConfig, started: float | None = None) -> Path:
         run.close()
     _barrier(learn)
     result = read_json(run.folder / "result.json") or {}
-    _say(cfg, f"LR suggestion: {res.suggestion:.3g} ({res.rule} rule)" if res.suggestion else "no LR suggestion",
+    _say(cfg, f"LR suggestion: {res.suggestion:.3g} ({res.rule} rule); 1cycle range {res.suggestion / 25:.3g} up to "
+         f"{res.suggestion:.3g} (div 25)" if res.suggestion else "no LR suggestion",
          *summary_lines(result, run.folder), f"run folder: {run.folder}")
     return run.folder
 
@@ -125,8 +131,9 @@ def summary_lines(result: dict[str, Any], folder: Path) -> list[str]:
         lines.append(text)
     split = result.get("time") or {}
     if split:
-        parts = ", ".join(f"{k} {fmt_seconds(v)}" for k, v in split.items() if k != "total" and v >= 0.005)
-        lines.append(f"{result.get('status', 'done')} in {fmt_seconds(split['total'])} ({parts})")
+        parts = ", ".join(f"{k} {v:.3g}" if v < 100 else f"{k} {v:.0f}" for k, v in split.items()
+                          if k != "total" and v >= 0.005)
+        lines.append(f"{result.get('status', 'done')} in {fmt_seconds(split['total'])}: {parts} s")
     lines.append(f"report: {folder / 'report.html'}")
     return lines
 

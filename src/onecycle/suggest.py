@@ -20,43 +20,11 @@ from typing import Any
 import numpy as np
 
 from .checks import check_int
+from .smoothing import ema, running_median, smoothing_beta
 
-__all__ = ["SmoothLoss", "ema", "smoothing_beta", "valley", "slide", "minimum", "steep", "val_steep", "val_min",
+__all__ = ["valley", "slide", "minimum", "steep", "val_steep", "val_min",
            "suggest", "median_suggestion", "divergence_bound", "SUGGESTERS", "DEFAULT_RULE", "RULE_NAMES", "rule_name",
-           "stop_words"]
-
-def smoothing_beta(n: int) -> float:
-    """The EMA factor for a curve of ``n`` points: ``1 - 10/n`` (0.9 for the finder's default 100
-    iterations; at least 0.5). Its lag, ``beta / (1 - beta)`` points, is about a tenth of the curve
-    whatever its length, so a smoothed dip sits within ~10% of the raw one (fastai's fixed 0.98 lags
-    49 points: half of a 100-point curve)."""
-    return max(0.5, 1.0 - 10.0 / max(int(n), 1))
-
-
-class SmoothLoss:
-    """Bias-corrected exponential moving average (the one smoothing the finder, its rules, its stop
-    and the plots use; ``smoothing_beta`` picks the factor for a curve's length)."""
-
-    def __init__(self, beta: float = 0.9) -> None:
-        self.beta, self.avg, self.count = beta, 0.0, 0
-
-    def add(self, value: float) -> float:
-        self.count += 1
-        self.avg = self.beta * self.avg + (1 - self.beta) * value
-        return self.avg / (1 - self.beta ** self.count)
-
-    def state_dict(self) -> dict:
-        return {"beta": self.beta, "avg": self.avg, "count": self.count}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.beta, self.avg, self.count = state["beta"], state["avg"], state["count"]
-
-
-# ---- suggestions: pure functions of a recorded curve ---------------------------------------------
-def ema(values: Iterable[float], beta: float = 0.9) -> list[float]:
-    """Bias-corrected exponential moving average of ``values`` (``SmoothLoss`` over a list)."""
-    s = SmoothLoss(beta)
-    return [s.add(float(v)) for v in values]
+           "stop_words", "floor_mask", "flat_end", "in_flat_region", "one_cycle_range", "FLOOR_WITHIN"]
 
 
 def divergence_bound(best: float, start: float, div_th: float) -> float:
@@ -236,9 +204,11 @@ def rule_name(rule: str) -> str:
 
 
 def stop_words(stop_reason: str, lrs: Sequence[float] = (), num_it: int = 0) -> str:
-    """``LRFindResult.stop_reason`` in plain English, with the LR where the test ended."""
+    """``LRFindResult.stop_reason`` in plain English, with the LR where the test ended. A test that
+    diverged at its last step ran all its steps, and says so."""
     m = re.search(r"iteration (\d+) \(lr ([^)]+)\)", stop_reason)
-    where = f"at LR {m.group(2)} (step {int(m.group(1)) + 1} of {num_it or '?'})" if m else ""
+    step = int(m.group(1)) + 1 if m else None
+    where = f"at LR {m.group(2)} (step {step} of {num_it or '?'})" if m else ""
     last = f"{lrs[-1]:.3g}" if lrs else "?"
     if stop_reason.startswith("completed"):
         return f"ran all {num_it or len(lrs)} steps, up to LR {last}"
@@ -246,6 +216,9 @@ def stop_words(stop_reason: str, lrs: Sequence[float] = (), num_it: int = 0) -> 
         size = re.search(r"smoothed loss (\S+) above (\S+)", stop_reason)
         why = f" to {size.group(1)}, past its limit {size.group(2)}" if size else ""
         watched = "validation" if "the validation loss" in stop_reason else "training"  # compat.LRFinder's may watch it
+        if step is not None and step == num_it:
+            return (f"ran all {num_it} steps, up to LR {m.group(2)}; at the last the smoothed {watched} loss "
+                    f"blew up{why}")
         return f"stopped {where}: the smoothed {watched} loss blew up{why}"
     if stop_reason.startswith("non-finite loss"):
         value = stop_reason.split()[2] if len(stop_reason.split()) > 2 else "non-finite"
@@ -253,3 +226,54 @@ def stop_words(stop_reason: str, lrs: Sequence[float] = (), num_it: int = 0) -> 
     if stop_reason.startswith("cancelled"):
         return f"cancelled by a callback after {len(lrs)} steps, at LR {last}"
     return stop_reason or "LR range test"
+
+
+# ---- where a curve is flat, and where its floor is ------------------------------------------------
+FLOOR_WITHIN, FLAT_WITHIN = 0.15, 0.05
+
+
+def _fall(values: Sequence[float], lower: bool) -> tuple[np.ndarray, float, float] | None:
+    """The running median signed so that lower is better, its start and its best; None when the curve
+    never improves on its start."""
+    med = running_median(values) * (1.0 if lower else -1.0)
+    good = np.isfinite(med)
+    if not good.any():
+        return None
+    start, best = float(med[good][0]), float(np.nanmin(med))
+    return (med, start, best) if start > best else None
+
+
+def floor_mask(values: Sequence[float], lower: bool = True, within: float = FLOOR_WITHIN) -> np.ndarray:
+    """The floor of a range test's curve: the points whose 5-point running median is within ``within``
+    (15%) of the fall from the start (its first median) to its best (lowest for a loss; highest when
+    not ``lower``). All False when the curve never improves on its start."""
+    found = _fall(values, lower)
+    if found is None:
+        return np.zeros(len(values), dtype=bool)
+    med, start, best = found
+    return np.isfinite(med) & (med <= best + within * (start - best))
+
+
+def flat_end(lrs: Sequence[float], values: Sequence[float], lower: bool = True,
+             within: float = FLAT_WITHIN) -> float | None:
+    """The LR where the flat start of a range test's curve ends: the first point whose running median
+    has moved ``within`` (5%) of the whole fall towards the best. An LR below it trains too slowly to
+    show on the loss, so a rule that answers there has read noise. None when the curve never falls."""
+    found = _fall(values, lower)
+    if found is None:
+        return None
+    med, start, best = found
+    moved = np.isfinite(med) & (med < start - within * (start - best))
+    return float(lrs[int(np.argmax(moved))]) if moved.any() else None
+
+
+def in_flat_region(lr: float | None, lrs: Sequence[float], losses: Sequence[float]) -> bool:
+    """Whether ``lr`` lies in the flat start of the training loss (``flat_end``)."""
+    end = flat_end(lrs, losses) if lr is not None and len(lrs) else None
+    return end is not None and lr < end
+
+
+def one_cycle_range(peak: float, div: float = 25.0) -> tuple[float, float]:
+    """The LRs a 1cycle fit at ``peak`` runs through: from ``peak / div`` (fastai's default div 25)
+    up to the peak, then down."""
+    return peak / div, peak

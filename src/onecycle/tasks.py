@@ -9,7 +9,6 @@ user's ``--task package.module:function`` returns a ``Task`` too.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import json
 import os
@@ -29,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .atomic import atomic_write_bytes
-from .checks import check_int
+from .checks import check_int, import_extra
 from .data import Device, LMLoader, TensorLoader
 from .metrics import accuracy, bits_per_char
 
@@ -114,11 +113,7 @@ def cached_arrays(task: str, options: dict, build: Callable[[], dict[str, np.nda
 
 
 def _optional(module: str, task: str) -> ModuleType:
-    try:
-        return importlib.import_module(module)
-    except ImportError as err:
-        package = module.split(".")[0]
-        raise ImportError(f"task {task!r} needs {package}: pip install 'onecycle[data]'") from err
+    return import_extra(module, "data", f"task {task!r} needs {module.split('.')[0]}")
 
 
 # ---- classification tasks ---------------------------------------------------------------------

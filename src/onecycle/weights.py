@@ -48,7 +48,7 @@ from .checkpoint import (
     safe_load,
     weights_only_load,
 )
-from .checks import check_file_path
+from .checks import check_file_path, import_extra
 
 __all__ = ["save_weights", "load_weights", "read_weights", "verify_zip", "save_safetensors", "load_safetensors"]
 
@@ -57,13 +57,7 @@ _ZIP_START = b"PK\x03\x04"  # a zip archive's first local file header: torch.sav
 
 def _import_safetensors() -> Any:
     """Import lazily: safetensors is an optional extra, so a missing install must name the fix."""
-    try:
-        import safetensors.torch
-    except ImportError as err:
-        raise ImportError(
-            "safetensors export needs the optional dependency: pip install 'onecycle[safetensors]'"
-        ) from err
-    return safetensors.torch
+    return import_extra("safetensors.torch", "safetensors", "safetensors export needs the optional dependency")
 
 
 def save_safetensors(state_dict: dict[str, torch.Tensor], path: str | os.PathLike) -> None:

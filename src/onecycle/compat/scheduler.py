@@ -13,11 +13,12 @@ What differs, each on purpose:
 
 - ``hold=False`` (keyword-only) is torch's behaviour: a step past ``total_steps`` raises "Tried to
   step N times". ``hold=True`` holds the final LR (``min_lr``) and momentum (``max_momentum``)
-  instead, from step ``total_steps - 1`` on, for as many steps as come: a loop whose step count
-  changed (accumulation, ``drop_last``, a resized dataset) finishes instead of failing at its last
-  batch. It also replaces torch's value at step ``total_steps`` itself (the last ``step()`` of a
-  full run), which extrapolates one step past the schedule (with ``anneal_strategy="linear"`` that
-  LR lies below ``min_lr``, often below zero) by ``min_lr``.
+  instead (with a warning at the first step past the end), from step ``total_steps - 1`` on, for
+  as many steps as come: a loop whose step count changed (accumulation, ``drop_last``, a resized
+  dataset) finishes instead of failing at its last batch. It also replaces torch's value at step
+  ``total_steps`` itself (the last ``step()`` of a full run), which extrapolates one step past the
+  schedule (with ``anneal_strategy="linear"`` that LR lies below ``min_lr``, often below zero), by
+  ``min_lr``.
 - Every argument is checked before anything changes: the groups get no keys when an argument is
   wrong, and the "Tried to step" error leaves the scheduler where it was (torch's has counted the
   step). A few values torch lets through are refused: NaN, infinite or negative ``max_lr`` and
@@ -181,6 +182,9 @@ class OneCycleLR(LRScheduler):
         ``hold``."""
         self._check_step(self.last_epoch + 1 if epoch is None else epoch)
         super().step(epoch)
+        if self.hold and self.last_epoch == self.total_steps + 1:  # once, at the first step held
+            C.warn(f"OneCycleLR: stepped past total_steps={self.total_steps}: holding the final LR and momentum "
+                   "from here on (hold=True); the loop takes more steps than the schedule was laid out for")
         if self.cycle_momentum:
             for group, mom in zip(self.optimizer.param_groups, self._values("mom")):
                 self._set_momentum(group, mom)

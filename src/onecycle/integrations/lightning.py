@@ -50,7 +50,7 @@ from ..rng import get_rng_state, set_rng_state
 
 __all__ = ["lr_find", "OneCycle", "INSTALL"]
 
-INSTALL = "pip install 'onecycle[lightning]'"
+INSTALL = C.install_hint("lightning")
 
 # The last lr_find suggestion per module (weakly: a dropped module does not linger), for OneCycle.
 _SUGGESTIONS: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDictionary()
@@ -58,11 +58,7 @@ _SUGGESTIONS: weakref.WeakKeyDictionary[nn.Module, Any] = weakref.WeakKeyDiction
 
 def _pl() -> Any:
     """``lightning.pytorch``; ``ImportError`` naming the extra when it is not installed."""
-    try:
-        import lightning.pytorch as pl
-    except ImportError as err:
-        raise ImportError(f"onecycle.integrations.lightning needs Lightning: {INSTALL}") from err
-    return pl
+    return C.import_extra("lightning.pytorch", "lightning", "onecycle.integrations.lightning needs Lightning")
 
 
 # ---- logging: self.log(...) through a Fabric of our own ---------------------------------------------------
@@ -219,13 +215,15 @@ def _probe(model: Any, val: Any, fabric: Any) -> tuple[str, list[str]]:
 
 
 def lr_find(trainer: Any, model: Any, train_dataloaders: Any = None, val_dataloaders: Any = None,
-            datamodule: Any = None, **finder_options: Any) -> LRFindResult:
-    """onecycle's LR range test on a ``LightningModule`` (see the module's docstring)."""
+            datamodule: Any = None, *, quiet: bool = False, **finder_options: Any) -> LRFindResult:
+    """onecycle's LR range test on a ``LightningModule`` (see the module's docstring); it prints its
+    bar and every rule's suggestion, as ``Learner.lr_find`` does, unless ``quiet``."""
     pl = _pl()
     C.check_type("trainer", trainer, pl.Trainer)
     C.check_type("model", model, pl.LightningModule)
     if not model.automatic_optimization:
         raise ValueError("the range test steps the optimizer itself: automatic_optimization must be True")
+    C.check_bool("quiet", quiet)
     C.check_keywords("lr_find", finder_options, lr_find, [find], sets={
         "learn": "", "use_wd": "the optimizer's own weight decay is used"})
     train, val = _loaders(model, train_dataloaders, val_dataloaders, datamodule)
@@ -240,7 +238,7 @@ def lr_find(trainer: Any, model: Any, train_dataloaders: Any = None, val_dataloa
                             metrics={name: _Logged(name) for name in names},
                             device=trainer.strategy.root_device, batch_fn=lambda b: ((b,), {}, None),
                             accum=trainer.accumulate_grad_batches, clip=clip or None,
-                            amp=_amp(trainer.precision), quiet=True, channels_last=False)
+                            amp=_amp(trainer.precision), quiet=quiet, channels_last=False)
             learn.use_opt(_optimizer(model))
             res = find(learn, use_wd=False, **finder_options)
     finally:

@@ -26,20 +26,17 @@ from pathlib import Path
 from typing import Any
 
 from ..cell import outcome, run_cell
+from ..checks import import_extra, install_hint
 from ..pool import Event
 
 __all__ = ["RayBackend", "check_ray", "INSTALL"]
 
-INSTALL = "pip install 'onecycle[ray]'"
+INSTALL = install_hint("ray")
 
 
 def check_ray() -> Any:
     """The ``ray`` module; an ``ImportError`` naming the extra when it is not installed."""
-    try:
-        import ray
-    except ImportError as err:
-        raise ImportError(f"--ray needs the ray package: {INSTALL}") from err
-    return ray
+    return import_extra("ray", "ray", "--ray needs the ray package")
 
 
 def _cell_task(job: dict[str, Any]) -> dict[str, Any]:

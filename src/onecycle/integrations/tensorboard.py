@@ -7,18 +7,16 @@ import os
 from typing import Any
 
 from ..callbacks import Callback
+from ..checks import import_extra, install_hint
 
 __all__ = ["TensorBoardLogger", "tensorboard_writer", "check_tensorboard"]
 
-INSTALL = "pip install 'onecycle[tensorboard]'"
+INSTALL = install_hint("tensorboard")
 
 
 def check_tensorboard() -> None:
     """``ImportError`` naming the extra to install when ``torch.utils.tensorboard`` cannot be imported."""
-    try:
-        import torch.utils.tensorboard  # noqa: F401  (imported lazily: an optional extra)
-    except ImportError as err:
-        raise ImportError(f"TensorBoard logging needs the tensorboard package: {INSTALL}") from err
+    import_extra("torch.utils.tensorboard", "tensorboard", "TensorBoard logging needs the tensorboard package")
 
 
 def tensorboard_writer(log_dir: str | os.PathLike) -> Any:

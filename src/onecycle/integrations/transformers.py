@@ -17,13 +17,14 @@ are as before; the Trainer has made two loaders more. ``finder_options`` are ``L
 
 Then train at the suggestion with the Trainer's own schedule (``TrainingArguments(learning_rate=
 res.suggestion)``), or with 1cycle: ``Trainer(optimizers=(opt, onecycle.compat.OneCycleLR(opt,
-max_lr=res.suggestion, total_steps=...)))`` (torch's signature; the momentum it cycles is AdamW's
-beta1).
+max_lr=res.suggestion, total_steps=total_steps(trainer))))`` (torch's signature; the momentum it
+cycles is AdamW's beta1; ``total_steps(trainer)`` is the Trainer's own count of its optimizer steps).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -35,18 +36,16 @@ from ..learner import Learner
 from ..lr_find_result import LRFindResult
 from ..lr_finder import find
 
-__all__ = ["lr_find", "INSTALL"]
+__all__ = ["lr_find", "total_steps", "INSTALL"]
 
-INSTALL = "pip install 'onecycle[transformers]'"
+INSTALL = C.install_hint("transformers")
 
 
 def _check_installed() -> Any:
     """The ``transformers.Trainer`` class; ``ImportError`` naming the extra when it is not installed."""
-    try:
-        from transformers import Trainer
-    except ImportError as err:
-        raise ImportError(f"onecycle.integrations.transformers needs transformers and accelerate: {INSTALL}") from err
-    return Trainer
+    needs = "onecycle.integrations.transformers needs transformers and accelerate"
+    C.import_extra("accelerate", "transformers", needs)  # the Trainer's own dependency
+    return C.import_extra("transformers", "transformers", needs).Trainer
 
 
 class _ComputeLoss(nn.Module):
@@ -92,10 +91,12 @@ def _end(loader: Any) -> None:
         loader.end()
 
 
-def lr_find(trainer: Any, **finder_options: Any) -> LRFindResult:
-    """onecycle's LR range test on ``trainer`` (a ``transformers.Trainer``): see the module's docstring."""
+def lr_find(trainer: Any, *, quiet: bool = False, **finder_options: Any) -> LRFindResult:
+    """onecycle's LR range test on ``trainer`` (a ``transformers.Trainer``): see the module's docstring.
+    It prints its bar and every rule's suggestion, as ``Learner.lr_find`` does, unless ``quiet``."""
     trainer_cls = _check_installed()
     C.check_type("trainer", trainer, trainer_cls)
+    C.check_bool("quiet", quiet)
     if trainer.train_dataset is None:
         raise ValueError("trainer has no train_dataset: the range test trains on it")
     metrics = finder_options.pop("metrics", ())
@@ -108,7 +109,7 @@ def lr_find(trainer: Any, **finder_options: Any) -> LRFindResult:
     valid_dl = trainer.get_eval_dataloader() if trainer.eval_dataset is not None else None
     clip = args.max_grad_norm if args.max_grad_norm and args.max_grad_norm > 0 else None
     learn = Learner(_ComputeLoss(model, trainer), train_dl, valid_dl, loss_fn=None, metrics=metrics, device=device,
-                    batch_fn=_batch, accum=args.gradient_accumulation_steps, clip=clip, amp=_amp(args), quiet=True,
+                    batch_fn=_batch, accum=args.gradient_accumulation_steps, clip=clip, amp=_amp(args), quiet=quiet,
                     channels_last=False)
     try:
         with _trainer_optimizer(trainer) as opt:
@@ -117,3 +118,22 @@ def lr_find(trainer: Any, **finder_options: Any) -> LRFindResult:
     finally:
         for dl in (train_dl, valid_dl):
             _end(dl)
+
+
+def total_steps(trainer: Any) -> int:
+    """The optimizer steps ``trainer.train()`` takes: what a scheduler given as ``optimizers=(opt,
+    sched)`` must span. The Trainer's own count (``args.max_steps`` when set, else ``num_train_epochs``,
+    fractions included, times its optimizer steps an epoch, from its train loader and gradient
+    accumulation)."""
+    C.check_type("trainer", trainer, _check_installed())
+    if trainer.train_dataset is None:
+        raise ValueError("trainer has no train_dataset: it takes no training step")
+    args, loader = trainer.args, trainer.get_train_dataloader()
+    try:
+        if args.max_steps > 0:
+            return int(args.max_steps)
+        accum = args.gradient_accumulation_steps
+        per_epoch = max(len(loader) // accum + int(len(loader) % accum > 0), 1)  # a partial window steps too
+        return math.ceil(args.num_train_epochs * per_epoch)
+    finally:
+        _end(loader)

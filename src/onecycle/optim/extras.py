@@ -25,7 +25,6 @@ What differs from torch's optimizers, and what a fit does about it:
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import sys
 from collections.abc import Callable, Sequence
@@ -49,7 +48,7 @@ SCHEDULE_FREE = frozenset({"sfree_sgd", "sfree_adamw"})  # names of optimizers w
 
 def install_hint(name: str) -> str:
     module, extra = EXTRAS[name]
-    return f"optimizer {name!r} needs the {module} package: pip install 'onecycle[{extra}]'"
+    return f"optimizer {name!r} needs the {module} package: {C.install_hint(extra)}"
 
 
 def missing(name: str) -> str | None:
@@ -64,10 +63,8 @@ def missing(name: str) -> str | None:
 
 
 def _module(name: str) -> Any:
-    try:
-        return importlib.import_module(EXTRAS[name][0])
-    except ImportError as err:
-        raise ImportError(install_hint(name)) from err
+    module, extra = EXTRAS[name]
+    return C.import_extra(module, extra, f"optimizer {name!r} needs the {module} package")
 
 
 # ---- the factories (param_groups, lr) -> Optimizer; the fit sets the LR, the Learner the weight decay --

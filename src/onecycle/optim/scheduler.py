@@ -245,10 +245,11 @@ def _kept_message(groups: list[dict], kept: list[tuple[int, str, float, float]])
             f"on this optimizer. As torch's schedulers do, the schedules multiply that base ({names}). To start "
             f"from the current values instead, pass rebase=True; to choose the base without this warning, set "
             f"group['{key}'] = group['initial_{key}'] = base first (as the Learner does).")
-    peaks = [(i, groups[i]["max_lr"]) for i, k, _, _ in kept if k == "lr" and "max_lr" in groups[i]]
-    if peaks:
-        i, peak = peaks[0]
-        text += (f" Group {i} also holds max_lr={float(peak):.6g} from torch's OneCycleLR or CyclicLR, which set "
-                 "initial_lr = max_lr / div_factor: to peak at max_lr, set "
-                 "group['lr'] = group['initial_lr'] = group['max_lr'].")
+    peaks = [(i, base, groups[i]["max_lr"]) for i, k, base, _ in kept if k == "lr" and "max_lr" in groups[i]]
+    if peaks:  # the likeliest case, and the fix a reader wants first
+        i, base, peak = peaks[0]
+        text = (f"Scheduler: group {i} holds max_lr={float(peak):.6g} from torch's OneCycleLR or CyclicLR, which set "
+                f"initial_lr = max_lr / div_factor ({base:.6g}), so the LR schedule would peak at {base:.6g}: to peak "
+                "at max_lr, set group['lr'] = group['initial_lr'] = group['max_lr']. The p"
+                + text.removeprefix("Scheduler: the p"))
     return text

@@ -14,8 +14,9 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-__all__ = ["WIDTH", "DPI", "field", "is_finite", "figure", "save_figure", "momentum_label", "metric_names",
-           "iteration_epochs", "epoch_axis", "iter_x", "x_axis"]
+__all__ = ["WIDTH", "DPI", "field", "is_finite", "figure", "own_figure", "save_figure", "momentum_label",
+           "metric_names",
+           "iteration_epochs", "epoch_ticks", "epoch_axis", "iter_x", "x_axis"]
 
 WIDTH, DPI = 11.0, 200
 
@@ -30,12 +31,38 @@ def is_finite(v: Any) -> bool:
     return v is not None and math.isfinite(v)
 
 
-def figure(nrows: int = 1, ncols: int = 1, height: float = 3.0, **kw: Any) -> tuple[Any, Any]:
-    """A ``matplotlib.figure.Figure`` ``WIDTH`` inches wide, ``height`` per row, and its axes grid."""
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(WIDTH, height * nrows), layout="constrained")
-    axes = fig.subplots(nrows, ncols, squeeze=False, **kw)
-    return fig, axes
+def figure(nrows: int = 1, ncols: int = 1, height: float = 3.0, *, ax: Any = None, fig: Any = None,
+           **kw: Any) -> tuple[Any, Any]:
+    """A figure ``WIDTH`` inches wide, ``height`` per row, and its ``(nrows, ncols)`` grid of axes. A
+    caller's drawing surface instead, as matplotlib users expect: ``ax`` (one Axes, or as many as the
+    plot has panels: a list or ``fig.subplots(...)``'s array), or ``fig`` (a Figure the panels are
+    added to). The figure made here shows itself in a notebook (``display.Figure``)."""
+    n = nrows * ncols
+    if ax is not None and fig is not None:
+        raise ValueError("pass ax (Axes to draw in) or fig (a Figure to add them to), not both")
+    if ax is not None:
+        import numpy as np
+        from matplotlib.axes import Axes
+        axes = list(np.ravel(np.asarray(ax, dtype=object)))
+        if not all(isinstance(a, Axes) for a in axes):
+            raise TypeError(f"ax must be a matplotlib Axes or a sequence of them, got {ax!r}")
+        if len(axes) != n:
+            raise ValueError(f"ax: this plot draws {n} panel{'s' * (n > 1)}, got {len(axes)} Axes")
+        return axes[0].figure, np.asarray(axes, dtype=object).reshape(nrows, ncols)
+    if fig is not None:
+        from matplotlib.figure import Figure, SubFigure
+        if not isinstance(fig, Figure | SubFigure):
+            raise TypeError(f"fig must be a matplotlib Figure, got {fig!r}")
+        return fig, fig.subplots(nrows, ncols, squeeze=False, **kw)
+    from .display import Figure as ShownFigure
+    made = ShownFigure(figsize=(WIDTH, height * nrows), layout="constrained")
+    made._onecycle_made = True  # our own: its legend may go outside the axes
+    return made, made.subplots(nrows, ncols, squeeze=False, **kw)
+
+
+def own_figure(fig: Any) -> bool:
+    """Whether ``figure`` made ``fig`` (rather than a caller passing ``ax``/``fig``)."""
+    return bool(getattr(fig, "_onecycle_made", False))
 
 
 def save_figure(fig: Any, path: str | os.PathLike | None, dpi: int = DPI) -> Any:
@@ -74,13 +101,22 @@ def iteration_epochs(n_iters: int, epoch_iters: Sequence[int]) -> list[float]:
     return xs
 
 
-def epoch_axis(ax: Any, last: float) -> None:
-    """Whole-number ticks from 1, thinned to about a dozen; the axis runs from 0 (training's start)."""
-    n = max(1, math.ceil(last - 1e-9))
+def epoch_ticks(n: int) -> list[int]:
+    """Whole epochs from 1 to ``n`` (the last always), thinned to about a dozen: 1, the multiples of a
+    round step, and ``n`` (a multiple closer to ``n`` than half a step gives way to it)."""
     step = next((s for s in (1, 2, 5, 10, 20, 25, 50, 100, 250, 500, 1000) if n / s <= 12), math.ceil(n / 12))
-    ticks = list(range(1, n + 1, step)) if step <= 2 else sorted({1, *range(step, n + 1, step)})
+    ticks = {1, n, *range(step, n + 1, step)}
+    return sorted(t for t in ticks if t in (1, n) or n - t >= step / 2 or step == 1)
+
+
+def epoch_axis(ax: Any, last: float, first: int = 0) -> None:
+    """Whole-number ticks from 1 (``epoch_ticks``); the axis runs from 0 (training's start, for
+    per-step data), or from ``first`` = 1 for per-epoch data alone (nothing sits left of epoch 1)."""
+    n = max(1, math.ceil(last - 1e-9))
+    ticks = epoch_ticks(n)
     ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.set_xlim(0, n * 1.03 + 0.05)
+    pad = 0.03 * max(n - first, 1) + 0.05
+    ax.set_xlim(first - (pad if first else 0), n + pad)
     ax.set_xlabel("epoch")
 
 
