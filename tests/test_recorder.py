@@ -141,7 +141,7 @@ def test_plots_draw_the_recorders_own_data():
     assert sorted(list(line.get_ydata()) for line in lr_ax.lines) == [[0.01, 0.02, 0.03, 0.02], [0.1, 0.2, 0.3, 0.2]]
     assert [list(line.get_ydata()) for line in mom_ax.lines] == [[0.95, 0.9, 0.85, 0.9]]
     assert any(list(line.get_ydata()) == [0.9, 0.7] for line in rec.plot_losses().axes[0].lines)  # validation
-    assert any(list(line.get_ydata()) == [0.5, 0.75] for line in rec.plot_metrics().axes[0].lines)
+    assert any(list(line.get_ydata()) == [50.0, 75.0] for line in rec.plot_metrics().axes[0].lines)  # accuracy in %
     grads = rec.plot_grad_stats()
     assert [ax.get_title() for ax in grads.axes] == ["grad_mean_abs", "grad_norm"]
     assert [(line.get_label(), list(line.get_ydata())) for line in grads.axes[1].lines] == [("group 0", [3.0])]
