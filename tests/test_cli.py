@@ -431,6 +431,24 @@ FIT = ["fit", "--task", "_cli_task:tiny", "--lr", "0.1", "--epochs", "4", "--eve
 
 
 @pytest.mark.timeout(600)
+def test_a_command_hears_sigint_even_where_it_inherited_it_ignored():
+    """A job started with & by a non-interactive shell (a CI script) inherits SIGINT ignored, and
+    Python then installs no KeyboardInterrupt handler: compare's driver never heard a Ctrl-C (a
+    CI run caught it). The command installs Python's own handler for its duration, then puts the
+    inherited one back."""
+    from onecycle.cli import _signals_interrupt
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with _signals_interrupt():
+                assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(5)  # the handler runs at the next bytecode; never reached in full
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN  # the inherited disposition, back
+    finally:
+        signal.signal(signal.SIGINT, old)
+
+
 def test_sigint_exits_130_and_resume_matches_an_uninterrupted_run(tmp_path):
     ref = _cli(*FIT, "--run-dir", str(tmp_path / "ref"), "--quiet", timeout=300)
     assert ref.returncode == 0, ref.stderr

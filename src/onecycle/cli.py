@@ -236,23 +236,27 @@ COMMANDS = {"demo": cmd_fit, "fit": cmd_fit, "find": cmd_find, "compare": cmd_co
 
 
 @contextlib.contextmanager
-def _sigterm_interrupts() -> Iterator[None]:
+def _signals_interrupt() -> Iterator[None]:
     """SIGTERM raises ``TrainingInterrupted`` like Ctrl-C raises ``KeyboardInterrupt``, so the run
-    saves what it has on the way out (the Learner installs its own handler while it trains)."""
+    saves what it has on the way out (the Learner installs its own handlers while it trains). SIGINT
+    gets Python's own handler even where the process inherited it ignored (a job started with ``&``
+    by a non-interactive shell): a command that trains stops on it, as ``fit``'s training does."""
     from .checkpointer import TrainingInterrupted
 
     def handler(signum: int, frame: Any) -> None:
         raise TrainingInterrupted(signum)
 
     try:
-        old = signal.signal(signal.SIGTERM, handler)
+        old = {signal.SIGTERM: signal.signal(signal.SIGTERM, handler),
+               signal.SIGINT: signal.signal(signal.SIGINT, signal.default_int_handler)}
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, old)
+        for signum, previous in old.items():
+            signal.signal(signum, previous)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,7 +279,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .rundir import process_started
     args.started = process_started() if argv is None else time.perf_counter()
     try:
-        with _sigterm_interrupts():
+        with _signals_interrupt():
             return COMMANDS[args.command](args)
     except ConfigError as err:
         print(f"onecycle {args.command}: error: {err}", file=sys.stderr)
