@@ -9,9 +9,10 @@ import torch
 import torch.nn.functional as F
 
 
-def hand_written(model, train_dl, valid_dl, epochs: int, lr: float) -> float | None:
-    """Train ``model``; returns the last epoch's validation accuracy (None without ``valid_dl``)."""
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+def hand_written(model, train_dl, valid_dl, epochs: int, lr: float, foreach: bool | None = None) -> float | None:
+    """Train ``model``; returns the last epoch's validation accuracy (None without ``valid_dl``).
+    ``foreach``: SGD's (None: torch's default, the per-tensor loop on the CPU)."""
+    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, foreach=foreach)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=epochs * len(train_dl))
     accuracy = None
     for _ in range(epochs):

@@ -31,7 +31,8 @@ import sys
 import time
 
 import torch
-import torch.nn.functional as F
+
+from _hand import hand_written  # benchmarks/, the script's folder
 
 
 def loader(seed: int):
@@ -42,16 +43,8 @@ def loader(seed: int):
 
 
 def hand(model, dl, epochs: int, lr: float = 0.1) -> None:
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, foreach=True)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=max(epochs, 1) * len(dl))
-    for _ in range(epochs):
-        model.train()
-        for xb, yb in dl:
-            loss = F.cross_entropy(model(xb), yb)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            sched.step()
+    """The benchmarks' hand-written loop (``_hand.py``), with the Learner's "sgd" (``foreach=True``)."""
+    hand_written(model, dl, None, epochs, lr, foreach=True)
 
 
 def ours(model, dl, epochs: int, lr: float = 0.1) -> None:
