@@ -117,11 +117,15 @@ def _compare_card(data: dict, folder: Path) -> str:
                              "b") + f" (mean of {len(best.values('metric'))} seeds; {way} is better)"))
     seeds = sorted({r["seed"] for row in rows for r in row.runs if r["seed"] is not None}, key=str)
     axes = data.get("axes") or {}
-    model = first.get("model")
     n = first.get("n_params")
-    facts += [("Task", fact("task", first.get("task"), str(first.get("task", "-")))),
-              ("Model", fact("model", model, str(model or "-")) + (f" ({n:,} parameters)" if n else "")),
-              ("Epochs", fact("epochs", first.get("epochs"), str(first.get("epochs", "-")))),
+    def common(key: str) -> str:  # one value for the whole grid, or the values of its axis
+        if key in axes:
+            return fact(key, axes[key], ", ".join(map(str, axes[key])) + " (a grid axis)")
+        return fact(key, first.get(key), str(first.get(key) or "-"))
+
+    facts += [("Task", common("task")),
+              ("Model", common("model") + (f" ({n:,} parameters)" if n and "model" not in axes else "")),
+              ("Epochs", common("epochs")),
               ("Seeds", fact("seeds", seeds, ", ".join(map(str, seeds)) or "-")),
               ("Grid", " × ".join(f"{k}: {', '.join(map(str, v))}" for k, v in axes.items() if k != "seed")
                + f" ({len(data['results'])} runs" + (f", {data['config'].get('jobs')} at a time)"
