@@ -310,8 +310,9 @@ class Loop:
         learn.train_mode()
         if callable(getattr(learn.model, "reset", None)):
             learn.model.reset()
-        pending, self.pending, loaders = self.pending, None, rng_loaders(learn)
-        if pending is not None:
+        pending, self.pending = self.pending, None
+        if pending is not None:  # a mid-epoch resume: the RNG as this epoch began
+            loaders = rng_loaders(learn)
             set_rng_state(pending["epoch_rng"], loaders)
         self.checkpointer.epoch_start(self)  # the RNG as the epoch begins, for a later resume
         if callable(getattr(learn.train_dl, "set_epoch", None)):
