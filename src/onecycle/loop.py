@@ -15,8 +15,8 @@ fit runs a loop of its own and puts the fit's back. ``state_dict()``/``load_stat
 what a checkpoint needs to continue a fit mid-epoch (``resume.py``). Callbacks read the state
 through the Learner (``learn.epoch``, ``learn.loss``, ...).
 
-Losses stay on the device until the epoch ends; the one read per batch is the NaN guard's
-(``on_nan="off"`` drops it).
+The one host read per batch is the NaN guard's, and the epoch records the losses it read; with
+``on_nan="off"`` (no read) they stay on the device until the epoch ends.
 """
 
 from __future__ import annotations
