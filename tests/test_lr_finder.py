@@ -360,10 +360,11 @@ def test_twice_identical_and_fit_after_equals_fit_alone():
     assert learn.recorder.losses == alone.recorder.losses
 
 
-def test_suggested_lr_feeds_fit_one_cycle():
+def test_suggested_lr_feeds_fit_one_cycle(recwarn):
     learn = _learner()
     res = learn.lr_find(num_it=40)
     assert learn.suggested_lr == res.suggestion == res.suggestions[res.rule] and res.rule == DEFAULT_RULE
+    assert learn.no_suggestion_reason is None and [str(w.message) for w in recwarn] == []  # SGD: no Prodigy warning
     learn.fit_one_cycle(1)
     assert max(learn.recorder.lrs) == pytest.approx(res.suggestion)
 
@@ -591,6 +592,9 @@ def test_curves_shorter_than_the_skip_windows():
     assert res.suggestion is None and learn.suggested_lr is None and res.notes
     assert len(res.notes) == len(SUGGESTERS) + 1  # every rule says why, then that none could answer
     assert res.notes[-1] == f"the {DEFAULT_RULE!r} rule gave no suggestion; no rule could suggest an LR"
+    reasons = learn.no_suggestion_reason.split("; ")  # why, for the next fit: the stop, then each note
+    assert reasons[0] == "completed num_it=5 iterations" and reasons[1].startswith("valley needs at least 2")
+    assert len(reasons) == len(SUGGESTERS) + 3  # the last note holds a "; " of its own
     res.plot()  # nothing left after the skips: an empty figure, no crash
     with pytest.raises(ValueError, match="no lr_find suggestion.*gave none: completed num_it=5"):
         learn.fit_one_cycle(1)  # the next fit says why there is no suggestion
@@ -627,6 +631,7 @@ def test_suggestions_skip_the_first_tenth_and_last_five():
     (dict(end_lr=-1.0), "end_lr"), (dict(start_lr=[1e-5, 1e-4, 1e-3], keep_ratios=False), "start_lr"),
     (dict(end_lr=[1.0], keep_ratios=False), "end_lr"),
     (dict(start_lr=[1e-5, 0.1], end_lr=0.1, keep_ratios=False), "start_lr"),
+    (dict(keep_ratios="no"), "keep_ratios"), (dict(stop_rule="diverge"), "stop_rule"),
 ])
 def test_bad_input_changes_nothing(kw, name):
     learn = _learner()
@@ -644,7 +649,7 @@ def test_bad_loaders():
     with pytest.raises(ValueError, match="train_dl is empty"):
         oc.Learner(Net(), empty, device="cpu", quiet=True)
     learn = oc.Learner(Net(), _dl(), None, device="cpu", quiet=True)
-    with pytest.raises(ValueError, match="valid_dl is None"):
+    with pytest.raises(ValueError, match="^valid_dl is None: with_valid=True needs a validation loader$"):
         learn.lr_find(with_valid=True)
     assert learn.opt is None
     with pytest.raises(ValueError, match="valid_dl is empty"):
@@ -660,6 +665,10 @@ def test_bad_loaders():
     assert learn.opt is None
     learn.valid_dl = None
     assert len(learn.lr_find(num_it=3, with_valid=False).losses) == 3
+    learn.train_dl.dataset.tensors = tuple(t[:0] for t in learn.train_dl.dataset.tensors)
+    with pytest.raises(ValueError, match=r"^train_dl is empty \(len 0\)$"):
+        learn.lr_find(num_it=3, with_valid=False)
+    assert learn.opt is None
 
 
 # ---- audit additions: the stop rule, fastai's slide, the skip window, frozen BatchNorm -------------
@@ -999,6 +1008,9 @@ def test_three_groups_keep_their_ratios_from_the_head_group():
         assert res.group_lrs[g] == pytest.approx([start * 1e3 ** (i / 3) for i in range(4)], rel=1e-12)
     with pytest.raises(ValueError, match="same end/start ratio"):
         learn.lr_find([1e-6, 1e-5, 1e-4], [1e-3, 1e-2, 1.0], num_it=4)
+    res = learn.lr_find(1e-4, [1e-3, 1e-2, 1e-1], num_it=4)  # one start: the head group's
+    for g, start in enumerate([1e-6, 1e-5, 1e-4]):
+        assert res.group_lrs[g] == pytest.approx([start * 1e3 ** (i / 3) for i in range(4)], rel=1e-12)
 
 
 def test_an_epoch_that_cannot_be_read_as_an_int_leaves_set_epoch_alone():
@@ -1068,3 +1080,83 @@ def test_no_validation_at_epoch_ends_only_the_finders_own():
     learn = _probe_learner()  # 4 training batches: 8 steps end 2 epochs
     learn.lr_find(1e-4, 1e-2, num_it=8)
     assert learn.model.log == [(True, True), (False, False)] * 8
+
+
+def test_the_defaults_of_find_and_of_learner_lr_find():
+    """1e-7 to 10 over 100 steps (Learner.lr_find spells the same defaults), div_th 4."""
+    res = lf.find(_learner(), stop_div=False, with_valid=False)
+    assert res.num_it == 100 and res.lrs == pytest.approx([1e-7 * 1e8 ** (i / 99) for i in range(100)], rel=1e-12)
+    values = [10 - 0.5 * i for i in range(16)] + [2 + 3 * k for k in range(1, 100)]
+    res = _scripted_learner(values).lr_find(with_valid=False)
+    assert len(res.losses) == _reference_stop(values[:100], 4.0) == 29 != _reference_stop(values[:100], 5.0)
+
+
+def test_two_steps_are_the_start_and_the_end():
+    res = _learner().lr_find(1e-3, 1e-1, num_it=2, with_valid=False)
+    assert res.lrs == pytest.approx([1e-3, 1e-1], rel=1e-12) and res.stop_reason == "completed num_it=2 iterations"
+
+
+def test_the_groups_are_the_optimizers_when_there_is_one():
+    """compat's lr_find runs the user's one-group optimizer over Net (two layer groups): the groups are
+    the optimizer's, so two start LRs are one too many."""
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"^start_lr has 2 values but there are 1 param groups"):
+        oc.lr_find(model, opt, F.cross_entropy, _dl(), start_lr=[1e-5, 1e-4], num_it=5)
+    assert len(oc.lr_find(model, opt, F.cross_entropy, _dl(), start_lr=[1e-5], num_it=5).group_lrs) == 1
+
+
+def test_the_learners_weight_decay_per_group_during_the_test():
+    seen = []
+
+    class Wd(oc.Callback):
+        def after_step(self, learn):
+            seen.append([g[learn.wd_key] for g in learn.opt.param_groups])
+
+    learn = _learner(wd=0.05)
+    learn.lr_find(num_it=3, with_valid=False, callbacks=[Wd()])
+    learn.lr_find(num_it=3, with_valid=False, wd=[0.01, 0.02], callbacks=[Wd()])
+    assert seen == [[0.05, 0.05]] * 3 + [[0.01, 0.02]] * 3
+
+
+def test_inside_a_fit_the_fits_schedule_holds_still():
+    """lr_find from a callback in the middle of a fit: the fit's LRs are those of the same fit without it."""
+    class FindAt3(oc.Callback):
+        def after_batch(self, learn):
+            if learn.loop.iter == 3:
+                learn.lr_find(num_it=5, with_valid=False)
+
+    def fit(cbs):
+        learn = _learner()
+        learn.fit_one_cycle(1, 0.05, callbacks=cbs)
+        return learn
+
+    found, alone = fit([FindAt3()]), fit([])
+    assert found.recorder.lrs == alone.recorder.lrs and found.recorder.losses == alone.recorder.losses
+
+
+def test_prodigy_warns_that_its_suggestion_is_no_lr_to_train_at():
+    pytest.importorskip("prodigyopt")
+    with pytest.warns(UserWarning) as caught:
+        res = _learner(opt="prodigy").lr_find(num_it=20)
+    assert res.suggestion is not None
+    assert [str(w.message) for w in caught] == [
+        "Prodigy's LR multiplies the step size d it estimates, which starts tiny (d0) and grows only as the weights "
+        f"move: over a range test the loss barely moves, so this suggestion ({res.suggestion:.3g}) is no LR to train "
+        "at. Train it at lr=1 (its authors' default)"]
+
+
+def test_per_group_suggested_lr_keeps_the_groups_ratios():
+    learn = _learner()
+    res = learn.lr_find([1e-6, 1e-5], [1e-1, 1.0], num_it=40)
+    assert res.suggestion is not None
+    assert learn.suggested_lr == pytest.approx([res.suggestion / 10, res.suggestion], rel=1e-12)
+
+
+def test_with_accumulation_the_last_batch_of_a_pass_closes_a_shorter_window():
+    """A 3-batch loader at accum=2: steps of 2 and 1 batches a pass (as fit does), so 7 steps take 11 batches."""
+    torch.manual_seed(0)
+    learn, rec = oc.Learner(Net(), _dl(24, 8), device="cpu", quiet=True, accum=2), Record()
+    res = learn.lr_find(1e-4, 1e-1, num_it=7, with_valid=False, callbacks=[rec])
+    assert len(res.losses) == rec.steps == 7 and rec.batches == 11
