@@ -301,3 +301,17 @@ def test_floor_and_flat_region_of_a_range_test_curve():
     assert sg.in_flat_region(lrs[5], lrs, loss) and not sg.in_flat_region(lrs[end], lrs, loss)
     assert not sg.in_flat_region(None, lrs, loss) and sg.flat_end(lrs, [1.0] * 50) is None
     assert sg.one_cycle_range(0.25) == (0.01, 0.25) and sg.one_cycle_range(0.3, div=10) == pytest.approx((0.03, 0.3))
+
+
+# ---- mutation-testing additions: stop_words without the usual details, the floor and the flat end at
+# their bounds ---------------------------------------------------------------------------------------
+def test_stop_words_without_the_usual_details():
+    assert sg.stop_words("cancelled by a callback after 0 iterations") == \
+        "cancelled by a callback after 0 steps, at LR ?"
+    assert sg.stop_words("diverged at iteration 3 (lr 0.1)", [], 10) == \
+        "stopped at LR 0.1 (step 4 of 10): the smoothed training loss blew up"  # no sizes in the reason
+    # a reason without its iteration and LR (a stop rule's own): no place to name, and no stray space
+    assert sg.stop_words("non-finite loss nan") == "stopped: the training loss became nan"
+    assert sg.stop_words("non-finite loss") == "stopped: the training loss became non-finite"
+    assert sg.stop_words("diverged") == "stopped: the smoothed training loss blew up"
+
