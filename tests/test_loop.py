@@ -535,6 +535,47 @@ def test_a_tensor_lr_is_recorded_as_a_float():
     assert all(type(m) is float for m in rec.moms) and rec.moms == [0.9] * 5
 
 
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_recorded_losses_are_float32_whether_the_nan_guard_reads_them_or_not(dtype):
+    # With the guard on, each loss is read on the host as it comes (the guard's read); with it off, the
+    # losses stay tensors until the epoch ends. Both record the same float32 values.
+    x, y = _xy()
+    fits = {}
+    for on_nan in ("raise", "off"):
+        learn = _linear(x.to(dtype), y)
+        learn.model.to(dtype)
+        seen = []
+        learn.fit_sched(2, 0.1, lambda p: 1.0, callbacks=[_LossSeen(seen)], on_nan=on_nan)
+        assert learn.loop.read_losses == (on_nan != "off")
+        fits[on_nan] = learn.recorder.losses
+        assert all(type(v) is float for v in fits[on_nan]) and len(fits[on_nan]) == 10
+        assert fits[on_nan] == [float(torch.tensor(v, dtype=torch.float32)) for v in seen]  # float32-rounded
+        assert learn.recorder.train_losses == pytest.approx([sum(fits[on_nan][:5]) / 5, sum(fits[on_nan][5:]) / 5])
+    assert fits["raise"] == fits["off"]
+
+
+class _LossSeen(oc.Callback):
+    """Keeps ``learn.loss`` (detached, as read by a callback) of every batch."""
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def after_batch(self, learn):
+        assert not learn.loss.requires_grad and learn.loss.grad_fn is None
+        self.seen.append(learn.loss.item())
+
+
+def test_learn_loss_is_the_last_batch_loss_detached():
+    x, y = _xy()
+    learn = _linear(x, y)
+    assert learn.loss is None  # before any fit
+    learn.fit_sched(1, 0.1, lambda p: 1.0)
+    before_last = _by_hand(_linear(x, y).model, x[:8], y[:8], 0.1, 1)  # after the first 4 of 5 steps
+    last = F.cross_entropy(before_last(x[8:10]), y[8:10])
+    assert not learn.loss.requires_grad and learn.loss.item() == pytest.approx(last.item(), rel=1e-6)
+    assert learn.loss.item() == learn.recorder.losses[-1]
+
 # ---- batches_per_epoch's messages --------------------------------------------------------------
 def test_batches_per_epoch_messages_and_limits():
     dl = DataLoader(TensorDataset(*_data(40)), batch_size=8)  # 5 batches

@@ -53,6 +53,16 @@ def test_smooth_loss_defaults_and_state_dict_round_trip():
 
 
 
+
+def test_extend_is_add_in_turn_and_carries_on_from_the_state():
+    values = [3.0, 2.0, 4.0, 1.0, 7.5]
+    s = sm.SmoothLoss(0.8)
+    assert s.extend(values[:2]) == _ema(values[:2], 0.8)  # the same arithmetic: equal, not approximately
+    assert s.extend(values[2:]) == _ema(values, 0.8)[2:]  # a second block continues the first
+    assert s.state_dict()["count"] == 5 and s.extend([]) == [] and s.state_dict()["count"] == 5
+    t = sm.SmoothLoss(0.8)
+    assert [t.add(v) for v in values] == _ema(values, 0.8)
+
 # ---- the centred smoother -----------------------------------------------------------------------------
 def _median5(y):
     """The 5-point running median, fewer points at the ends, non-finite points left out."""

@@ -26,6 +26,7 @@ import torch
 __all__ = ["TARGET_KEYS", "split_batch", "to_device", "in_place", "split_output", "batch_size"]
 
 TARGET_KEYS = ("labels", "label", "target", "y")
+_CPU = torch.device("cpu")
 
 
 def split_batch(batch: Any, batch_fn: Callable | None = None, keep_target: bool = False) -> tuple[tuple, dict, Any]:
@@ -85,7 +86,7 @@ def in_place(args: tuple, target: Any, device: torch.device) -> bool:
     """Whether a batch of positional tensors (and a tensor target, or none) needs nothing from
     ``to_device``: every one already on ``device`` (the common case, checked without a call per
     tensor). Exact ``torch.Tensor`` only: a subclass may move differently."""
-    if device.type == "cpu":  # is_cpu costs less than a device comparison
+    if device == _CPU:  # is_cpu costs less than a device comparison (and device.type makes a new str)
         for a in args:
             if type(a) is not torch.Tensor or not a.is_cpu:
                 return False

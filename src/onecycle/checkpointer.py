@@ -114,7 +114,9 @@ class Checkpointer:
     # ---- the loop's calls -----------------------------------------------------------------------
     def epoch_start(self, loop: Loop) -> None:
         """Remember the RNG as the epoch begins (a loader draws its order from it)."""
-        self.epoch_rng = get_rng_state(rng_loaders(loop.learn)) if self.folder is not None else None
+        if self.folder is None:
+            return
+        self.epoch_rng = get_rng_state(rng_loaders(loop.learn))
         if not hasattr(self, "_done"):  # the budget counts from the fit's start, with a first guess of a
             # write's cost (corrected by the first write): ~3 ms plus the weights and two optimizer
             # states at 300 MB/s, the speed measured here for a 25M-parameter state.

@@ -9,7 +9,6 @@ do transfer learning. The running fit's state is ``learn.loop`` (callbacks read 
 
 from __future__ import annotations
 
-import contextlib
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from . import schedules as S
 from .batches import in_place, split_batch, split_output, to_device
 from .callbacks import Callback, check_callbacks
 from .checkpointer import Checkpointer
-from .loop import NO_CONTEXT, Loop, batches_per_epoch, steps_for
+from .loop import Loop, batches_per_epoch, steps_for
 from .lr_finder import find
 from .metrics import metric_columns, metric_directions, named_metrics
 from .optim import build_optimizer, optimizer_factory
@@ -174,9 +173,6 @@ class Learner:
         fp16 = self.amp == "fp16" or (self.amp is True and self.device.type == "cuda")
         return None if not self.amp else torch.float16 if fp16 else torch.bfloat16
 
-    def autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device.type, dtype=self.amp_dtype) if self.amp else NO_CONTEXT
-
     # ---- optimizer --------------------------------------------------------------------------
     def layer_groups(self) -> list[list[nn.Parameter]]:
         return layer_groups(self.model, self.groups)
@@ -314,21 +310,25 @@ class Learner:
         autocast: ``(predictions, loss, target)``; the loss is None when there is none to compute
         (no target and no ``.loss`` from the model), or, for ``loss_fn``, when not ``with_loss``."""
         args, kwargs, target = split_batch(batch, self.batch_fn, keep_target=self.loss_fn is None)
-        device, channels_last = self.device, self.channels_last
-        if kwargs or channels_last or not in_place(args, target, device):  # else already there (most often)
-            args, kwargs = to_device((args, kwargs), device, channels_last)
-            target = to_device(target, device)
-        with self.autocast():
-            out = (self.model if model is None else model)(*args, **kwargs)
-            own_loss, preds = (None, out) if type(out) is torch.Tensor else split_output(out)
-            if self.loss_fn is None:
-                loss = own_loss
-            else:
-                loss = None if target is None or not with_loss else self.loss_fn(preds, target)
+        if kwargs or self.channels_last or not in_place(args, target, self.device):  # else already there (most often)
+            args, kwargs = to_device((args, kwargs), self.device, self.channels_last)
+            target = to_device(target, self.device)
+        if self.amp:
+            with torch.autocast(self.device.type, dtype=self.amp_dtype):
+                preds, loss = self._model_loss(self.model if model is None else model, args, kwargs, target, with_loss)
+        else:  # (no null context to enter: this runs every batch)
+            preds, loss = self._model_loss(self.model if model is None else model, args, kwargs, target, with_loss)
         if loss is None and torch.is_grad_enabled():
             raise ValueError("no loss for this batch: it has no target and the model returned no .loss "
                              "(give batches a target, or use a model that computes its loss with loss_fn=None)")
         return preds, loss, target
+
+    def _model_loss(self, model: nn.Module, args: tuple, kwargs: dict, target: Any, with_loss: bool) -> tuple:
+        out = model(*args, **kwargs)
+        own_loss, preds = (None, out) if type(out) is torch.Tensor else split_output(out)
+        if self.loss_fn is None:
+            return preds, own_loss
+        return preds, None if target is None or not with_loss else self.loss_fn(preds, target)
 
     # ---- weights ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, with_opt: bool = False) -> Path:

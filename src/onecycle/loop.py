@@ -22,6 +22,7 @@ Losses stay on the device until the epoch ends; the one read per batch is the Na
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import operator
 import threading
@@ -29,6 +30,7 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from . import checks as C
@@ -47,10 +49,9 @@ from .smoothing import smoothing_beta
 if TYPE_CHECKING:
     from .learner import Learner
 
-__all__ = ["Loop", "NonFiniteLossError", "NO_CONTEXT", "steps_for", "batches_per_epoch", "cudnn_benchmark"]
+__all__ = ["Loop", "NonFiniteLossError", "steps_for", "batches_per_epoch", "cudnn_benchmark"]
 
 
-NO_CONTEXT = contextlib.nullcontext()  # reusable: no new object per batch
 _LR = operator.itemgetter("lr")
 
 
@@ -106,6 +107,7 @@ class Loop:
         self.quiet = learn.quiet if quiet is None else quiet
         auto = [TrustRatios()] if hasattr(self.opt, "last_trust_stats") else []
         self.hooks = hooks_of([*callbacks, *auto])
+        self.batch_hooks = tuple(self.hooks[h] for h in ("before_batch", "after_backward", "after_step", "after_batch"))
         self.trainable = [p for p in learn.model.parameters() if p.requires_grad]
         fp16 = learn.amp_dtype == torch.float16
         self.scaler = scaler if scaler is not None else (
@@ -116,14 +118,21 @@ class Loop:
         self.progress = Progress((), quiet=True)
         # The state: where the fit is, and what the current epoch has done so far.
         self.epoch = self.iter = self.nan_skipped = 0
-        self.pred = self.loss = self.target = self.val_result = None
+        self.pred = self._loss = self.target = self.val_result = None
         self.stepped = False  # whether the last batch ended an accumulation window (an optimizer step)
         self.epoch_lrs: list[list[float]] = []  # this epoch's per-batch LRs, momenta and losses so far
         self.epoch_moms: list[float | None] = []
-        self.epoch_losses: list[torch.Tensor] = []
+        # Losses as floats where the NaN guard reads each one anyway (one process), else kept on the device.
+        self.read_losses = on_nan != "off" and learn.world_size == 1
+        self.epoch_losses: list[float] | list[torch.Tensor] = []
         self.bad_window = False  # a non-finite loss inside the current accumulation window
         self.pending: dict[str, Any] | None = None  # a mid-epoch resume's epoch part, until its epoch starts
         self.short_epochs: list[tuple[int, int]] = []  # (epoch, batches) of those train_dl ended early
+
+    @property
+    def loss(self) -> torch.Tensor | None:
+        """The last batch's loss, detached (``learn.loss``)."""
+        return None if self._loss is None else self._loss.detach()
 
     @property
     def steps_per_epoch(self) -> int:
@@ -137,7 +146,7 @@ class Loop:
         partial = None
         if self.epoch_moms:
             lrs, moms = _plain(self.epoch_lrs, self.epoch_moms)
-            partial = {"losses": torch.stack(self.epoch_losses).float().tolist(), "lrs": lrs, "moms": moms}
+            partial = {"losses": self.float32_losses(), "lrs": lrs, "moms": moms}
         return {"epoch": self.epoch, "iter": self.iter, "nan_skipped": self.nan_skipped, "partial": partial}
 
     def load_state_dict(self, state: dict[str, Any], pending: dict[str, Any] | None = None) -> None:
@@ -206,12 +215,11 @@ class Loop:
         it, start = self.start_epoch()
         n, k = self.batches, self.accum
         bar = self.progress.bar(n, self.epoch, self.n_epochs)
-        i = start - 1
+        i, full = start - 1, n - n % k  # the batches before the last window, which may be shorter
         try:
             for i, batch in zip(range(start, n), it):
                 self.iter = i
-                window = k if i < n - n % k else n % k  # the last window may be shorter
-                self.one_batch(batch, window, (i + 1) % k == 0 or i == n - 1)
+                self.one_batch(batch, k if i < full else n - full, k == 1 or (i + 1) % k == 0 or i == n - 1)
                 if bar.shown:
                     bar.update(i, self.epoch_losses)
         except BaseException as e:
@@ -238,23 +246,34 @@ class Loop:
         done = self.end_epoch()
         return sum(done) / len(done) if done else math.nan
 
-    def one_batch(self, batch: Any, window: int = 1, step: bool = True) -> torch.Tensor:
+    def one_batch(self, batch: Any, window: int = 1, step: bool = True) -> None:
         """One batch: the optimizer steps when ``step`` (the accumulation window's last batch), with
-        the loss scaled by ``1/window``. Returns the detached loss."""
-        opt, scaler, ddp, hooks, learn = self.opt, self.scaler, self.ddp, self.hooks, self.learn
-        for hook in hooks["before_batch"]:  # the callbacks' hooks, called in place: this runs every batch
+        the loss scaled by ``1/window``."""
+        opt, scaler, ddp, learn = self.opt, self.scaler, self.ddp, self.learn
+        before, after_backward, after_step, after_batch = self.batch_hooks
+        for hook in before:  # the callbacks' hooks, called in place: this runs every batch
             hook(learn)
         self.epoch_lrs.append(list(map(_LR, opt.param_groups)))  # as the step will use them (floats at epoch end)
         g0 = opt.param_groups[0]
         self.epoch_moms.append(g0["betas"][0] if self.mom_key == "betas" else g0.get("momentum"))
-        with ddp.no_sync() if ddp is not None and not step else NO_CONTEXT:  # data-parallel: all-reduce at steps
-            self.pred, loss, self.target = learn.forward(batch, self.model)  # move; forward, loss
+        if ddp is not None and not step:  # data-parallel: gradients all-reduced at steps only
+            with ddp.no_sync():
+                self.pred, loss, self.target = learn.forward(batch, self.model)  # move; forward, loss
+                (scaler.scale(loss / window) if scaler is not None else loss / window).backward()
+        else:
+            self.pred, loss, self.target = learn.forward(batch, self.model)
             scaled = loss / window if window > 1 else loss
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        self.loss = loss = loss.detach()
-        self.epoch_losses.append(loss)
-        if self.on_nan != "off" and not self._finite(loss):
-            self.bad_window = True
+        self._loss = loss  # learn.loss: detached when read
+        if self.read_losses:  # the NaN guard's one read of the loss is what the epoch records
+            value = loss.item()  # ~1 us on the CPU, against a kernel or two; a sync on CUDA
+            self.epoch_losses.append(value)
+            if not math.isfinite(value):
+                self.bad_window = True
+        else:  # on the device until the epoch ends
+            self.epoch_losses.append(loss.detach())
+            if self.on_nan != "off" and not self._finite_on_every_rank(loss):
+                self.bad_window = True
         self.stepped = step
         if step:
             if self.bad_window:  # no update with a non-finite loss: drop the window, raise or skip
@@ -264,7 +283,7 @@ class Loop:
             else:
                 if scaler is not None:
                     scaler.unscale_(opt)
-                for hook in hooks["after_backward"]:
+                for hook in after_backward:
                     hook(learn)
                 if learn.clip is not None:
                     torch.nn.utils.clip_grad_norm_(self.trainable, learn.clip, foreach=True)
@@ -275,13 +294,12 @@ class Loop:
                     scaler.update()
                 else:
                     opt.step()
-                for hook in hooks["after_step"]:
+                for hook in after_step:
                     hook(learn)
                 opt.zero_grad(set_to_none=True)
             self.checkpointer.step_end(self)  # an `every`-step checkpoint when due; a clean stop on a signal
-        for hook in hooks["after_batch"]:
+        for hook in after_batch:
             hook(learn)
-        return loss
 
     # ---- epoch edges ----------------------------------------------------------------------------
     def start_epoch(self) -> tuple[Iterator, int]:
@@ -292,8 +310,9 @@ class Loop:
         learn.train_mode()
         if callable(getattr(learn.model, "reset", None)):
             learn.model.reset()
-        pending, self.pending, loaders = self.pending, None, rng_loaders(learn)
-        if pending is not None:
+        pending, self.pending = self.pending, None
+        if pending is not None:  # a mid-epoch resume: the RNG as this epoch began
+            loaders = rng_loaders(learn)
             set_rng_state(pending["epoch_rng"], loaders)
         self.checkpointer.epoch_start(self)  # the RNG as the epoch begins, for a later resume
         if callable(getattr(learn.train_dl, "set_epoch", None)):
@@ -308,18 +327,26 @@ class Loop:
             next(it)
         set_rng_state(pending["rng"], loaders)
         self.epoch_lrs, self.epoch_moms = [list(r) for r in part["lrs"]], list(part["moms"])
-        self.epoch_losses = list(torch.tensor(part["losses"], dtype=torch.float32, device=learn.device).unbind())
+        self.epoch_losses = list(part["losses"]) if self.read_losses else list(
+            torch.tensor(part["losses"], dtype=torch.float32, device=learn.device).unbind())
         return it, len(part["moms"])
 
     def end_epoch(self) -> list[float]:
         """The epoch's iterations into the recorder: one host sync (and one collective) per epoch."""
         n = len(self.epoch_losses)
-        losses = torch.stack(self.epoch_losses).float() if n else torch.empty(0)
-        if self.learn.world_size > 1:  # every rank records the mean over ranks
-            losses = D.all_reduce_sum(losses) / self.learn.world_size
-        done = losses.tolist()
+        done = self.float32_losses(over_ranks=True)
         self.recorder.add_iterations(*_plain(self.epoch_lrs[:n], self.epoch_moms[:n]), done)
         return done
+
+    def float32_losses(self, over_ranks: bool = False) -> list[float]:
+        """The epoch's losses so far as float32 values (whatever the loss's dtype); ``over_ranks``:
+        their mean over data-parallel ranks (a collective)."""
+        if self.read_losses:
+            return np.asarray(self.epoch_losses, dtype=np.float32).tolist()
+        losses = torch.stack(self.epoch_losses).float() if self.epoch_losses else torch.empty(0)
+        if over_ranks and self.learn.world_size > 1:  # every rank records the mean over ranks
+            losses = D.all_reduce_sum(losses) / self.learn.world_size
+        return losses.tolist()
 
     def flush_series(self) -> None:
         """Per-step series kept by callbacks (``StepSeries``: GradStats, trust ratios) into the
@@ -330,14 +357,10 @@ class Loop:
                 owner.flush(self.learn)
 
     # ---- non-finite losses -------------------------------------------------------------------------
-    def _finite(self, loss: torch.Tensor) -> bool:
-        # One read of the loss before the step: free on the CPU, a sync on CUDA (the price of never
-        # applying a NaN update). Data-parallel ranks must agree, or their replicas would diverge.
-        if self.learn.world_size > 1:
-            return not bool(D.all_reduce_sum((~torch.isfinite(loss)).any().float()))
-        if loss.numel() == 1:
-            return math.isfinite(loss.item())  # ~1 us on the CPU, against a kernel or two
-        return bool(torch.isfinite(loss).all())
+    def _finite_on_every_rank(self, loss: torch.Tensor) -> bool:
+        # Data-parallel ranks must agree, or their replicas would diverge (one process reads the loss
+        # in one_batch: free on the CPU, a sync on CUDA, the price of never applying a NaN update).
+        return not bool(D.all_reduce_sum((~torch.isfinite(loss)).any().float()))
 
     def _non_finite(self) -> None:
         if self.on_nan == "skip":
@@ -361,6 +384,8 @@ class Loop:
 
 def _plain(lrs: list[list[Any]], moms: list[Any]) -> tuple[list[list[float]], list[float | None]]:
     """Per-batch LRs and momenta as plain floats (a capturable optimizer keeps them as tensors)."""
+    if set(map(type, itertools.chain.from_iterable(lrs))).union(map(type, moms)) <= {float}:
+        return list(lrs), list(moms)  # (most often: copies, the rows are never changed)
     return ([[v if type(v) is float else float(v) for v in row] for row in lrs],
             [m if m is None or type(m) is float else float(m) for m in moms])
 

@@ -75,13 +75,11 @@ class Recorder:
         """Append a block of iterations: ``lrs[i]`` holds every group's LR at iteration ``i``."""
         if lrs and not self.group_lrs:
             self.group_lrs = [[] for _ in lrs[0]]
-        for row in lrs:
-            for g, v in zip(self.group_lrs, row):
-                g.append(v)
+        for g, column in zip(self.group_lrs, zip(*lrs)):
+            g.extend(column)
         self.moms.extend(moms)
-        for loss in losses:
-            self.losses.append(loss)
-            self.smooth_losses.append(self.smoother.add(loss))
+        self.losses.extend(losses)
+        self.smooth_losses.extend(self.smoother.extend(losses))
 
     def add_epoch(self, train_loss: float, val: Mapping[str, float] | None, seconds: float) -> None:
         """One epoch. A key of ``val`` not seen before (a dict-valued metric's keys are known only after

@@ -253,22 +253,21 @@ class TorchOneCycle:
         return {"max": self.max_momentum, "base": self.base_momentum}[name]
 
     @functools.cached_property
-    def _pieces(self) -> tuple[tuple[float, float, Schedule], ...]:
-        """Per phase: its start and end step and its anneal between its two levels (computed once:
-        a fit calls the schedule at every optimizer step)."""
+    def _pieces(self) -> tuple[tuple[float, float, float, Schedule], ...]:
+        """Per phase: its end step, start step and width, and its anneal between its two levels
+        (computed once: a fit calls the schedule at every optimizer step)."""
         starts = (0.0, *self.ends[:-1])
-        return tuple((start, end, self.anneal(self._level(a), self._level(b)))
+        return tuple((end, start, end - start, self.anneal(self._level(a), self._level(b)))
                      for start, end, (a, b) in zip(starts, self.ends, self.points()))
 
     def __call__(self, pct: float) -> float:
         # torch's last step is total_steps - 1; beyond it its formula extrapolates (a linear anneal
         # goes negative), so the end value is held from there. phase_at's rule, on the pieces.
-        step = min(_snap(pct * self.total_steps), self.total_steps - 1.0)
-        pieces = self._pieces
-        last = len(pieces) - 1
-        for i, (start, end, fn) in enumerate(pieces):
-            if step <= end or i == last:
-                return fn((step - start) / (end - start) if end != start else 1.0)
+        step, last = _snap(pct * self.total_steps), self.ends[-1]
+        step = step if step < last else last  # (not min(): this runs at every step)
+        for end, start, width, fn in self._pieces:
+            if step <= end:  # (the last phase ends at ends[-1], where the step stops)
+                return fn((step - start) / width if width else 1.0)
         raise AssertionError("unreachable")
 
 

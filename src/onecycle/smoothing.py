@@ -39,9 +39,17 @@ class SmoothLoss:
         self.beta, self.avg, self.count = beta, 0.0, 0
 
     def add(self, value: float) -> float:
-        self.count += 1
-        self.avg = self.beta * self.avg + (1 - self.beta) * value
-        return self.avg / (1 - self.beta ** self.count)
+        return self.extend((value,))[0]
+
+    def extend(self, values: Iterable[float]) -> list[float]:
+        """``add`` each value in turn: the smoothed values (one loop for a whole epoch's losses)."""
+        beta, avg, count, out = self.beta, self.avg, self.count, []
+        for value in values:
+            count += 1
+            avg = beta * avg + (1 - beta) * value
+            out.append(avg / (1 - beta ** count))
+        self.avg, self.count = avg, count
+        return out
 
     def state_dict(self) -> dict:
         return {"beta": self.beta, "avg": self.avg, "count": self.count}
@@ -52,8 +60,7 @@ class SmoothLoss:
 
 def ema(values: Iterable[float], beta: float = 0.9) -> list[float]:
     """Bias-corrected exponential moving average of ``values`` (``SmoothLoss`` over a list)."""
-    s = SmoothLoss(beta)
-    return [s.add(float(v)) for v in values]
+    return SmoothLoss(beta).extend(map(float, values))
 
 
 # ---- zero-phase ----------------------------------------------------------------------------------

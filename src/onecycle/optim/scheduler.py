@@ -115,7 +115,8 @@ class Scheduler:
 
     def apply(self) -> None:
         """Write the values for the current progress into the optimizer (every step)."""
-        pct, groups = min(self.step_count / self.total_steps, 1.0), self.optimizer.param_groups
+        pct, groups = self.step_count / self.total_steps, self.optimizer.param_groups
+        pct = pct if pct < 1.0 else 1.0  # (not min(): this runs at every step)
         for key, fn in self.scheds.items():
             v, bases = fn(pct), self.base.get(key)
             per_group = type(v) is list  # a schedule may give one value per group (the LR finder's own ends)
