@@ -94,6 +94,7 @@ def test_exp_history_exact_and_reaches_end_lr():
     assert [r[-1] for r in rec.lrs] == want  # what the optimizer really used
     assert math.isclose(res.lrs[-1], 1.0, rel_tol=1e-12)
     assert res.stop_reason.startswith("completed") and len(res.losses) == 7 and rec.batches == 7
+    assert res.moms == [0.9] * 7  # the optimizer's momentum as it is: the finder schedules the LR only
 
 
 def test_linear_history_exact():
@@ -227,7 +228,7 @@ def test_validation_modes_and_val_batches():
 
 def test_without_validation():
     res = _learner().lr_find(num_it=12, with_valid=False)
-    assert res.val_losses == [] and res.metrics == {"accuracy": []}
+    assert res.val_losses == [] and res.metrics == {"accuracy": []} and res.higher_is_better == {"accuracy": True}
     assert res.suggestions["val_steep"] is None and any("val_steep" in n for n in res.notes)
 
 
@@ -359,10 +360,11 @@ def test_twice_identical_and_fit_after_equals_fit_alone():
     assert learn.recorder.losses == alone.recorder.losses
 
 
-def test_suggested_lr_feeds_fit_one_cycle():
+def test_suggested_lr_feeds_fit_one_cycle(recwarn):
     learn = _learner()
     res = learn.lr_find(num_it=40)
     assert learn.suggested_lr == res.suggestion == res.suggestions[res.rule] and res.rule == DEFAULT_RULE
+    assert learn.no_suggestion_reason is None and [str(w.message) for w in recwarn] == []  # SGD: no Prodigy warning
     learn.fit_one_cycle(1)
     assert max(learn.recorder.lrs) == pytest.approx(res.suggestion)
 
@@ -428,6 +430,7 @@ def test_runs_train_on_successive_epochs_and_take_the_median():
     # 12 steps of 5 batches: 3 epochs a run; run k starts where run k - 1 stopped; put back after each
     assert train.calls == [0, 1, 2, 7, 3, 4, 5, 7, 6, 7, 8, 7] and train.epoch == 7
     assert len(three.run_suggestions) == 3 and three.run_suggestions[0] == one.suggestions
+    assert one.run_suggestions == [] and not any("median" in n for n in one.notes)  # one run: nothing per run
     assert three.losses == one.losses and three.val_losses == one.val_losses  # the curves are run 0's
     for rule, value in three.suggestions.items():
         a = sorted(r[rule] for r in three.run_suggestions if r[rule] is not None)  # runs without one are skipped
@@ -588,6 +591,10 @@ def test_curves_shorter_than_the_skip_windows():
     res = learn.lr_find(num_it=5)
     assert res.suggestion is None and learn.suggested_lr is None and res.notes
     assert len(res.notes) == len(SUGGESTERS) + 1  # every rule says why, then that none could answer
+    assert res.notes[-1] == f"the {DEFAULT_RULE!r} rule gave no suggestion; no rule could suggest an LR"
+    reasons = learn.no_suggestion_reason.split("; ")  # why, for the next fit: the stop, then each note
+    assert reasons[0] == "completed num_it=5 iterations" and reasons[1].startswith("valley needs at least 2")
+    assert len(reasons) == len(SUGGESTERS) + 3  # the last note holds a "; " of its own
     res.plot()  # nothing left after the skips: an empty figure, no crash
     with pytest.raises(ValueError, match="no lr_find suggestion.*gave none: completed num_it=5"):
         learn.fit_one_cycle(1)  # the next fit says why there is no suggestion
@@ -611,14 +618,26 @@ def test_suggestions_skip_the_first_tenth_and_last_five():
     (dict(start_lr=-1.0), "start_lr"), (dict(end_lr=math.nan), "end_lr"), (dict(end_lr=math.inf), "end_lr"),
     (dict(start_lr=0.0), "start_lr"), (dict(div_th=1.0), "div_th"), (dict(div_th=0.5), "div_th"),
     (dict(start_lr=[1e-5, 1e-4, 1e-3]), "start_lr"), (dict(end_lr=[1.0]), "end_lr"),
-    (dict(start_lr=[1e-5, 1e-4], end_lr=[1.0, 1.0]), "ratio"), (dict(step_mode="cos"), "step_mode"),
+    (dict(start_lr=[1e-5, 1e-4], end_lr=[1.0, 1.0]),
+     r"^start_lr=\[1e-05, 0\.0001\] and end_lr=\[1\.0, 1\.0\] must have the same end/start ratio in every "
+     r"group \(the finder keeps the groups' LR ratios\)$"),
+    (dict(step_mode="cos"), "step_mode"),
     (dict(val_batches=0), "val_batches"), (dict(wd=-1.0), "wd"), (dict(wd=[0.1]), "wd"),
     (dict(rule="best"), "rule"), (dict(runs=0), "runs"), (dict(runs=1.5), "runs"),
+    # each way of giving the two ends: per group on both sides, on one side, keep_ratios=False
+    (dict(start_lr=[1e-5, 1e-4], end_lr=[1.0]), "end_lr"), (dict(start_lr=[1e-5, 1e-4], end_lr=0.0), "end_lr"),
+    (dict(start_lr=[1e-5, 1e-4], end_lr=-1.0), "end_lr"), (dict(start_lr=0.0, end_lr=[1e-2, 1e-1]), "start_lr"),
+    (dict(start_lr=-1.0, end_lr=[1e-2, 1e-1]), "start_lr"), (dict(end_lr=0.0), "end_lr"),
+    (dict(end_lr=-1.0), "end_lr"), (dict(start_lr=[1e-5, 1e-4, 1e-3], keep_ratios=False), "start_lr"),
+    (dict(end_lr=[1.0], keep_ratios=False), "end_lr"),
+    (dict(start_lr=[1e-5, 0.1], end_lr=0.1, keep_ratios=False), "start_lr"),
+    (dict(keep_ratios="no"), "keep_ratios"), (dict(stop_rule="diverge"), "stop_rule"),
 ])
 def test_bad_input_changes_nothing(kw, name):
     learn = _learner()
     before, rng = _fingerprint(learn), torch.get_rng_state()
-    with pytest.raises((ValueError, TypeError), match=name):
+    # the message starts with the argument's name (or is the one given in full)
+    with pytest.raises((ValueError, TypeError), match=name if name.startswith("^") else rf"^{name}\b"):
         learn.lr_find(**kw)
     _same(_fingerprint(learn), before)
     assert learn.opt is None and torch.equal(torch.get_rng_state(), rng)
@@ -630,7 +649,7 @@ def test_bad_loaders():
     with pytest.raises(ValueError, match="train_dl is empty"):
         oc.Learner(Net(), empty, device="cpu", quiet=True)
     learn = oc.Learner(Net(), _dl(), None, device="cpu", quiet=True)
-    with pytest.raises(ValueError, match="valid_dl is None"):
+    with pytest.raises(ValueError, match="^valid_dl is None: with_valid=True needs a validation loader$"):
         learn.lr_find(with_valid=True)
     assert learn.opt is None
     with pytest.raises(ValueError, match="valid_dl is empty"):
@@ -646,10 +665,14 @@ def test_bad_loaders():
     assert learn.opt is None
     learn.valid_dl = None
     assert len(learn.lr_find(num_it=3, with_valid=False).losses) == 3
+    learn.train_dl.dataset.tensors = tuple(t[:0] for t in learn.train_dl.dataset.tensors)
+    with pytest.raises(ValueError, match=r"^train_dl is empty \(len 0\)$"):
+        learn.lr_find(num_it=3, with_valid=False)
+    assert learn.opt is None
 
 
 # ---- audit additions: the stop rule, fastai's slide, the skip window, frozen BatchNorm -------------
-def _scripted_learner(values):
+def _scripted_learner(values, **kw):
     """A Learner whose training loss at batch ``b`` is ``values[b]`` (validation: cross-entropy)."""
     calls = []
 
@@ -659,7 +682,7 @@ def _scripted_learner(values):
             return (pred * 0).sum() + values[len(calls) - 1]
         return F.cross_entropy(pred, y)
 
-    learn = _learner()
+    learn = _learner(**kw)
     learn.loss_fn = loss_fn
     return learn
 
@@ -750,3 +773,390 @@ def test_without_validation_res_rule_names_the_rule_that_answered():
     assert res.rule == next(k for k, v in res.suggestions.items() if v is not None)  # the first that answered
     assert any(n.startswith("the 'val_min' rule gave no suggestion; using ") for n in res.notes)
     assert f"{res.rule:<10}" in next(ln for ln in res.summary().splitlines() if ln.endswith("<- suggestion"))
+
+
+# ---- mutation-testing additions: the NaN stop's words, an empty validation loader, runs=2, the val
+# curve's smoothing after an early stop ----------------------------------------------------------------
+def test_nan_stop_reason_names_the_iteration_and_the_lr_it_would_have_stepped_at():
+    calls = []
+
+    def loss_fn(pred, y):
+        if torch.is_grad_enabled():
+            calls.append(1)
+            if len(calls) == 4:
+                return pred.sum() * float("nan")
+        return F.mse_loss(pred, y)
+
+    learn = _probe_learner()  # one param group, 4 batches an epoch
+    learn.loss_fn = loss_fn
+    res = learn.lr_find(1e-4, 1e-2, num_it=10)
+    lr3 = 1e-4 * (1e-2 / 1e-4) ** (3 / 9)  # the 4th batch's: iteration 3 of 10
+    assert res.stop_reason == f"non-finite loss nan at iteration 3 (lr {lr3:.3g}): stopped before stepping"
+    assert res.lrs == pytest.approx([1e-4 * 100 ** (i / 9) for i in range(3)], rel=1e-12)
+
+
+class NoBatches:
+    """A loader without a length that yields nothing (a stream that has run dry)."""
+
+    def __iter__(self):
+        return iter(())
+
+
+def test_a_validation_loader_that_yields_nothing_is_named():
+    learn = _learner()
+    learn.valid_dl = NoBatches()  # no length: accepted when assigned, found empty when cycled
+    before, rng = _fingerprint(learn), get_rng_state()
+    with pytest.raises(ValueError, match="^valid_dl yielded no batch$"):
+        learn.lr_find(num_it=5)
+    _assert_restored(learn, before, rng)
+
+
+def test_two_runs_take_the_geometric_mean_of_their_suggestions():
+    torch.manual_seed(0)
+    train, valid = EpochLoader(), EpochLoader(16)
+    learn = oc.Learner(Net(), train, valid, metrics=[accuracy], device="cpu", quiet=True)
+    two = learn.lr_find(num_it=12, runs=2)
+    r0, r1 = two.run_suggestions
+    both = [rule for rule in r0 if r0[rule] is not None and r1[rule] is not None]
+    assert any(r0[rule] != r1[rule] for rule in both)  # the runs differ: the first run's value is not the answer
+    for rule in both:
+        assert two.suggestions[rule] == pytest.approx(math.sqrt(r0[rule] * r1[rule]), rel=1e-12)
+    assert "suggestions: the median over 2 runs with different data orders" in two.notes
+
+
+def test_the_validation_curve_is_smoothed_with_the_beta_of_num_it_after_an_early_stop():
+    """Stopped at 20 of 100 steps: the suggestion rules smooth the validation losses with the beta of
+    100 steps (0.9, the training curve's), not of the 20 recorded (0.5). A dip at step 11 is the
+    minimum of the 0.5 curve, not of the 0.9 one."""
+    val = [10 - 0.1 * i - (3.0 if i == 11 else 0.0) for i in range(20)]
+    learn = _learner()
+    train_loss, seen = learn.loss_fn, []
+
+    def loss_fn(pred, y):
+        if torch.is_grad_enabled():
+            return train_loss(pred, y)
+        seen.append(1)
+        return (pred * 0).sum() + val[len(seen) - 1]
+
+    learn.loss_fn = loss_fn
+    res = learn.lr_find(1e-4, 1e-2, num_it=100, stop_rule=lambda h: "stop" if len(h.losses) == 20 else None)
+    assert res.val_losses == pytest.approx(val, rel=1e-6) and res.smooth_losses == pytest.approx(
+        _ema(res.losses, 0.9), rel=1e-9)
+    window = slice(10, 15)  # the first 100 // 10 points and the last 5 skipped
+    low = {b: 10 + int(np.argmin(_ema(res.val_losses, b)[window])) for b in (0.9, 0.5)}
+    assert low == {0.9: 14, 0.5: 11}
+    assert res.suggestions["val_min"] == pytest.approx(res.lrs[low[0.9]] / 2, rel=1e-12)
+
+
+class Remember:
+    """A stop rule whose state is a list: a shallow copy would share it between runs."""
+
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, history):
+        self.seen.append(len(history.losses))
+        return f"stopped after {self.seen}" if len(self.seen) == 4 else None
+
+
+def test_each_run_has_its_own_deep_copy_of_the_stop_rule():
+    rule = Remember()
+    res = _learner().lr_find(num_it=20, runs=2, with_valid=False, stop_rule=rule)
+    assert res.stop_reason == "stopped after [1, 2, 3, 4]" and len(res.losses) == 4
+    assert rule.seen == [] and len(res.run_suggestions) == 2  # the second run stopped at 4 steps too
+
+
+def test_the_bar_names_the_run(monkeypatch):
+    """Not quiet: one bar per run, "lr_find run k/n" when there are several, closed at the steps recorded."""
+    import io
+
+    from onecycle import progress
+    bars, real = [], progress.finder_bar
+
+    def spy(n, quiet=False, desc="lr_find", **kw):
+        bars.append((n, quiet, desc, io.StringIO()))
+        return real(n, quiet, desc=desc, file=bars[-1][3], interval=0.0)
+
+    monkeypatch.setattr(progress, "finder_bar", spy)
+    learn = _learner(quiet=False)
+    learn.lr_find(num_it=12, runs=2, with_valid=False, stop_div=False)
+    res = learn.lr_find(num_it=6, with_valid=False, stop_div=False)
+    _learner().lr_find(num_it=5, with_valid=False)  # a quiet Learner: a quiet bar (none shows)
+    assert [b[:3] for b in bars] == [(12, False, "lr_find run 1/2"), (12, False, "lr_find run 2/2"),
+                                     (6, False, "lr_find"), (5, True, "lr_find")]
+    assert bars.pop()[3].getvalue() == ""
+    for n, _, desc, out in bars:
+        assert f"{desc}: 100%" in out.getvalue() and f"{n}/{n}" in out.getvalue()
+    # the postfix: the best smoothed loss so far and the step's LR; closed, the bar is wiped (leave=False)
+    *_, last, wiped, end = bars[-1][3].getvalue().split("\r")
+    assert last.startswith("lr_find: 100%") and " 6/6 [" in last
+    assert last.rstrip().endswith(f"step/s, best={min(res.smooth_losses):.4g}, lr={res.lrs[-1]:.3g}]")
+    assert wiped.strip() == "" and end == ""
+
+
+def test_an_error_in_a_callbacks_before_fit_comes_out_as_it_is():
+    """A user's callback (order 0) that fails in before_fit, before the finder's (order 50) has made its
+    bar: the finder's after_fit closes no bar, and the error is the user's."""
+    class Fail(oc.Callback):
+        def before_fit(self, learn):
+            raise RuntimeError("boom")
+
+    learn = _learner()
+    before, rng = _fingerprint(learn), get_rng_state()
+    with pytest.raises(RuntimeError, match="^boom$"):
+        learn.lr_find(num_it=5, callbacks=[Fail()])
+    _assert_restored(learn, before, rng)
+
+
+def test_with_accumulation_a_step_records_the_mean_loss_of_its_batches():
+    values = [1.0, 3.0, 2.0, 6.0, 0.5, 0.25, 4.0, 4.0]  # two batches a step
+    res = _scripted_learner(values, accum=2).lr_find(num_it=4, with_valid=False)
+    assert res.losses == [2.0, 4.0, 0.375, 4.0]
+
+
+def test_the_best_is_tracked_from_iteration_10_itself():
+    """A dip to 0 at iteration 10 sets the best there: the climb back to 1 is then above 0 + 0.5 x (its
+    fall from the start) at 21 points; tracked only from iteration 11 on, the test would run all 30."""
+    values = [1.0] * 10 + [0.0] + [1.0] * 19
+    res = _scripted_learner(values).lr_find(num_it=30, div_th=1.5, with_valid=False)
+    assert len(res.losses) == _reference_stop(values, 1.5) == 21 and res.stop_reason.startswith("diverged")
+
+
+def test_a_loss_of_zero_throughout_is_no_divergence():
+    """Best, start and smoothed loss all 0: the bound is 0 too, and a loss equal to it has not risen above it."""
+    res = _scripted_learner([0.0] * 30).lr_find(num_it=30, with_valid=False)
+    assert len(res.losses) == 30 and res.stop_reason == "completed num_it=30 iterations"
+
+
+def test_the_divergence_stop_reason_in_full():
+    values = [10 - 0.5 * i for i in range(16)] + [2 + 3 * k for k in range(1, 100)]
+    calls = []
+
+    def loss_fn(pred, y):
+        calls.append(1)
+        return (pred * 0).sum() + values[len(calls) - 1]
+
+    learn = _probe_learner()  # one param group
+    learn.loss_fn = loss_fn
+    res = learn.lr_find(1e-4, 1e-2, num_it=80, with_valid=False)
+    n = _reference_stop(values[:80], 4.0)
+    i, smooth = n - 1, _ema(values[:80], 1 - 10 / 80)
+    best = min(smooth[10:n])
+    bound = best + 3 * max(smooth[0] - best, abs(best))
+    lr = 1e-4 * 100 ** (i / 79)
+    assert res.stop_reason == (f"diverged at iteration {i} (lr {lr:.3g}): smoothed loss {smooth[i]:.4g} above "
+                               f"{bound:.4g} (best {best:.4g}, start {smooth[0]:.4g}, div_th 4)")
+
+
+def test_a_sampler_that_makes_its_generator_lazily_gets_none_back():
+    """accelerate's SeedableRandomSampler makes its generator at its first iteration: the finder (the
+    very loader it captured) puts the None back, where a resume would refuse the other layout."""
+    from test_rng import _LazySampler
+    ds = _dl().dataset
+    train = DataLoader(ds, batch_size=8, sampler=_LazySampler(ds))
+    torch.manual_seed(0)
+    learn = oc.Learner(Net(), train, device="cpu", quiet=True)
+    assert train.sampler.generator is None
+    learn.lr_find(num_it=10)
+    assert train.sampler.generator is None
+
+
+class IterationLoader(EpochLoader):
+    """accelerate's DataLoaderShard: set_epoch, and its epoch counted as ``iteration``."""
+
+    def __init__(self, *args, **kw):
+        super().__init__(*args, **kw)
+        self.iteration = self.__dict__.pop("epoch")
+
+    def set_epoch(self, e):
+        self.calls.append(e)
+        self.iteration = e
+
+    def __iter__(self):
+        self.iteration += 1
+        perm = torch.randperm(len(self.x), generator=self._gen)
+        return iter([(self.x[i], self.y[i]) for i in perm.split(self.bs)])
+
+
+def test_a_loader_that_counts_its_epochs_as_iteration_gets_its_epoch_back():
+    torch.manual_seed(0)
+    train = IterationLoader()
+    learn = oc.Learner(Net(), train, device="cpu", quiet=True)
+    learn.lr_find(num_it=12)
+    assert train.calls == [0, 1, 2, 7] and train.iteration == 7 and not hasattr(train, "epoch")
+
+
+def test_a_number_on_the_start_side_takes_the_end_sides_group_ratios():
+    learn = _learner()
+    res = learn.lr_find(1e-5, [1e-2, 1e-1], num_it=6, with_valid=False)  # the head group starts at 1e-5
+    for g, start in enumerate([1e-6, 1e-5]):
+        assert res.group_lrs[g] == pytest.approx([start * 1e4 ** (i / 5) for i in range(6)], rel=1e-12)
+
+
+class Net3(Net):
+    """Three layer groups: the head group is the last, not the second."""
+
+    def param_groups(self):
+        return [list(self.body[0].parameters()), list(self.body[1].parameters()), list(self.head.parameters())]
+
+
+def test_three_groups_keep_their_ratios_from_the_head_group():
+    torch.manual_seed(0)
+    learn = oc.Learner(Net3(), _dl(), device="cpu", quiet=True)
+    res = learn.lr_find([1e-6, 1e-5, 1e-4], [1e-3, 1e-2, 1e-1], num_it=4)
+    for g, start in enumerate([1e-6, 1e-5, 1e-4]):
+        assert res.group_lrs[g] == pytest.approx([start * 1e3 ** (i / 3) for i in range(4)], rel=1e-12)
+    with pytest.raises(ValueError, match="same end/start ratio"):
+        learn.lr_find([1e-6, 1e-5, 1e-4], [1e-3, 1e-2, 1.0], num_it=4)
+    res = learn.lr_find(1e-4, [1e-3, 1e-2, 1e-1], num_it=4)  # one start: the head group's
+    for g, start in enumerate([1e-6, 1e-5, 1e-4]):
+        assert res.group_lrs[g] == pytest.approx([start * 1e3 ** (i / 3) for i in range(4)], rel=1e-12)
+
+
+def test_an_epoch_that_cannot_be_read_as_an_int_leaves_set_epoch_alone():
+    torch.manual_seed(0)
+    train = EpochLoader()
+    train.epoch = 7.0  # not an int: the finder could not put it back as it was
+    learn = oc.Learner(Net(), train, device="cpu", quiet=True)
+    learn.lr_find(num_it=12)
+    assert train.calls == [0, 1, 2]  # the loop's set_epoch per pass, and no restore
+
+
+def test_the_test_starts_from_no_gradient():
+    learn = _learner()
+    xb, yb = next(iter(learn.train_dl))
+    F.cross_entropy(learn.model(xb), yb).backward()  # leftover gradients, put back afterwards
+    seen = []
+
+    class Grads(oc.Callback):
+        def before_batch(self, learn):
+            seen.append([p.grad is None for p in learn.model.parameters()])
+
+    learn.lr_find(num_it=3, with_valid=False, callbacks=[Grads()])
+    assert seen[0] == [True] * len(seen[0]) and all(p.grad is not None for p in learn.model.parameters())
+
+
+def test_prodigy_refuses_per_group_start_lrs_by_name():
+    pytest.importorskip("prodigyopt")
+    learn = _learner(opt="prodigy")
+    with pytest.raises(ValueError, match=r"^start_lr: Prodigy takes one LR for every param group"):
+        learn.lr_find([1e-5, 1e-4], 1e-1, num_it=5)
+    assert learn.opt is None
+
+
+class Stream:
+    """A loader without a length: four batches a pass."""
+
+    def __init__(self):
+        self.batches = list(_dl(32, 8))
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_a_loader_without_a_length_is_looped_over_without_a_warning(accum, recwarn):
+    torch.manual_seed(0)
+    learn = oc.Learner(Net(), Stream(), device="cpu", quiet=True, accum=accum)
+    rec = Record()
+    res = learn.lr_find(1e-4, 1e-1, num_it=7, callbacks=[rec])
+    assert len(res.losses) == 7 and rec.steps == 7 and rec.batches == 7 * accum
+    assert res.lrs == pytest.approx([1e-4 * 1e3 ** (i / 6) for i in range(7)], rel=1e-12)
+    assert [str(w.message) for w in recwarn] == []  # each pass ends with the loader: no "short epoch" warning
+
+
+def test_every_run_counts_its_epochs_from_0_without_set_epoch():
+    epochs = []
+
+    class Epochs(oc.Callback):
+        def before_epoch(self, learn):
+            epochs.append(learn.loop.epoch)
+
+    _learner().lr_find(num_it=12, runs=2, with_valid=False, callbacks=[Epochs()])  # 8 batches: 2 epochs a run
+    assert epochs == [0, 1, 0, 1]
+
+
+def test_no_validation_at_epoch_ends_only_the_finders_own():
+    learn = _probe_learner()  # 4 training batches: 8 steps end 2 epochs
+    learn.lr_find(1e-4, 1e-2, num_it=8)
+    assert learn.model.log == [(True, True), (False, False)] * 8
+
+
+def test_the_defaults_of_find_and_of_learner_lr_find():
+    """1e-7 to 10 over 100 steps (Learner.lr_find spells the same defaults), div_th 4."""
+    res = lf.find(_learner(), stop_div=False, with_valid=False)
+    assert res.num_it == 100 and res.lrs == pytest.approx([1e-7 * 1e8 ** (i / 99) for i in range(100)], rel=1e-12)
+    values = [10 - 0.5 * i for i in range(16)] + [2 + 3 * k for k in range(1, 100)]
+    res = _scripted_learner(values).lr_find(with_valid=False)
+    assert len(res.losses) == _reference_stop(values[:100], 4.0) == 29 != _reference_stop(values[:100], 5.0)
+
+
+def test_two_steps_are_the_start_and_the_end():
+    res = _learner().lr_find(1e-3, 1e-1, num_it=2, with_valid=False)
+    assert res.lrs == pytest.approx([1e-3, 1e-1], rel=1e-12) and res.stop_reason == "completed num_it=2 iterations"
+
+
+def test_the_groups_are_the_optimizers_when_there_is_one():
+    """compat's lr_find runs the user's one-group optimizer over Net (two layer groups): the groups are
+    the optimizer's, so two start LRs are one too many."""
+    torch.manual_seed(0)
+    model = Net()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(ValueError, match=r"^start_lr has 2 values but there are 1 param groups"):
+        oc.lr_find(model, opt, F.cross_entropy, _dl(), start_lr=[1e-5, 1e-4], num_it=5)
+    assert len(oc.lr_find(model, opt, F.cross_entropy, _dl(), start_lr=[1e-5], num_it=5).group_lrs) == 1
+
+
+def test_the_learners_weight_decay_per_group_during_the_test():
+    seen = []
+
+    class Wd(oc.Callback):
+        def after_step(self, learn):
+            seen.append([g[learn.wd_key] for g in learn.opt.param_groups])
+
+    learn = _learner(wd=0.05)
+    learn.lr_find(num_it=3, with_valid=False, callbacks=[Wd()])
+    learn.lr_find(num_it=3, with_valid=False, wd=[0.01, 0.02], callbacks=[Wd()])
+    assert seen == [[0.05, 0.05]] * 3 + [[0.01, 0.02]] * 3
+
+
+def test_inside_a_fit_the_fits_schedule_holds_still():
+    """lr_find from a callback in the middle of a fit: the fit's LRs are those of the same fit without it."""
+    class FindAt3(oc.Callback):
+        def after_batch(self, learn):
+            if learn.loop.iter == 3:
+                learn.lr_find(num_it=5, with_valid=False)
+
+    def fit(cbs):
+        learn = _learner()
+        learn.fit_one_cycle(1, 0.05, callbacks=cbs)
+        return learn
+
+    found, alone = fit([FindAt3()]), fit([])
+    assert found.recorder.lrs == alone.recorder.lrs and found.recorder.losses == alone.recorder.losses
+
+
+def test_prodigy_warns_that_its_suggestion_is_no_lr_to_train_at():
+    pytest.importorskip("prodigyopt")
+    with pytest.warns(UserWarning) as caught:
+        res = _learner(opt="prodigy").lr_find(num_it=20)
+    assert res.suggestion is not None
+    assert [str(w.message) for w in caught] == [
+        "Prodigy's LR multiplies the step size d it estimates, which starts tiny (d0) and grows only as the weights "
+        f"move: over a range test the loss barely moves, so this suggestion ({res.suggestion:.3g}) is no LR to train "
+        "at. Train it at lr=1 (its authors' default)"]
+
+
+def test_per_group_suggested_lr_keeps_the_groups_ratios():
+    learn = _learner()
+    res = learn.lr_find([1e-6, 1e-5], [1e-1, 1.0], num_it=40)
+    assert res.suggestion is not None
+    assert learn.suggested_lr == pytest.approx([res.suggestion / 10, res.suggestion], rel=1e-12)
+
+
+def test_with_accumulation_the_last_batch_of_a_pass_closes_a_shorter_window():
+    """A 3-batch loader at accum=2: steps of 2 and 1 batches a pass (as fit does), so 7 steps take 11 batches."""
+    torch.manual_seed(0)
+    learn, rec = oc.Learner(Net(), _dl(24, 8), device="cpu", quiet=True, accum=2), Record()
+    res = learn.lr_find(1e-4, 1e-1, num_it=7, with_valid=False, callbacks=[rec])
+    assert len(res.losses) == rec.steps == 7 and rec.batches == 11

@@ -301,3 +301,50 @@ def test_floor_and_flat_region_of_a_range_test_curve():
     assert sg.in_flat_region(lrs[5], lrs, loss) and not sg.in_flat_region(lrs[end], lrs, loss)
     assert not sg.in_flat_region(None, lrs, loss) and sg.flat_end(lrs, [1.0] * 50) is None
     assert sg.one_cycle_range(0.25) == (0.01, 0.25) and sg.one_cycle_range(0.3, div=10) == pytest.approx((0.03, 0.3))
+
+
+# ---- mutation-testing additions: stop_words without the usual details, the floor and the flat end at
+# their bounds ---------------------------------------------------------------------------------------
+def test_stop_words_without_the_usual_details():
+    assert sg.stop_words("cancelled by a callback after 0 iterations") == \
+        "cancelled by a callback after 0 steps, at LR ?"
+    assert sg.stop_words("diverged at iteration 3 (lr 0.1)", [], 10) == \
+        "stopped at LR 0.1 (step 4 of 10): the smoothed training loss blew up"  # no sizes in the reason
+    # a reason without its iteration and LR (a stop rule's own): no place to name, and no stray space
+    assert sg.stop_words("non-finite loss nan") == "stopped: the training loss became nan"
+    assert sg.stop_words("non-finite loss") == "stopped: the training loss became non-finite"
+    assert sg.stop_words("diverged") == "stopped: the smoothed training loss blew up"
+
+
+def _medians(values, points=5):
+    """The centred running median, fewer points at the ends, written out with statistics.median."""
+    import statistics
+    half = points // 2
+    return [statistics.median(values[max(0, i - half):i + half + 1]) for i in range(len(values))]
+
+
+def test_floor_mask_includes_a_median_exactly_at_its_bound_and_is_boolean():
+    values = [1.0] * 7 + [0.15] * 7 + [0.0] * 7  # start 1, best 0: the bound is 0.15 exactly
+    mask = sg.floor_mask(values)
+    assert mask.dtype == bool and mask.tolist() == [m <= 0.15 for m in _medians(values)]
+    assert mask[7:].all() and not mask[:5].any()
+    flat = sg.floor_mask([1.0] * 8)  # never improves: no floor, still a boolean mask
+    assert flat.dtype == bool and not flat.any()
+
+
+def test_the_floor_is_measured_from_the_first_median():
+    """Medians 5, 3, then 1: the fall is from 5, so a plateau at 0.6 (within 15% of a fall of 5 to 0:
+    0.75) is floor; measured from the second median (3: 0.45) it would not be."""
+    values = [5.0, 5.0] + [1.0] * 5 + [0.6] * 7 + [0.0] * 7
+    assert _medians(values)[:3] == [5.0, 3.0, 1.0]
+    mask = sg.floor_mask(values)
+    assert mask.tolist() == [m <= 0.75 for m in _medians(values)] and mask[9:14].all()
+
+
+def test_flat_end_is_the_first_median_strictly_past_its_bound():
+    """Start 2, best 0: the flat start ends where the median falls below 2 - 0.05 x 2 = 1.9; a
+    plateau at exactly 1.9 is still flat, one at 1.95 is too."""
+    values = [2.0] * 7 + [1.95] * 7 + [1.9] * 7 + [0.0] * 7
+    lrs = [10.0 ** (i / 4 - 7) for i in range(len(values))]
+    first = next(i for i, m in enumerate(_medians(values)) if m < 1.9)
+    assert first >= 19 and sg.flat_end(lrs, values) == lrs[first]

@@ -208,7 +208,7 @@ def stop_words(stop_reason: str, lrs: Sequence[float] = (), num_it: int = 0) -> 
     diverged at its last step ran all its steps, and says so."""
     m = re.search(r"iteration (\d+) \(lr ([^)]+)\)", stop_reason)
     step = int(m.group(1)) + 1 if m else None
-    where = f"at LR {m.group(2)} (step {step} of {num_it or '?'})" if m else ""
+    where = f" at LR {m.group(2)} (step {step} of {num_it or '?'})" if m else ""
     last = f"{lrs[-1]:.3g}" if lrs else "?"
     if stop_reason.startswith("completed"):
         return f"ran all {num_it or len(lrs)} steps, up to LR {last}"
@@ -219,10 +219,10 @@ def stop_words(stop_reason: str, lrs: Sequence[float] = (), num_it: int = 0) -> 
         if step is not None and step == num_it:
             return (f"ran all {num_it} steps, up to LR {m.group(2)}; at the last the smoothed {watched} loss "
                     f"blew up{why}")
-        return f"stopped {where}: the smoothed {watched} loss blew up{why}"
+        return f"stopped{where}: the smoothed {watched} loss blew up{why}"
     if stop_reason.startswith("non-finite loss"):
         value = stop_reason.split()[2] if len(stop_reason.split()) > 2 else "non-finite"
-        return f"stopped {where}: the training loss became {value}"
+        return f"stopped{where}: the training loss became {value}"
     if stop_reason.startswith("cancelled"):
         return f"cancelled by a callback after {len(lrs)} steps, at LR {last}"
     return stop_reason or "LR range test"
