@@ -390,3 +390,5 @@ def test_points_by_hand():
     assert three.points() == (("initial", "max"), ("max", "initial"), ("initial", "min"))
     assert three.points("mom") == (("max", "base"), ("base", "max"), ("max", "max"))
     assert S.TorchOneCycle(10, value="mom").points("lr") == two.points()  # asked for: not this one's
+    policy = S.torch_one_cycle(10)  # its two shapes, named as points() and the docs name them
+    assert (policy.lr.value, policy.mom.value) == ("lr", "mom")
