@@ -712,3 +712,21 @@ def test_data_parallel_windows_sync_only_at_their_step(accum, scaled):
     assert wrap.fake.synced == [(i + 1) % accum == 0 or i == 4 for i in range(5)]
     for p, q in zip(learn.model.parameters(), ref.parameters()):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_the_device_side_nan_guard_skips_the_same_windows(accum):
+    """Under data-parallel the losses stay on the device and the guard is a collective
+    (``read_losses`` off): in one process it skips the same windows as the host read does."""
+    class OnDevice(oc.Callback):
+        def before_fit(self, learn):
+            learn.loop.read_losses = False
+
+    x, y = _with_nan()
+    learn = _linear(x, y, accum=accum)
+    learn.fit_sched(2, 0.1, lambda p: 1.0, on_nan="skip", callbacks=[OnDevice()])
+    ref = _by_hand(_linear(x, y).model, x, y, 0.1, accum, epochs=2, skip={2})
+    for p, q in zip(learn.model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    assert learn.loop.nan_skipped == 2 and not learn.loop.bad_window
+    assert math.isnan(learn.recorder.losses[2]) and math.isfinite(learn.recorder.losses[3])  # recorded as read
