@@ -46,14 +46,21 @@ TARGETS=(
   "lr_find_result|lr_find_result.py|tests/test_lr_find_result.py|"
   "evaluate|evaluate.py|tests/test_evaluate.py|"
   # lr_find inside a checkpointing fit (8 cases, 5-15 s each) is the checkpointer's interplay with the
-  # finder; the loop's state is tested by lr_find from every hook of a plain fit, kept
-  "loop|loop.py|tests/test_loop.py|-k 'not checkpointing_fit'"
+  # finder; the loop's state is tested by lr_find from 6 hooks of a plain fit, kept (between batches,
+  # epochs and validation, and after the fit). Left out: from before_fit and before_epoch (9-12 s each,
+  # a state no batch has touched yet) and from before_batch and after_backward (the mid-window state
+  # after_step and after_batch see too), to keep a pass under 30 s under load
+  "loop|loop.py|tests/test_loop.py|-k 'not checkpointing_fit and not (any_hook and (before_fit or before_epoch or before_batch or after_backward))'"
   # the finder's plots are plots.py's (tests/test_plots.py too); the 0.7 spelling lr_find2 is legacy.py's
   # (its test draws sched.plot: 1 s of the file's 8)
   "lr_finder|lr_finder.py|tests/test_lr_finder.py|-k 'not plot and not lr_find2'"
   # the Learner's API, its training options (test_training) and its argument checks; left out: the
-  # host-read trace of a whole fit (20 s, the loop's) and a torchmetrics collection's columns (metrics')
-  "learner|learner.py|tests/test_learner.py tests/test_training.py tests/test_bad_input.py|-k 'not no_host_reads and not metric_collection'"
+  # host-read trace of a whole fit (20 s, the loop's), a torchmetrics collection's columns (metrics'),
+  # the README's fastai snippet (10 s: lr_find, its suggestion and a 5-epoch fit) and lr_find's
+  # argument checks (start_lr, end_lr, num_it, div_th: lr_finder's own, which Learner.lr_find passes on);
+  # and a short stream's warning (the loop's; its check of the warning's line fails under mutmut, whose
+  # trampoline is the caller then)
+  "learner|learner.py|tests/test_learner.py tests/test_training.py tests/test_bad_input.py|-k 'not no_host_reads and not metric_collection and not readme_coming_from_fastai and not test_lr_find_ and not stream_shorter_than_steps'"
   "recorder|recorder.py|tests/test_recorder.py|"
 )
 

@@ -892,3 +892,46 @@ def test_readme_coming_from_fastai_snippet_runs(capsys):
     assert res.suggestion is not None and len(learn.recorder.val_losses) == 5
     assert max(learn.recorder.lrs) == pytest.approx(res.suggestion, rel=1e-2)  # the peak step is near pct_start
     assert "<- suggestion" in capsys.readouterr().out
+
+
+class _BNTwoGroup(TwoGroup):
+    """Two layer groups with a BatchNorm in the body (whose statistics a frozen body still updates)."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Sequential(nn.Linear(5, 8), nn.BatchNorm1d(8))
+
+
+def test_fine_tune_is_a_frozen_then_an_unfrozen_one_cycle():
+    """``fine_tune(epochs)`` with its defaults, against the steps its doc gives, written out: the head
+    alone for 1 epoch (1cycle at ``base_lr=2e-3``, ``pct_start=0.99``, BatchNorm not frozen), then
+    everything for ``epochs`` (1cycle over ``slice(base_lr/2/100, base_lr/2)``, ``pct_start=0.3``,
+    ``div=5``): the same weights, buffers and recorded LRs, bit for bit."""
+    torch.manual_seed(0)
+    learn = _learner(_BNTwoGroup())
+    learn.fine_tune(2)
+    torch.manual_seed(0)
+    ref = _learner(_BNTwoGroup())
+    ref.freeze()
+    ref.fit_one_cycle(1, 2e-3, pct_start=0.99)
+    head = ref.recorder.state_dict()
+    ref.unfreeze()
+    ref.fit_one_cycle(2, slice(1e-3 / 100, 1e-3), pct_start=0.3, div=5.0)
+    a, b = learn.model.state_dict(), ref.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in b)
+    assert learn.recorder.group_lrs == ref.recorder.group_lrs and learn.recorder.moms == ref.recorder.moms
+    assert learn.head_history.group_lrs == head["group_lrs"] and learn.head_history.n_epochs == 1
+    for kw, message in [
+        (dict(epochs=0), r"^epochs must be an int >= 1, got 0$"),
+        (dict(epochs=1, freeze_epochs=0), r"^freeze_epochs must be an int >= 1, got 0$"),
+        (dict(epochs=1, base_lr=0), r"^base_lr must be > 0, got 0$"),
+        (dict(epochs=1, lr_mult=0.5), r"^lr_mult must be >= 1, got 0.5$"),
+        (dict(epochs=1, lr_max=0.1), r"^fine_tune\(\) got an unexpected keyword argument 'lr_max'; did you mean "
+                                     r"'base_lr'\?$"),
+    ]:
+        before = {k: v.clone() for k, v in learn.model.state_dict().items()}
+        with pytest.raises((TypeError, ValueError), match=message):
+            learn.fine_tune(**kw)
+        # refused before anything changed: no phase trained, nothing left frozen
+        assert all(torch.equal(v, before[k]) for k, v in learn.model.state_dict().items())
+        assert all(p.requires_grad for p in learn.model.parameters())

@@ -3,6 +3,7 @@ range test started from inside a running fit, which must leave that fit exactly 
 been without it."""
 
 import collections
+import contextlib
 import math
 
 import pytest
@@ -625,3 +626,107 @@ def test_cudnn_benchmark_is_set_for_cuda_fits_and_put_back_after_the_last(monkey
     with pytest.raises(RuntimeError), cudnn_benchmark(cuda, False):
         raise RuntimeError  # put back on an error too
     assert cudnn.benchmark is True
+
+
+def test_flush_series_flushes_the_after_epoch_callbacks_that_can():
+    """Before a checkpoint captures the recorder, every callback with an ``after_epoch`` and a
+    ``flush`` is flushed with the Learner; one without ``flush``, or without ``after_epoch``, is not."""
+    flushed = []
+
+    class Series(oc.Callback):
+        def after_epoch(self, learn):
+            pass
+
+        def flush(self, learn):
+            flushed.append((self, learn))
+
+    class NoFlush(oc.Callback):
+        def after_epoch(self, learn):
+            pass
+
+    class NotPerEpoch(oc.Callback):
+        def flush(self, learn):
+            flushed.append((self, learn))
+
+    class Static(oc.Callback):  # a hook that is no bound method: it has no owner to flush
+        after_epoch = staticmethod(lambda learn: None)
+
+    x, y = _xy()
+    learn = _linear(x, y)
+    learn.fit_sched(1, 0.1, lambda p: 1.0)
+    a, b = Series(), Series()
+    loop = Loop(learn, 1, 5, learn.scheduler, callbacks=[a, NoFlush(), NotPerEpoch(), Static(), b])
+    assert flushed == []
+    loop.flush_series()
+    assert flushed == [(a, learn), (b, learn)]
+
+
+def test_finite_on_every_rank_in_one_process():
+    """The data-parallel NaN guard (the all-reduce is the identity in one process): any non-finite
+    element makes the loss non-finite."""
+    x, y = _xy()
+    learn = _linear(x, y)
+    learn.fit_sched(1, 0.1, lambda p: 1.0)
+    check = learn.loop._finite_on_every_rank
+    assert check(torch.tensor(1.5)) is True and check(torch.tensor([1.0, -2.0])) is True
+    assert check(torch.tensor(math.nan)) is False and check(torch.tensor([1.0, math.inf])) is False
+
+
+class _FakeDDP(nn.Module):
+    """Stands in for DistributedDataParallel in one process: the model's forward, and a ``no_sync``
+    that notes which batches ran inside it (gradients not all-reduced)."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module, self.synced, self._sync = module, [], True
+
+    def forward(self, x):
+        self.synced.append(self._sync)
+        return self.module(x)
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        self._sync = False
+        try:
+            yield
+        finally:
+            self._sync = True
+
+
+@pytest.mark.parametrize("accum,scaled", [(1, False), (2, False), (3, False), (3, True)])
+def test_data_parallel_windows_sync_only_at_their_step(accum, scaled):
+    """Under data-parallel, the batches inside an accumulation window run under ``no_sync`` and the
+    window's last batch (the step) does not; the update is the same as without it, by hand (with a
+    GradScaler too: a power-of-two scale is exact)."""
+    class Wrap(oc.Callback):
+        def before_fit(self, learn):
+            learn.loop.ddp = learn.loop.model = fake = _FakeDDP(learn.model)
+            self.fake = fake
+
+    x, y = _xy()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 10) if scaled else None
+    learn = _linear(x, y, accum=accum, scaler=scaler)
+    ref = _by_hand(_linear(x, y).model, x, y, 0.1, accum)
+    wrap = Wrap()
+    learn.fit_sched(1, 0.1, lambda p: 1.0, callbacks=[wrap])
+    assert wrap.fake.synced == [(i + 1) % accum == 0 or i == 4 for i in range(5)]
+    for p, q in zip(learn.model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("accum", [1, 2])
+def test_the_device_side_nan_guard_skips_the_same_windows(accum):
+    """Under data-parallel the losses stay on the device and the guard is a collective
+    (``read_losses`` off): in one process it skips the same windows as the host read does."""
+    class OnDevice(oc.Callback):
+        def before_fit(self, learn):
+            learn.loop.read_losses = False
+
+    x, y = _with_nan()
+    learn = _linear(x, y, accum=accum)
+    learn.fit_sched(2, 0.1, lambda p: 1.0, on_nan="skip", callbacks=[OnDevice()])
+    ref = _by_hand(_linear(x, y).model, x, y, 0.1, accum, epochs=2, skip={2})
+    for p, q in zip(learn.model.parameters(), ref.parameters()):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    assert learn.loop.nan_skipped == 2 and not learn.loop.bad_window
+    assert math.isnan(learn.recorder.losses[2]) and math.isfinite(learn.recorder.losses[3])  # recorded as read

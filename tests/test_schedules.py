@@ -364,3 +364,31 @@ def test_second_phases_and_non_default_torch_settings():
         assert ours.lr(k / total) == pytest.approx(opt.param_groups[0]["lr"], rel=1e-9)
         opt.step()
         ref.step()
+
+
+def test_phase_at_by_hand():
+    """``phase_at`` (what ``compat.OneCycleLR`` steps by), by OneCycleLR's own rule: phase ends at
+    ``pct_start * n - 1`` (and ``2 * pct_start * n - 2`` for three phases) and ``n - 1``; the fraction is
+    ``(step - start) / (end - start)``, a phase's end belongs to it, and past the last it is unclamped."""
+    two = S.TorchOneCycle(10)  # ends at steps 2 and 9
+    assert two.ends == (2.0, 9.0)
+    assert [two.phase_at(s) for s in (0, 1, 2, 5.5, 9, 10)] == [
+        (0, 0.0), (0, 0.5), (0, 1.0), (1, 0.5), (1, 1.0), (1, 8 / 7)]
+    three = S.TorchOneCycle(10, three_phase=True)  # ends at steps 2, 4 and 9
+    assert three.ends == (2.0, 4.0, 9.0)
+    assert [three.phase_at(s) for s in (1, 3, 4, 6.5)] == [(0, 0.5), (1, 0.5), (1, 1.0), (2, 0.5)]
+    assert S.TorchOneCycle(10, pct_start=0.1).phase_at(0) == (0, 1.0)  # a phase of no width is complete
+
+
+def test_points_by_hand():
+    """``points``: each phase's (start, end) level, by OneCycleLR's names, as its phases are laid out:
+    the LR rises from initial to max and falls to min (three phases: back to initial first, then to
+    min), the momentum mirrors it between max and base."""
+    two, three = S.TorchOneCycle(10), S.TorchOneCycle(10, three_phase=True)
+    assert two.points() == two.points("lr") == (("initial", "max"), ("max", "min"))
+    assert two.points("mom") == S.TorchOneCycle(10, value="mom").points() == (("max", "base"), ("base", "max"))
+    assert three.points() == (("initial", "max"), ("max", "initial"), ("initial", "min"))
+    assert three.points("mom") == (("max", "base"), ("base", "max"), ("max", "max"))
+    assert S.TorchOneCycle(10, value="mom").points("lr") == two.points()  # asked for: not this one's
+    policy = S.torch_one_cycle(10)  # its two shapes, named as points() and the docs name them
+    assert (policy.lr.value, policy.mom.value) == ("lr", "mom")
