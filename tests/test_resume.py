@@ -297,6 +297,8 @@ def test_resume_at_a_later_epoch_with_persistent_workers_warns(tmp_path, k, pers
                      "dataset that draws none"] if warns else [])
 
 
+@pytest.mark.slow  # 20 s (persistent worker processes over several fits); the warning's wording is also
+# checked in the case just above
 def test_workers_resume_inexact_when_persistent_past_epoch_1(tmp_path):
     """What the warning above says, measured with real workers (the other tests start none)."""
     ref = _workers_learner()
