@@ -276,7 +276,7 @@ def test_learner_places_tensor_loaders_on_its_device_before_training(monkeypatch
 
 
 def _benchmark_inside(want=None):
-    from onecycle.loop import cudnn_benchmark
+    from onecycle.cudnn import cudnn_benchmark
 
     with cudnn_benchmark(torch.device("cuda"), want):  # sets the flag only: no GPU needed
         return torch.backends.cudnn.benchmark
@@ -294,7 +294,7 @@ def test_cudnn_benchmark_is_on_unless_determinism_is_asked_for():
         torch.backends.cudnn.deterministic = False
         torch.use_deterministic_algorithms(True)
         assert _benchmark_inside() is False
-        from onecycle.loop import cudnn_benchmark
+        from onecycle.cudnn import cudnn_benchmark
         with cudnn_benchmark(torch.device("cpu"), True):  # off CUDA it changes nothing
             assert torch.backends.cudnn.benchmark is old[2]
     finally:
@@ -344,7 +344,7 @@ def test_learner_places_train_and_valid_data_within_one_budget(monkeypatch):
 def test_cudnn_benchmark_is_restored_when_fits_overlap_and_end_out_of_order():
     import threading
 
-    from onecycle.loop import cudnn_benchmark
+    from onecycle.cudnn import cudnn_benchmark
 
     cuda = torch.device("cuda")  # the context sets the flag only: no GPU needed
     old = torch.backends.cudnn.benchmark

@@ -598,7 +598,7 @@ def test_batches_per_epoch_messages_and_limits():
 def test_cudnn_benchmark_is_set_for_cuda_fits_and_put_back_after_the_last(monkeypatch):
     """Only flags: a CUDA device object needs no GPU. Nested fits: the latest has its way; the
     setting found before the first comes back when the last ends."""
-    from onecycle.loop import cudnn_benchmark
+    from onecycle.cudnn import cudnn_benchmark
     cudnn = torch.backends.cudnn
     monkeypatch.setattr(cudnn, "benchmark", False)
     monkeypatch.setattr(cudnn, "deterministic", False)

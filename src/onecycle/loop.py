@@ -25,7 +25,6 @@ import contextlib
 import itertools
 import math
 import operator
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -37,6 +36,7 @@ from . import checks as C
 from . import distributed as D
 from .callbacks import Callback, CancelFit, TrustRatios, hooks_of
 from .checkpointer import Checkpointer
+from .cudnn import cudnn_benchmark
 from .evaluate import set_optimizer_mode
 from .optim.groups import momentum_key
 from .optim.scheduler import Scheduler
@@ -49,7 +49,7 @@ from .smoothing import smoothing_beta
 if TYPE_CHECKING:
     from .learner import Learner
 
-__all__ = ["Loop", "NonFiniteLossError", "steps_for", "batches_per_epoch", "cudnn_benchmark"]
+__all__ = ["Loop", "NonFiniteLossError", "steps_for", "batches_per_epoch"]
 
 
 _LR = operator.itemgetter("lr")
@@ -388,34 +388,3 @@ def _plain(lrs: list[list[Any]], moms: list[Any]) -> tuple[list[list[float]], li
         return list(lrs), list(moms)  # (most often: copies, the rows are never changed)
     return ([[v if type(v) is float else float(v) for v in row] for row in lrs],
             [m if m is None or type(m) is float else float(m) for m in moms])
-
-
-# torch.backends.cudnn.benchmark is process-wide: fits running at once (threads, or lr_find inside a
-# fit) share it. The setting found by the first is restored when the last ends; in between, the
-# latest still running has its way.
-_CUDNN_LOCK = threading.Lock()
-_cudnn_active: dict[object, bool] = {}  # the setting each running fit wants, oldest first
-_cudnn_saved = [False]
-
-
-@contextlib.contextmanager
-def cudnn_benchmark(device: torch.device, want: bool | None = None) -> Iterator[None]:
-    """``torch.backends.cudnn.benchmark`` set to ``want`` on CUDA (None: on unless
-    ``torch.backends.cudnn.deterministic`` or ``torch.use_deterministic_algorithms`` asks for
-    determinism), the previous setting restored afterwards; elsewhere nothing. Fits run inside it."""
-    if torch.device(device).type != "cuda":
-        yield
-        return
-    if want is None:
-        want = not (torch.backends.cudnn.deterministic or torch.are_deterministic_algorithms_enabled())
-    token = object()
-    with _CUDNN_LOCK:
-        if not _cudnn_active:
-            _cudnn_saved[0] = torch.backends.cudnn.benchmark
-        _cudnn_active[token] = torch.backends.cudnn.benchmark = want
-    try:
-        yield
-    finally:
-        with _CUDNN_LOCK:
-            del _cudnn_active[token]
-            torch.backends.cudnn.benchmark = next(reversed(_cudnn_active.values()), _cudnn_saved[0])
