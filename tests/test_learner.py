@@ -935,3 +935,35 @@ def test_fine_tune_is_a_frozen_then_an_unfrozen_one_cycle():
         # refused before anything changed: no phase trained, nothing left frozen
         assert all(torch.equal(v, before[k]) for k, v in learn.model.state_dict().items())
         assert all(p.requires_grad for p in learn.model.parameters())
+
+
+def test_use_opt_trains_with_that_optimizer_as_it_is():
+    learn = _learner()
+    model = learn.model
+    with pytest.raises(TypeError, match="optimizer"):
+        learn.use_opt(torch.optim.SGD)  # the class, not an optimizer
+    assert learn.opt is None  # refused before anything changed
+    opt = torch.optim.SGD([{"params": model.body.parameters(), "weight_decay": 0.1},
+                           {"params": model.head.parameters(), "weight_decay": 0.2}], lr=1.0, momentum=0.9)
+    learn.use_opt(opt)
+    assert learn.opt is opt and learn.wd_key == "weight_decay"  # its own decay, not the decoupled key
+    assert not opt._optimizer_step_pre_hooks  # no decoupled weight-decay hook given to it
+    learn.fit_sched(1, [0.01, 0.1], lambda p: 1.0, wd=[0.0, 0.05])
+    assert learn.opt is opt  # trained with it: not replaced
+    assert [g["lr"] for g in opt.param_groups] == [0.01, 0.1]
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.0, 0.05]  # the fit's wd went to its own key
+    assert all("momentum_buffer" in opt.state[p] for p in model.parameters())  # its state is what stepped
+
+
+def test_drop_opt_forgets_the_optimizer_and_takes_its_weight_decay_hook_off():
+    learn = _learner(wd=0.1)
+    opt = learn.create_opt()
+    assert len(opt._optimizer_step_pre_hooks) == 1 and learn.wd_key == "decoupled_wd"
+    learn.drop_opt()
+    assert learn.opt is None and not opt._optimizer_step_pre_hooks
+    learn.drop_opt()  # nothing to drop: no error
+    learn.use_opt(opt)
+    learn.drop_opt()  # an optimizer given with use_opt has no hook of ours to take off
+    assert learn.opt is None
+    learn.fit_sched(1, 0.1, lambda p: 1.0)  # a new optimizer, with a hook of its own
+    assert learn.opt is not opt and len(learn.opt._optimizer_step_pre_hooks) == 1
