@@ -55,8 +55,8 @@ TARGETS=(
   # (its test draws sched.plot: 1 s of the file's 8)
   "lr_finder|lr_finder.py|tests/test_lr_finder.py|-k 'not plot and not lr_find2'"
   # the Learner's API, its training options (test_training), its argument checks and its save/load
-  # (test_weights); left out: the
-  # host-read trace of a whole fit (20 s, the loop's), a torchmetrics collection's columns (metrics'),
+  # (test_weights); left out: the host-read trace of a whole fit (20 s, the loop's), a torchmetrics
+  # collection's columns (metrics'),
   # the README's fastai snippet (10 s: lr_find, its suggestion and a 5-epoch fit) and lr_find's
   # argument checks (start_lr, end_lr, num_it, div_th: lr_finder's own, which Learner.lr_find passes on);
   # and a short stream's warning (the loop's; its check of the warning's line fails under mutmut, whose
