@@ -535,3 +535,101 @@ def test_missing_parent_folder_and_missing_file(tmp_path):
         atomic_save({"a": 1}, tmp_path / "nope" / "x.pt")
     with pytest.raises(FileNotFoundError):
         safe_load(tmp_path / "absent.pt")
+
+
+# --- map_location and the messages, by value (mutation survivors of checkpoint.py) ----------------
+
+
+@pytest.mark.parametrize("version", ["v1", "v2"])
+def test_map_location_reaches_every_tensor_of_either_format(tmp_path, version):
+    obj = {"w": torch.arange(3.0), "n": 3}
+    path = tmp_path / "m.pt"
+    if version == "v1":
+        path.write_bytes(_with_valid_header(_torch_bytes(obj)))
+    else:
+        atomic_save(obj, path)
+    assert path.read_bytes().startswith(f"ONECYCLE-CKPT {version} ".encode())
+    for load in (safe_load, load_state_dict_file):
+        assert load(path)["w"].device.type == "cpu"  # the default, "cpu"
+        assert load(path, map_location="meta")["w"].device.type == "meta"
+        assert load(path, map_location={"cpu": "meta"})["w"].device.type == "meta"  # by the saved device's name
+        kept = load(path, map_location={"cuda:0": "meta"})  # a name it was not saved on: left where it was
+        assert kept["w"].device.type == "cpu" and torch.equal(kept["w"], obj["w"]) and kept["n"] == 3
+        with pytest.raises(TypeError, match="map_location must be None, a device or a dict of device names, got 5"):
+            load(path, map_location=5)
+
+
+def test_a_plain_torch_file_goes_to_map_location_too(tmp_path):
+    path = tmp_path / "plain.pt"
+    torch.save({"w": torch.ones(2)}, path)
+    assert load_state_dict_file(path, map_location="meta")["w"].device.type == "meta"
+
+
+def test_the_messages_name_the_argument_the_path_and_what_was_found(tmp_path):
+    with pytest.raises(ValueError, match=r"^path must be a file path, but .* is a directory"):
+        load_state_dict_file(tmp_path)
+    with pytest.raises(ValueError, match=r"^path must be a file path, but .* is a directory"):
+        ckpt.CheckpointWriter().save({"a": 1}, tmp_path)
+    plain = tmp_path / "plain.pt"
+    torch.save({"w": torch.ones(2)}, plain)
+    with pytest.raises(CheckpointError, match=r"refusing to load it\. For a plain torch\.save state_dict use "
+                                              r"load_state_dict_file\(\)$"):
+        safe_load(plain)
+    listed = tmp_path / "list.pt"
+    torch.save([1, 2], listed)
+    with pytest.raises(CheckpointError, match=r"does not hold a state_dict: got list$"):
+        load_state_dict_file(listed)
+    with pytest.raises(CheckpointError, match=r"does not hold a state_dict: got list$"):
+        atomic_save([1, 2], tmp_path / "ours.pt")
+        load_state_dict_file(tmp_path / "ours.pt")
+    text = tmp_path / "text.pt"
+    text.write_bytes(b"0123456789abcdefGHIJKL")
+    with pytest.raises(CheckpointError) as info:
+        load_state_dict_file(text)
+    assert str(info.value) == f"{str(text)!r} is not a torch.save file (starts with b'0123456789abcdef')"
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(plain.read_bytes()[:100])  # a zip archive cut short
+    with pytest.raises(CheckpointError, match=rf"^cannot load {str(broken)!r}: RuntimeError: .*zip archive"):
+        load_state_dict_file(broken)
+
+
+def test_corruption_messages_give_the_counts_and_the_header_seen(tmp_path):
+    path = small_checkpoint(tmp_path)
+    path.write_bytes(path.read_bytes() + b"junk")
+    with pytest.raises(CheckpointError, match=r"is corrupted: 4 extra bytes$"):
+        safe_load(path)
+    data = b"ONECYCLE-CKPT v7 " + b"x" * 100 + b"\n" + b"payload"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError) as info:
+        safe_load(path)
+    assert str(info.value).endswith(f"has a malformed or unsupported header: {data[:80]!r}")
+    # a well-formed header line longer than the header may be is refused as malformed, not read
+    digest = hashlib.sha256(b"").hexdigest()
+    path.write_bytes(f"ONECYCLE-CKPT v2 {digest} ".encode() + b"0" * (ckpt._MAX_HEADER) + b"\n")
+    with pytest.raises(CheckpointError, match="malformed or unsupported header"):
+        safe_load(path)
+
+
+def test_an_unsafe_pickle_is_refused_with_the_global_it_names(tmp_path, evil):
+    payload = _torch_bytes({"model": evil})
+    with pytest.raises(pickle.UnpicklingError) as torch_error:  # torch's own refusal, the reference
+        torch.load(io.BytesIO(payload), weights_only=True)
+    name = "io.open" if isinstance(evil, OpensSentinel) else "posix.system"  # what each one's reduce calls
+    line = next(x.strip() for x in str(torch_error.value).splitlines() if f"GLOBAL {name}" in x)
+    path = tmp_path / "evil.pt"
+    path.write_bytes(_with_valid_header(payload))
+    with pytest.raises(CheckpointError) as info:
+        safe_load(path)
+    assert str(info.value).endswith(f"does not allow ({line[:200]})")  # its one informative line, at most 200 long
+
+
+@pytest.mark.parametrize(("length", "match"), [(0, "bad index length"), (5, "bad index length"),
+                                                (8, "cannot load"), (9, "cannot load")])
+def test_a_v2_payload_too_short_for_its_index_is_refused(tmp_path, length, match):
+    payload = (b"\x00" * 8 + b"\x01" * 8)[:length]  # an index length of 0 (8 bytes), then junk
+    digest = hashlib.sha256(payload).hexdigest()
+    path = tmp_path / "short.pt"
+    path.write_bytes(f"ONECYCLE-CKPT v2 {digest} {length}\n".encode() + payload)
+    with pytest.raises(CheckpointError, match=match) as info:
+        safe_load(path)
+    assert str(path) in str(info.value)
