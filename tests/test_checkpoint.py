@@ -633,3 +633,41 @@ def test_a_v2_payload_too_short_for_its_index_is_refused(tmp_path, length, match
     with pytest.raises(CheckpointError, match=match) as info:
         safe_load(path)
     assert str(path) in str(info.value)
+
+
+def test_check_loadable_names_where_an_unloadable_object_sits(tmp_path, evil):
+    ckpt.check_loadable({"w": torch.ones(2), "looks": (ckpt.MARK, 0)})  # data like a reference loads (v1)
+    with pytest.raises(TypeError, match=r"^obj\['a'\]\[1\] has type test_checkpoint\.(OpensSentinel|RunsShell) "
+                                        r"\(.*\), which cannot be loaded back safely; use tensors, plain Python "
+                                        r"scalars/str/bytes, lists, tuples and dicts$"):
+        ckpt.check_loadable({"a": [1, evil]})
+    with pytest.raises(TypeError, match=r"^obj key <test_checkpoint\."):
+        ckpt.check_loadable({evil: 1})
+    with pytest.raises(TypeError, match=r"^obj\['a'\]\[1\] has type"):
+        atomic_save({"a": (1, evil)}, tmp_path / "x.pt")
+
+
+def test_a_meta_tensor_is_kept_as_it_is(tmp_path):
+    obj = {"m": torch.empty(2, 3, device="meta"), "w": torch.ones(2)}
+    atomic_save(obj, tmp_path / "meta.pt")
+    back = safe_load(tmp_path / "meta.pt", map_location=None)
+    assert back["m"].device.type == "meta" and back["m"].shape == (2, 3) and torch.equal(back["w"], obj["w"])
+
+
+def test_the_writer_times_its_writes_on_its_own_named_thread(tmp_path, monkeypatch):
+    writer = ckpt.CheckpointWriter()
+    assert writer.seconds == 0.0 and not writer.busy
+    threads = []
+    real = ckpt.atomic_write
+
+    def slow_write(*args):
+        threads.append(ckpt.threading.current_thread().name)
+        ckpt.time.sleep(0.05)
+        real(*args)
+
+    monkeypatch.setattr(ckpt, "atomic_write", slow_write)
+    writer.save({"w": torch.ones(2)}, tmp_path / "w.pt")
+    writer.wait()
+    assert threads == ["onecycle-checkpoint-writer"]
+    assert 0.05 <= writer.seconds < 60  # the worker's time for this write
+    assert torch.equal(safe_load(tmp_path / "w.pt")["w"], torch.ones(2))
