@@ -419,6 +419,78 @@ def test_a_function_schedule_is_described_by_its_code_and_the_values_it_reads(mo
     assert d(Ramp(1.0)) == d(Ramp(1.0)) != d(Ramp(2.0))
 
 
+def _top(p, k=1.0):
+    return k * p
+
+
+def _top_other_default(p, k=2.0):
+    return k * p
+
+
+_top_other_default.__qualname__ = "_top"  # the same name and code as _top: only the default differs
+
+
+def _helper(p):
+    return 0.5 * p
+
+
+def _calls_helper(p):
+    return _helper(p)
+
+
+def _recursive(p, n=3):
+    return p if n == 0 else _recursive(p, n - 1)
+
+
+def _ramp_class(c):
+    class Ramp:
+        def __init__(self):
+            self.top = 1.0
+
+        def __call__(self, p):
+            return self.top * p * c  # the class's code reads c: the only difference between two Ramps
+
+    return Ramp
+
+
+class _Slots:
+    __slots__ = ("top",)
+
+    def __init__(self, top):
+        self.top = top
+
+    def __call__(self, p):
+        return self.top * p
+
+
+class _Owner:
+    def __init__(self, k):
+        self.k = k
+        self.again = self.lr  # a method of its own object among its attributes: a cycle
+
+    def lr(self, p):
+        return self.k * p
+
+
+def test_a_schedule_description_tells_apart_everything_a_schedule_reads(monkeypatch):
+    d = R.describe_schedule
+    partial = functools.partial
+    assert d(partial(_top, 1.0)) == d(partial(_top, 1.0)) != d(partial(_top, 2.0))  # a partial's arguments
+    assert d(partial(_top, k=1.0)) == d(partial(_top, k=1.0)) != d(partial(_top, k=2.0))  # ... and keywords
+    assert d(partial(_top, 1.0)) != d(partial(_helper, 1.0))  # ... and its function
+    assert d(_top) != d(_top_other_default)  # a default
+    assert d(_Owner(1.0).lr) == d(_Owner(1.0).lr) != d(_Owner(2.0).lr)  # a bound method's object
+    before = d(_calls_helper)
+    monkeypatch.setattr(__import__(__name__), "_helper", lambda p: 0.25 * p)
+    assert d(_calls_helper) != before  # a function it calls, by that function's code
+    assert d(_ramp_class(1.0)()) == d(_ramp_class(1.0)()) != d(_ramp_class(2.0)())  # the class's code
+    assert d(_Slots(1.0)) == d(_Slots(1.0)) != d(_Slots(2.0))  # no __dict__: its slots
+    assert d(_recursive) == d(_recursive) and d(_Owner(1.0).again)  # cycles end (at a depth limit)
+    text = R._code_text(lambda p: math.cos(p) * torch.pi)
+    assert "module math" in text and "module torch" in text and "<module" not in text  # no install path
+    assert " at 0x" not in R._code_text(_Owner(1.0).lr)
+
+
 @pytest.mark.parametrize("changed", [lambda p: 1.0 - 0.8 * p, _scaled(0.9)])
 def test_a_changed_lambda_or_closure_is_refused_unless_rescheduled(tmp_path, changed):
     """resume used to compare a schedule's repr with its address removed: every lambda read the same."""

@@ -83,8 +83,9 @@ def describe_schedule(fn: Any) -> str:
     """What identifies a schedule across processes. Its repr, when that names its values (onecycle's
     schedules do: ``Cos(start=1.0, end=0.0)``); for a function (a lambda too), its name and a digest
     of its code (the bytecode's instructions and constants, through ``dis``) and of the values it
-    reads (closure cells, globals, defaults), so a changed constant is a changed schedule. The
-    digest depends on the Python version: a resume under another Python needs ``reschedule=True``."""
+    reads (closure cells, globals, defaults; a bound method's object and a callable object by their
+    attributes), so a changed constant is a changed schedule. The digest depends on the Python
+    version: a resume under another Python needs ``reschedule=True``."""
     text = repr(fn)
     if not _ADDRESS.search(text):
         return text
@@ -112,13 +113,20 @@ def _code_text(obj: Any, depth: int = 0) -> str:
                 + "; defaults " + _value_text(defaults, depth))
     if callable(obj):  # an object with __call__: its class's code and its own attributes
         call = type(obj).__call__
-        state = vars(obj) if hasattr(obj, "__dict__") else {}
-        return f"{type(obj).__qualname__}({_value_text(state, depth)}): " + (
+        return f"{type(obj).__qualname__}({_value_text(_attributes(obj), depth)}): " + (
             _code_text(call, depth + 1) if inspect.isfunction(call) else "")
     return _value_text(obj, depth)
 
 
+def _attributes(obj: Any) -> dict[str, Any]:
+    """An object's own attributes: its ``__dict__`` and its slots."""
+    slots = [n for cls in type(obj).__mro__ for n in getattr(cls, "__slots__", ()) if hasattr(obj, n)]
+    return {**{n: getattr(obj, n) for n in slots}, **getattr(obj, "__dict__", {})}
+
+
 def _value_text(value: Any, depth: int) -> str:
+    if depth > 4:  # (values can hold themselves: an object's method among its attributes)
+        return "..."
     if inspect.ismodule(value):
         return f"module {value.__name__}"
     if isinstance(value, dict):
@@ -129,7 +137,10 @@ def _value_text(value: Any, depth: int) -> str:
         return f"class {value.__module__}.{value.__qualname__}"
     if callable(value):
         return _code_text(value, depth + 1)
-    return _ADDRESS.sub("", repr(value))
+    text = repr(value)
+    if _ADDRESS.search(text):  # object's own repr, which names no state: its class and attributes instead
+        return f"{type(value).__qualname__}({_value_text(_attributes(value), depth + 1)})"
+    return text
 
 
 def check_consistent(saved: dict[str, Any], now: dict[str, Any], reschedule: bool) -> None:
