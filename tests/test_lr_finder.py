@@ -319,18 +319,23 @@ def test_everything_restored(exit_path, opt, opt_before, tmp_path, monkeypatch):
     assert os.listdir(tmp_path) == []
 
 
-def test_nan_loss_stops_before_stepping():
+def _nan_at_fourth_batch(loss_fn):
+    """``loss_fn`` whose 4th training call gives NaN (validation calls are left as they are)."""
     calls = []
 
-    def loss_fn(pred, y):
+    def wrapped(pred, y):
         if torch.is_grad_enabled():
             calls.append(1)
             if len(calls) == 4:
                 return pred.sum() * float("nan")
-        return F.cross_entropy(pred, y)
+        return loss_fn(pred, y)
 
+    return wrapped
+
+
+def test_nan_loss_stops_before_stepping():
     learn, rec = _learner(), Record()
-    learn.loss_fn = loss_fn
+    learn.loss_fn = _nan_at_fourth_batch(F.cross_entropy)
     before = _fingerprint(learn)
     res = learn.lr_find(num_it=10, callbacks=[rec])
     assert len(res.losses) == 3 and len(res.val_losses) == 3 and rec.steps == 3
@@ -778,17 +783,8 @@ def test_without_validation_res_rule_names_the_rule_that_answered():
 # ---- mutation-testing additions: the NaN stop's words, an empty validation loader, runs=2, the val
 # curve's smoothing after an early stop ----------------------------------------------------------------
 def test_nan_stop_reason_names_the_iteration_and_the_lr_it_would_have_stepped_at():
-    calls = []
-
-    def loss_fn(pred, y):
-        if torch.is_grad_enabled():
-            calls.append(1)
-            if len(calls) == 4:
-                return pred.sum() * float("nan")
-        return F.mse_loss(pred, y)
-
     learn = _probe_learner()  # one param group, 4 batches an epoch
-    learn.loss_fn = loss_fn
+    learn.loss_fn = _nan_at_fourth_batch(F.mse_loss)
     res = learn.lr_find(1e-4, 1e-2, num_it=10)
     lr3 = 1e-4 * (1e-2 / 1e-4) ** (3 / 9)  # the 4th batch's: iteration 3 of 10
     assert res.stop_reason == f"non-finite loss nan at iteration 3 (lr {lr3:.3g}): stopped before stepping"
