@@ -1061,6 +1061,26 @@ def test_a_loader_without_a_length_is_looped_over_without_a_warning(accum, recwa
     assert [str(w.message) for w in recwarn] == []  # each pass ends with the loader: no "short epoch" warning
 
 
+class OddStream(Stream):
+    """A loader without a length: three batches a pass."""
+
+    def __init__(self):
+        self.batches = list(_dl(24, 8))
+
+
+def test_without_a_length_a_pass_ending_inside_a_window_drops_it(recwarn):
+    """3 batches a pass at accum=2: a step of 2 batches, then the third is dropped (the stream's end is
+    seen only after its backward), so 4 steps read 11 batches (3 passes, then 2 of the 4th), each step a
+    full window; a sized loader of 3 batches steps on the third alone (the test above)."""
+    torch.manual_seed(0)
+    learn, rec = oc.Learner(Net(), OddStream(), device="cpu", quiet=True, accum=2), Record()
+    res = learn.lr_find(1e-4, 1e-1, num_it=4, with_valid=False, callbacks=[rec])
+    assert len(res.losses) == rec.steps == 4 and rec.batches == 11
+    assert res.lrs == pytest.approx([1e-4 * 1e3 ** (i / 3) for i in range(4)], rel=1e-12)
+    assert [str(w.message) for w in recwarn] == []
+    assert all(p.grad is None for p in learn.model.parameters())  # the dropped window left no gradient
+
+
 def test_every_run_counts_its_epochs_from_0_without_set_epoch():
     epochs = []
 

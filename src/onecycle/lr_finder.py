@@ -5,7 +5,10 @@ Iteration ``i`` of ``num_it`` (one optimizer step each; ``accum`` batches when a
 ``start * (end/start) ** (i/(num_it-1))`` (``step_mode="exp"``) or ``start * (1 + i/(num_it-1) *
 (end/start - 1))`` (``"linear"``), per group, keeping the groups' ratios: the fit's ``Scheduler``
 sets it, so an AMP step skipped on overflow repeats its LR. Unlike fastai v2 (``i/num_it``, one step
-short), the last iteration trains at ``end_lr``. The loader is looped over as often as needed.
+short), the last iteration trains at ``end_lr``. The loader is looped over as often as needed; with
+accumulation, a pass's last batches close a shorter window (as in a fit), except over a loader
+without ``len()``, whose end is known only once it is reached: there a pass that ends inside a window
+drops that window's batches (no step: every step sees ``accum`` batches).
 
 ``RangeTest`` (the callback), after each optimizer step: the step's mean loss (one host read per
 batch), then with validation the loss and metrics on the next ``val_batches`` batches of a cycling
