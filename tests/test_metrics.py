@@ -360,3 +360,92 @@ def test_a_metric_says_its_direction_else_its_name_does():
 def test_percent_columns_are_accuracy_like_fractions():
     assert M.percent_column("accuracy", [0.5, 1.0, float("nan")]) and not M.percent_column("accuracy", [0.5, 95.0])
     assert not M.percent_column("val_loss", [0.5]) and M.percent_column("f1_macro", [])
+
+
+# ---- mutation-testing additions: top-k's defaults and bounds, directions by column, percent bounds --------
+def test_top_k_defaults_to_5_and_never_asks_for_more_classes_than_there_are():
+    scores = torch.arange(10.0).flip(0).repeat(4, 1)  # class 0 ranks 1st, ..., class 9 ranks 10th
+    targets = torch.tensor([4, 5, 9, 0])  # ranks 5, 6, 10, 1
+    assert M.top_k_accuracy(scores, targets).item() == 0.5  # k=5: ranks 5 and 1 count
+    assert M.top_k_accuracy(scores, targets, k=6).item() == 0.75
+    many = torch.randn(20, 3)  # 20 samples, 3 classes: k=10 is every class
+    assert M.top_k_accuracy(many, torch.randint(0, 3, (20,)), k=10).item() == 1.0
+
+
+class _Stateful:
+    """The torchmetrics protocol without keys(): one column."""
+
+    def update(self, preds, targets):
+        pass
+
+    def compute(self):
+        return 0.0
+
+    def reset(self):
+        pass
+
+
+class _Collection(_Stateful):
+    """A MetricCollection-like object: keys() and members by key, each member saying its direction or not."""
+
+    def __init__(self, members):
+        self.members = members
+
+    def keys(self):
+        return self.members.keys()
+
+    def __getitem__(self, key):
+        return self.members[key]
+
+
+class _Member:
+    def __init__(self, higher_is_better=None):
+        if higher_is_better is not None:
+            self.higher_is_better = higher_is_better
+
+
+class _KeysOnly(_Collection):
+    """keys() without members to look up: the direction comes from each column's name."""
+
+    __getitem__ = None
+
+
+def test_directions_and_columns_of_collections_by_their_members_then_by_the_column_names():
+    def score(preds, targets):
+        return 0.0
+
+    coll = _Collection({"agreement": _Member(False), "hits": _Member(True), "mse_loss": _Member(),
+                        "top_error": _Member()})
+    metrics = {"_Collection": coll, "v": _Collection({"x": _Member(), "acc": _Member(False)}), "my_error": score,
+               "s": score, "plain": _Stateful(), "k": _KeysOnly({"rate": None, "val_loss": None})}
+    assert M.metric_columns(metrics) == ["agreement", "hits", "mse_loss", "top_error", "v_x", "v_acc", "my_error",
+                                         "s", "plain", "k_rate", "k_val_loss"]
+    assert M.metric_directions(metrics) == {
+        "agreement": False, "hits": True, "mse_loss": False, "top_error": False,  # its own name: keys as they are
+        "v_x": True, "v_acc": False,  # another name: prefixed; a member's own word wins over the name
+        "my_error": False, "s": True, "plain": True, "k_rate": True, "k_val_loss": False}
+    assert M.metric_directions({"top_error": score}) == {"top_error": False}  # by the column's name
+    assert M.higher_is_better(score) and M.higher_is_better(score, "val_acc")
+    assert not M.higher_is_better(score, "l_loss")
+
+
+def test_percent_column_bounds():
+    assert M.percent_column("acc", [0.0, 0.5]) and M.percent_column("acc", [-1e-9, 1 + 1e-9])  # rounding kept
+    assert not M.percent_column("acc", [-0.5]) and not M.percent_column("acc", [1.5])
+    assert not M.percent_column("acc", [1 + 1e-8]) and not M.percent_column("acc", [-1e-8])
+
+
+def test_a_metric_that_changes_from_a_number_to_keys_is_named_in_both_forms():
+    calls = []
+
+    def shifty(p, t):
+        calls.append(1)
+        return 1.0 if len(calls) == 1 else {"b": 1.0}
+
+    preds, targets = _data()
+    acc = M.MetricAccumulator(None, {"s": shifty}, CPU)
+    acc.add(preds[:2], targets[:2], loss=1.0)
+    with pytest.raises(ValueError) as info:
+        acc.add(preds[2:], targets[2:], loss=3.0)
+    assert str(info.value) == ("metric 's' gave keys ['b'] for this batch but a number before; a metric must give "
+                               "the same keys for every batch")
