@@ -730,3 +730,113 @@ def test_the_device_side_nan_guard_skips_the_same_windows(accum):
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
     assert learn.loop.nan_skipped == 2 and not learn.loop.bad_window
     assert math.isnan(learn.recorder.losses[2]) and math.isfinite(learn.recorder.losses[3])  # recorded as read
+
+
+# ---- mutation-testing additions: the mean over ranks, a Loop made directly, failed batches, resume ----------
+def test_every_rank_records_the_mean_loss_over_ranks_and_checkpoints_its_own(monkeypatch):
+    """Two data-parallel ranks stood in for in one process: the other rank's losses are 1.0 each (the
+    all-reduce adds them; the NaN guard's and the signal check's counts are 0 on both)."""
+    from onecycle import distributed as D
+
+    x, y = _xy()
+    ref = _linear(x, y)
+    ref.fit_sched(1, 0.1, lambda p: 1.0)
+
+    def two_ranks(t):
+        return t * 2 if t.ndim == 0 else t + 1.0
+
+    partial = []
+
+    class Mid(oc.Callback):
+        def after_batch(self, learn):
+            if learn.loop.iter == 2:
+                partial.append(learn.loop.state_dict()["partial"]["losses"])  # no collective: this rank's own
+
+    monkeypatch.setattr(D, "all_reduce_sum", two_ranks)
+    learn = _linear(x, y)
+    learn.world_size = 2
+    learn.fit_sched(1, 0.1, lambda p: 1.0, callbacks=[Mid()])
+    own = ref.recorder.losses
+    assert learn.recorder.losses == pytest.approx([(v + 1.0) / 2 for v in own], rel=1e-6)
+    assert partial == [pytest.approx(own[:3], rel=1e-6)]
+
+
+def test_a_loop_made_directly_takes_the_learners_settings_unless_given():
+    x, y = _xy()
+    learn = _linear(x, y)
+    assert learn.opt is None
+    loop = Loop(learn, 1, 5, None)
+    assert loop.opt is learn.opt is not None  # made for it
+    assert loop.quiet is True and Loop(learn, 1, 5, None, quiet=False).quiet is False
+    assert loop.on_nan == "raise" and loop.read_losses and loop.scaler is None
+    assert not loop.progress.bar(5, 0, 1).shown  # nothing shown before run() makes the fit's display
+    mine = torch.amp.GradScaler("cpu")
+    assert Loop(learn, 1, 5, None, scaler=mine).scaler is mine
+    learn.user_scaler = theirs = torch.amp.GradScaler("cpu")
+    assert Loop(learn, 1, 5, None).scaler is theirs and Loop(learn, 1, 5, None, scaler=mine).scaler is mine
+    learn.user_scaler = None
+    fp16 = _linear(x, y, amp="fp16")
+    made = Loop(fp16, 1, 5, None).scaler
+    assert isinstance(made, torch.amp.GradScaler) and made.is_enabled()
+    assert isinstance(_linear(x, y, amp="bf16").amp_dtype, torch.dtype) and Loop(_linear(x, y, amp="bf16"), 1, 5,
+                                                                                    None).scaler is None
+    before = [p.detach().clone() for p in learn.model.parameters()]
+    loop.one_batch((x[:2], y[:2]))  # by default one whole window: the optimizer steps on the unscaled loss
+    ref = _by_hand(_linear(x, y).model, x[:2], y[:2], learn.opt.param_groups[0]["lr"], 1)
+    for p, q, b in zip(learn.model.parameters(), ref.parameters(), before):
+        assert not torch.equal(p, b)
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-7)
+    assert loop.stepped and loop.epoch_losses == [pytest.approx(F.cross_entropy(_linear(x, y).model(x[:2]),
+                                                                                  y[:2]).item())]
+
+
+def test_trust_ratios_are_recorded_for_an_optimizer_that_has_them():
+    x, y = _xy()
+    lars = _linear(x, y)
+    lars.opt_func = "lars"
+    lars.fit_sched(1, 0.1, lambda p: 1.0)
+    assert sorted(lars.recorder.series) == ["trust_max/0", "trust_mean/0", "trust_min/0"]
+    assert len(lars.recorder.series["trust_mean/0"]) == 5
+    sgd = _linear(x, y)
+    sgd.fit_sched(1, 0.1, lambda p: 1.0)
+    assert sgd.recorder.series == {}
+
+
+@pytest.mark.parametrize("on_nan", ["raise", "off"])
+@pytest.mark.parametrize("at", [0, 2])
+def test_a_batch_that_fails_leaves_a_history_with_as_many_lrs_as_losses(on_nan, at):
+    x, y = _xy()
+    learn = _linear(x, y)
+    calls = []
+
+    def loss_fn(pred, target):
+        calls.append(1)
+        if len(calls) == at + 1:
+            raise RuntimeError("boom")
+        return F.cross_entropy(pred, target)
+
+    learn.loss_fn = loss_fn
+    with pytest.raises(RuntimeError, match="boom"):
+        learn.fit_sched(1, 0.1, lambda p: 1.0, on_nan=on_nan)
+    rec = learn.recorder
+    assert len(rec.losses) == len(rec.group_lrs[0] if rec.group_lrs else []) == len(rec.moms) == at
+
+
+def test_plain_turns_tensor_lrs_and_momenta_into_floats():
+    from onecycle.loop import _plain
+
+    lrs, moms = _plain([[torch.tensor(0.5), 0.25]], [torch.tensor(0.75), None])
+    assert lrs == [[0.5, 0.25]] and moms == [0.75, None]
+    assert [type(v) for v in lrs[0]] == [float, float] and type(moms[0]) is float
+    rows = [[0.1], [0.2]]
+    same = _plain(rows, [0.9, None])
+    assert same == (rows, [0.9, None]) and same[0] is not rows  # floats already: copies
+
+
+def test_a_fit_resumes_from_its_checkpoint_epoch(tmp_path):
+    x, y = _xy()
+    _linear(x, y).fit_sched(2, 0.1, lambda p: 1.0, checkpoint_dir=tmp_path)
+    count = Count()
+    learn = _linear(x, y)
+    learn.fit_sched(3, 0.1, lambda p: 1.0, checkpoint_dir=tmp_path, resume=True, reschedule=True, callbacks=[count])
+    assert count.calls["before_epoch"] == 1 and len(learn.recorder.train_losses) == 3  # epoch 3 only, then history
