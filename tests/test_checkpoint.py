@@ -671,3 +671,68 @@ def test_the_writer_times_its_writes_on_its_own_named_thread(tmp_path, monkeypat
     assert threads == ["onecycle-checkpoint-writer"]
     assert 0.05 <= writer.seconds < 60  # the worker's time for this write
     assert torch.equal(safe_load(tmp_path / "w.pt")["w"], torch.ones(2))
+
+
+def test_the_refusal_reason_is_the_line_naming_the_global_else_the_last_line():
+    reason = ckpt._refusal_reason
+    assert reason(pickle.UnpicklingError("Weights only load failed.\n\nUnsupported operand 7\n\nread the docs")) \
+        == "Unsupported operand 7"
+    assert reason(pickle.UnpicklingError("failed.\n  GLOBAL os.system was refused  \nread the docs")) \
+        == "GLOBAL os.system was refused"
+    assert reason(pickle.UnpicklingError("failed.\nsomething else\n" + "x" * 300)) == "x" * 200  # the last line
+    assert reason(pickle.UnpicklingError("Unsupported " + "y" * 300)) == ("Unsupported " + "y" * 300)[:200]
+    assert reason(pickle.UnpicklingError("")) == "UnpicklingError"
+
+
+@pytest.mark.parametrize(("index", "raw", "match"), [
+    ({"tree": (ckpt.MARK, 1), "tensors": [("uint8", [1], "cpu", False, False, 1)]}, b"\0", "bad tensor reference"),
+    ({"tensors": [("uint8", [1], "cpu", False, False, 1)]}, b"\0", "no tensor table"),  # no tree
+    ({"tree": (ckpt.MARK, 0), "tensors": [("uint8", [1], "cpu", False, False)]}, b"\0", "entry 0"),  # 5 fields
+], ids=["reference-one-past", "no-tree", "five-fields"])
+def test_more_hostile_v2_tables_are_refused_naming_the_file(tmp_path, index, raw, match):
+    path = tmp_path / "h.pt"
+    path.write_bytes(_v2_file(index, raw))
+    for load in (safe_load, load_state_dict_file):
+        with pytest.raises(CheckpointError, match=match) as info:
+            load(path)
+        assert str(path) in str(info.value)
+
+
+def test_an_index_length_past_the_payload_is_refused(tmp_path):
+    payload = (4).to_bytes(8, "little") + b"ab"  # says 4 bytes of index, holds 2
+    digest = hashlib.sha256(payload).hexdigest()
+    path = tmp_path / "long.pt"
+    path.write_bytes(f"ONECYCLE-CKPT v2 {digest} {len(payload)}\n".encode() + payload)
+    with pytest.raises(CheckpointError, match="bad index length"):
+        safe_load(path)
+
+
+def test_nesting_and_device_messages_in_full(tmp_path):
+    deep = (ckpt.MARK, 0)
+    for _ in range(5000):
+        deep = [deep]
+    path = tmp_path / "deep.pt"
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(50_000)
+    try:
+        path.write_bytes(_v2_file({"tree": deep, "tensors": [("uint8", [1], "cpu", False, False, 1)]}, b"\0"))
+    finally:
+        sys.setrecursionlimit(limit)
+    with pytest.raises(CheckpointError, match=r"is malformed: its structure is nested too deeply$"):
+        safe_load(path)
+    if torch.cuda.is_available():
+        return
+    path.write_bytes(_v2_file({"tree": (ckpt.MARK, 0), "tensors": [("uint8", [1], "cuda:0", False, False, 1)]}, b"\0"))
+    with pytest.raises(CheckpointError, match=r"a tensor saved on 'cuda:0' cannot go to 'cuda:0' \("):
+        safe_load(path, map_location=None)
+    atomic_save({"w": torch.ones(2)}, tmp_path / "ok.pt")
+    with pytest.raises(CheckpointError, match=r"a tensor saved on 'cpu' cannot go to 'cuda' \(.*pass map_location$"):
+        safe_load(tmp_path / "ok.pt", map_location="cuda")
+
+
+def test_load_state_dict_file_names_the_file_of_a_damaged_checkpoint(tmp_path):
+    path = small_checkpoint(tmp_path)
+    path.write_bytes(path.read_bytes()[:-3])
+    with pytest.raises(CheckpointError, match=r"is truncated") as info:
+        load_state_dict_file(path)
+    assert str(path) in str(info.value)
