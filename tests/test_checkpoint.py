@@ -207,15 +207,15 @@ def test_hostile_v2_nesting_and_unreachable_devices_are_refused(tmp_path):
         path.write_bytes(_v2_file({"tree": deep, "tensors": [("uint8", [1], "cpu", False, False, 1)]}, b"\0"))
     finally:
         sys.setrecursionlimit(limit)
-    with pytest.raises(CheckpointError):
+    with pytest.raises(CheckpointError, match=r"is malformed: its structure is nested too deeply$"):
         safe_load(path)
     if not torch.cuda.is_available():
         path.write_bytes(_v2_file({"tree": (ckpt.MARK, 0), "tensors": [("uint8", [1], "cuda:0", False, False, 1)]},
                                   b"\0"))
-        with pytest.raises(CheckpointError, match="cuda:0"):
+        with pytest.raises(CheckpointError, match=r"a tensor saved on 'cuda:0' cannot go to 'cuda:0' \("):
             safe_load(path, map_location=None)
         atomic_save({"w": torch.ones(2)}, tmp_path / "ok.pt")
-        with pytest.raises(CheckpointError, match="map_location"):
+        with pytest.raises(CheckpointError, match=r"saved on 'cpu' cannot go to 'cuda' \(.*pass map_location$"):
             safe_load(tmp_path / "ok.pt", map_location="cuda")
 
 
@@ -705,29 +705,6 @@ def test_an_index_length_past_the_payload_is_refused(tmp_path):
     path.write_bytes(f"ONECYCLE-CKPT v2 {digest} {len(payload)}\n".encode() + payload)
     with pytest.raises(CheckpointError, match="bad index length"):
         safe_load(path)
-
-
-def test_nesting_and_device_messages_in_full(tmp_path):
-    deep = (ckpt.MARK, 0)
-    for _ in range(5000):
-        deep = [deep]
-    path = tmp_path / "deep.pt"
-    limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(50_000)
-    try:
-        path.write_bytes(_v2_file({"tree": deep, "tensors": [("uint8", [1], "cpu", False, False, 1)]}, b"\0"))
-    finally:
-        sys.setrecursionlimit(limit)
-    with pytest.raises(CheckpointError, match=r"is malformed: its structure is nested too deeply$"):
-        safe_load(path)
-    if torch.cuda.is_available():
-        return
-    path.write_bytes(_v2_file({"tree": (ckpt.MARK, 0), "tensors": [("uint8", [1], "cuda:0", False, False, 1)]}, b"\0"))
-    with pytest.raises(CheckpointError, match=r"a tensor saved on 'cuda:0' cannot go to 'cuda:0' \("):
-        safe_load(path, map_location=None)
-    atomic_save({"w": torch.ones(2)}, tmp_path / "ok.pt")
-    with pytest.raises(CheckpointError, match=r"a tensor saved on 'cpu' cannot go to 'cuda' \(.*pass map_location$"):
-        safe_load(tmp_path / "ok.pt", map_location="cuda")
 
 
 def test_load_state_dict_file_names_the_file_of_a_damaged_checkpoint(tmp_path):
