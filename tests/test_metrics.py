@@ -449,3 +449,89 @@ def test_a_metric_that_changes_from_a_number_to_keys_is_named_in_both_forms():
         acc.add(preds[2:], targets[2:], loss=3.0)
     assert str(info.value) == ("metric 's' gave keys ['b'] for this batch but a number before; a metric must give "
                                "the same keys for every batch")
+
+
+def test_named_metrics_messages_in_full():
+    with pytest.raises(TypeError) as info:
+        M.named_metrics(M.accuracy)
+    assert str(info.value).endswith(" (a single metric goes in a list: metrics=[m])")
+    coll = torchmetrics.MetricCollection([MulticlassAccuracy(3)])  # iterable, and one metric: refused too
+    with pytest.raises(TypeError, match=r"a single metric goes in a list"):
+        M.named_metrics(coll)
+    with pytest.raises(TypeError, match=r"^metrics\[1\] must be a function .* got 5 \(int\)$"):
+        M.named_metrics([M.accuracy, 5])
+    with pytest.raises(ValueError) as info:
+        M.named_metrics([M.accuracy, M.accuracy])
+    assert str(info.value) == ("metrics: several metrics are named 'accuracy', and one column would hold only the "
+                               "last one's values; name each: metrics={'name': m, ...}")
+    with pytest.raises(ValueError) as info:
+        M.named_metrics({"val_loss": M.accuracy})
+    assert str(info.value) == "metrics: 'val_loss' is the loss's column; give the metric another name"
+    stateful = _Stateful()  # the protocol, and no __call__: a metric all the same
+    assert M.named_metrics([stateful]) == {"_Stateful": stateful}
+
+
+class _Unnamed:
+    def __call__(self, preds, targets):
+        return 0.0
+
+
+def test_metric_name_of_a_partial_of_an_unnamed_callable_is_partial():
+    assert M.metric_name(functools.partial(_Unnamed())) == "partial"
+    assert M.metric_name(functools.partial(M.accuracy)) == "accuracy"
+
+    def f(p, t):
+        return 0.0
+
+    f.update = lambda *a: None  # update alone is not the torchmetrics protocol
+    assert not M._is_stateful(f) and M._is_stateful(_Stateful())
+
+
+def test_value_messages_name_the_metric_the_key_and_the_type():
+    preds, targets = _data()
+    acc = M.MetricAccumulator(None, {"m": lambda p, t: {"k": "x"}}, CPU)
+    with pytest.raises(TypeError) as info:
+        acc.add(preds, targets)
+    assert str(info.value) == "metric 'm' (key 'k') gave 'x' (str); expected a number or a 0-d tensor"
+    acc = M.MetricAccumulator(None, {"m": lambda p, t: torch.zeros(3)}, CPU)
+    with pytest.raises(ValueError) as info:
+        acc.add(preds, targets)
+    assert str(info.value) == ("metric 'm' gave a tensor of shape (3,), not one number: reduce it (e.g. .mean()), "
+                               "or return a dict of named numbers")
+    acc = M.MetricAccumulator(None, {}, CPU)
+    with pytest.raises(TypeError, match=r"^the loss gave 'x' \(str\)"):
+        acc.add(preds, targets, loss="x")
+
+
+def test_a_column_collision_names_both_owners():
+    preds, targets = _data()
+    acc = M.MetricAccumulator(None, {"hits": M.accuracy, "_stats": _stats}, CPU)
+    acc.add(preds, targets)
+    with pytest.raises(ValueError) as info:
+        acc.result()
+    assert str(info.value) == ("metric '_stats' and metric 'hits' both give a column 'hits'; one would overwrite the "
+                               "other: name them apart, metrics={'name': m, ...}")
+    acc = M.MetricAccumulator(None, M.named_metrics([lambda p, t: {"val_loss": 0.0}]), CPU)
+    acc.add(preds, targets, loss=1.0)
+    with pytest.raises(ValueError, match=r"^metric '<lambda>' and the loss both give a column 'val_loss'"):
+        acc.result()
+
+
+class _NoReset(_Stateful):
+    reset = None  # the protocol's update and compute, no reset to call
+
+
+def test_one_target_is_enough_for_a_loss_and_sequence_batches_weigh_by_their_targets():
+    acc = M.MetricAccumulator(F.cross_entropy, {"s": _NoReset()}, CPU)
+    preds, targets = torch.tensor([[2.0, 0.0]]), torch.tensor([0])
+    acc.add(preds, targets)
+    assert acc.result()["val_loss"] == pytest.approx(F.cross_entropy(preds, targets).item())
+    # batches of 2 sequences of length 1 and 3: each target weighs the same, not each batch or sequence
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 1, 4), torch.randn(2, 3, 4)
+    ta, tb = torch.randint(0, 4, (2, 1)), torch.randint(0, 4, (2, 3))
+    seq = M.MetricAccumulator(None, {"acc": M.accuracy}, CPU)
+    seq.add(a, ta)
+    seq.add(b, tb)
+    hits = (a.argmax(-1) == ta).sum() + (b.argmax(-1) == tb).sum()
+    assert seq.result()["acc"] == pytest.approx(hits.item() / 8)
