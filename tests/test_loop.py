@@ -840,3 +840,113 @@ def test_a_fit_resumes_from_its_checkpoint_epoch(tmp_path):
     learn = _linear(x, y)
     learn.fit_sched(3, 0.1, lambda p: 1.0, checkpoint_dir=tmp_path, resume=True, reschedule=True, callbacks=[count])
     assert count.calls["before_epoch"] == 1 and len(learn.recorder.train_losses) == 3  # epoch 3 only, then history
+
+
+class _ModedSGD(torch.optim.SGD):
+    """An optimizer with train/eval modes (as schedule-free's), noting each switch."""
+
+    def __init__(self, groups, lr):
+        super().__init__(groups, lr=lr)
+        self.switches = []
+        for g in self.param_groups:
+            g["train_mode"] = False
+
+    def train(self):
+        self.switches.append("train")
+        for g in self.param_groups:
+            g["train_mode"] = True
+
+    def eval(self):
+        self.switches.append("eval")
+        for g in self.param_groups:
+            g["train_mode"] = False
+
+
+def _shuffled(x, y, **kw):
+    torch.manual_seed(0)
+    dl = DataLoader(TensorDataset(x, y), batch_size=2, shuffle=True)  # the shuffle draws from the global RNG
+    return oc.Learner(nn.Linear(3, 2), dl, opt=_plain_sgd, device="cpu", quiet=True, **kw)
+
+
+def test_a_fit_stopped_mid_epoch_resumes_there_bit_exactly(tmp_path):
+    x, y = _xy()
+
+    def sched(p):
+        return 1.0 - 0.5 * p
+
+    ref = _shuffled(x, y)
+    ref.fit_sched(2, 0.1, sched)
+
+    class Stop(oc.Callback):
+        def after_batch(self, learn):
+            if learn.epoch == 1 and learn.loop.iter == 2:
+                raise oc.CancelFit
+
+    _shuffled(x, y).fit_sched(2, 0.1, sched, checkpoint_dir=tmp_path, every=2, ckpt_budget=None, callbacks=[Stop()])
+    count = Count()
+    learn = _shuffled(x, y)
+    torch.manual_seed(123)  # whatever the RNG now: the checkpoint's is restored
+    learn.fit_sched(2, 0.1, sched, checkpoint_dir=tmp_path, every=2, ckpt_budget=None, resume=True, callbacks=[count])
+    # epoch 2's batches 3 and 4 (0-based); the checkpoint was the step after batch 2, where it stopped
+    assert [(e, i) for hook, e, i in count.trace if hook == "before_batch"] == [(1, 3), (1, 4)]
+    for p, q in zip(learn.model.parameters(), ref.model.parameters()):
+        assert torch.equal(p, q)
+    assert learn.recorder.losses == ref.recorder.losses and learn.recorder.lrs == ref.recorder.lrs
+
+
+def test_the_fits_own_settings_reach_the_history_and_the_display():
+    from onecycle.smoothing import smoothing_beta
+
+    x, y = _xy()
+    learn = _linear(x, y)
+    learn.fit_sched(2, 0.1, lambda p: 1.0)
+    assert learn.recorder.smoother.beta == smoothing_beta(2 * 5)
+    assert learn.loop.progress.total == 2 * 5
+    assert all(0 < s < 60 for s in learn.recorder.times) and len(learn.recorder.times) == 2
+
+
+def test_the_table_shows_each_epochs_validation_loss(capsys):
+    x, y = _xy()
+    learn = _linear(x, y, valid=True)
+    learn.quiet = False
+    learn.fit_sched(2, 0.1, lambda p: 1.0)
+    rows = capsys.readouterr().out.strip().splitlines()[1:]
+    assert [float(r.split()[2]) for r in rows] == pytest.approx(learn.recorder.val_losses, abs=1e-4)
+
+
+def test_an_optimizer_with_modes_trains_in_train_mode_and_ends_in_eval():
+    x, y = _xy()
+    learn = _linear(x, y)
+    learn.opt_func = _ModedSGD
+    learn.fit_sched(1, 0.1, lambda p: 1.0)
+    assert learn.opt.switches[0] == "train" and learn.opt.switches[-1] == "eval"
+    assert learn.opt.param_groups[0]["train_mode"] is False
+
+
+def test_a_data_parallel_failure_names_the_rank():
+    x, y = _xy()
+    learn = _linear(x, y)
+    learn.world_size, learn.rank = 2, 1
+
+    class Boom(oc.Callback):
+        def after_batch(self, learn):
+            raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom") as info:
+        learn.fit_sched(1, 0.1, lambda p: 1.0, callbacks=[Boom()])
+    assert "onecycle: raised on rank 1 of 2" in getattr(info.value, "__notes__", [])
+
+
+def test_a_fit_cancelled_after_a_step_leaves_no_gradient_and_a_one_batch_epoch_trains():
+    x, y = _xy()
+    learn = _linear(x, y)
+
+    class Cancel(oc.Callback):
+        def after_step(self, learn):
+            raise oc.CancelFit
+
+    learn.fit_sched(1, 0.1, lambda p: 1.0, callbacks=[Cancel()])
+    assert all(p.grad is None for p in learn.model.parameters())
+    one = _linear(x[:2], y[:2])
+    one.fit_sched(2, 0.1, lambda p: 1.0)
+    assert len(one.recorder.losses) == 2
