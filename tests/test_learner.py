@@ -967,3 +967,61 @@ def test_drop_opt_forgets_the_optimizer_and_takes_its_weight_decay_hook_off():
     assert learn.opt is None
     learn.fit_sched(1, 0.1, lambda p: 1.0)  # a new optimizer, with a hook of its own
     assert learn.opt is not opt and len(learn.opt._optimizer_step_pre_hooks) == 1
+
+
+# ---- mutation-testing additions: the loop's state as read through the Learner, fit_one_cycle's and lr_find's
+# defaults and messages, freeze's default, the default device ------------------------------------------------
+_LOOP_STATE = ("epoch", "iter", "n_epochs", "batches", "loss", "pred", "target", "stepped", "val_result", "scheduler",
+               "scaler", "checkpointer", "nan_skipped")
+
+
+def test_the_loops_state_reads_through_the_learner_none_before_a_fit():
+    learn = _learner()
+    assert learn.loop is None and all(getattr(learn, name) is None for name in _LOOP_STATE)
+    for name in _LOOP_STATE:
+        assert getattr(oc.Learner, name).__doc__ == f"learn.loop.{name} (see loop.Loop)"
+    learn.fit_sched(1, 0.1, lambda p: 1.0)
+    loop = learn.loop
+    assert (learn.epoch, learn.iter, learn.n_epochs, learn.batches, learn.nan_skipped) == (0, 6, 1, 7, 0)
+    assert learn.scheduler is loop.scheduler and learn.checkpointer is loop.checkpointer and learn.stepped is True
+    assert torch.equal(learn.pred, loop.pred) and torch.equal(learn.target, loop.target)
+    assert learn.val_result == loop.val_result and learn.loss.item() == loop.loss.item()
+    with pytest.raises(AttributeError):
+        learn.epoch = 3  # read-only
+
+
+def test_fit_one_cycle_ends_at_lr_max_over_div_final_and_names_what_is_missing():
+    learn = _learner()
+    learn.fit_one_cycle(1, [0.01, 0.1])
+    ends = [g["lr"] for g in learn.opt.param_groups]  # where the schedule ends, after the last step
+    assert ends == pytest.approx([0.01 / 1e5, 0.1 / 1e5], rel=1e-9)
+    with pytest.raises(ValueError) as info:
+        learn.fit_one_cycle(0, 0.1)
+    assert str(info.value) == "epochs must be an int >= 1, got 0"
+    fresh = _learner()
+    with pytest.raises(ValueError) as info:
+        fresh.fit_one_cycle(1)
+    assert str(info.value) == "lr_max is None and no lr_find suggestion is available: pass lr_max"
+
+
+def test_lr_find_defaults_are_fastais():
+    learn = _learner()
+    res = learn.lr_find(stop_div=False, with_valid=False)
+    assert len(res.lrs) == 100 and res.lrs[0] == pytest.approx(1e-7, rel=1e-12)
+    assert res.lrs[-1] == pytest.approx(10.0, rel=1e-12)
+
+
+def test_freeze_leaves_batchnorm_training_unless_asked():
+    learn = _learner(_BNTwoGroup())
+    learn.freeze()
+    assert learn.frozen_bn == []
+    learn.freeze_to(1)
+    assert learn.frozen_bn == []
+
+
+def test_the_default_device_is_cuda_when_there_is_one(monkeypatch):
+    assert oc.default_device() == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert oc.default_device() == torch.device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert oc.default_device() == torch.device("cpu")
