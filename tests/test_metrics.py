@@ -404,10 +404,18 @@ class _Member:
             self.higher_is_better = higher_is_better
 
 
-class _KeysOnly(_Collection):
-    """keys() without members to look up: the direction comes from each column's name."""
+class _KeysOnly(_Stateful):
+    """keys() and no way to look up its members: the direction comes from each column's name."""
 
-    __getitem__ = None
+    def __init__(self, keys):
+        self._keys = list(keys)
+
+    def keys(self):
+        return self._keys
+
+
+class error_metrics(_Collection):  # noqa: N801 (a lower-case class name: the name rule reads it)
+    """A collection whose own name says lower is better: members without a word of their own follow it."""
 
 
 def test_directions_and_columns_of_collections_by_their_members_then_by_the_column_names():
@@ -417,7 +425,7 @@ def test_directions_and_columns_of_collections_by_their_members_then_by_the_colu
     coll = _Collection({"agreement": _Member(False), "hits": _Member(True), "mse_loss": _Member(),
                         "top_error": _Member()})
     metrics = {"_Collection": coll, "v": _Collection({"x": _Member(), "acc": _Member(False)}), "my_error": score,
-               "s": score, "plain": _Stateful(), "k": _KeysOnly({"rate": None, "val_loss": None})}
+               "s": score, "plain": _Stateful(), "k": _KeysOnly(["rate", "val_loss"])}
     assert M.metric_columns(metrics) == ["agreement", "hits", "mse_loss", "top_error", "v_x", "v_acc", "my_error",
                                          "s", "plain", "k_rate", "k_val_loss"]
     assert M.metric_directions(metrics) == {
@@ -425,6 +433,8 @@ def test_directions_and_columns_of_collections_by_their_members_then_by_the_colu
         "v_x": True, "v_acc": False,  # another name: prefixed; a member's own word wins over the name
         "my_error": False, "s": True, "plain": True, "k_rate": True, "k_val_loss": False}
     assert M.metric_directions({"top_error": score}) == {"top_error": False}  # by the column's name
+    assert M.metric_directions({"e": error_metrics({"rate": _Member(), "hits": _Member(True)})}) == {
+        "e_rate": False, "e_hits": True}  # a member without a word follows its collection's name
     assert M.higher_is_better(score) and M.higher_is_better(score, "val_acc")
     assert not M.higher_is_better(score, "l_loss")
 
@@ -517,8 +527,14 @@ def test_a_column_collision_names_both_owners():
         acc.result()
 
 
-class _NoReset(_Stateful):
-    reset = None  # the protocol's update and compute, no reset to call
+class _NoReset:
+    """The protocol's update and compute, and no reset to call."""
+
+    def update(self, preds, targets):
+        pass
+
+    def compute(self):
+        return 0.0
 
 
 def test_one_target_is_enough_for_a_loss_and_sequence_batches_weigh_by_their_targets():
