@@ -899,8 +899,12 @@ def test_the_fits_own_settings_reach_the_history_and_the_display():
 
     x, y = _xy()
     learn = _linear(x, y)
+    learn.fit_sched(4, 0.1, lambda p: 1.0)
+    assert learn.recorder.smoother.beta == smoothing_beta(4 * 5) == 0.5  # the floor: a 20-point curve
+    long = _linear(x, y)
+    long.fit_sched(10, 0.1, lambda p: 1.0)
+    assert long.recorder.smoother.beta == smoothing_beta(10 * 5) == 0.8  # 1 - 10/50
     learn.fit_sched(2, 0.1, lambda p: 1.0)
-    assert learn.recorder.smoother.beta == smoothing_beta(2 * 5)
     assert learn.loop.progress.total == 2 * 5
     assert all(0 < s < 60 for s in learn.recorder.times) and len(learn.recorder.times) == 2
 
@@ -950,3 +954,24 @@ def test_a_fit_cancelled_after_a_step_leaves_no_gradient_and_a_one_batch_epoch_t
     one = _linear(x[:2], y[:2])
     one.fit_sched(2, 0.1, lambda p: 1.0)
     assert len(one.recorder.losses) == 2
+
+
+def test_a_failed_last_checkpoint_is_raised_or_noted_on_the_error_under_way(tmp_path, monkeypatch):
+    from onecycle import checkpoint as ckpt
+
+    def failing_write(*args):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(ckpt, "atomic_write", failing_write)
+    x, y = _xy()
+    with pytest.raises(OSError, match="disk full"):  # the fit itself went well: the write's error is raised
+        _linear(x, y).fit_sched(1, 0.1, lambda p: 1.0, checkpoint_dir=tmp_path)
+
+    class Boom(oc.Callback):
+        def after_epoch(self, learn):
+            if learn.epoch == 1:  # after the first epoch end's write (which failed), before the second's
+                raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom") as info:  # the fit's own error wins; the write's is noted
+        _linear(x, y).fit_sched(2, 0.1, lambda p: 1.0, checkpoint_dir=tmp_path, callbacks=[Boom()])
+    assert info.value.__notes__ == ["onecycle: writing the last checkpoint also failed: OSError: disk full"]
