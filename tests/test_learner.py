@@ -1025,3 +1025,44 @@ def test_the_default_device_is_cuda_when_there_is_one(monkeypatch):
     assert oc.default_device() == torch.device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert oc.default_device() == torch.device("cpu")
+
+
+def test_save_and_load_round_trip_the_weights_and_the_optimizer(tmp_path):
+    learn = _learner()
+    with pytest.raises(ValueError) as info:
+        learn.save(tmp_path / "w.pt", with_opt=True)
+    assert str(info.value) == "with_opt=True but there is no optimizer yet (fit or create_opt first)"
+    assert not (tmp_path / "w.pt").exists()
+    learn.fit_sched(1, 0.1, lambda p: 1.0)
+    path = learn.save(tmp_path / "w.pt")
+    assert path == tmp_path / "w.pt"
+    plain = torch.load(path, weights_only=True)
+    assert plain.keys() == learn.model.state_dict().keys()
+    assert all(torch.equal(plain[k], v) for k, v in learn.model.state_dict().items())
+    both = torch.load(learn.save(tmp_path / "wo.pt", with_opt=True), weights_only=True)
+    assert set(both) == {"model", "opt"} and both["opt"]["param_groups"][0]["lr"] == learn.opt.param_groups[0]["lr"]
+
+    other = _learner()
+    assert other.opt is None
+    other.load(tmp_path / "wo.pt", with_opt=True)  # an optimizer is made for the state to go into
+    for p, q in zip(other.model.parameters(), learn.model.parameters()):
+        assert torch.equal(p, q)
+    for p, q in zip(other.model.parameters(), learn.model.parameters()):
+        assert torch.equal(other.opt.state[p]["momentum_buffer"], learn.opt.state[q]["momentum_buffer"])
+    third = _learner()
+    third.load(tmp_path / "w.pt")
+    assert third.opt is None and all(torch.equal(p, q) for p, q in zip(third.model.parameters(),
+                                                                        learn.model.parameters()))
+    partial = {k: v for k, v in plain.items() if not k.startswith("head.")}
+    torch.save(partial, tmp_path / "body.pt")
+    with pytest.raises(RuntimeError, match="head"):
+        third.load(tmp_path / "body.pt")
+    fourth = _learner()
+    fourth.load(tmp_path / "body.pt", strict=False)  # the head keeps its own init
+    assert torch.equal(fourth.model.body.weight, learn.model.body.weight)
+    assert not torch.equal(fourth.model.head.weight, learn.model.head.weight)
+    pytest.importorskip("safetensors")
+    learn.save(tmp_path / "w.safetensors")
+    fifth = _learner()
+    fifth.load(tmp_path / "w.safetensors")
+    assert torch.equal(fifth.model.head.weight, learn.model.head.weight)
