@@ -975,3 +975,105 @@ def test_a_failed_last_checkpoint_is_raised_or_noted_on_the_error_under_way(tmp_
     with pytest.raises(RuntimeError, match="boom") as info:  # the fit's own error wins; the write's is noted
         _linear(x, y).fit_sched(2, 0.1, lambda p: 1.0, checkpoint_dir=tmp_path, callbacks=[Boom()])
     assert info.value.__notes__ == ["onecycle: writing the last checkpoint also failed: OSError: disk full"]
+
+
+class _Bars:
+    """Stands in for the fit's display: notes each bar asked for and each update it was given."""
+
+    def __init__(self):
+        self.bars, self.updates = [], []
+        self.shown = True
+
+    def bar(self, n, epoch, n_epochs):
+        self.bars.append((n, epoch, n_epochs))
+        return self
+
+    def update(self, i, losses):
+        self.updates.append((i, list(losses)))
+
+    def close(self):
+        pass
+
+    def epoch_row(self, *args):
+        pass
+
+
+def test_each_epochs_bar_gets_its_length_and_every_batchs_losses_so_far():
+    bars = _Bars()
+
+    class Display(oc.Callback):
+        def before_fit(self, learn):
+            learn.loop.progress = bars
+
+    x, y = _xy()
+    learn = _linear(x, y)
+    learn.fit_sched(2, 0.1, lambda p: 1.0, callbacks=[Display()])
+    assert bars.bars == [(5, 0, 2), (5, 1, 2)]
+    losses = learn.recorder.losses
+    want = [(i, pytest.approx(losses[5 * e:5 * e + i + 1], rel=1e-6)) for e in range(2) for i in range(5)]
+    assert bars.updates == want
+
+
+class _OneBatchStream(torch.utils.data.IterableDataset):
+    def __iter__(self):
+        g = torch.Generator().manual_seed(0)
+        yield torch.randn(2, 3, generator=g), torch.randint(0, 2, (2,), generator=g)
+
+
+def test_an_epoch_that_ends_inside_its_first_window_carries_no_gradient_over():
+    learn = oc.Learner(nn.Linear(3, 2), DataLoader(_OneBatchStream(), batch_size=None), opt=_plain_sgd, accum=2,
+                       device="cpu", quiet=True)
+    before = [p.detach().clone() for p in learn.model.parameters()]
+    with pytest.warns(UserWarning, match="ended before"):
+        learn.fit_sched(2, 0.1, lambda p: 1.0, steps_per_epoch=1)
+    assert all(p.grad is None for p in learn.model.parameters())  # each epoch's lone batch dropped
+    assert all(torch.equal(p, b) for p, b in zip(learn.model.parameters(), before))  # no window ever completed
+
+
+class _Positioned:
+    """A loader that keeps its own position (``state_dict``/``load_state_dict``): batches in order,
+    counting every one drawn."""
+
+    def __init__(self, x, y):
+        self.x, self.y, self.start, self.drawn, self.loaded = x, y, 0, 0, []
+
+    def __len__(self):
+        return len(self.x) // 2
+
+    def __iter__(self):
+        start, self.start = self.start, 0
+        for i in range(start, len(self)):
+            self.drawn += 1
+            self.position = i + 1
+            yield self.x[2 * i:2 * i + 2], self.y[2 * i:2 * i + 2]
+
+    def state_dict(self):
+        return {"position": self.position}
+
+    def load_state_dict(self, state):
+        self.loaded.append(state)
+        self.start = state["position"]
+
+
+def test_a_loader_that_keeps_its_position_resumes_from_it_without_drawing_again(tmp_path):
+    x, y = _xy()
+
+    def make(dl):
+        torch.manual_seed(0)
+        return oc.Learner(nn.Linear(3, 2), dl, opt=_plain_sgd, device="cpu", quiet=True)
+
+    ref = make(_Positioned(x, y))
+    ref.fit_sched(2, 0.1, lambda p: 1.0)
+
+    class Stop(oc.Callback):
+        def after_batch(self, learn):
+            if learn.epoch == 1 and learn.loop.iter == 2:
+                raise oc.CancelFit
+
+    make(_Positioned(x, y)).fit_sched(2, 0.1, lambda p: 1.0, checkpoint_dir=tmp_path, every=1, ckpt_budget=None,
+                                      callbacks=[Stop()])
+    dl = _Positioned(x, y)
+    learn = make(dl)
+    learn.fit_sched(2, 0.1, lambda p: 1.0, checkpoint_dir=tmp_path, every=1, ckpt_budget=None, resume=True)
+    assert dl.loaded == [{"position": 3}] and dl.drawn == 2  # the epoch's last two batches, none drawn to drop
+    assert all(torch.equal(p, q) for p, q in zip(learn.model.parameters(), ref.model.parameters()))
