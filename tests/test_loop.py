@@ -862,19 +862,22 @@ class _ModedSGD(torch.optim.SGD):
             g["train_mode"] = False
 
 
-def _shuffled(x, y, **kw):
+def _shuffled(x, y, own_generator=False):
+    """Batches shuffled by the global RNG, or by the loader's own generator."""
     torch.manual_seed(0)
-    dl = DataLoader(TensorDataset(x, y), batch_size=2, shuffle=True)  # the shuffle draws from the global RNG
-    return oc.Learner(nn.Linear(3, 2), dl, opt=_plain_sgd, device="cpu", quiet=True, **kw)
+    generator = torch.Generator().manual_seed(7) if own_generator else None
+    dl = DataLoader(TensorDataset(x, y), batch_size=2, shuffle=True, generator=generator)
+    return oc.Learner(nn.Linear(3, 2), dl, opt=_plain_sgd, device="cpu", quiet=True)
 
 
-def test_a_fit_stopped_mid_epoch_resumes_there_bit_exactly(tmp_path):
+@pytest.mark.parametrize("own_generator", [False, True])
+def test_a_fit_stopped_mid_epoch_resumes_there_bit_exactly(tmp_path, own_generator):
     x, y = _xy()
 
     def sched(p):
         return 1.0 - 0.5 * p
 
-    ref = _shuffled(x, y)
+    ref = _shuffled(x, y, own_generator)
     ref.fit_sched(2, 0.1, sched)
 
     class Stop(oc.Callback):
@@ -882,9 +885,10 @@ def test_a_fit_stopped_mid_epoch_resumes_there_bit_exactly(tmp_path):
             if learn.epoch == 1 and learn.loop.iter == 2:
                 raise oc.CancelFit
 
-    _shuffled(x, y).fit_sched(2, 0.1, sched, checkpoint_dir=tmp_path, every=2, ckpt_budget=None, callbacks=[Stop()])
+    _shuffled(x, y, own_generator).fit_sched(2, 0.1, sched, checkpoint_dir=tmp_path, every=2, ckpt_budget=None,
+                                             callbacks=[Stop()])
     count = Count()
-    learn = _shuffled(x, y)
+    learn = _shuffled(x, y, own_generator)
     torch.manual_seed(123)  # whatever the RNG now: the checkpoint's is restored
     learn.fit_sched(2, 0.1, sched, checkpoint_dir=tmp_path, every=2, ckpt_budget=None, resume=True, callbacks=[count])
     # epoch 2's batches 3 and 4 (0-based); the checkpoint was the step after batch 2, where it stopped
