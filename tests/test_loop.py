@@ -870,15 +870,16 @@ def _shuffled(x, y, own_generator=False):
     return oc.Learner(nn.Linear(3, 2), dl, opt=_plain_sgd, device="cpu", quiet=True)
 
 
-@pytest.mark.parametrize("own_generator", [False, True])
-def test_a_fit_stopped_mid_epoch_resumes_there_bit_exactly(tmp_path, own_generator):
+@pytest.mark.parametrize("own_generator,on_nan", [(False, "raise"), (True, "raise"), (False, "off")])
+def test_a_fit_stopped_mid_epoch_resumes_there_bit_exactly(tmp_path, own_generator, on_nan):
+    """(``on_nan="off"``: the epoch's losses so far come back as tensors, as the loop keeps them then.)"""
     x, y = _xy()
 
     def sched(p):
         return 1.0 - 0.5 * p
 
     ref = _shuffled(x, y, own_generator)
-    ref.fit_sched(2, 0.1, sched)
+    ref.fit_sched(2, 0.1, sched, on_nan=on_nan)
 
     class Stop(oc.Callback):
         def after_batch(self, learn):
@@ -886,11 +887,12 @@ def test_a_fit_stopped_mid_epoch_resumes_there_bit_exactly(tmp_path, own_generat
                 raise oc.CancelFit
 
     _shuffled(x, y, own_generator).fit_sched(2, 0.1, sched, checkpoint_dir=tmp_path, every=2, ckpt_budget=None,
-                                             callbacks=[Stop()])
+                                             callbacks=[Stop()], on_nan=on_nan)
     count = Count()
     learn = _shuffled(x, y, own_generator)
     torch.manual_seed(123)  # whatever the RNG now: the checkpoint's is restored
-    learn.fit_sched(2, 0.1, sched, checkpoint_dir=tmp_path, every=2, ckpt_budget=None, resume=True, callbacks=[count])
+    learn.fit_sched(2, 0.1, sched, checkpoint_dir=tmp_path, every=2, ckpt_budget=None, resume=True, callbacks=[count],
+                    on_nan=on_nan)
     # epoch 2's batches 3 and 4 (0-based); the checkpoint was the step after batch 2, where it stopped
     assert [(e, i) for hook, e, i in count.trace if hook == "before_batch"] == [(1, 3), (1, 4)]
     for p, q in zip(learn.model.parameters(), ref.model.parameters()):
