@@ -262,3 +262,25 @@ def test_a_bad_history_log_is_named_by_its_line():
     with pytest.raises(ValueError, match=r"^h\.jsonl: line 2: series\['grad_norm/0'\] continues at 0, the history "
                                          r"holds 1$"):
         Recorder.from_log(line + json.dumps(broken) + "\n", "h.jsonl")
+
+
+def test_repr_after_three_epochs_and_the_rows_of_a_metric_not_in_percent():
+    rec = Recorder(["accuracy", "score"])
+    for e, (acc, score) in enumerate([(0.5, 3.0), (0.6, 4.0), (0.7, 5.0)]):
+        rec.add_iterations([[0.1]], [0.9], [1.0 - e / 10])
+        rec.add_epoch(1.0 - e / 10, {"val_loss": 0.5, "accuracy": acc, "score": score}, 1.0)
+    assert repr(rec).endswith("epoch 3: train_loss 0.8, val_loss 0.5, accuracy 70.00%, score 5)")
+    header, rows = rec.epoch_rows()
+    assert header[3:5] == ["accuracy (%)", "score"]
+    assert rows[2][3:5] == [pytest.approx(70.0), 5.0]
+
+
+def test_directions_round_trip_through_state_and_json(tmp_path):
+    rec = _filled()
+    rec.higher_is_better = {"accuracy": True, "err": False}
+    assert Recorder.from_state(rec.state_dict()).higher_is_better == {"accuracy": True, "err": False}
+    back = Recorder.load_json(rec.save_json(tmp_path / "h.json"))
+    assert back.higher_is_better == {"accuracy": True, "err": False}
+    old = rec.state_dict()
+    del old["higher_is_better"]  # a file from before directions were kept: read by name
+    assert Recorder.from_state(old).higher_is_better == {}
