@@ -1066,3 +1066,101 @@ def test_save_and_load_round_trip_the_weights_and_the_optimizer(tmp_path):
     fifth = _learner()
     fifth.load(tmp_path / "w.safetensors")
     assert torch.equal(fifth.model.head.weight, learn.model.head.weight)
+
+
+def test_create_opt_gives_the_decoupled_hook_only_to_optimizers_that_do_not_decay_themselves():
+    learn = _learner()
+    opt = learn.create_opt()
+    assert learn.wd_key == "decoupled_wd" and len(opt._optimizer_step_pre_hooks) == 1
+    assert [g["decoupled_wd"] for g in opt.param_groups] == [0.0, 0.0]  # the fit sets the decay
+    lars = _learner(opt="lars")
+    opt = lars.create_opt()
+    assert lars.wd_key == "weight_decay" and not opt._optimizer_step_pre_hooks
+    body, head = list(learn.model.body.parameters()), list(learn.model.head.parameters())
+    mine = learn.create_opt([head, body])  # the groups given, in that order
+    assert [g["params"] for g in mine.param_groups] == [head, body]
+
+
+def test_fit_sched_names_its_bad_arguments():
+    learn = _learner()
+    with pytest.raises(ValueError) as info:
+        learn.fit_sched(0, 0.1, lambda p: 1.0)
+    assert str(info.value) == "epochs must be an int >= 1, got 0"
+    with pytest.raises(ValueError) as info:
+        learn.fit_sched(1, 0.1, lambda p: 1.0, on_nan="ignore")
+    assert str(info.value) == "on_nan must be one of 'raise', 'skip', 'off', got 'ignore'"
+    with pytest.raises(TypeError) as info:
+        learn.use_opt(torch.optim.SGD)
+    assert str(info.value) == "optimizer must be a Optimizer, got type"
+    assert learn.opt is None
+    learn.fit_sched(1, 0.1, lambda p: 1.0, on_nan="off")  # each choice is taken
+    learn.use_opt(torch.optim.SGD(learn.model.parameters(), lr=0.1))  # one group for the whole model
+    with pytest.raises(ValueError, match=r"a slice needs a model with several param groups, got 1"):
+        learn.fit_sched(1, slice(0.01, 0.1), lambda p: 1.0)  # the optimizer's groups count, not the model's
+
+
+def test_fit_sched_passes_its_checkpoint_settings_on(tmp_path, monkeypatch):
+    from onecycle import checkpoint
+
+    writes = []
+    real = checkpoint.CheckpointWriter.save
+    monkeypatch.setattr(checkpoint.CheckpointWriter, "save",
+                        lambda writer, obj, path: (writes.append(1), real(writer, obj, path)))
+    learn = _learner()
+    learn.fit_sched(2, 0.1, lambda p: 1.0, checkpoint_dir=tmp_path / "a", every=1, ckpt_budget=None)
+    assert len(writes) == 2 * 7  # every step (the last of each epoch is its epoch end's)
+    writes.clear()
+    _learner().fit_sched(2, 0.1, lambda p: 1.0, checkpoint_dir=tmp_path / "b", every=1, ckpt_budget=1e-9)
+    assert len(writes) == 2  # a budget that skips every step's write: the first and last epoch ends only
+    with pytest.raises(ValueError, match=r"reschedule=True"):  # a longer fit is another schedule
+        _learner().fit_sched(3, 0.1, lambda p: 1.0, checkpoint_dir=tmp_path / "a", resume=True)
+    again = _learner()
+    again.fit_sched(3, 0.1, lambda p: 1.0, checkpoint_dir=tmp_path / "a", resume=True, reschedule=True)
+    assert len(again.recorder.train_losses) == 3
+
+
+def test_scale_lr_multiplies_the_peaks_by_the_world_size():
+    learn = _learner(scale_lr=True)
+    learn.world_size = 2  # two data-parallel processes, stood in for (the all-reduces are the identity here)
+    seen = []
+
+    class Peek(oc.Callback):
+        def before_batch(self, learn):
+            seen.append([g["lr"] for g in learn.opt.param_groups])
+
+    learn.fit_sched(1, [0.01, 0.1], lambda p: 1.0, callbacks=[Peek()])
+    assert seen[0] == pytest.approx([0.02, 0.2], rel=1e-12)
+
+
+@pytest.mark.parametrize("kw,active", [({}, False), ({"wd": 0.1}, True), ({"wd_sched": lambda p: 1 - p}, True),
+                                       ({"extra_scheds": {"decoupled_wd": lambda p: 0.0}}, True)])
+def test_the_decay_hook_runs_only_in_a_fit_that_decays(kw, active):
+    learn = _learner()
+    hooks = []
+
+    class Peek(oc.Callback):
+        def before_batch(self, learn):
+            hooks.append(len(learn.opt._optimizer_step_pre_hooks))
+
+    learn.fit_sched(1, 0.1, lambda p: 1.0, callbacks=[Peek()], **kw)
+    assert set(hooks) == {int(active)}
+    assert len(learn.opt._optimizer_step_pre_hooks) == 1  # put back after the fit
+
+
+def test_train_mode_puts_an_optimizer_with_modes_in_train_mode():
+    from test_loop import _ModedSGD
+
+    learn = _learner()
+    learn.opt_func = _ModedSGD
+    learn.create_opt()
+    learn.train_mode()
+    assert learn.opt.switches == ["train"] and learn.opt.param_groups[0]["train_mode"] is True
+
+
+def test_a_batch_without_a_loss_is_named_and_predict_needs_none():
+    learn = oc.Learner(nn.Linear(5, 3), [(torch.randn(4, 5),)], device="cpu", quiet=True)  # no targets
+    with pytest.raises(ValueError) as info:
+        learn.fit_sched(1, 0.1, lambda p: 1.0)
+    assert str(info.value) == ("no loss for this batch: it has no target and the model returned no .loss (give "
+                               "batches a target, or use a model that computes its loss with loss_fn=None)")
+    assert learn.predict([(torch.randn(4, 5),)]).shape == (4, 3)
