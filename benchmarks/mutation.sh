@@ -54,14 +54,14 @@ TARGETS=(
   # the finder's plots are plots.py's (tests/test_plots.py too); the 0.7 spelling lr_find2 is legacy.py's
   # (its test draws sched.plot: 1 s of the file's 8)
   "lr_finder|lr_finder.py|tests/test_lr_finder.py|-k 'not plot and not lr_find2'"
-  # the Learner's API, its training options (test_training), its argument checks and its save/load
-  # (test_weights); left out: the host-read trace of a whole fit (20 s, the loop's), a torchmetrics
-  # collection's columns (metrics'),
+  # the Learner's API, its training options (test_training), its argument checks, its save/load
+  # (test_weights) and the batches its forward takes (test_batches, without the 3 BERT fits); left out:
+  # the host-read trace of a whole fit (20 s, the loop's), a torchmetrics collection's columns (metrics'),
   # the README's fastai snippet (10 s: lr_find, its suggestion and a 5-epoch fit) and lr_find's
   # argument checks (start_lr, end_lr, num_it, div_th: lr_finder's own, which Learner.lr_find passes on);
   # and a short stream's warning (the loop's; its check of the warning's line fails under mutmut, whose
   # trampoline is the caller then)
-  "learner|learner.py|tests/test_learner.py tests/test_training.py tests/test_bad_input.py tests/test_weights.py|-k 'not no_host_reads and not metric_collection and not readme_coming_from_fastai and not test_lr_find_ and not stream_shorter_than_steps'"
+  "learner|learner.py|tests/test_learner.py tests/test_training.py tests/test_bad_input.py tests/test_weights.py tests/test_batches.py|-k 'not no_host_reads and not metric_collection and not readme_coming_from_fastai and not test_lr_find_ and not stream_shorter_than_steps and not hugging_face'"
   "recorder|recorder.py|tests/test_recorder.py|"
 )
 
