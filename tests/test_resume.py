@@ -491,6 +491,40 @@ def test_a_schedule_description_tells_apart_everything_a_schedule_reads(monkeypa
     assert " at 0x" not in R._code_text(_Owner(1.0).lr)
 
 
+NESTED = {"a": {"b": {"c": 1.0}}}
+LISTED = [[[1.0]]]
+
+
+def _reads_nested(p):
+    return NESTED["a"]["b"]["c"] * p
+
+
+def _reads_listed(p):
+    return LISTED[0][0][0] * p
+
+
+class _Deep:
+    def __init__(self, v):
+        self.inner = {"k": [v]}
+
+    def lr(self, p):
+        return self.inner["k"][0] * p
+
+
+def test_a_schedule_description_reaches_values_four_levels_down(monkeypatch):
+    """The description stops at a depth (values can hold themselves); up to it, every value counts."""
+    d = R.describe_schedule
+    module = __import__(__name__)
+    for name, fn, changed in (("NESTED", _reads_nested, {"a": {"b": {"c": 2.0}}}),
+                              ("LISTED", _reads_listed, [[[2.0]]])):
+        before = d(fn)
+        monkeypatch.setattr(module, name, changed)
+        assert d(fn) != before, name
+    assert d(_Deep(1.0).lr) != d(_Deep(2.0).lr)
+    assert d(functools.partial(_Owner(1.0).lr)) != d(functools.partial(_Owner(2.0).lr))
+    # (a partial of _Deep's method puts its list one level further down, past the limit: there it reads "...")
+
+
 @pytest.mark.parametrize("changed", [lambda p: 1.0 - 0.8 * p, _scaled(0.9)])
 def test_a_changed_lambda_or_closure_is_refused_unless_rescheduled(tmp_path, changed):
     """resume used to compare a schedule's repr with its address removed: every lambda read the same."""
