@@ -110,3 +110,23 @@ def test_plot_and_plot_lr_pass_their_arguments_to_the_plotting_module(monkeypatc
         ("lr", (res,), {"save": None}),
         ("lr", (res,), {"save": "lr.png", "dpi": 50}),
     ]
+
+
+def test_a_rule_answering_in_the_flat_start_is_flagged_and_noted():
+    from onecycle.suggest import flat_end
+
+    lrs = [1e-5 * 10 ** (i / 6) for i in range(31)]  # 1e-5 .. 1e0
+    losses = [2.0] * 10 + [2.0 - 0.1 * k for k in range(1, 16)] + [0.8 + 0.5 * k for k in range(6)]
+    end = flat_end(lrs, losses)
+    assert end is not None and lrs[2] < end < lrs[15]  # the curve as meant: flat, then falling
+    res = _result(lrs=lrs, group_lrs=[lrs], losses=losses, smooth_losses=losses, val_losses=[],
+                  suggestions={"valley": lrs[15], "val_min": lrs[2], "steep": None}, suggestion=lrs[15],
+                  rule="valley")
+    assert res.flat_rules() == ["val_min"]
+    lines = res.summary().splitlines()
+    assert next(ln for ln in lines if ln.startswith("  val_min ")).endswith("  (flat region)")
+    assert next(ln for ln in lines if ln.startswith("  valley ")).endswith("  <- suggestion")
+    assert (f"  note: val_min answered in the flat region (LR below {end:.3g}), where the training loss had not "
+            "started to fall") in lines
+    assert res.one_cycle_range() == (lrs[15] / 25, lrs[15]) and res.one_cycle_range(10.0) == (lrs[15] / 10, lrs[15])
+    assert _result(suggestion=None).one_cycle_range() is None
