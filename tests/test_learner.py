@@ -1164,3 +1164,25 @@ def test_a_batch_without_a_loss_is_named_and_predict_needs_none():
     assert str(info.value) == ("no loss for this batch: it has no target and the model returned no .loss (give "
                                "batches a target, or use a model that computes its loss with loss_fn=None)")
     assert learn.predict([(torch.randn(4, 5),)]).shape == (4, 3)
+
+
+@pytest.mark.parametrize("kw,exc,message", [
+    ({"model": 5}, TypeError, "model must be a Module, got int"),
+    ({"loss_fn": 5}, TypeError, "loss_fn must be callable (None: the model's own .loss) or None, got 5"),
+    ({"batch_fn": 5}, TypeError, "batch_fn must be callable or None, got 5"),
+    ({"scaler": 5}, TypeError, "scaler must be a GradScaler, got int"),
+    ({"compile": 2}, ValueError, "compile must be one of True, False, got 2"),
+    ({"scale_lr": 2}, ValueError, "scale_lr must be one of True, False, got 2"),
+    ({"cudnn_benchmark": 2}, ValueError, "cudnn_benchmark must be one of True, False, None, got 2"),
+])
+def test_the_learners_arguments_are_refused_with_their_names_in_full(kw, exc, message):
+    args = {"model": nn.Linear(5, 3), "train_dl": _data(), "device": "cpu", **kw}
+    with pytest.raises(exc) as info:
+        oc.Learner(**args)
+    assert str(info.value) == message
+
+
+def test_the_learners_defaults():
+    learn = oc.Learner(nn.Linear(5, 3), _data(), device="cpu")
+    assert learn.quiet is False and learn.scale_lr is False and learn.opt_func == "sgd" and learn.compile is False
+    assert learn.loss_fn is F.cross_entropy and learn.batch_fn is None and learn.cudnn_benchmark is None
