@@ -1186,3 +1186,21 @@ def test_the_learners_defaults():
     learn = oc.Learner(nn.Linear(5, 3), _data(), device="cpu")
     assert learn.quiet is False and learn.scale_lr is False and learn.opt_func == "sgd" and learn.compile is False
     assert learn.loss_fn is F.cross_entropy and learn.batch_fn is None and learn.cudnn_benchmark is None
+
+
+def test_the_learner_takes_quiet_channels_last_and_the_metrics_directions_as_given():
+    conv = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten())
+    batches = [(torch.randn(2, 3, 5, 5), torch.tensor([0, 1]))]
+    learn = oc.Learner(conv, batches, device="cpu", channels_last=True, quiet=True)
+    assert learn.quiet is True and learn.channels_last is True  # on the CPU too, when asked
+    assert conv[0].weight.is_contiguous(memory_format=torch.channels_last)
+    assert oc.Learner(nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten()), batches, device="cpu").channels_last is False
+
+    def goodness(preds, targets):
+        return 0.0
+
+    goodness.higher_is_better = False  # against its name: the recorder keeps what the metric says
+    plain = oc.Learner(nn.Linear(5, 3), _data(), device="cpu", metrics={"goodness": goodness, "acc": accuracy})
+    assert plain.recorder.metric_names == ["goodness", "acc"]
+    assert plain.recorder.higher_is_better == {"goodness": False, "acc": True}
+    assert plain.wd_key == "decoupled_wd"  # before any optimizer: the default SGD's decay
