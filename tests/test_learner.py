@@ -1004,7 +1004,7 @@ def test_fit_one_cycle_ends_at_lr_max_over_div_final_and_names_what_is_missing()
     assert str(info.value) == "lr_max is None and no lr_find suggestion is available: pass lr_max"
 
 
-def test_lr_find_defaults_are_fastais():
+def test_the_finders_defaults_are_fastais():
     learn = _learner()
     res = learn.lr_find(stop_div=False, with_valid=False)
     assert len(res.lrs) == 100 and res.lrs[0] == pytest.approx(1e-7, rel=1e-12)
